@@ -1,0 +1,1 @@
+//! Fault-injecting drive wrapper for tests (being written).

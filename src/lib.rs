@@ -1,0 +1,20 @@
+//! alipanfs: an Aliyundrive (alipan) drive as a local filesystem, through the Open platform API.
+//!
+//! Layers (data flows down): `cli` → `fs` (FUSE adapter + core: inodes, metadata cache, handles)
+//! → `read` (prefetcher) / `write` (staging + upload queue) → `drive` (trait) → `api` (HTTP client).
+//! `emulator` serves the Open API on 127.0.0.1 for tests, benchmarks and the demo.
+
+pub mod api;
+pub mod cli;
+pub mod drive;
+pub mod emulator;
+pub mod error;
+pub mod fault;
+pub mod fs;
+pub mod hashing;
+pub mod read;
+pub mod redact;
+pub mod timefmt;
+pub mod write;
+
+pub use error::{Error, Result};
