@@ -95,6 +95,10 @@ pub enum Error {
     /// The operation was cancelled or timed out locally.
     #[error("timed out: {0}")]
     TimedOut(String),
+    /// An error shared by several waiters (e.g. of one single-flight listing), kept as its errno
+    /// and message.
+    #[error("{message}")]
+    Shared { errno: i32, message: String },
 }
 
 impl Error {
@@ -115,6 +119,7 @@ impl Error {
             Error::TimedOut(_) => libc::ETIMEDOUT,
             Error::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
             Error::Config(_) => libc::EINVAL,
+            Error::Shared { errno, .. } => *errno,
             _ => libc::EIO,
         }
     }
@@ -127,6 +132,14 @@ impl Error {
             Error::ExceedMaxConcurrency | Error::UrlExpired => true,
             Error::Api { status, .. } => *status >= 500 || *status == 429 || *status == 408,
             _ => false,
+        }
+    }
+
+    /// An owned copy of an error several callers share (moka's single-flight hands out `Arc<Error>`).
+    pub fn unshare(shared: std::sync::Arc<Error>) -> Error {
+        match std::sync::Arc::try_unwrap(shared) {
+            Ok(e) => e,
+            Err(shared) => Error::Shared { errno: shared.errno(), message: shared.to_string() },
         }
     }
 

@@ -1,4 +1,322 @@
-//! Command line (being written).
+//! The command line: `alipanfs mount | emulator | about | token set | completions | man`.
+
+pub mod daemon;
+pub mod mount;
+pub mod notify;
+pub mod options;
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{CommandFactory, Parser, Subcommand};
+use tracing::error;
+
+use crate::error::{Error, Result};
+use options::{MountOptions, Settings};
+
+#[derive(Debug, Parser)]
+#[command(name = "alipanfs", version, about = "Mount an Aliyundrive (alipan) drive as a local directory")]
+pub struct Cli {
+    /// Log level (error, warn, info, debug, trace) or a tracing filter; RUST_LOG overrides it.
+    #[arg(long, global = true, default_value = "info", env = "ALIPANFS_LOG_LEVEL")]
+    pub log_level: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Mount the drive at MOUNTPOINT.
+    Mount(MountArgs),
+    /// Serve an emulator of the Open API on 127.0.0.1 (for tests, benchmarks and the demo).
+    Emulator(EmulatorArgs),
+    /// Show the signed-in user, drive, space and token store.
+    About(AboutArgs),
+    /// Manage the token store.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Print shell completions.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    Man,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MountArgs {
+    /// Where to mount (an empty directory).
+    pub mountpoint: PathBuf,
+    /// Stay in the foreground (default: return once the mount is up, and serve in the background).
+    #[arg(short, long)]
+    pub foreground: bool,
+    /// Mount options as in fstab: -o ro,allow_other,uid=1000,drive=resource (repeatable).
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    pub o: Vec<String>,
+    /// TOML config file with the long option names as keys [default: $XDG_CONFIG_HOME/alipanfs/config.toml].
+    #[arg(long, env = "ALIPANFS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Try it without an account: start a local emulator with a sample tree and mount it.
+    #[arg(long)]
+    pub demo: bool,
+    #[command(flatten)]
+    pub options: MountOptions,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AboutArgs {
+    /// TOML config file [default: $XDG_CONFIG_HOME/alipanfs/config.toml].
+    #[arg(long, env = "ALIPANFS_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub options: MountOptions,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Read a refresh token from standard input into the token store (never from argv, where ps shows it).
+    Set {
+        /// Token store [default: $XDG_STATE_HOME/alipanfs/token.json].
+        #[arg(long, env = "ALIPANFS_TOKEN_FILE")]
+        token_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EmulatorArgs {
+    /// Address to listen on (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Folder holding the emulated drive's file bodies [default: a new temporary folder].
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// The first valid refresh token (default: a generated one, printed at start).
+    #[arg(long)]
+    pub refresh_token: Option<String>,
+    /// Seed a sample tree (folders, text, a large file, a video).
+    #[arg(long)]
+    pub seed_demo: bool,
+    /// Access token lifetime in seconds.
+    #[arg(long, default_value_t = 7200)]
+    pub access_token_ttl: u64,
+    /// Longest download-URL lifetime in seconds.
+    #[arg(long, default_value_t = 14400)]
+    pub download_url_ttl: u64,
+    /// Upload part URL lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub upload_url_ttl: u64,
+    /// list calls per second per user (0 = unlimited).
+    #[arg(long, default_value_t = 4.0)]
+    pub list_rate: f64,
+    /// getDownloadUrl calls per second per user (0 = unlimited).
+    #[arg(long, default_value_t = 1.0)]
+    pub download_url_rate: f64,
+    /// Other API calls per second per user (0 = unlimited).
+    #[arg(long, default_value_t = 15.0)]
+    pub api_rate: f64,
+    /// Concurrent downloads per user (0 = unlimited).
+    #[arg(long, default_value_t = 3)]
+    pub max_downloads: usize,
+    /// Drive size, e.g. 6T.
+    #[arg(long, value_parser = options::parse_size, default_value = "6T")]
+    pub quota: u64,
+    /// Fraction of requests failing with 500 or a dropped connection.
+    #[arg(long, default_value_t = 0.0)]
+    pub failure_rate: f64,
+    /// Latency added to every request, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Bandwidth cap of each download connection, e.g. 50M (bytes per second).
+    #[arg(long, value_parser = options::parse_size)]
+    pub bandwidth: Option<u64>,
+}
+
 pub fn main() -> i32 {
-    0
+    let cli = Cli::parse();
+    init_logging(&cli.log_level);
+    match run(cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            error!("{e}");
+            eprintln!("alipanfs: {e}");
+            1
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().map_err(Error::Io)
+}
+
+/// Command line, then environment (both through clap), then `-o`, then the config file.
+fn settings(cli: MountOptions, o: &[String], config: Option<PathBuf>) -> Result<Settings> {
+    let mut merged = cli.or(MountOptions::from_o_list(o)?);
+    let file = match config {
+        Some(path) => Some(MountOptions::from_file(&path)?),
+        None => {
+            let default = options::default_config_file();
+            default.exists().then(|| MountOptions::from_file(&default)).transpose()?
+        }
+    };
+    if let Some(file) = file {
+        merged = merged.or(file);
+    }
+    merged.resolve()
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Mount(args) => run_mount(args),
+        Command::Emulator(args) => run_emulator(args),
+        Command::About(args) => run_about(args),
+        Command::Token(TokenCommand::Set { token_file }) => {
+            let path = token_file.unwrap_or_else(|| options::state_dir().join("token.json"));
+            let mut input = String::new();
+            std::io::stdin().read_to_string(&mut input)?;
+            let token = input.trim();
+            if token.is_empty() {
+                return Err(Error::Config("no refresh token on standard input".into()));
+            }
+            if token.split('.').count() != 3 {
+                return Err(Error::Config(
+                    "that is not an Open platform refresh token (a JWT: three dot-separated parts); \
+                     get one from alist's Aliyundrive Open token tool"
+                        .into(),
+                ));
+            }
+            crate::api::store_refresh_token(&path, token)?;
+            println!("refresh token stored in {}", path.display());
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "alipanfs", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(())
+        }
+    }
+}
+
+fn run_mount(args: MountArgs) -> Result<()> {
+    let mut s = settings(args.options, &args.o, args.config)?;
+    let mountpoint = mount::check_mountpoint(&args.mountpoint)?;
+    if !args.foreground && !args.demo {
+        return daemon::detach(&mountpoint);
+    }
+    let rt = runtime()?;
+    // The demo emulator lives as long as the mount.
+    let _demo = if args.demo {
+        let demo = rt.block_on(demo_emulator())?;
+        s.api_url = demo.api_url();
+        s.client_id = Some(crate::emulator::EmulatorConfig::default().client_id);
+        s.client_secret = Some(crate::emulator::EmulatorConfig::default().client_secret);
+        s.refresh_token = Some(demo.refresh_token());
+        let state = std::env::temp_dir().join(format!("alipanfs-demo-{}", std::process::id()));
+        s.token_file = state.join("token.json");
+        s.cache_dir = state.join("cache");
+        println!("demo: emulator on {} with a sample tree; mounting at {}", demo.api_url(), mountpoint.display());
+        println!("demo: try  ls -l {0}  and  cat {0}/README.txt ; Ctrl-C unmounts", mountpoint.display());
+        Some(demo)
+    } else {
+        None
+    };
+    let client = match rt.block_on(mount::connect(&s)) {
+        Ok(c) => c,
+        Err(e) => {
+            daemon::report_failure(&e);
+            return Err(e);
+        }
+    };
+    let core = rt.block_on(async { mount::build_core(client.clone() as Arc<dyn crate::drive::Drive>, &s) })?;
+    let result = mount::serve(&rt, core, &mountpoint, &s, || {
+        notify::ready();
+        daemon::report_ready();
+    });
+    if let Err(e) = &result {
+        daemon::report_failure(e);
+    }
+    rt.shutdown_timeout(Duration::from_secs(2));
+    result
+}
+
+async fn demo_emulator() -> Result<crate::emulator::Emulator> {
+    let data = std::env::temp_dir().join(format!("alipanfs-demo-data-{}", std::process::id()));
+    let cfg = crate::emulator::EmulatorConfig { data_dir: data, ..Default::default() };
+    let emulator = crate::emulator::Emulator::start("127.0.0.1:0".parse().expect("literal address"), cfg).await?;
+    emulator.seed_demo_tree();
+    Ok(emulator)
+}
+
+fn run_emulator(args: EmulatorArgs) -> Result<()> {
+    use crate::emulator::{EmulatorConfig, Faults};
+    let data_dir = match args.data {
+        Some(dir) => dir,
+        None => tempfile::Builder::new().prefix("alipanfs-emulator-").tempdir()?.keep(),
+    };
+    let cfg = EmulatorConfig {
+        data_dir,
+        refresh_token: args.refresh_token,
+        access_token_ttl: Duration::from_secs(args.access_token_ttl),
+        download_url_ttl_cap: Duration::from_secs(args.download_url_ttl),
+        upload_url_ttl: Duration::from_secs(args.upload_url_ttl),
+        rate_list_per_sec: args.list_rate,
+        rate_download_url_per_sec: args.download_url_rate,
+        rate_other_per_sec: args.api_rate,
+        max_concurrent_downloads: args.max_downloads,
+        quota_bytes: args.quota,
+        faults: Faults {
+            failure_rate: args.failure_rate,
+            latency: Duration::from_millis(args.latency_ms),
+            bandwidth_per_conn: args.bandwidth,
+            ..Faults::default()
+        },
+        ..EmulatorConfig::default()
+    };
+    runtime()?.block_on(crate::emulator::run_cli(args.listen, cfg, args.seed_demo))
+}
+
+fn run_about(args: AboutArgs) -> Result<()> {
+    let s = settings(args.options, &[], args.config)?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let client = crate::api::Client::new(mount::client_config(&s))?;
+        let info = client.init().await?;
+        let space = crate::drive::Drive::space_info(&client).await?;
+        let status = client.token_status();
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        println!("user:        {} ({})", info.user_name, info.user_id);
+        println!("drive:       {:?} (drive_id {})", s.drive, info.drive_id);
+        println!(
+            "space:       {:.2} GiB used of {:.2} GiB ({:.2} GiB free)",
+            gib(space.used_bytes),
+            gib(space.total_bytes),
+            gib(space.total_bytes.saturating_sub(space.used_bytes))
+        );
+        println!("token store: {}", status.store_path.display());
+        match status.last_rotation {
+            Some(t) => {
+                let age = t.elapsed().unwrap_or_default().as_secs();
+                println!("token age:   rotated {}h{:02}m ago", age / 3600, age % 3600 / 60);
+            }
+            None => println!("token age:   unknown"),
+        }
+        Ok(())
+    })
 }

@@ -1,0 +1,269 @@
+//! `alipanfs mount`: check the mount point, sign in, build the layers, mount through FUSE, and
+//! unmount cleanly on SIGINT/SIGTERM (after letting pending uploads finish, within a bound).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{error, info, warn};
+
+use crate::api::{Client, ClientConfig, RateLimits};
+use crate::cli::notify;
+use crate::cli::options::Settings;
+use crate::drive::Drive;
+use crate::error::{Error, Result};
+use crate::fs::fuse::FuseAdapter;
+use crate::fs::{FsConfig, FsCore};
+use crate::read::{ReadConfig, Reader};
+use crate::write::{Staging, UploadConfig, UploadQueue};
+
+/// Refuse a mount point that would fail or hide something, with a sentence saying what to do.
+pub fn check_mountpoint(path: &Path) -> Result<PathBuf> {
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::Config(format!(
+            "mount point {} does not exist: create it first (mkdir -p {})",
+            path.display(),
+            path.display()
+        )),
+        _ => Error::Config(format!("mount point {}: {e}", path.display())),
+    })?;
+    if !meta.is_dir() {
+        return Err(Error::Config(format!("mount point {} is not a directory", path.display())));
+    }
+    let canonical = path.canonicalize()?;
+    if is_mounted(&canonical) {
+        return Err(Error::Config(format!(
+            "{} is already a mount point: unmount it first (fusermount3 -u {})",
+            canonical.display(),
+            canonical.display()
+        )));
+    }
+    if std::fs::read_dir(&canonical)?.next().is_some() {
+        return Err(Error::Config(format!(
+            "mount point {} is not empty: the mount would hide its files; use an empty directory",
+            canonical.display()
+        )));
+    }
+    #[cfg(target_os = "linux")]
+    if !Path::new("/dev/fuse").exists() {
+        return Err(Error::Config(
+            "FUSE is not available (/dev/fuse is missing): install fuse3 (apt-get install fuse3) and load the fuse module (modprobe fuse)".into(),
+        ));
+    }
+    Ok(canonical)
+}
+
+/// Whether `path` is the mount point of a mounted filesystem.
+pub fn is_mounted(path: &Path) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
+        let wanted = path.to_string_lossy();
+        info.lines().any(|line| line.split(' ').nth(4).map(unescape_mountinfo).as_deref() == Some(&*wanted))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (std::fs::metadata(path), path.parent().map(std::fs::metadata)) {
+            (Ok(m), Some(Ok(p))) => m.dev() != p.dev(),
+            _ => false,
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn unescape_mountinfo(s: &str) -> String {
+    // mountinfo escapes space, tab, newline and backslash as \ooo.
+    let mut out = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            let code: String = chars.by_ref().take(3).collect();
+            match u8::from_str_radix(&code, 8) {
+                Ok(b) => out.push(b as char),
+                Err(_) => out.push_str(&code),
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+pub fn client_config(s: &Settings) -> ClientConfig {
+    let mut cfg = ClientConfig::new(s.token_file.clone());
+    cfg.api_url = s.api_url.clone();
+    cfg.token_url = s.token_url.clone();
+    cfg.client_id = s.client_id.clone();
+    cfg.client_secret = s.client_secret.clone();
+    cfg.refresh_token = s.refresh_token.clone();
+    cfg.drive = s.drive;
+    cfg.limits = RateLimits {
+        list_per_sec: s.list_rate,
+        download_url_per_sec: s.download_url_rate,
+        other_per_sec: s.api_rate,
+    };
+    cfg
+}
+
+/// Sign in and pick the drive, retrying while the API is unreachable (boot before the network).
+pub async fn connect(s: &Settings) -> Result<Arc<Client>> {
+    let client = Arc::new(Client::new(client_config(s))?);
+    let started = Instant::now();
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match client.init().await {
+            Ok(info) => {
+                info!(user = %info.user_name, drive_id = %info.drive_id, "signed in");
+                return Ok(client);
+            }
+            Err(e @ (Error::Network(_) | Error::TimedOut(_))) if started.elapsed() < s.startup_timeout => {
+                warn!(error = %e, retry_in = ?delay, "drive API unreachable; retrying (is the network up?)");
+                tokio::time::sleep(delay.min(s.startup_timeout.saturating_sub(started.elapsed()))).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+            Err(e @ (Error::Network(_) | Error::TimedOut(_))) => {
+                return Err(Error::Network(format!(
+                    "cannot reach the drive API at {} (gave up after {:?}): {e}",
+                    s.api_url, s.startup_timeout
+                )))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Everything below the FUSE adapter, built from the settings.
+pub fn build_core(drive: Arc<dyn Drive>, s: &Settings) -> Result<Arc<FsCore>> {
+    let reader = Reader::new(
+        drive.clone(),
+        ReadConfig {
+            max_read_ahead: s.max_read_ahead,
+            memory_limit: s.memory_limit,
+            max_concurrent_downloads: s.max_downloads,
+            ..ReadConfig::default()
+        },
+    );
+    let staging = Staging::new(s.cache_dir.join("staging"))?;
+    let uploads = UploadQueue::new(
+        drive.clone(),
+        UploadConfig {
+            part_size: s.part_size,
+            delete_permanently: s.delete_permanently,
+            ..UploadConfig::default()
+        },
+    );
+    let cfg = FsConfig {
+        root_file_id: s.root_folder_id.clone(),
+        read_only: s.read_only,
+        uid: s.uid,
+        gid: s.gid,
+        umask: s.umask,
+        dir_cache_ttl: s.dir_cache_ttl,
+        delete_permanently: s.delete_permanently,
+        max_cached_dirs: 10_000,
+    };
+    Ok(FsCore::new(drive, cfg, reader, staging, uploads))
+}
+
+fn fuse_config(s: &Settings) -> fuser::Config {
+    use fuser::MountOption;
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        MountOption::FSName("alipanfs".into()),
+        MountOption::Subtype("alipanfs".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        if s.read_only { MountOption::RO } else { MountOption::RW },
+    ];
+    config.acl = if s.allow_other { fuser::SessionACL::All } else { fuser::SessionACL::Owner };
+    config.n_threads = Some(if cfg!(target_os = "linux") { 4 } else { 1 });
+    config.clone_fd = cfg!(target_os = "linux");
+    config
+}
+
+/// Mount and serve until SIGINT/SIGTERM or an external unmount. `ready` is called once the
+/// mount point answers (systemd notification, daemon hand-off).
+pub fn serve(
+    rt: &tokio::runtime::Runtime,
+    core: Arc<FsCore>,
+    mountpoint: &Path,
+    s: &Settings,
+    ready: impl FnOnce(),
+) -> Result<()> {
+    let adapter = FuseAdapter::new(core.clone(), rt.handle().clone(), s.attr_timeout, s.max_read_ahead.min(1 << 20) as u32);
+    let session = fuser::Session::new(adapter, mountpoint, &fuse_config(s)).map_err(|e| {
+        Error::Config(format!(
+            "cannot mount {}: {e} (is fuse3 installed, /dev/fuse present and --allow-other allowed in /etc/fuse.conf?)",
+            mountpoint.display()
+        ))
+    })?;
+    let mut unmounter = session.unmount_callable();
+    let background = session.spawn().map_err(|e| Error::Config(format!("cannot start the FUSE session: {e}")))?;
+    let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
+    let session_thread = std::thread::spawn(move || {
+        let result = background.join();
+        let _ = ended_tx.send(());
+        result
+    });
+
+    rt.block_on(wait_until_answering(mountpoint));
+    info!(mountpoint = %mountpoint.display(), "mounted");
+    ready();
+
+    let external_unmount = rt.block_on(async {
+        tokio::select! {
+            signal = notify::termination() => {
+                info!(%signal, "unmounting");
+                false
+            }
+            _ = ended_rx => true,
+        }
+    });
+    notify::stopping();
+    let pending = rt.block_on(core.uploads().drain(s.upload_drain_timeout));
+    if pending > 0 {
+        error!(
+            pending,
+            staging = %s.cache_dir.join("staging").display(),
+            "uploads still pending at unmount; their staged files are kept"
+        );
+    }
+    if !external_unmount {
+        if let Err(e) = unmounter.unmount() {
+            warn!(error = %e, "unmount failed (busy?); detaching lazily");
+            lazy_unmount(mountpoint);
+        }
+    }
+    match session_thread.join() {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Error::Io(e)),
+        Err(_) => Err(Error::Io(std::io::Error::other("FUSE session thread panicked"))),
+    }
+}
+
+/// Wait until the kernel routes the mount point to us (its device differs from its parent's).
+async fn wait_until_answering(mountpoint: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if is_mounted(mountpoint) {
+            let path = mountpoint.to_path_buf();
+            if tokio::task::spawn_blocking(move || std::fs::metadata(&path).is_ok()).await.unwrap_or(false) {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    warn!("the mount point did not answer within 30 s");
+}
+
+pub fn lazy_unmount(mountpoint: &Path) {
+    #[cfg(target_os = "linux")]
+    let status = std::process::Command::new("fusermount3").arg("-u").arg("-z").arg(mountpoint).status();
+    #[cfg(not(target_os = "linux"))]
+    let status = std::process::Command::new("umount").arg("-f").arg(mountpoint).status();
+    if !matches!(status, Ok(s) if s.success()) {
+        error!(mountpoint = %mountpoint.display(), "could not unmount; run: fusermount3 -u -z {}", mountpoint.display());
+    }
+}

@@ -1,0 +1,408 @@
+//! Mount options: one struct serves the command line (clap), the environment (clap's `env`), the
+//! TOML config file (serde) and fstab-style `-o` lists, so every option has one name, one default
+//! and one line of help. Precedence: command line > environment > `-o` > config file > default.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use serde::Deserialize;
+
+use crate::drive::DriveChoice;
+use crate::error::{Error, Result};
+
+pub const DEFAULT_API_URL: &str = "https://openapi.alipan.com";
+pub const DEFAULT_TOKEN_URL: &str = "https://api.nn.ci/alist/ali_open/token";
+
+/// Every mount setting. All optional here; `Settings::resolve` applies the defaults.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MountOptions {
+    /// Refresh token from alist's Aliyundrive Open token tool; only used when the token store is empty.
+    #[arg(long, env = "ALIPANFS_REFRESH_TOKEN", hide_env_values = true)]
+    pub refresh_token: Option<String>,
+    /// Token store: the rotated refresh token is kept here [default: $XDG_STATE_HOME/alipanfs/token.json].
+    #[arg(long, env = "ALIPANFS_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Open platform app id; blank = refresh through the online token service (--token-url).
+    #[arg(long, env = "ALIPANFS_CLIENT_ID")]
+    pub client_id: Option<String>,
+    /// Open platform app secret (with --client-id).
+    #[arg(long, env = "ALIPANFS_CLIENT_SECRET", hide_env_values = true)]
+    pub client_secret: Option<String>,
+    /// file_id of the drive folder shown as the mount's root [default: root].
+    #[arg(long)]
+    pub root_folder_id: Option<String>,
+    /// Which drive to mount [default: default].
+    #[arg(long, value_enum)]
+    pub drive: Option<DriveChoice>,
+    /// Open API base URL [default: https://openapi.alipan.com].
+    #[arg(long, env = "ALIPANFS_API_URL")]
+    pub api_url: Option<String>,
+    /// Online token service used when --client-id is blank [default: https://api.nn.ci/alist/ali_open/token].
+    #[arg(long, env = "ALIPANFS_TOKEN_URL")]
+    pub token_url: Option<String>,
+    /// Refuse every change with EROFS.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Let other users (and root) use the mount; needs user_allow_other in /etc/fuse.conf for non-root.
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Owner shown for every file [default: the mounting user].
+    #[arg(long)]
+    pub uid: Option<u32>,
+    /// Group shown for every file [default: the mounting user's group].
+    #[arg(long)]
+    pub gid: Option<u32>,
+    /// Permission bits removed from 0666 (files) and 0777 (folders), octal [default: 022].
+    #[arg(long, value_parser = parse_octal)]
+    #[serde(deserialize_with = "de_octal")]
+    pub umask: Option<u32>,
+    /// Seconds the kernel caches attributes and names [default: 1].
+    #[arg(long)]
+    pub attr_timeout: Option<f64>,
+    /// Seconds a folder listing is trusted before the drive is asked again [default: 60].
+    #[arg(long)]
+    pub dir_cache_ttl: Option<f64>,
+    /// Largest read-ahead window of a sequential reader, e.g. 64M [default: 64M].
+    #[arg(long, value_parser = parse_size)]
+    #[serde(deserialize_with = "de_size")]
+    pub max_read_ahead: Option<u64>,
+    /// Memory all read-ahead buffers share, e.g. 256M [default: 256M].
+    #[arg(long, value_parser = parse_size)]
+    #[serde(deserialize_with = "de_size")]
+    pub memory_limit: Option<u64>,
+    /// Parallel downloads from the drive; the service allows 3 per user across all apps [default: 3].
+    #[arg(long)]
+    pub max_downloads: Option<usize>,
+    /// Where written files are staged before upload [default: $XDG_CACHE_HOME/alipanfs].
+    #[arg(long, env = "ALIPANFS_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Upload part size, e.g. 16M; raised as needed to stay under 10,000 parts [default: 16M].
+    #[arg(long, value_parser = parse_size)]
+    #[serde(deserialize_with = "de_size")]
+    pub part_size: Option<u64>,
+    /// Delete files permanently instead of moving them to the recycle bin.
+    #[arg(long)]
+    pub delete_permanently: bool,
+    /// Client-side limit of list calls per second [default: 4].
+    #[arg(long)]
+    pub list_rate: Option<f64>,
+    /// Client-side limit of getDownloadUrl calls per second [default: 1].
+    #[arg(long)]
+    pub download_url_rate: Option<f64>,
+    /// Client-side limit of other API calls per second [default: 15].
+    #[arg(long)]
+    pub api_rate: Option<f64>,
+    /// Seconds to let pending uploads finish when unmounting [default: 300].
+    #[arg(long)]
+    pub upload_drain_timeout: Option<f64>,
+    /// Seconds start-up keeps retrying an unreachable API (network not up yet) [default: 120].
+    #[arg(long)]
+    pub startup_timeout: Option<f64>,
+}
+
+/// The settings after defaults, as the mount uses them.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub refresh_token: Option<String>,
+    pub token_file: PathBuf,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub root_folder_id: String,
+    pub drive: DriveChoice,
+    pub api_url: String,
+    pub token_url: String,
+    pub read_only: bool,
+    pub allow_other: bool,
+    pub uid: u32,
+    pub gid: u32,
+    pub umask: u32,
+    pub attr_timeout: Duration,
+    pub dir_cache_ttl: Duration,
+    pub max_read_ahead: u64,
+    pub memory_limit: u64,
+    pub max_downloads: usize,
+    pub cache_dir: PathBuf,
+    pub part_size: Option<u64>,
+    pub delete_permanently: bool,
+    pub list_rate: f64,
+    pub download_url_rate: f64,
+    pub api_rate: f64,
+    pub upload_drain_timeout: Duration,
+    pub startup_timeout: Duration,
+}
+
+impl MountOptions {
+    /// Fill what `self` leaves unset from `lower` (a lower-precedence source).
+    pub fn or(self, lower: MountOptions) -> MountOptions {
+        MountOptions {
+            refresh_token: self.refresh_token.or(lower.refresh_token),
+            token_file: self.token_file.or(lower.token_file),
+            client_id: self.client_id.or(lower.client_id),
+            client_secret: self.client_secret.or(lower.client_secret),
+            root_folder_id: self.root_folder_id.or(lower.root_folder_id),
+            drive: self.drive.or(lower.drive),
+            api_url: self.api_url.or(lower.api_url),
+            token_url: self.token_url.or(lower.token_url),
+            read_only: self.read_only || lower.read_only,
+            allow_other: self.allow_other || lower.allow_other,
+            uid: self.uid.or(lower.uid),
+            gid: self.gid.or(lower.gid),
+            umask: self.umask.or(lower.umask),
+            attr_timeout: self.attr_timeout.or(lower.attr_timeout),
+            dir_cache_ttl: self.dir_cache_ttl.or(lower.dir_cache_ttl),
+            max_read_ahead: self.max_read_ahead.or(lower.max_read_ahead),
+            memory_limit: self.memory_limit.or(lower.memory_limit),
+            max_downloads: self.max_downloads.or(lower.max_downloads),
+            cache_dir: self.cache_dir.or(lower.cache_dir),
+            part_size: self.part_size.or(lower.part_size),
+            delete_permanently: self.delete_permanently || lower.delete_permanently,
+            list_rate: self.list_rate.or(lower.list_rate),
+            download_url_rate: self.download_url_rate.or(lower.download_url_rate),
+            api_rate: self.api_rate.or(lower.api_rate),
+            upload_drain_timeout: self.upload_drain_timeout.or(lower.upload_drain_timeout),
+            startup_timeout: self.startup_timeout.or(lower.startup_timeout),
+        }
+    }
+
+    /// Parse a TOML config file (same names as the long options).
+    pub fn from_file(path: &Path) -> Result<MountOptions> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read config file {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| Error::Config(format!("config file {}: {}", path.display(), e.message())))
+    }
+
+    /// Parse fstab-style options (`ro,allow_other,uid=1000,drive=resource`). Options that only
+    /// mean something to mount(8) or systemd are accepted and ignored; unknown ones are refused
+    /// by name.
+    pub fn from_o_list(list: &[String]) -> Result<MountOptions> {
+        let mut o = MountOptions::default();
+        for item in list.iter().flat_map(|l| l.split(',')).map(str::trim).filter(|s| !s.is_empty()) {
+            let (key, value) = match item.split_once('=') {
+                Some((k, v)) => (k.replace('-', "_"), Some(v.to_string())),
+                None => (item.replace('-', "_"), None),
+            };
+            let need = |v: Option<String>| v.ok_or_else(|| Error::Config(format!("mount option {key} needs a value")));
+            let bad = |e: String| Error::Config(format!("mount option {key}: {e}"));
+            match key.as_str() {
+                "ro" | "read_only" => o.read_only = true,
+                "rw" => o.read_only = false,
+                "allow_other" | "allow_root" => o.allow_other = true,
+                "delete_permanently" => o.delete_permanently = true,
+                // For mount(8), fstab and systemd only.
+                "_netdev" | "nofail" | "auto" | "noauto" | "user" | "nouser" | "users" | "defaults" | "exec"
+                | "noexec" | "suid" | "nosuid" | "dev" | "nodev" | "atime" | "noatime" | "relatime"
+                | "default_permissions" => {}
+                k if k.starts_with("x_systemd.") || k.starts_with("x_") || k.starts_with("comment") => {}
+                "uid" => o.uid = Some(need(value)?.parse().map_err(|e| bad(format!("{e}")))?),
+                "gid" => o.gid = Some(need(value)?.parse().map_err(|e| bad(format!("{e}")))?),
+                "umask" => o.umask = Some(parse_octal(&need(value)?).map_err(bad)?),
+                "token_file" => o.token_file = Some(need(value)?.into()),
+                "client_id" => o.client_id = Some(need(value)?),
+                "root_folder_id" => o.root_folder_id = Some(need(value)?),
+                "drive" => {
+                    let v = need(value)?;
+                    o.drive = Some(<DriveChoice as clap::ValueEnum>::from_str(&v, true).map_err(bad)?)
+                }
+                "api_url" => o.api_url = Some(need(value)?),
+                "token_url" => o.token_url = Some(need(value)?),
+                "attr_timeout" => o.attr_timeout = Some(need(value)?.parse().map_err(|e| bad(format!("{e}")))?),
+                "dir_cache_ttl" => o.dir_cache_ttl = Some(need(value)?.parse().map_err(|e| bad(format!("{e}")))?),
+                "max_read_ahead" => o.max_read_ahead = Some(parse_size(&need(value)?).map_err(bad)?),
+                "memory_limit" => o.memory_limit = Some(parse_size(&need(value)?).map_err(bad)?),
+                "max_downloads" => o.max_downloads = Some(need(value)?.parse().map_err(|e| bad(format!("{e}")))?),
+                "cache_dir" => o.cache_dir = Some(need(value)?.into()),
+                "part_size" => o.part_size = Some(parse_size(&need(value)?).map_err(bad)?),
+                "startup_timeout" => o.startup_timeout = Some(need(value)?.parse().map_err(|e| bad(format!("{e}")))?),
+                "refresh_token" | "client_secret" => {
+                    return Err(Error::Config(format!(
+                        "mount option {key} is refused: options are visible to every user in /proc/mounts and ps; \
+                         use --token-file (alipanfs token set) or the config file"
+                    )))
+                }
+                _ => return Err(Error::Config(format!("unknown mount option: {item}"))),
+            }
+        }
+        Ok(o)
+    }
+
+    pub fn resolve(self) -> Result<Settings> {
+        // SAFETY: getuid/getgid cannot fail.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let secs = |v: Option<f64>, default: f64, name: &str| -> Result<Duration> {
+            let v = v.unwrap_or(default);
+            Duration::try_from_secs_f64(v).map_err(|_| Error::Config(format!("--{name} must be a number of seconds ≥ 0")))
+        };
+        let nonblank = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
+        let client_id = nonblank(self.client_id);
+        let client_secret = nonblank(self.client_secret);
+        if client_id.is_some() != client_secret.is_some() {
+            return Err(Error::Config(
+                "give both --client-id and --client-secret, or neither (then the online token service is used)".into(),
+            ));
+        }
+        let settings = Settings {
+            refresh_token: nonblank(self.refresh_token).map(|t| t.trim().to_string()),
+            token_file: self.token_file.unwrap_or_else(|| state_dir().join("token.json")),
+            client_id,
+            client_secret,
+            root_folder_id: nonblank(self.root_folder_id).unwrap_or_else(|| crate::drive::ROOT_ID.to_string()),
+            drive: self.drive.unwrap_or_default(),
+            api_url: self.api_url.unwrap_or_else(|| DEFAULT_API_URL.into()).trim_end_matches('/').to_string(),
+            token_url: self.token_url.unwrap_or_else(|| DEFAULT_TOKEN_URL.into()),
+            read_only: self.read_only,
+            allow_other: self.allow_other,
+            uid: self.uid.unwrap_or(uid),
+            gid: self.gid.unwrap_or(gid),
+            umask: self.umask.unwrap_or(0o022),
+            attr_timeout: secs(self.attr_timeout, 1.0, "attr-timeout")?,
+            dir_cache_ttl: secs(self.dir_cache_ttl, 60.0, "dir-cache-ttl")?,
+            max_read_ahead: self.max_read_ahead.unwrap_or(64 << 20),
+            memory_limit: self.memory_limit.unwrap_or(256 << 20),
+            max_downloads: self.max_downloads.unwrap_or(3).max(1),
+            cache_dir: self.cache_dir.unwrap_or_else(cache_dir),
+            part_size: self.part_size,
+            delete_permanently: self.delete_permanently,
+            list_rate: self.list_rate.unwrap_or(4.0),
+            download_url_rate: self.download_url_rate.unwrap_or(1.0),
+            api_rate: self.api_rate.unwrap_or(15.0),
+            upload_drain_timeout: secs(self.upload_drain_timeout, 300.0, "upload-drain-timeout")?,
+            startup_timeout: secs(self.startup_timeout, 120.0, "startup-timeout")?,
+        };
+        if settings.memory_limit < 8 << 20 {
+            return Err(Error::Config("--memory-limit must be at least 8M".into()));
+        }
+        if settings.umask > 0o777 {
+            return Err(Error::Config("--umask must be an octal number up to 777".into()));
+        }
+        Ok(settings)
+    }
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"))
+}
+
+fn xdg(var: &str, fallback: &str) -> PathBuf {
+    std::env::var_os(var)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home().join(fallback))
+}
+
+/// `$XDG_STATE_HOME/alipanfs` (or `$STATE_DIRECTORY` under systemd).
+pub fn state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("STATE_DIRECTORY").filter(|v| !v.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    xdg("XDG_STATE_HOME", ".local/state").join("alipanfs")
+}
+
+/// `$XDG_CACHE_HOME/alipanfs` (or `$CACHE_DIRECTORY` under systemd).
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CACHE_DIRECTORY").filter(|v| !v.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    xdg("XDG_CACHE_HOME", ".cache").join("alipanfs")
+}
+
+/// `$XDG_CONFIG_HOME/alipanfs/config.toml`.
+pub fn default_config_file() -> PathBuf {
+    xdg("XDG_CONFIG_HOME", ".config").join("alipanfs").join("config.toml")
+}
+
+/// Sizes like `4096`, `64K`, `64M`, `1G`, `256MiB` (binary units).
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits_end);
+    let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a size (e.g. 64M)"))?;
+    let shift = match unit.trim().to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(format!("'{s}' has an unknown unit (use K, M, G or T)")),
+    };
+    n.checked_mul(1u64 << shift).ok_or_else(|| format!("'{s}' is too large"))
+}
+
+pub fn parse_octal(s: &str) -> std::result::Result<u32, String> {
+    u32::from_str_radix(s.trim().trim_start_matches("0o"), 8).map_err(|_| format!("'{s}' is not an octal number"))
+}
+
+fn de_size<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum SizeValue {
+        Num(u64),
+        Text(String),
+    }
+    match Option::<SizeValue>::deserialize(d)? {
+        None => Ok(None),
+        Some(SizeValue::Num(n)) => Ok(Some(n)),
+        Some(SizeValue::Text(s)) => parse_size(&s).map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+fn de_octal<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<u32>, D::Error> {
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(s) => parse_octal(&s).map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_octal() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert!(parse_size("12Q").is_err());
+        assert_eq!(parse_octal("022"), Ok(0o22));
+        assert!(parse_octal("9").is_err());
+    }
+
+    #[test]
+    fn o_list_maps_fstab_options_and_refuses_unknown_ones_by_name() {
+        let o = MountOptions::from_o_list(&["ro,allow_other,uid=1000,_netdev,x-systemd.automount,drive=resource".into()])
+            .unwrap();
+        assert!(o.read_only && o.allow_other);
+        assert_eq!(o.uid, Some(1000));
+        assert_eq!(o.drive, Some(DriveChoice::Resource));
+        let err = MountOptions::from_o_list(&["ro,frobnicate".into()]).unwrap_err().to_string();
+        assert!(err.contains("frobnicate"), "{err}");
+        assert!(MountOptions::from_o_list(&["refresh_token=x".into()]).is_err());
+    }
+
+    #[test]
+    fn config_file_uses_the_long_option_names() {
+        let o: MountOptions = toml::from_str(
+            "drive = \"backup\"\nmax-read-ahead = \"32M\"\nread-only = true\numask = \"077\"\ndir-cache-ttl = 5\n",
+        )
+        .unwrap();
+        assert_eq!(o.drive, Some(DriveChoice::Backup));
+        assert_eq!(o.max_read_ahead, Some(32 << 20));
+        assert_eq!(o.umask, Some(0o77));
+        assert!(o.read_only);
+        assert!(toml::from_str::<MountOptions>("no-such-option = 1").is_err());
+        // The command line wins over the file.
+        let cli = MountOptions { drive: Some(DriveChoice::Resource), ..Default::default() };
+        assert_eq!(cli.or(o).drive, Some(DriveChoice::Resource));
+    }
+
+    #[test]
+    fn client_id_without_secret_is_refused() {
+        let o = MountOptions { client_id: Some("id".into()), ..Default::default() };
+        assert!(o.resolve().is_err());
+        let s = MountOptions::default().resolve().unwrap();
+        assert_eq!(s.root_folder_id, "root");
+        assert_eq!(s.api_url, DEFAULT_API_URL);
+    }
+}

@@ -1,0 +1,436 @@
+//! The FUSE adapter: translates fuser callbacks into `FsCore` calls run on tokio, and replies
+//! from the task. No logic of its own, and no callback blocks on the network. Errors become errno
+//! here, through `Error::errno`, with one log line each.
+
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner, OpenFlags,
+    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use tracing::{debug, warn};
+
+use crate::drive::ItemKind;
+use crate::error::Error;
+use crate::fs::core::{Attr, FsCore};
+
+/// Block size reported to statfs and stat.
+const BLOCK_SIZE: u32 = 4096;
+
+pub struct FuseAdapter {
+    core: Arc<FsCore>,
+    rt: tokio::runtime::Handle,
+    /// How long the kernel may cache attributes and entries.
+    ttl: Duration,
+    max_readahead: u32,
+}
+
+impl FuseAdapter {
+    pub fn new(core: Arc<FsCore>, rt: tokio::runtime::Handle, ttl: Duration, max_readahead: u32) -> Self {
+        FuseAdapter { core, rt, ttl, max_readahead }
+    }
+}
+
+fn file_attr(a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.size.div_ceil(512),
+        atime: a.mtime,
+        mtime: a.mtime,
+        ctime: a.ctime,
+        crtime: a.crtime,
+        kind: file_type(a.kind),
+        perm: a.perm,
+        nlink: if a.kind == ItemKind::Folder { 2 } else { 1 },
+        uid: a.uid,
+        gid: a.gid,
+        rdev: 0,
+        blksize: BLOCK_SIZE,
+        flags: 0,
+    }
+}
+
+fn file_type(kind: ItemKind) -> FileType {
+    match kind {
+        ItemKind::Folder => FileType::Directory,
+        ItemKind::File => FileType::RegularFile,
+    }
+}
+
+/// The errno of an error, logged once: quietly for the expected ones.
+fn errno(op: &str, err: &Error) -> fuser::Errno {
+    let code = err.errno();
+    match code {
+        libc::ENOENT | libc::EEXIST | libc::ENOTEMPTY => debug!(op, error = %err, "fs op refused"),
+        libc::ENOSPC => warn!(op, error = %err, "drive is full (quota exhausted): free space on the drive"),
+        _ => warn!(op, error = %err, "fs op failed"),
+    }
+    fuser::Errno::from_i32(code)
+}
+
+fn name_str<'a>(name: &'a OsStr, op: &str) -> Result<&'a str, fuser::Errno> {
+    name.to_str().ok_or_else(|| {
+        debug!(op, ?name, "name is not UTF-8");
+        fuser::Errno::from_i32(libc::EINVAL)
+    })
+}
+
+fn time_of(t: TimeOrNow) -> SystemTime {
+    match t {
+        TimeOrNow::SpecificTime(t) => t,
+        TimeOrNow::Now => SystemTime::now(),
+    }
+}
+
+impl Filesystem for FuseAdapter {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let _ = config.set_max_readahead(self.max_readahead);
+        let _ = config.set_max_write(1 << 20);
+        let _ = config.set_max_background(64);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let name = match name_str(name, "lookup") {
+            Ok(n) => n.to_string(),
+            Err(e) => return reply.error(e),
+        };
+        let (core, ttl) = (self.core.clone(), self.ttl);
+        self.rt.spawn(async move {
+            match core.lookup(parent.0, &name).await {
+                Ok(attr) => reply.entry(&ttl, &file_attr(&attr), Generation(0)),
+                Err(e) => reply.error(errno("lookup", &e)),
+            }
+        });
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        let core = self.core.clone();
+        self.rt.spawn(async move { core.forget(ino.0, nlookup).await });
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let (core, ttl) = (self.core.clone(), self.ttl);
+        self.rt.spawn(async move {
+            match core.getattr(ino.0).await {
+                Ok(attr) => reply.attr(&ttl, &file_attr(&attr)),
+                Err(e) => reply.error(errno("getattr", &e)),
+            }
+        });
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let (core, ttl) = (self.core.clone(), self.ttl);
+        self.rt.spawn(async move {
+            match core.setattr(ino.0, size, mtime.map(time_of), mode, uid, gid).await {
+                Ok(attr) => reply.attr(&ttl, &file_attr(&attr)),
+                Err(e) => reply.error(errno("setattr", &e)),
+            }
+        });
+    }
+
+    fn mknod(&self, _req: &Request, _p: INodeNo, _n: &OsStr, _m: u32, _u: u32, _r: u32, reply: ReplyEntry) {
+        debug!("mknod refused: the drive stores only files and folders");
+        reply.error(fuser::Errno::from_i32(libc::EPERM));
+    }
+
+    fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
+        let name = match name_str(name, "mkdir") {
+            Ok(n) => n.to_string(),
+            Err(e) => return reply.error(e),
+        };
+        let (core, ttl) = (self.core.clone(), self.ttl);
+        self.rt.spawn(async move {
+            match core.mkdir(parent.0, &name).await {
+                Ok(attr) => reply.entry(&ttl, &file_attr(&attr), Generation(0)),
+                Err(e) => reply.error(errno("mkdir", &e)),
+            }
+        });
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = match name_str(name, "unlink") {
+            Ok(n) => n.to_string(),
+            Err(e) => return reply.error(e),
+        };
+        let core = self.core.clone();
+        self.rt.spawn(async move {
+            match core.unlink(parent.0, &name).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("unlink", &e)),
+            }
+        });
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = match name_str(name, "rmdir") {
+            Ok(n) => n.to_string(),
+            Err(e) => return reply.error(e),
+        };
+        let core = self.core.clone();
+        self.rt.spawn(async move {
+            match core.rmdir(parent.0, &name).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("rmdir", &e)),
+            }
+        });
+    }
+
+    fn symlink(&self, _req: &Request, _p: INodeNo, _n: &OsStr, _t: &std::path::Path, reply: ReplyEntry) {
+        debug!("symlink refused: the drive has no symbolic links");
+        reply.error(fuser::Errno::from_i32(libc::EPERM));
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let (name, newname) = match (name_str(name, "rename"), name_str(newname, "rename")) {
+            (Ok(a), Ok(b)) => (a.to_string(), b.to_string()),
+            (Err(e), _) | (_, Err(e)) => return reply.error(e),
+        };
+        if flags.bits() & libc::RENAME_EXCHANGE != 0 {
+            return reply.error(fuser::Errno::from_i32(libc::EINVAL));
+        }
+        let no_replace = flags.bits() & libc::RENAME_NOREPLACE != 0;
+        let core = self.core.clone();
+        self.rt.spawn(async move {
+            match core.rename(parent.0, &name, newparent.0, &newname, no_replace).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("rename", &e)),
+            }
+        });
+    }
+
+    fn link(&self, _req: &Request, _ino: INodeNo, _np: INodeNo, _nn: &OsStr, reply: ReplyEntry) {
+        debug!("link refused: the drive has no hard links");
+        reply.error(fuser::Errno::from_i32(libc::EPERM));
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
+        let truncate = flags.0 & libc::O_TRUNC != 0;
+        let core = self.core.clone();
+        self.rt.spawn(async move {
+            match core.open(ino.0, write, truncate).await {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(errno("open", &e)),
+            }
+        });
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let core = self.core.clone();
+        self.rt.spawn(async move {
+            match core.read(fh.0, offset, size).await {
+                Ok(data) => reply.data(&data),
+                Err(e) => reply.error(errno("read", &e)),
+            }
+        });
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        // Local disk only: answered on the FUSE thread, no network involved.
+        match self.core.write(fh.0, offset, data) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(errno("write", &e)),
+        }
+    }
+
+    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.core.release(fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("release", &e)),
+        }
+    }
+
+    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        let core = self.core.clone();
+        self.rt.spawn_blocking(move || match core.fsync(fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("fsync", &e)),
+        });
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let core = self.core.clone();
+        self.rt.spawn(async move {
+            match core.opendir(ino.0).await {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(errno("opendir", &e)),
+            }
+        });
+    }
+
+    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        match self.core.readdir(fh.0, offset, false) {
+            Ok(entries) => {
+                for (i, (entry, _)) in entries.iter().enumerate() {
+                    let next = offset + i as u64 + 1;
+                    if reply.add(INodeNo(entry.ino), next, file_type(entry.kind), &entry.name) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(errno("readdir", &e)),
+        }
+    }
+
+    fn readdirplus(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        match self.core.readdir(fh.0, offset, true) {
+            Ok(entries) => {
+                for (i, (entry, attr)) in entries.iter().enumerate() {
+                    let next = offset + i as u64 + 1;
+                    let attr = match attr {
+                        Some(a) => *a,
+                        None => match self.core.plus_attr(entry.ino) {
+                            Some(a) => a,
+                            None => continue,
+                        },
+                    };
+                    if reply.add(INodeNo(entry.ino), next, &entry.name, &self.ttl, &file_attr(&attr), Generation(0)) {
+                        break;
+                    }
+                    // The kernel now holds a lookup on this entry (but not on . and ..).
+                    if entry.name != "." && entry.name != ".." {
+                        self.core.count_lookup(entry.ino);
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(errno("readdirplus", &e)),
+        }
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        self.core.releasedir(fh.0);
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let core = self.core.clone();
+        self.rt.spawn(async move {
+            match core.statfs().await {
+                Ok(space) => {
+                    let bs = BLOCK_SIZE as u64;
+                    let blocks = space.total_bytes / bs;
+                    let free = space.total_bytes.saturating_sub(space.used_bytes) / bs;
+                    reply.statfs(blocks, free, free, 0, 0, BLOCK_SIZE, 1024, BLOCK_SIZE);
+                }
+                Err(e) => reply.error(errno("statfs", &e)),
+            }
+        });
+    }
+
+    fn setxattr(&self, _req: &Request, _ino: INodeNo, _n: &OsStr, _v: &[u8], _f: i32, _p: u32, reply: ReplyEmpty) {
+        reply.error(fuser::Errno::from_i32(libc::ENOTSUP));
+    }
+
+    fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
+        reply.error(fuser::Errno::from_i32(libc::ENOTSUP));
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if size == 0 {
+            reply.size(0);
+        } else {
+            reply.data(&[]);
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(fuser::Errno::from_i32(libc::ENOTSUP));
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        // Permissions are checked by the kernel (default_permissions).
+        reply.ok();
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let name = match name_str(name, "create") {
+            Ok(n) => n.to_string(),
+            Err(e) => return reply.error(e),
+        };
+        let (core, ttl) = (self.core.clone(), self.ttl);
+        self.rt.spawn(async move {
+            match core.create(parent.0, &name).await {
+                Ok((attr, fh)) => {
+                    reply.created(&ttl, &file_attr(&attr), Generation(0), FileHandle(fh), FopenFlags::empty())
+                }
+                Err(e) => reply.error(errno("create", &e)),
+            }
+        });
+    }
+}

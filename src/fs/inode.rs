@@ -1,0 +1,327 @@
+//! The inode table: inode numbers <-> drive file_ids, and each node's attributes.
+//!
+//! Inodes are keyed by file_id, never by name: renames keep the inode, and two siblings with the
+//! same name are two inodes. Numbers are handed out once and never reused during a mount. A node
+//! lives while the kernel holds a lookup on it, a cached listing names it, a handle is open on it,
+//! or it has local content not yet uploaded; `forget` and listing eviction free the others.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::drive::{ItemKind, RemoteItem};
+use crate::fs::local::LocalContent;
+
+pub const ROOT_INO: u64 = 1;
+
+/// Prefix of the placeholder id of a file created through the mount and not yet uploaded.
+pub const LOCAL_ID_PREFIX: &str = "local:";
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub ino: u64,
+    /// The drive's file_id, or `local:<ino>` until the first upload completes.
+    pub file_id: String,
+    pub parent: u64,
+    /// The name shown in the mount (see `names` for duplicates).
+    pub name: String,
+    /// The name on the drive.
+    pub remote_name: String,
+    pub kind: ItemKind,
+    pub size: u64,
+    pub mtime: SystemTime,
+    pub ctime: SystemTime,
+    pub crtime: SystemTime,
+    /// Kernel lookup count.
+    pub lookups: u64,
+    /// Open handles.
+    pub open_handles: u32,
+    /// Content written through the mount that is newer than the drive's copy.
+    pub local: Option<Arc<LocalContent>>,
+}
+
+impl Node {
+    pub fn is_dir(&self) -> bool {
+        self.kind == ItemKind::Folder
+    }
+
+    pub fn is_local_only(&self) -> bool {
+        self.file_id.starts_with(LOCAL_ID_PREFIX)
+    }
+
+    /// True when nothing but a cached listing refers to the node.
+    fn is_unreferenced(&self) -> bool {
+        self.ino != ROOT_INO && self.lookups == 0 && self.open_handles == 0 && self.local.is_none()
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct InodeTable {
+    nodes: HashMap<u64, Node>,
+    by_file_id: HashMap<String, u64>,
+    /// Nodes with local content, so re-listing a folder can keep showing not-yet-uploaded files.
+    with_local: HashSet<u64>,
+    next_ino: u64,
+}
+
+impl InodeTable {
+    pub fn new(root_file_id: &str, mount_time: SystemTime) -> Self {
+        let mut table = InodeTable { next_ino: ROOT_INO + 1, ..Default::default() };
+        let root = Node {
+            ino: ROOT_INO,
+            file_id: root_file_id.to_string(),
+            parent: ROOT_INO,
+            name: String::new(),
+            remote_name: String::new(),
+            kind: ItemKind::Folder,
+            size: 0,
+            mtime: mount_time,
+            ctime: mount_time,
+            crtime: mount_time,
+            lookups: 1,
+            open_handles: 0,
+            local: None,
+        };
+        table.by_file_id.insert(root.file_id.clone(), ROOT_INO);
+        table.nodes.insert(ROOT_INO, root);
+        table
+    }
+
+    pub fn get(&self, ino: u64) -> Option<&Node> {
+        self.nodes.get(&ino)
+    }
+
+    pub fn get_mut(&mut self, ino: u64) -> Option<&mut Node> {
+        self.nodes.get_mut(&ino)
+    }
+
+    pub fn ino_of(&self, file_id: &str) -> Option<u64> {
+        self.by_file_id.get(file_id).copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Insert or refresh the node of a remote item, under `parent` with display name `name`.
+    /// A node with local content keeps its local size and mtime: they are newer.
+    pub fn upsert_remote(&mut self, item: &RemoteItem, parent: u64, name: &str) -> u64 {
+        if let Some(&ino) = self.by_file_id.get(&item.file_id) {
+            let node = self.nodes.get_mut(&ino).expect("index and nodes agree");
+            node.parent = parent;
+            node.name = name.to_string();
+            node.remote_name = item.name.clone();
+            node.kind = item.kind;
+            node.crtime = item.created_at;
+            if node.local.is_none() {
+                node.size = item.size;
+                node.mtime = item.mtime();
+                node.ctime = item.updated_at;
+            }
+            return ino;
+        }
+        let ino = self.allocate();
+        let node = Node {
+            ino,
+            file_id: item.file_id.clone(),
+            parent,
+            name: name.to_string(),
+            remote_name: item.name.clone(),
+            kind: item.kind,
+            size: item.size,
+            mtime: item.mtime(),
+            ctime: item.updated_at,
+            crtime: item.created_at,
+            lookups: 0,
+            open_handles: 0,
+            local: None,
+        };
+        self.by_file_id.insert(node.file_id.clone(), ino);
+        self.nodes.insert(ino, node);
+        ino
+    }
+
+    /// A new file created through the mount: it has a placeholder id until uploaded.
+    pub fn insert_local_file(&mut self, parent: u64, name: &str, local: Arc<LocalContent>, now: SystemTime) -> u64 {
+        let ino = self.allocate();
+        let node = Node {
+            ino,
+            file_id: format!("{LOCAL_ID_PREFIX}{ino}"),
+            parent,
+            name: name.to_string(),
+            remote_name: name.to_string(),
+            kind: ItemKind::File,
+            size: 0,
+            mtime: now,
+            ctime: now,
+            crtime: now,
+            lookups: 0,
+            open_handles: 0,
+            local: Some(local),
+        };
+        self.by_file_id.insert(node.file_id.clone(), ino);
+        self.with_local.insert(ino);
+        self.nodes.insert(ino, node);
+        ino
+    }
+
+    /// Give a node a new file_id (after an upload replaced its content with a new drive item).
+    pub fn rekey(&mut self, ino: u64, new_file_id: &str) {
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            if node.file_id != new_file_id {
+                self.by_file_id.remove(&node.file_id);
+                node.file_id = new_file_id.to_string();
+                self.by_file_id.insert(new_file_id.to_string(), ino);
+            }
+        }
+    }
+
+    pub fn set_local(&mut self, ino: u64, local: Option<Arc<LocalContent>>) {
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            if local.is_some() {
+                self.with_local.insert(ino);
+            } else {
+                self.with_local.remove(&ino);
+            }
+            node.local = local;
+        }
+    }
+
+    /// Nodes under `parent` that have local content (shown even if the drive does not list them yet).
+    pub fn local_children(&self, parent: u64) -> Vec<u64> {
+        self.with_local
+            .iter()
+            .filter(|ino| self.nodes.get(ino).is_some_and(|n| n.parent == parent))
+            .copied()
+            .collect()
+    }
+
+    /// Drop a node now (after unlink/rmdir through the mount).
+    pub fn remove(&mut self, ino: u64) -> Option<Node> {
+        if ino == ROOT_INO {
+            return None;
+        }
+        let node = self.nodes.remove(&ino)?;
+        if self.by_file_id.get(&node.file_id) == Some(&ino) {
+            self.by_file_id.remove(&node.file_id);
+        }
+        self.with_local.remove(&ino);
+        Some(node)
+    }
+
+    /// The kernel forgot `n` lookups. Returns true when the node may be freed if no listing names it.
+    pub fn forget(&mut self, ino: u64, n: u64) -> bool {
+        match self.nodes.get_mut(&ino) {
+            Some(node) => {
+                node.lookups = node.lookups.saturating_sub(n);
+                node.is_unreferenced()
+            }
+            None => false,
+        }
+    }
+
+    /// Free a node if nothing refers to it any more (the caller knows no cached listing names it).
+    pub fn free_if_unreferenced(&mut self, ino: u64) -> bool {
+        if self.nodes.get(&ino).is_some_and(Node::is_unreferenced) {
+            self.remove(ino);
+            return true;
+        }
+        false
+    }
+
+    fn allocate(&mut self) -> u64 {
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        ino
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::time::UNIX_EPOCH;
+
+    fn item(id: &str, name: &str) -> RemoteItem {
+        RemoteItem {
+            file_id: id.into(),
+            parent_file_id: "root".into(),
+            name: name.into(),
+            kind: ItemKind::File,
+            size: 3,
+            content_hash: None,
+            created_at: UNIX_EPOCH,
+            updated_at: UNIX_EPOCH,
+            local_modified_at: None,
+        }
+    }
+
+    #[test]
+    fn same_file_id_same_inode_across_renames() {
+        let mut t = InodeTable::new("root", UNIX_EPOCH);
+        let a = t.upsert_remote(&item("f1", "a"), ROOT_INO, "a");
+        let b = t.upsert_remote(&item("f1", "renamed"), ROOT_INO, "renamed");
+        assert_eq!(a, b);
+        assert_eq!(t.get(a).unwrap().name, "renamed");
+        let c = t.upsert_remote(&item("f2", "a"), ROOT_INO, "a");
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn forget_frees_only_unreferenced_nodes() {
+        let mut t = InodeTable::new("root", UNIX_EPOCH);
+        let a = t.upsert_remote(&item("f1", "a"), ROOT_INO, "a");
+        t.get_mut(a).unwrap().lookups = 2;
+        assert!(!t.forget(a, 1));
+        assert!(t.forget(a, 1));
+        assert!(t.free_if_unreferenced(a));
+        assert!(t.get(a).is_none());
+        assert!(t.ino_of("f1").is_none());
+        // A new lookup of the same file_id gets a fresh, never reused number.
+        let a2 = t.upsert_remote(&item("f1", "a"), ROOT_INO, "a");
+        assert!(a2 > a);
+        assert!(!t.free_if_unreferenced(ROOT_INO));
+    }
+
+    proptest! {
+        /// Whatever sequence of upserts, renames and removals: inode numbers are unique, the
+        /// file_id index always points at the node holding that id, and live ids keep their inode.
+        #[test]
+        fn index_stays_consistent(ops in proptest::collection::vec((0u8..4, 0u8..12, 0u8..5), 1..200)) {
+            let mut t = InodeTable::new("root", UNIX_EPOCH);
+            let mut seen: HashMap<String, u64> = HashMap::new();
+            for (op, id, name) in ops {
+                let fid = format!("f{id}");
+                match op {
+                    0 | 1 => {
+                        let ino = t.upsert_remote(&item(&fid, &format!("n{name}")), ROOT_INO, &format!("n{name}"));
+                        if let Some(&old) = seen.get(&fid) { prop_assert_eq!(old, ino); }
+                        seen.insert(fid, ino);
+                    }
+                    2 => {
+                        if let Some(ino) = t.ino_of(&fid) { t.remove(ino); seen.remove(&fid); }
+                    }
+                    _ => {
+                        if let Some(ino) = t.ino_of(&fid) {
+                            let new_id = format!("g{id}{name}");
+                            if t.ino_of(&new_id).is_none() {
+                                t.rekey(ino, &new_id);
+                                seen.remove(&fid);
+                                seen.insert(new_id, ino);
+                            }
+                        }
+                    }
+                }
+                for (fid, ino) in &seen {
+                    prop_assert_eq!(t.ino_of(fid), Some(*ino));
+                    prop_assert_eq!(&t.get(*ino).unwrap().file_id, fid);
+                }
+                prop_assert_eq!(t.len(), seen.len() + 1);
+            }
+        }
+    }
+}

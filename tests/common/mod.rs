@@ -1,0 +1,229 @@
+//! Test harness for FUSE integration tests: an in-process emulator plus the real `alipanfs`
+//! binary mounted through the kernel into a temporary folder. The guard unmounts and stops
+//! everything on drop, and a watchdog kills the daemon when a test overruns its deadline, so a
+//! request stuck in the kernel fails that one test instead of hanging the suite.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use alipanfs::emulator::{Emulator, EmulatorConfig, Faults};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_alipanfs");
+
+/// An emulator with test-friendly defaults (no rate limit on the data plane's sake of speed is
+/// *not* taken: limits stay as the real service's unless a test says otherwise).
+pub fn emulator_with(tweak: impl FnOnce(&mut EmulatorConfig)) -> (Emulator, tempfile::TempDir) {
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut cfg = EmulatorConfig { data_dir: data.path().join("emulator"), ..Default::default() };
+    tweak(&mut cfg);
+    let emulator = Emulator::start_background(cfg).expect("emulator starts");
+    (emulator, data)
+}
+
+pub struct Mount {
+    pub emulator: Emulator,
+    pub dir: PathBuf,
+    pub cache_dir: PathBuf,
+    pub token_file: PathBuf,
+    child: Arc<Mutex<Option<Child>>>,
+    done: Arc<AtomicBool>,
+    log_path: PathBuf,
+    _temp: tempfile::TempDir,
+}
+
+pub struct MountBuilder {
+    emulator: Emulator,
+    temp: tempfile::TempDir,
+    args: Vec<String>,
+    deadline: Duration,
+}
+
+impl MountBuilder {
+    pub fn new(emulator: Emulator, temp: tempfile::TempDir) -> Self {
+        MountBuilder { emulator, temp, args: Vec::new(), deadline: Duration::from_secs(240) }
+    }
+
+    pub fn arg(mut self, a: impl Into<String>) -> Self {
+        self.args.push(a.into());
+        self
+    }
+
+    pub fn deadline(mut self, d: Duration) -> Self {
+        self.deadline = d;
+        self
+    }
+
+    pub fn mount(self) -> Mount {
+        self.try_mount().unwrap_or_else(|e| panic!("mount failed: {e}"))
+    }
+
+    pub fn try_mount(self) -> Result<Mount, String> {
+        let dir = self.temp.path().join("mnt");
+        let cache_dir = self.temp.path().join("cache");
+        let token_file = self.temp.path().join("state/token.json");
+        std::fs::create_dir_all(&dir).unwrap();
+        let log_path = self.temp.path().join("alipanfs.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let defaults = EmulatorConfig::default();
+        let child = Command::new(BIN)
+            .arg("--log-level")
+            .arg("alipanfs=debug,info")
+            .arg("mount")
+            .arg("--foreground")
+            .arg(&dir)
+            .arg("--api-url")
+            .arg(self.emulator.api_url())
+            .arg("--client-id")
+            .arg(&defaults.client_id)
+            .arg("--client-secret")
+            .arg(&defaults.client_secret)
+            .arg("--token-file")
+            .arg(&token_file)
+            .arg("--cache-dir")
+            .arg(&cache_dir)
+            .args(&self.args)
+            .env("ALIPANFS_REFRESH_TOKEN", self.emulator.refresh_token())
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start {BIN}: {e}"))?;
+        let child = Arc::new(Mutex::new(Some(child)));
+        let done = Arc::new(AtomicBool::new(false));
+        spawn_watchdog(child.clone(), done.clone(), dir.clone(), self.deadline);
+        let mount = Mount {
+            emulator: self.emulator,
+            dir,
+            cache_dir,
+            token_file,
+            child,
+            done,
+            log_path,
+            _temp: self.temp,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if is_mounted(&mount.dir) {
+                return Ok(mount);
+            }
+            if let Some(status) = mount.child.lock().unwrap().as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                return Err(format!("alipanfs exited with {status}: {}", mount.log()));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("not mounted after 30 s: {}", mount.log()));
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+}
+
+fn spawn_watchdog(child: Arc<Mutex<Option<Child>>>, done: Arc<AtomicBool>, dir: PathBuf, deadline: Duration) {
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        while start.elapsed() < deadline {
+            if done.load(Ordering::SeqCst) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("watchdog: test overran {deadline:?}; killing the daemon and unmounting {}", dir.display());
+        if let Some(c) = child.lock().unwrap().as_mut() {
+            let _ = c.kill();
+        }
+        let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(&dir).status();
+    });
+}
+
+pub fn is_mounted(dir: &Path) -> bool {
+    let want = dir.to_string_lossy().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|info| info.lines().any(|l| l.split(' ').nth(4) == Some(want.as_str())))
+        .unwrap_or(false)
+}
+
+impl Mount {
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    pub fn log(&self) -> String {
+        let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+
+    pub fn full_log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// SIGTERM the daemon and wait for it to unmount and exit.
+    pub fn unmount(&self) -> Option<std::process::ExitStatus> {
+        let mut guard = self.child.lock().unwrap();
+        let child = guard.as_mut()?;
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                break Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break child.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        };
+        *guard = None;
+        status
+    }
+
+    /// Poll until `cond` holds, or panic with the daemon's log after `timeout`.
+    pub fn wait_for(&self, what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !cond() {
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}\n--- daemon log ---\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The emulator's entry at a path (relative to the drive root), not trashed.
+    pub fn remote(&self, path: &str) -> Option<alipanfs::emulator::TreeEntry> {
+        let want = format!("/{}", path.trim_start_matches('/'));
+        self.emulator.tree().into_iter().find(|e| e.path == want && !e.trashed)
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::SeqCst);
+        self.unmount();
+        if is_mounted(&self.dir) {
+            let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(&self.dir).status();
+        }
+    }
+}
+
+/// SHA-1 (uppercase hex) of a file read through plain std::fs.
+pub fn sha1_of(path: &Path) -> String {
+    alipanfs::hashing::sha1_of_reader(std::fs::File::open(path).expect("open")).expect("read")
+}
+
+/// Run a shell command, panicking with its output when it fails.
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("bash").arg("-c").arg(cmd).output().expect("bash runs");
+    if !out.status.success() {
+        panic!(
+            "command failed: {cmd}\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
