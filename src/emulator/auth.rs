@@ -104,10 +104,13 @@ impl State {
                 t.revoke_at = Some(now + grace);
             }
         }
-        // Drop long-dead tokens so the tables stay small in long runs.
-        self.tokens
-            .access
-            .retain(|_, t| t.exp > now && t.revoke_at.map_or(true, |r| r > now));
+        // Forget tokens dead for an hour (so the tables stay small in long runs); until then
+        // they still answer AccessTokenExpired rather than AccessTokenInvalid.
+        let keep = Duration::from_secs(3600);
+        self.tokens.access.retain(|_, t| {
+            let end = t.revoke_at.map_or(t.exp, |r| r.min(t.exp));
+            end + keep > now
+        });
         let access = self.mint_access_token(chain);
         let refresh = self.mint_refresh_token(Some(chain));
         json!({"token_type": "Bearer", "access_token": access, "refresh_token": refresh,
@@ -258,4 +261,43 @@ impl State {
 pub fn claims(token: &str) -> Option<Value> {
     let p = token.split('.').nth(1)?;
     serde_json::from_slice(&util::b64url_decode(p)?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::emulator::state::Shared;
+    use crate::emulator::EmulatorConfig;
+
+    #[test]
+    fn tokens_are_jwt_shaped_with_the_user_and_app() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = EmulatorConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        let sh = Shared::new(cfg, ([127, 0, 0, 1], 1).into()).unwrap();
+        let mut st = sh.lock();
+        let rt = st.tokens.current_refresh.clone();
+        assert_eq!(rt.split('.').count(), 3);
+        let c = claims(&rt).unwrap();
+        assert_eq!(c["sub"], st.user_id.as_str());
+        assert_eq!(c["aud"], "alipanfs-emulator-app");
+        assert!(c["exp"].as_u64().unwrap() > c["iat"].as_u64().unwrap());
+        assert_eq!(c["jti"].as_str().unwrap().len(), 32);
+        let code = st.issue_code();
+        let r = st.token_endpoint(
+            &json!({"client_id": "alipanfs-emulator-app", "client_secret": "alipanfs-emulator-secret",
+                    "grant_type": "authorization_code", "code": code}),
+            false,
+        );
+        assert_eq!(r.status(), 200);
+        // A code is single use.
+        let r = st.token_endpoint(
+            &json!({"client_id": "alipanfs-emulator-app", "client_secret": "alipanfs-emulator-secret",
+                    "grant_type": "authorization_code", "code": code}),
+            false,
+        );
+        assert_eq!(r.status(), 400);
+    }
 }
