@@ -580,7 +580,7 @@ fn background_emulator_for_sync_callers() {
         tree.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(),
         ["/d", "/d/p.bin"]
     );
-    assert!(tree[1].sha1.is_some() && !tree[0].is_dir == false);
+    assert!(tree[1].sha1.is_some() && tree[0].is_dir && !tree[1].is_dir);
     assert_eq!(emu.drive_id("backup"), emu.drive_id("default"));
     assert_eq!(emu.calls().len(), 0);
     emu.shutdown();
