@@ -585,3 +585,27 @@ fn background_emulator_for_sync_callers() {
     assert_eq!(emu.calls().len(), 0);
     emu.shutdown();
 }
+
+#[test]
+fn demo_tree_has_the_promised_items() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start_background(EmulatorConfig {
+        data_dir: dir.path().to_path_buf(),
+        ..Default::default()
+    })
+    .unwrap();
+    emu.seed_demo_tree();
+    let tree = emu.tree();
+    let find = |p: &str| {
+        tree.iter()
+            .find(|e| e.path == p)
+            .unwrap_or_else(|| panic!("{p} missing"))
+    };
+    assert_eq!(find("/big-64MiB.bin").size, 64 << 20);
+    assert!(find("/Videos").is_dir);
+    assert!(find("/Videos/sample.mp4").size > 0);
+    assert_eq!(
+        find("/Documents/hello.txt").sha1.as_deref(),
+        Some("2EF7BDE608CE5404E97D5F042F95F89F1C232871")
+    );
+}
