@@ -609,3 +609,27 @@ fn demo_tree_has_the_promised_items() {
         Some("2EF7BDE608CE5404E97D5F042F95F89F1C232871")
     );
 }
+
+#[test]
+fn default_data_dir_is_private_and_removed() {
+    let emu = Emulator::start_background(EmulatorConfig::default()).unwrap();
+    let other = EmulatorConfig::default();
+    let id = emu.seed_file("root", "a", b"abc");
+    assert!(emu.file_sha1(&id).is_some());
+    let dirs = || {
+        std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("alipanfs-emulator-{}-", std::process::id()))
+            })
+            .count()
+    };
+    assert!(dirs() >= 1);
+    assert!(!other.data_dir.exists());
+    let before = dirs();
+    emu.shutdown();
+    assert_eq!(dirs(), before - 1);
+}
