@@ -489,3 +489,32 @@ async fn admin_endpoints_and_injected_faults() {
         1
     );
 }
+
+#[tokio::test]
+async fn run_cli_serves_until_stopped() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = alipanfs::emulator::EmulatorConfig {
+        data_dir: dir.path().to_path_buf(),
+        ..Default::default()
+    };
+    let task = tokio::spawn(alipanfs::emulator::run_cli(
+        ([127, 0, 0, 1], port).into(),
+        cfg,
+        false,
+    ));
+    let c = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/__emulator/calls");
+    let up = wait_until(Duration::from_secs(5), || {
+        let c = c.clone();
+        let url = url.clone();
+        async move { c.get(&url).send().await.is_ok_and(|r| r.status() == 200) }
+    })
+    .await;
+    assert!(up);
+    task.abort();
+}

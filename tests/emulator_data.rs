@@ -633,3 +633,70 @@ fn default_data_dir_is_private_and_removed() {
     emu.shutdown();
     assert_eq!(dirs(), before - 1);
 }
+
+#[tokio::test]
+async fn rapid_upload_works_across_drives_and_expiry_is_clamped() {
+    let h = start(|_| {}).await;
+    let content = b"content shared between drives".to_vec();
+    h.emu.seed_file("root", "src.txt", &content);
+    let res = h.emu.drive_id("resource").unwrap();
+    let r = h
+        .ok("openFile/create", json!({"drive_id": res, "parent_file_id": "root", "name": "dst.txt", "type": "file",
+            "size": content.len(), "content_hash": hashing::sha1_hex(&content), "content_hash_name": "sha1",
+            "proof_code": hashing::proof_code(&h.token, &content), "proof_version": "v1",
+            "local_created_at": "2020-01-01T00:00:00.000Z"}))
+        .await;
+    assert_eq!(r["rapid_upload"], true);
+    let o = h
+        .ok(
+            "openFile/get",
+            json!({"drive_id": res, "file_id": r["file_id"]}),
+        )
+        .await;
+    assert_eq!(o["drive_id"], json!(res));
+    assert_eq!(o["local_created_at"], "2020-01-01T00:00:00.000Z");
+    let unix = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let exp_of = |u: &str| -> u64 {
+        u.split("x-oss-expires=")
+            .nth(1)
+            .unwrap()
+            .split('&')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let u = h
+        .ok(
+            "openFile/getDownloadUrl",
+            json!({"drive_id": res, "file_id": r["file_id"], "expire_sec": 100000}),
+        )
+        .await;
+    assert!((14399..=14401).contains(&(exp_of(u["url"].as_str().unwrap()) - unix())));
+    h.emu.set_download_url_ttl_cap(Duration::from_secs(900));
+    let u = h
+        .ok(
+            "openFile/getDownloadUrl",
+            json!({"drive_id": res, "file_id": r["file_id"], "expire_sec": 14400}),
+        )
+        .await;
+    let url = u["url"].as_str().unwrap();
+    assert!((899..=901).contains(&(exp_of(url) - unix())));
+    assert_eq!(u["expiration"].as_str().unwrap().len(), 24);
+    assert_eq!(
+        h.c.get(url)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+            .to_vec(),
+        content
+    );
+}
