@@ -533,7 +533,7 @@ async fn dropped_data_connections_truncate_bodies() {
         ..Default::default()
     });
     let mut broken = 0;
-    for _ in 0..12 {
+    for _ in 0..30 {
         match h.c.get(&url).send().await {
             Ok(r) if r.status() == 200 => {
                 if r.bytes().await.is_err() {
