@@ -1,0 +1,818 @@
+//! The emulator's API surface over plain HTTP: OAuth, envelopes, listing, name conflicts,
+//! trash/delete/async tasks, rate limits, quota, lenient input, admin endpoints.
+
+#[path = "emulator_support.rs"]
+mod support;
+
+use serde_json::{json, Value};
+use std::time::Duration;
+use support::*;
+
+#[tokio::test]
+async fn refresh_rotates_and_a_used_token_is_refused() {
+    let h = start(|_| {}).await;
+    let initial_claims = h.token.split('.').count();
+    assert_eq!(initial_claims, 3);
+    // The initial refresh token was consumed by `start`: reuse is refused.
+    let used = h.refresh_with("definitely.not.known").await;
+    assert_err(&used, 400, "AccessDenied");
+    let r = h.refresh_with(&h.refresh).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["token_type"], "Bearer");
+    assert_eq!(r.body["expires_in"], 7200);
+    let new_rt = r.body["refresh_token"].as_str().unwrap().to_string();
+    assert_ne!(new_rt, h.refresh);
+    assert_eq!(h.emu.refresh_token(), new_rt);
+    let again = h.refresh_with(&h.refresh).await;
+    assert_err(&again, 400, "AccessDenied");
+    assert_eq!(again.body["message"], "invalid token");
+    // Malformed refresh token.
+    assert_err(&h.refresh_with("garbage").await, 400, "RefreshTokenInvalid");
+    // The previous access token still works within the grace period, the new one too.
+    let new_at = r.body["access_token"].as_str().unwrap();
+    assert_eq!(h.call("user/getDriveInfo", json!({})).await.status, 200);
+    assert_eq!(
+        h.call_tok("user/getDriveInfo", new_at, json!({}))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(h.emu.call_count("oauth/access_token"), 5);
+}
+
+#[tokio::test]
+async fn grace_period_ends_and_expiry_gives_401() {
+    let h = start(|c| {
+        c.access_token_grace = Duration::ZERO;
+    })
+    .await;
+    let r = h.refresh_with(&h.refresh).await;
+    assert_eq!(r.status, 200);
+    // Zero grace: the superseded token is dead at once.
+    assert_err(
+        &h.call("user/getDriveInfo", json!({})).await,
+        401,
+        "AccessTokenExpired",
+    );
+    let tok = r.body["access_token"].as_str().unwrap().to_string();
+    assert_eq!(
+        h.call_tok("user/getDriveInfo", &tok, json!({}))
+            .await
+            .status,
+        200
+    );
+    // Expiry: a one-second token stops working.
+    h.emu.set_access_token_ttl(Duration::from_secs(1));
+    let r = h
+        .refresh_with(r.body["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(r.body["expires_in"], 1);
+    let short = r.body["access_token"].as_str().unwrap().to_string();
+    let expired = wait_until(Duration::from_secs(4), || async {
+        h.call_tok("user/getDriveInfo", &short, json!({}))
+            .await
+            .status
+            == 401
+    })
+    .await;
+    assert!(expired);
+    assert_envelope(
+        &h.call_tok("user/getDriveInfo", &short, json!({})).await,
+        401,
+        "AccessTokenExpired",
+    );
+}
+
+#[tokio::test]
+async fn bad_credentials_and_garbage_tokens() {
+    let h = start(|_| {}).await;
+    assert_err(
+        &h.call_tok("user/getDriveInfo", "garbage", json!({})).await,
+        401,
+        "AccessTokenInvalid",
+    );
+    let r =
+        h.c.post(h.url("/adrive/v1.0/user/getDriveInfo"))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(reply(r).await.body["code"], "AccessTokenInvalid");
+    let post = |body: Value| {
+        let c = h.c.clone();
+        let url = h.url("/oauth/access_token");
+        async move { reply(c.post(url).json(&body).send().await.unwrap()).await }
+    };
+    let r = post(json!({"client_id": "other", "client_secret": SECRET, "grant_type": "refresh_token", "refresh_token": h.refresh})).await;
+    assert_err(&r, 400, "InvalidClientId");
+    assert_eq!(r.body["error"], "InvalidClientId: invalid client_id");
+    let r = post(json!({"client_id": APP, "client_secret": "nope", "grant_type": "refresh_token", "refresh_token": h.refresh})).await;
+    assert_err(&r, 400, "InvalidClientSecret");
+    let r =
+        post(json!({"client_id": APP, "client_secret": SECRET, "grant_type": "password"})).await;
+    assert_err(&r, 400, "InvalidGrantType");
+    let r = post(json!({"client_id": APP, "client_secret": SECRET, "grant_type": "authorization_code", "code": "x"})).await;
+    assert_err(&r, 400, "InvalidCode");
+    // A failed attempt did not consume the refresh token.
+    assert_eq!(h.refresh_with(&h.refresh).await.status, 200);
+}
+
+#[tokio::test]
+async fn form_bodies_helper_and_auth_codes() {
+    let h = start(|_| {}).await;
+    let form = format!(
+        "client_id={APP}&client_secret={SECRET}&grant_type=refresh_token&refresh_token={}",
+        h.refresh
+    );
+    let r =
+        h.c.post(h.url("/oauth/access_token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form)
+            .send()
+            .await
+            .unwrap();
+    let r = reply(r).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let rt = r.body["refresh_token"].as_str().unwrap().to_string();
+    // The alist-shaped helper: blank credentials, same rotation.
+    let helper = |rt: String| {
+        let c = h.c.clone();
+        let url = h.emu.token_helper_url();
+        async move {
+            let body = json!({"client_id": "", "client_secret": "", "grant_type": "refresh_token", "refresh_token": rt});
+            reply(c.post(url).json(&body).send().await.unwrap()).await
+        }
+    };
+    let r = helper(rt.clone()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_err(&helper(rt).await, 400, "AccessDenied");
+    // The sub claim stays the user's across refreshes.
+    let sub = |t: &str| -> Value {
+        use base64::Engine;
+        let p = t.split('.').nth(1).unwrap();
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(p)
+            .unwrap();
+        serde_json::from_slice::<Value>(&bytes).unwrap()["sub"].clone()
+    };
+    assert_eq!(
+        sub(r.body["access_token"].as_str().unwrap()),
+        json!(h.emu.user_id())
+    );
+    // Authorization code grant.
+    let code = h.emu.issue_auth_code();
+    let r = h.c.post(h.url("/oauth/access_token"))
+        .json(&json!({"client_id": APP, "client_secret": SECRET, "grant_type": "authorization_code", "code": code}))
+        .send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // users/info
+    let r = reply(
+        h.c.get(h.url("/oauth/users/info"))
+            .bearer_auth(&h.token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.body["id"], json!(h.emu.user_id()));
+    assert!(r.body["phone"].is_null());
+}
+
+#[tokio::test]
+async fn drive_info_space_info_and_lenient_input() {
+    let h = start(|_| {}).await;
+    // Empty body, `{}`, unknown fields, nulls.
+    let r =
+        h.c.post(h.url("/adrive/v1.0/user/getDriveInfo"))
+            .bearer_auth(&h.token)
+            .send()
+            .await
+            .unwrap();
+    let r = reply(r).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["default_drive_id"], "9600002");
+    assert_eq!(r.body["resource_drive_id"], "9600003");
+    assert_eq!(r.body["user_id"].as_str().unwrap().len(), 32);
+    h.emu.seed_file("root", "a.txt", b"hello");
+    let s = h
+        .ok(
+            "user/getSpaceInfo",
+            json!({"drive_id": null, "whatever": [1, 2]}),
+        )
+        .await;
+    assert_eq!(s["personal_space_info"]["used_size"], 5);
+    assert_eq!(s["personal_space_info"]["total_size"], 6u64 << 40);
+    let l = h
+        .ok(
+            "openFile/list",
+            json!({"drive_id": h.drive, "parent_file_id": "root", "limit": null, "marker": null,
+            "order_by": "", "order_direction": "", "fields": "*", "unknown": {"x": 1}}),
+        )
+        .await;
+    assert_eq!(l["items"].as_array().unwrap().len(), 1);
+    let bad =
+        h.c.post(h.url("/adrive/v1.0/openFile/list"))
+            .bearer_auth(&h.token)
+            .body("{not json")
+            .send()
+            .await
+            .unwrap();
+    assert_err(&reply(bad).await, 400, "InvalidParameter");
+    // Unknown path: Spring-style 404; wrong method: 405.
+    let r = reply(
+        h.c.post(h.url("/adrive/v1.0/openFile/nope"))
+            .bearer_auth(&h.token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.body["error"], "Not Found");
+    assert_eq!(r.body["path"], "/adrive/v1.0/openFile/nope");
+    let r = reply(
+        h.c.get(h.url("/adrive/v1.0/openFile/list"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 405);
+}
+
+#[tokio::test]
+async fn file_objects_have_the_real_shape_and_errors_their_codes() {
+    let h = start(|_| {}).await;
+    let dir = h.emu.seed_folder("root", "Docs");
+    let f = h.emu.seed_file(&dir, "Hello.TXT", b"Hello World!");
+    let o = h
+        .ok("openFile/get", json!({"drive_id": h.drive, "file_id": f}))
+        .await;
+    assert_eq!(
+        o["content_hash"],
+        "2EF7BDE608CE5404E97D5F042F95F89F1C232871"
+    );
+    assert_eq!(o["size"], 12);
+    assert_eq!(o["file_extension"], "txt");
+    assert_eq!(o["category"], "doc");
+    assert_eq!(o["type"], "file");
+    assert_eq!(o["parent_file_id"], json!(dir));
+    assert!(o["trashed"].is_null());
+    let ts = o["created_at"].as_str().unwrap();
+    assert!(
+        ts.len() == 24 && ts.ends_with('Z') && ts.as_bytes()[19] == b'.',
+        "{ts}"
+    );
+    let d = h
+        .ok("openFile/get", json!({"drive_id": h.drive, "file_id": dir}))
+        .await;
+    assert_eq!(d["type"], "folder");
+    for absent in ["size", "content_hash", "file_extension"] {
+        assert!(d.get(absent).is_none(), "folder has {absent}");
+    }
+    let by_path = h
+        .ok(
+            "openFile/get_by_path",
+            json!({"drive_id": h.drive, "file_path": "/Docs/Hello.TXT"}),
+        )
+        .await;
+    assert_eq!(by_path["file_id"], json!(f));
+    assert_envelope(
+        &h.call(
+            "openFile/get_by_path",
+            json!({"drive_id": h.drive, "file_path": "/Docs/nope"}),
+        )
+        .await,
+        400,
+        "NotFound.File",
+    );
+    assert_envelope(
+        &h.call(
+            "openFile/get",
+            json!({"drive_id": h.drive, "file_id": "0".repeat(40)}),
+        )
+        .await,
+        404,
+        "NotFound.FileId",
+    );
+    assert_envelope(
+        &h.call("openFile/get", json!({"drive_id": "123", "file_id": f}))
+            .await,
+        403,
+        "ForbiddenDriveNotValid",
+    );
+    assert_envelope(
+        &h.call("openFile/get", json!({"file_id": f})).await,
+        400,
+        "InvalidParameter.DriveId",
+    );
+    let b = h.ok("openFile/batch/get", json!({"file_list": [{"drive_id": h.drive, "file_id": f}, {"drive_id": h.drive, "file_id": "missing"}]})).await;
+    assert_eq!(b["items"].as_array().unwrap().len(), 1);
+    // Resource drive is separate.
+    let res = h.emu.drive_id("resource").unwrap();
+    assert_envelope(
+        &h.call("openFile/get", json!({"drive_id": res, "file_id": f}))
+            .await,
+        404,
+        "NotFound.FileId",
+    );
+    assert_eq!(
+        h.ok(
+            "openFile/list",
+            json!({"drive_id": res, "parent_file_id": "root"})
+        )
+        .await["items"],
+        json!([])
+    );
+}
+
+#[tokio::test]
+async fn pagination_of_1050_items_is_stable_under_concurrent_changes() {
+    let h = start(|_| {}).await;
+    let dir = h.emu.seed_folder("root", "many");
+    let mut ids = Vec::new();
+    for i in 0..1050 {
+        ids.push(h.emu.seed_file(&dir, &format!("f{i:05}"), b""));
+    }
+    let mut marker = String::new();
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    loop {
+        let r = h.ok("openFile/list", json!({"drive_id": h.drive, "parent_file_id": dir, "limit": 200, "marker": marker, "order_by": "name", "order_direction": "ASC"})).await;
+        let items = r["items"].as_array().unwrap();
+        assert!(items.len() <= 100);
+        seen.extend(
+            items
+                .iter()
+                .map(|i| i["name"].as_str().unwrap().to_string()),
+        );
+        pages += 1;
+        if pages == 3 {
+            // Deletes and inserts between pages neither repeat nor skip survivors.
+            h.ok(
+                "openFile/delete",
+                json!({"drive_id": h.drive, "file_id": ids[10]}),
+            )
+            .await;
+            h.ok(
+                "openFile/delete",
+                json!({"drive_id": h.drive, "file_id": ids[900]}),
+            )
+            .await;
+            h.emu.seed_file(&dir, "f00000a", b"");
+            h.emu.seed_file(&dir, "zzz", b"");
+        }
+        marker = r["next_marker"].as_str().unwrap().to_string();
+        if marker.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(pages, 11);
+    let mut expected: Vec<String> = (0..1050)
+        .filter(|i| *i != 900)
+        .map(|i| format!("f{i:05}"))
+        .collect();
+    expected.push("zzz".into());
+    assert_eq!(seen, expected);
+    // Default limit is 50; DESC by size and type filters work; over 200 is refused.
+    let r = h
+        .ok(
+            "openFile/list",
+            json!({"drive_id": h.drive, "parent_file_id": dir}),
+        )
+        .await;
+    assert_eq!(r["items"].as_array().unwrap().len(), 50);
+    assert_err(
+        &h.call(
+            "openFile/list",
+            json!({"drive_id": h.drive, "parent_file_id": dir, "limit": 201}),
+        )
+        .await,
+        400,
+        "InvalidParameter.Limit",
+    );
+    assert_err(
+        &h.call(
+            "openFile/list",
+            json!({"drive_id": h.drive, "parent_file_id": dir, "marker": "bogus"}),
+        )
+        .await,
+        400,
+        "InvalidParameter.Marker",
+    );
+    let r = h
+        .ok(
+            "openFile/list",
+            json!({"drive_id": h.drive, "parent_file_id": "root", "type": "file"}),
+        )
+        .await;
+    assert_eq!(r["items"], json!([]));
+}
+
+#[tokio::test]
+async fn ordering_options() {
+    let h = start(|_| {}).await;
+    h.emu.seed_file("root", "b10", b"123");
+    h.emu.seed_file("root", "b9", b"1");
+    h.emu.seed_folder("root", "a");
+    let names = |v: Vec<Value>| {
+        v.iter()
+            .map(|i| i["name"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(h.list_all("root", json!({"order_by": "name"})).await),
+        ["a", "b10", "b9"]
+    );
+    assert_eq!(
+        names(
+            h.list_all("root", json!({"order_by": "name_enhanced"}))
+                .await
+        ),
+        ["a", "b9", "b10"]
+    );
+    assert_eq!(
+        names(
+            h.list_all(
+                "root",
+                json!({"order_by": "size", "order_direction": "DESC"})
+            )
+            .await
+        ),
+        ["b10", "b9", "a"]
+    );
+    assert_eq!(
+        names(h.list_all("root", json!({"type": "folder"})).await),
+        ["a"]
+    );
+}
+
+#[tokio::test]
+async fn rate_limits_answer_429_with_retry_after() {
+    let h = start(|c| {
+        c.rate_list_per_sec = 4.0;
+    })
+    .await;
+    let body = json!({"drive_id": h.drive, "parent_file_id": "root"});
+    let mut limited = None;
+    for _ in 0..10 {
+        let r = h.call("openFile/list", body.clone()).await;
+        if r.status == 429 {
+            limited = Some(r);
+            break;
+        }
+    }
+    let r = limited.expect("no 429 after 10 rapid list calls at 4/s");
+    assert_envelope(&r, 429, "TooManyRequests");
+    assert!(r.body["message"]
+        .as_str()
+        .unwrap()
+        .contains("x-retry-after"));
+    let wait: u64 = r.headers["x-retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=250).contains(&wait), "{wait}");
+    // Other classes have their own buckets.
+    assert_eq!(h.call("user/getDriveInfo", json!({})).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(wait + 20)).await;
+    assert_eq!(h.call("openFile/list", body.clone()).await.status, 200);
+    // Forced 429s.
+    h.emu.set_rate_limits(0.0, 0.0, 0.0);
+    h.emu.force_429(2);
+    assert_eq!(h.call("user/getDriveInfo", json!({})).await.status, 429);
+    assert_eq!(h.call("user/getDriveInfo", json!({})).await.status, 429);
+    assert_eq!(h.call("user/getDriveInfo", json!({})).await.status, 200);
+}
+
+#[tokio::test]
+async fn name_conflict_modes() {
+    let h = start(|_| {}).await;
+    let first = h.mkdir("root", "dup").await;
+    let create = |mode: &str| json!({"drive_id": h.drive, "parent_file_id": "root", "name": "dup", "type": "folder", "check_name_mode": mode});
+    let r = h.ok("openFile/create", create("refuse")).await;
+    assert_eq!(r["exist"], true);
+    assert_eq!(r["file_id"], json!(first));
+    assert!(r["upload_id"].is_null());
+    let r = h.ok("openFile/create", create("auto_rename")).await;
+    assert_eq!(r["file_name"], "dup(1)");
+    let r = h.ok("openFile/create", create("ignore")).await;
+    assert_ne!(r["file_id"], json!(first));
+    let dups = h.list_all("root", json!({})).await;
+    assert_eq!(dups.iter().filter(|i| i["name"] == "dup").count(), 2);
+    // Files: refuse gives exist:true and no session.
+    h.emu.seed_file("root", "x.txt", b"1");
+    let r = h.ok("openFile/create", json!({"drive_id": h.drive, "parent_file_id": "root", "name": "x.txt", "type": "file", "check_name_mode": "refuse", "size": 1})).await;
+    assert_eq!(r["exist"], true);
+    assert!(r["upload_id"].is_null() && r.get("part_info_list").is_none());
+    let r = h.ok("openFile/create", json!({"drive_id": h.drive, "parent_file_id": "root", "name": "x.txt", "type": "file", "check_name_mode": "auto_rename", "size": 1})).await;
+    assert_eq!(r["file_name"], "x(1).txt");
+    // Rename clash.
+    let y = h.emu.seed_file("root", "y.txt", b"2");
+    let r = h.call("openFile/update", json!({"drive_id": h.drive, "file_id": y, "name": "x.txt", "check_name_mode": "refuse"})).await;
+    assert_envelope(&r, 409, "AlreadyExist.File");
+    let r = h
+        .ok(
+            "openFile/update",
+            json!({"drive_id": h.drive, "file_id": y, "name": "z.txt"}),
+        )
+        .await;
+    assert_eq!(r["name"], "z.txt");
+    assert_err(
+        &h.call(
+            "openFile/update",
+            json!({"drive_id": h.drive, "file_id": y, "name": "a/b"}),
+        )
+        .await,
+        400,
+        "InvalidParameter.Name",
+    );
+}
+
+#[tokio::test]
+async fn move_and_copy() {
+    let h = start(|_| {}).await;
+    let a = h.mkdir("root", "a").await;
+    let b = h.mkdir("root", "b").await;
+    let inner = h.mkdir(&a, "inner").await;
+    let f = h.emu.seed_file(&a, "f.txt", b"data");
+    h.emu.seed_file(&b, "f.txt", b"other");
+    let mv = |id: &str, to: &str, mode: &str| json!({"drive_id": h.drive, "file_id": id, "to_parent_file_id": to, "check_name_mode": mode});
+    let r = h.ok("openFile/move", mv(&f, &b, "refuse")).await;
+    assert_eq!(r["exist"], true);
+    assert_eq!(
+        h.ok("openFile/get", json!({"drive_id": h.drive, "file_id": f}))
+            .await["parent_file_id"],
+        json!(a)
+    );
+    let r = h.ok("openFile/move", mv(&f, &b, "auto_rename")).await;
+    assert_eq!(r["exist"], false);
+    let o = h
+        .ok("openFile/get", json!({"drive_id": h.drive, "file_id": f}))
+        .await;
+    assert_eq!(
+        (o["parent_file_id"].clone(), o["name"].clone()),
+        (json!(b), json!("f(1).txt"))
+    );
+    assert_err(
+        &h.call("openFile/move", mv(&a, &inner, "refuse")).await,
+        400,
+        "InvalidParameter.ToParentFileId",
+    );
+    let r = h.ok("openFile/move", mv(&a, &b, "refuse")).await;
+    assert!(!r["async_task_id"].as_str().unwrap().is_empty());
+    // Copy: same folder without auto_rename fails; with it, a renamed copy; folders get a task.
+    let cp = |id: &str, to: &str, auto: bool| json!({"drive_id": h.drive, "file_id": id, "to_parent_file_id": to, "auto_rename": auto});
+    assert_envelope(
+        &h.call("openFile/copy", cp(&f, &b, false)).await,
+        409,
+        "AlreadyExist.File",
+    );
+    let r = h.ok("openFile/copy", cp(&f, &b, true)).await;
+    assert!(r.get("async_task_id").is_none());
+    let copy = h
+        .ok(
+            "openFile/get",
+            json!({"drive_id": h.drive, "file_id": r["file_id"]}),
+        )
+        .await;
+    assert_eq!(copy["name"], "f(1)(1).txt");
+    assert_eq!(copy["content_hash"], json!(h.emu.file_sha1(&f).unwrap()));
+    let r = h.ok("openFile/copy", cp(&a, "root", false)).await;
+    assert!(!r["async_task_id"].as_str().unwrap().is_empty());
+    let names: Vec<String> = h.emu.tree().iter().map(|e| e.path.clone()).collect();
+    assert!(names.contains(&"/a/inner".to_string()), "{names:?}");
+    assert!(names.contains(&"/b/a/inner".to_string()), "{names:?}");
+}
+
+#[tokio::test]
+async fn trash_delete_and_async_tasks() {
+    let h = start(|_| {}).await;
+    let d = h.mkdir("root", "d").await;
+    let f = h.emu.seed_file(&d, "f.bin", &[7u8; 1000]);
+    let r = h
+        .ok(
+            "openFile/recyclebin/trash",
+            json!({"drive_id": h.drive, "file_id": d}),
+        )
+        .await;
+    let task = r["async_task_id"].as_str().unwrap().to_string();
+    let t1 = h
+        .ok("openFile/async_task/get", json!({"async_task_id": task}))
+        .await;
+    assert_eq!(t1["state"], "Running");
+    let t2 = h
+        .ok("openFile/async_task/get", json!({"async_task_id": task}))
+        .await;
+    assert_eq!(t2["state"], "Succeed");
+    assert_eq!(h.list_all("root", json!({})).await, Vec::<Value>::new());
+    assert_envelope(
+        &h.call("openFile/get", json!({"drive_id": h.drive, "file_id": f}))
+            .await,
+        400,
+        "ForbiddenFileInTheRecycleBin",
+    );
+    assert_envelope(
+        &h.call(
+            "openFile/recyclebin/trash",
+            json!({"drive_id": h.drive, "file_id": d}),
+        )
+        .await,
+        400,
+        "ForbiddenFileInTheRecycleBin",
+    );
+    assert_err(
+        &h.call(
+            "openFile/get_by_path",
+            json!({"drive_id": h.drive, "file_path": "/d"}),
+        )
+        .await,
+        400,
+        "NotFound.File",
+    );
+    // Trashed bytes still count.
+    let s = h.ok("user/getSpaceInfo", json!({})).await;
+    assert_eq!(s["personal_space_info"]["used_size"], 1000);
+    assert!(h.emu.tree().iter().any(|e| e.file_id == d && e.trashed));
+    // Delete empties it, including from the bin; files get no task id.
+    let r = h
+        .ok(
+            "openFile/delete",
+            json!({"drive_id": h.drive, "file_id": d}),
+        )
+        .await;
+    assert!(r["async_task_id"].is_string());
+    assert!(h.emu.tree().is_empty());
+    assert_eq!(
+        h.ok("user/getSpaceInfo", json!({})).await["personal_space_info"]["used_size"],
+        0
+    );
+    let g = h.emu.seed_file("root", "g", b"x");
+    let r = h
+        .ok(
+            "openFile/delete",
+            json!({"drive_id": h.drive, "file_id": g}),
+        )
+        .await;
+    assert!(r.get("async_task_id").is_none());
+    assert_envelope(
+        &h.call(
+            "openFile/delete",
+            json!({"drive_id": h.drive, "file_id": g}),
+        )
+        .await,
+        404,
+        "NotFound.FileId",
+    );
+    assert_err(
+        &h.call("openFile/async_task/get", json!({"async_task_id": "nope"}))
+            .await,
+        404,
+        "NotFound.AsyncTask",
+    );
+}
+
+#[tokio::test]
+async fn quota_is_enforced_on_create() {
+    let h = start(|c| c.quota_bytes = 1000).await;
+    h.emu.seed_file("root", "a", &[1u8; 600]);
+    let create = |size: u64| json!({"drive_id": h.drive, "parent_file_id": "root", "name": "b", "type": "file", "size": size});
+    assert_envelope(
+        &h.call("openFile/create", create(500)).await,
+        400,
+        "QuotaExhausted.Drive",
+    );
+    assert_eq!(h.call("openFile/create", create(400)).await.status, 200);
+    h.emu.set_quota(10_000);
+    assert_eq!(h.call("openFile/create", create(5000)).await.status, 200);
+}
+
+#[tokio::test]
+async fn video_preview_runs_then_finishes() {
+    let h = start(|_| {}).await;
+    let v = h.emu.seed_pattern_file("root", "clip.mp4", 4096, 1);
+    let body = json!({"drive_id": h.drive, "file_id": v, "category": "live_transcoding", "template_id": "", "url_expire_sec": 900});
+    let r = h.ok("openFile/getVideoPreviewPlayInfo", body.clone()).await;
+    let tasks = r["video_preview_play_info"]["live_transcoding_task_list"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(tasks
+        .iter()
+        .all(|t| t["status"] == "running" && t["url"].is_null()));
+    let r = h.ok("openFile/getVideoPreviewPlayInfo", body).await;
+    let tasks = r["video_preview_play_info"]["live_transcoding_task_list"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let ids: Vec<&str> = tasks
+        .iter()
+        .map(|t| t["template_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["LD", "SD", "HD", "FHD"]);
+    let url = tasks[3]["url"].as_str().unwrap();
+    assert!(url.contains(".m3u8"));
+    let pl = h.c.get(url).send().await.unwrap().text().await.unwrap();
+    assert!(pl.starts_with("#EXTM3U"));
+    let t = h.emu.seed_file("root", "t.txt", b"x");
+    assert_err(
+        &h.call(
+            "openFile/getVideoPreviewPlayInfo",
+            json!({"drive_id": h.drive, "file_id": t}),
+        )
+        .await,
+        400,
+        "InvalidResource.FileTypeNotSupport",
+    );
+}
+
+#[tokio::test]
+async fn admin_endpoints_and_injected_faults() {
+    let h = start(|_| {}).await;
+    h.emu.reset_calls();
+    h.ok("user/getDriveInfo", json!({})).await;
+    let calls: Value =
+        h.c.get(h.url("/__emulator/calls"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(calls["user/getDriveInfo"], 1);
+    let r: Value =
+        h.c.post(h.url("/__emulator/seed"))
+            .json(&json!({"parent_file_id": "root", "name": "p.bin", "size": 5000, "seed": 3}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    let id = r["file_id"].as_str().unwrap();
+    let expect = alipanfs::hashing::sha1_hex(&alipanfs::emulator::pattern_bytes(3, 0, 5000));
+    assert_eq!(h.emu.file_sha1(id), Some(expect));
+    let tree: Value =
+        h.c.get(h.url("/__emulator/tree"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(tree[0]["path"], "/p.bin");
+    // Every API request fails: some 500s with JSON or HTML, some dropped connections.
+    let r =
+        h.c.post(h.url("/__emulator/faults"))
+            .json(&json!({"failure_rate": 1.0}))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 200);
+    let (mut s500, mut dropped) = (0, 0);
+    for _ in 0..30 {
+        match h
+            .c
+            .post(h.url("/adrive/v1.0/user/getDriveInfo"))
+            .bearer_auth(&h.token)
+            .send()
+            .await
+        {
+            Ok(r) if r.status() == 500 => s500 += 1,
+            Ok(r) => match r.bytes().await {
+                Err(_) => dropped += 1,
+                Ok(b) => panic!("unexpected success {b:?}"),
+            },
+            Err(_) => dropped += 1,
+        }
+    }
+    assert!(s500 > 0 && dropped > 0, "{s500} {dropped}");
+    h.c.post(h.url("/__emulator/faults"))
+        .json(&json!({"xml_error_rate": 1.0}))
+        .send()
+        .await
+        .unwrap();
+    let r = h.call("user/getDriveInfo", json!({})).await;
+    assert_eq!(r.status, 502);
+    assert!(r.body.as_str().unwrap().starts_with('<'));
+    h.c.post(h.url("/__emulator/faults"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    h.c.post(h.url("/__emulator/force_429"))
+        .json(&json!({"n": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(h.call("user/getDriveInfo", json!({})).await.status, 429);
+    h.c.post(h.url("/__emulator/quota"))
+        .json(&json!({"total_bytes": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        h.ok("user/getSpaceInfo", json!({})).await["personal_space_info"]["total_size"],
+        1
+    );
+}
