@@ -645,3 +645,51 @@ fn proof_code_vectors() {
     assert_eq!(hashing::proof_code("another.access.token", b"abc"), "Yw==");
     assert_eq!(hashing::proof_code("anything", b""), "");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_ride_out_5xx_drops_and_gateway_pages() {
+    let env = Env::start(unlimited).await;
+    let folder = env.emu.seed_folder(ROOT_ID, "F");
+    for i in 0..150 {
+        env.emu.seed_file(&folder, &format!("f{i}"), b"abc");
+    }
+    let content = pattern_bytes(4, 0, 64 * 1024);
+    let id = env.emu.seed_file(ROOT_ID, "data.bin", &content);
+    let c = env.client("a");
+    c.init().await.unwrap();
+    env.emu.set_faults(alipanfs::emulator::Faults {
+        failure_rate: 0.2,
+        xml_error_rate: 0.05,
+        ..Default::default()
+    });
+    for _ in 0..5 {
+        assert_eq!(c.list_folder(&folder).await.unwrap().len(), 150);
+        assert_eq!(c.get(&id).await.unwrap().size, content.len() as u64);
+        let url = c.download_url(&id).await.unwrap();
+        for off in [0u64, 1000, 60_000] {
+            let got = c.download_range(&url, off, 8192).await.unwrap();
+            let end = (off as usize + 8192).min(content.len());
+            assert_eq!(&got[..], &content[off as usize..end]);
+        }
+    }
+    env.emu.set_faults(Default::default());
+    let calls: u64 = env.emu.calls().values().sum();
+    assert!(
+        calls > 40,
+        "faults should have caused retries ({calls} calls)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rename_and_move_replays_that_landed_are_success() {
+    let env = Env::start(unlimited).await;
+    let a = env.emu.seed_folder(ROOT_ID, "A");
+    let f = env.emu.seed_file(ROOT_ID, "f.txt", b"x");
+    let c = env.client("a");
+    // As if the first answer had been lost and the call replayed.
+    c.rename(&f, "g.txt").await.unwrap();
+    assert_eq!(c.rename(&f, "g.txt").await.unwrap().name, "g.txt");
+    assert!(!c.move_item(&f, &a, None).await.unwrap().exist);
+    assert!(!c.move_item(&f, &a, None).await.unwrap().exist);
+    assert_eq!(c.get(&f).await.unwrap().parent_file_id, a);
+}

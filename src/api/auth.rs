@@ -177,6 +177,7 @@ impl Auth {
 
     async fn refresh(&self, seen_gen: u64) -> Result<(String, u64)> {
         let _single_flight = self.refresh_lock.lock().await;
+        self.adopt_newer_store();
         let (refresh_token, old_sub) = {
             let st = self.lock();
             if st.generation != seen_gen {
@@ -253,6 +254,33 @@ impl Auth {
             return Err(e);
         }
         Ok((access, gen))
+    }
+
+    /// Picks up a refresh token written to the store after ours (`alipanfs token set` while
+    /// mounted, typically after a sign-in failure), so the user need not restart. A store that
+    /// is older than our state (a failed save) is ignored.
+    fn adopt_newer_store(&self) {
+        let Ok(store) = TokenStore::load(&self.store_path) else {
+            return;
+        };
+        let Some(rt) = store.refresh_token else {
+            return;
+        };
+        let mut st = self.lock();
+        let newer = match (store.updated_at, st.updated_at) {
+            (Some(disk), Some(mem)) => disk >= mem,
+            (Some(_), None) => true,
+            _ => false,
+        };
+        if newer && st.refresh_token.as_deref() != Some(rt.as_str()) {
+            tracing::info!(
+                "using the refresh token newly saved in {}",
+                self.store_path.display()
+            );
+            st.user_id = store.user_id.or_else(|| jwt_sub(&rt));
+            st.refresh_token = Some(rt);
+            st.updated_at = store.updated_at;
+        }
     }
 
     /// One refresh call, retried on network trouble, 5xx and 429 within the budget.
@@ -445,6 +473,26 @@ mod tests {
             Err(Error::SignIn(m)) => assert!(m.contains("alipanfs token set")),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn token_set_while_running_is_picked_up_by_the_next_refresh() {
+        let (_d, auth) = auth_with_store(&TokenStore::default(), Some("old"));
+        super::super::token::store_refresh_token(auth.store_path(), "new-token").unwrap();
+        // The refresh fails (nothing listens) but it was attempted with the new token.
+        assert!(auth.access_token().await.is_err());
+        assert_eq!(auth.lock().refresh_token.as_deref(), Some("new-token"));
+        // An older store is not adopted over newer memory.
+        auth.lock().updated_at = Some(unix_now() + 100);
+        TokenStore {
+            refresh_token: Some("stale".into()),
+            updated_at: Some(unix_now()),
+            ..Default::default()
+        }
+        .save(auth.store_path())
+        .unwrap();
+        auth.adopt_newer_store();
+        assert_eq!(auth.lock().refresh_token.as_deref(), Some("new-token"));
     }
 
     #[test]

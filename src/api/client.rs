@@ -514,15 +514,23 @@ impl Drive for Client {
     }
 
     async fn rename(&self, file_id: &str, new_name: &str) -> Result<RemoteItem> {
-        let f: WireFile = self
+        let r: Result<WireFile> = self
             .call_drive(
                 "openFile/update",
                 Class::Other,
                 Replay::Always,
                 json!({ "file_id": file_id, "name": new_name, "check_name_mode": "refuse" }),
             )
-            .await?;
-        f.into_item()
+            .await;
+        match r {
+            Ok(f) => f.into_item(),
+            // A replay of a rename that landed clashes with the item itself.
+            Err(Error::AlreadyExists(msg)) => match self.get(file_id).await {
+                Ok(item) if item.name == new_name => Ok(item),
+                _ => Err(Error::AlreadyExists(msg)),
+            },
+            Err(e) => Err(e),
+        }
     }
 
     async fn move_item(
@@ -542,7 +550,20 @@ impl Drive for Client {
         let r: OpResp = self
             .call_drive("openFile/move", Class::Other, Replay::Always, body)
             .await?;
-        Ok(r.into_result(file_id))
+        let mut result = r.into_result(file_id);
+        if result.exist {
+            // `exist` may also be a replayed move that already landed (the clash is with the
+            // item itself): then it did move.
+            if let Ok(item) = self.get(file_id).await {
+                let wanted = new_name.map(str::to_string);
+                if item.parent_file_id == to_parent_file_id
+                    && wanted.map_or(true, |n| n == item.name)
+                {
+                    result.exist = false;
+                }
+            }
+        }
+        Ok(result)
     }
 
     async fn copy_item(
