@@ -371,14 +371,23 @@ pub struct TokenResp {
 }
 
 /// Decodes a 2xx body; an empty body counts as `{}` (some hosts answer 204 to trash/delete).
+/// Error messages quote a body only when it is not JSON (a gateway page): JSON bodies may hold
+/// tokens or signed URLs, and serde's message is cut at any `?` for the same reason.
 pub fn decode<T: serde::de::DeserializeOwned>(endpoint: &str, body: &[u8]) -> Result<T> {
-    let trimmed = body.iter().position(|b| !b.is_ascii_whitespace());
-    let bytes: &[u8] = if trimmed.is_none() { b"{}" } else { body };
+    let first = body.iter().position(|b| !b.is_ascii_whitespace());
+    let bytes: &[u8] = if first.is_none() { b"{}" } else { body };
     serde_json::from_slice(bytes).map_err(|e| {
-        let head = String::from_utf8_lossy(&bytes[..bytes.len().min(80)]).replace('\n', " ");
-        Error::BadResponse(format!(
-            "{endpoint}: not the expected JSON ({e}); body starts {head:?}"
-        ))
+        let looks_json = first.is_some_and(|i| matches!(body[i], b'{' | b'['));
+        if looks_json {
+            let detail = crate::redact::url(&e.to_string());
+            Error::BadResponse(format!("{endpoint}: unexpected JSON ({detail})"))
+        } else {
+            let head: String = String::from_utf8_lossy(&bytes[..bytes.len().min(80)])
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect();
+            Error::BadResponse(format!("{endpoint}: not JSON; body starts {head:?}"))
+        }
     })
 }
 
@@ -492,6 +501,18 @@ mod tests {
         assert_eq!(t.state().unwrap(), TaskState::PartialSucceed);
         let t: TaskResp = decode("t", br#"{}"#).unwrap();
         assert!(t.state().is_err());
+    }
+
+    #[test]
+    fn decode_errors_never_quote_json_values() {
+        let e = decode::<ListResp>("list", br#"{"items":"https://h/x?x-oss-signature=SECRET"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("SECRET"), "{e}");
+        let e = decode::<ListResp>("list", b"<html>gateway</html>")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("<html>gateway"), "{e}");
     }
 
     #[test]
