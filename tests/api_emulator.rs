@@ -693,3 +693,27 @@ async fn rename_and_move_replays_that_landed_are_success() {
     assert!(!c.move_item(&f, &a, None).await.unwrap().exist);
     assert_eq!(c.get(&f).await.unwrap().parent_file_id, a);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_token_is_refreshed_before_it_expires() {
+    let env = Env::start(|c| {
+        unlimited(c);
+        c.access_token_ttl = Duration::from_secs(3);
+    })
+    .await;
+    let c = env.client("a");
+    c.init().await.unwrap();
+    assert_eq!(c.refresh_count(), 1);
+    let expires_at = c.token_status().access_expires_at.unwrap();
+    // Inside the last tenth of the lifetime, but before the server would refuse the token.
+    let refresh_window = expires_at - Duration::from_millis(250);
+    while SystemTime::now() < refresh_window {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    env.emu.reset_calls();
+    c.space_info().await.unwrap();
+    assert_eq!(c.refresh_count(), 2);
+    // No request was refused: the refresh came first.
+    assert_eq!(env.emu.call_count("user/getSpaceInfo"), 1);
+    assert_eq!(env.emu.call_count("oauth/access_token"), 1);
+}
