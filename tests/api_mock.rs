@@ -289,10 +289,14 @@ async fn refused_refresh_token_and_bad_secret_are_sign_in_errors() {
     })
     .await;
     let c = Client::new(m.config()).unwrap();
-    match c.init().await {
-        Err(Error::SignIn(msg)) => assert!(msg.contains("alipanfs token set"), "{msg}"),
-        other => panic!("{other:?}"),
+    for _ in 0..3 {
+        match c.init().await {
+            Err(Error::SignIn(msg)) => assert!(msg.contains("alipanfs token set"), "{msg}"),
+            other => panic!("{other:?}"),
+        }
     }
+    // A refused refresh token is not presented again.
+    assert_eq!(m.seen(TOKEN).len(), 1);
     let mut cfg = m.config();
     cfg.client_id = Some("app".into());
     cfg.client_secret = Some("wrong".into());
@@ -304,6 +308,29 @@ async fn refused_refresh_token_and_bad_secret_are_sign_in_errors() {
     let req = m.seen("/oauth/access_token")[0].json();
     assert_eq!(req["client_id"], "app");
     assert_eq!(req["client_secret"], "wrong");
+}
+
+#[tokio::test]
+async fn token_set_while_running_recovers_from_a_refused_token() {
+    let m = Mock::start(|s, n| match s.path.as_str() {
+        TOKEN if s.json()["refresh_token"] == jwt("user-1", "fresh") => token_reply(n),
+        TOKEN => json_reply(
+            400,
+            serde_json::json!({"code":"AccessDenied","message":"invalid token"}),
+        ),
+        DRIVE_INFO => drive_info_reply(),
+        _ => raw(404, ""),
+    })
+    .await;
+    let c = Client::new(m.config()).unwrap();
+    assert!(matches!(c.init().await, Err(Error::SignIn(_))));
+    alipanfs::api::store_refresh_token(&m.store, &jwt("user-1", "fresh")).unwrap();
+    assert_eq!(c.init().await.unwrap().drive_id, "100");
+    assert_eq!(m.seen(TOKEN).len(), 2);
+    assert_eq!(
+        TokenStore::load(&m.store).unwrap().refresh_token,
+        Some(jwt("user-1", "r2"))
+    );
 }
 
 #[tokio::test]

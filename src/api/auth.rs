@@ -41,6 +41,9 @@ struct State {
     user_id: Option<String>,
     updated_at: Option<u64>,
     generation: u64,
+    /// A refresh token the endpoint refused, and why: not presented again (it will not start
+    /// working), until the store gives a new one.
+    refused: Option<(String, String)>,
 }
 
 /// Where and how to refresh.
@@ -162,11 +165,26 @@ impl Auth {
         match self.refresh(gen).await {
             Ok(t) => Ok(t),
             // A proactive refresh that failed for a passing reason: the old token still works.
-            Err(e) if e.is_transient() && stale.is_some() => {
+            // An early refresh that failed: the current token still works for a while. Keep
+            // using it, and retry the refresh later rather than on every call.
+            Err(e) if stale.is_some() => {
                 tracing::warn!("early access-token refresh failed, using current token: {e}");
+                self.postpone_refresh(gen);
                 Ok((stale.unwrap_or_default(), gen))
             }
             Err(e) => Err(e),
+        }
+    }
+
+    fn postpone_refresh(&self, gen: u64) {
+        let mut st = self.lock();
+        if st.generation != gen {
+            return;
+        }
+        if let Some(a) = st.access.as_mut() {
+            let now = SystemTime::now();
+            let left = a.expires_at.duration_since(now).unwrap_or_default();
+            a.refresh_at = now + (left / 2).min(Duration::from_secs(30));
         }
     }
 
@@ -191,10 +209,22 @@ impl Auth {
                     self.store_path.display()
                 ))
             })?;
+            if let Some((dead, why)) = &st.refused {
+                if *dead == rt {
+                    return Err(Error::SignIn(why.clone()));
+                }
+            }
             let old_sub = st.user_id.clone().or_else(|| jwt_sub(&rt));
             (rt, old_sub)
         };
-        let resp = self.call_endpoint(&refresh_token).await?;
+        let resp = match self.call_endpoint(&refresh_token).await {
+            Ok(r) => r,
+            Err(Error::SignIn(why)) => {
+                self.lock().refused = Some((refresh_token, why.clone()));
+                return Err(Error::SignIn(why));
+            }
+            Err(e) => return Err(e),
+        };
         let access = resp
             .access_token
             .filter(|t| !t.trim().is_empty())
@@ -452,6 +482,24 @@ mod tests {
         let st = auth.status();
         assert_eq!(st.user_id.as_deref(), Some("u"));
         assert!(st.has_refresh_token);
+    }
+
+    #[tokio::test]
+    async fn failed_early_refresh_keeps_the_valid_token_and_backs_off() {
+        let now = unix_now();
+        let store = TokenStore {
+            refresh_token: Some("r".into()),
+            access_token: Some("still-valid".into()),
+            // Lifetime 105 s, 5 s left: inside the refresh margin.
+            access_expires_at: Some(now + 5),
+            user_id: None,
+            updated_at: Some(now - 100),
+        };
+        let (_d, auth) = auth_with_store(&store, None);
+        let (tok, _) = auth.access_token().await.unwrap();
+        assert_eq!(tok, "still-valid");
+        let refresh_at = auth.lock().access.as_ref().unwrap().refresh_at;
+        assert!(refresh_at > SystemTime::now(), "next attempt postponed");
     }
 
     #[tokio::test]
