@@ -54,7 +54,12 @@ pub async fn handle(sh: Arc<Shared>, method: &Method, rest: &str, body: Body) ->
         ("POST", "faults") => {
             let f = Faults {
                 failure_rate: float(&v, "failure_rate").unwrap_or(0.0),
-                latency: Duration::from_millis(int(&v, "latency_ms").unwrap_or(0).max(0) as u64),
+                latency: Duration::from_millis(
+                    int(&v, "latency_ms")
+                        .or_else(|| int(&v, "latency"))
+                        .unwrap_or(0)
+                        .max(0) as u64,
+                ),
                 bandwidth_per_conn: int(&v, "bandwidth_per_conn")
                     .filter(|b| *b > 0)
                     .map(|b| b as u64),

@@ -559,3 +559,37 @@ pub fn preview_playlist() -> Resp {
     );
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(range: &str, standard: bool, size: u64) -> String {
+        let mut h = HeaderMap::new();
+        h.insert("range", HeaderValue::from_str(range).unwrap());
+        if standard {
+            h.insert("x-oss-range-behavior", HeaderValue::from_static("standard"));
+        }
+        match range_of(&h, size) {
+            RangeOutcome::Full => "full".into(),
+            RangeOutcome::Partial(a, b) => format!("{a}-{b}"),
+            RangeOutcome::Unsatisfiable => "416".into(),
+        }
+    }
+
+    #[test]
+    fn oss_range_rules() {
+        assert_eq!(outcome("bytes=0-0", false, 10), "0-0");
+        assert_eq!(outcome("bytes=3-", false, 10), "3-9");
+        assert_eq!(outcome("bytes=-3", false, 10), "7-9");
+        assert_eq!(outcome("bytes=-30", false, 10), "full");
+        assert_eq!(outcome("bytes=-30", true, 10), "0-9");
+        assert_eq!(outcome("bytes=5-20", false, 10), "full");
+        assert_eq!(outcome("bytes=5-20", true, 10), "5-9");
+        assert_eq!(outcome("bytes=10-", true, 10), "416");
+        assert_eq!(outcome("bytes=10-", false, 10), "full");
+        assert_eq!(outcome("bytes=0-0", true, 0), "416");
+        assert_eq!(outcome("bytes=x-1", true, 10), "full");
+        assert_eq!(outcome("bytes=-0", true, 10), "full");
+    }
+}

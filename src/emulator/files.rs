@@ -440,8 +440,13 @@ pub fn delete(sh: &Shared, st: &mut State, v: &Value) -> ApiResult {
     for sub in st.subtree(&n.file_id) {
         if let Some(gone) = st.unlink(&sub) {
             if gone.pending {
-                for u in st.uploads.values_mut().filter(|u| u.file_id == sub) {
+                let mut dead = Vec::new();
+                for (uid, u) in st.uploads.iter_mut().filter(|(_, u)| u.file_id == sub) {
                     u.done = true;
+                    dead.push(uid.clone());
+                }
+                for uid in dead {
+                    let _ = std::fs::remove_file(sh.upload_path(&uid));
                 }
             } else if let Some(h) = gone.sha1 {
                 sh.release_blob(st, &h);

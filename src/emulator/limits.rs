@@ -14,6 +14,9 @@ pub fn class_of(endpoint: &str) -> u8 {
     }
 }
 
+/// `x-retry-after` of forced 429s: short, so client tests stay fast.
+pub const FORCED_RETRY_AFTER_MS: u64 = 100;
+
 /// The real 429 body text: "requests too fast, wait x-retry-after milliseconds".
 pub const TOO_MANY: &str = "请求过快，请等待 x-retry-after 毫秒后再请求";
 
@@ -32,7 +35,7 @@ impl State {
     pub fn take_token(&mut self, user: &str, app: &str, endpoint: &str) -> Result<(), ApiErr> {
         if self.force_429 > 0 {
             self.force_429 -= 1;
-            return Err(too_many(1000));
+            return Err(too_many(FORCED_RETRY_AFTER_MS));
         }
         let class = class_of(endpoint);
         let rate = match class {

@@ -59,8 +59,12 @@ pub struct EmulatorConfig {
 impl Default for EmulatorConfig {
     fn default() -> Self {
         EmulatorConfig {
-            data_dir: std::env::temp_dir()
-                .join(format!("alipanfs-emulator-{}", std::process::id())),
+            // Unique per config so two emulators never share (and garbage-collect) blobs.
+            data_dir: std::env::temp_dir().join(format!(
+                "alipanfs-emulator-{}-{}",
+                std::process::id(),
+                util::rand_hex(8, false)
+            )),
             refresh_token: None,
             client_id: "alipanfs-emulator-app".into(),
             client_secret: "alipanfs-emulator-secret".into(),
@@ -92,8 +96,7 @@ pub struct Faults {
     pub xml_error_rate: f64,
 }
 
-/// A running emulator. Dropping it without `shutdown` leaves the server running until the
-/// runtime ends.
+/// A running emulator; dropping it stops the server like `shutdown`.
 pub struct Emulator {
     shared: Arc<state::Shared>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -285,10 +288,8 @@ impl Emulator {
 
 impl Drop for Emulator {
     fn drop(&mut self) {
-        // Background emulators own their runtime: stop it so tests never leak threads.
-        if self.thread.is_some() {
-            self.stop_now();
-        }
+        // Stop serving so a failed test never leaves a server (or a runtime thread) behind.
+        self.stop_now();
     }
 }
 

@@ -155,10 +155,27 @@ pub struct Shared {
     pub base_url: String,
     /// Signs data URLs.
     pub url_key: [u8; 32],
+    /// The default temporary data_dir, created here: removed when the emulator goes away.
+    owns_dir: bool,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if self.owns_dir {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
+    }
 }
 
 impl Shared {
     pub fn new(cfg: EmulatorConfig, addr: SocketAddr) -> Result<Shared> {
+        let owns_dir = !cfg.data_dir.exists()
+            && cfg.data_dir.parent() == Some(std::env::temp_dir().as_path())
+            && cfg
+                .data_dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("alipanfs-emulator-"));
         std::fs::create_dir_all(cfg.data_dir.join("blobs"))?;
         std::fs::create_dir_all(cfg.data_dir.join("uploads"))?;
         let mut st = State {
@@ -220,6 +237,7 @@ impl Shared {
             addr,
             base_url: format!("http://{addr}"),
             url_key: rand::random(),
+            owns_dir,
         })
     }
 

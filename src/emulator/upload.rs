@@ -300,6 +300,10 @@ pub fn complete(sh: &Shared, st: &mut State, v: &Value) -> ApiResult {
             ));
         }
     }
+    // Uploads created without a size are charged here.
+    if up.declared_size.is_none() && st.used_bytes() + size > st.knobs.quota_bytes {
+        return Err(quota_err());
+    }
     let sha = hex::encode_upper(up.hasher.clone().finalize());
     let fid = up.file_id.clone();
     let path = sh.upload_path(&uid);
