@@ -42,6 +42,8 @@ struct Reply {
     status: u16,
     headers: Vec<(&'static str, String)>,
     body: Vec<u8>,
+    /// Held back this long before answering (to provoke client timeouts).
+    delay: Duration,
 }
 
 fn json_reply(status: u16, v: serde_json::Value) -> Reply {
@@ -49,6 +51,7 @@ fn json_reply(status: u16, v: serde_json::Value) -> Reply {
         status,
         headers: vec![("content-type", "application/json".into())],
         body: v.to_string().into_bytes(),
+        delay: Duration::ZERO,
     }
 }
 
@@ -57,6 +60,7 @@ fn raw(status: u16, body: &str) -> Reply {
         status,
         headers: vec![],
         body: body.as_bytes().to_vec(),
+        delay: Duration::ZERO,
     }
 }
 
@@ -97,6 +101,9 @@ impl Mock {
                     n
                 };
                 let r = script(&s, n);
+                if !r.delay.is_zero() {
+                    tokio::time::sleep(r.delay).await;
+                }
                 let mut b = axum::http::Response::builder().status(r.status);
                 for (k, v) in r.headers {
                     b = b.header(k, v);
@@ -363,6 +370,7 @@ async fn throttling_waits_for_x_retry_after() {
             status: 429,
             headers: vec![("x-retry-after", "300".into())],
             body: br#"{"code":"TooManyRequests","message":"wait"}"#.to_vec(),
+            delay: Duration::ZERO,
         },
         DRIVE_INFO => drive_info_reply(),
         _ => raw(404, ""),
@@ -485,6 +493,7 @@ async fn ranged_download_checks_status_and_content_range() {
                 status: 206,
                 headers: vec![("content-range", format!("bytes {a}-999/1000"))],
                 body: obj[a..].to_vec(),
+                delay: Duration::ZERO,
             },
             0 => raw(200, std::str::from_utf8(&[b'z'; 50]).unwrap()),
             1000 => raw(416, "<Error><Code>InvalidRange</Code></Error>"),
@@ -493,6 +502,7 @@ async fn ranged_download_checks_status_and_content_range() {
                 status: 206,
                 headers: vec![("content-range", "bytes 3-5/1000".into())],
                 body: b"abc".to_vec(),
+                delay: Duration::ZERO,
             },
             3 => raw(403, "<?xml version=\"1.0\"?><Error><Code>AccessDenied</Code><Message>Request has expired.</Message></Error>"),
             4 => raw(403, "<Error><Code>RequestDeniedByCallback</Code><Message>Callback deny this request reason: ExceedMaxConcurrency</Message></Error>"),
@@ -500,6 +510,7 @@ async fn ranged_download_checks_status_and_content_range() {
                 status: 206,
                 headers: vec![("content-range", format!("bytes {a}-{b}/1000"))],
                 body: obj[a..=b].to_vec(),
+                delay: Duration::ZERO,
             },
         }
     })
@@ -548,6 +559,7 @@ async fn part_upload_sends_no_content_type_and_maps_oss_errors() {
             status: 200,
             headers: vec![("etag", "\"E1\"".into())],
             body: vec![],
+            delay: Duration::ZERO,
         },
         p if p.ends_with("/2") => raw(409, "<Error><Code>PartAlreadyExist</Code></Error>"),
         p if p.ends_with("/3") => raw(400, "<Error><Code>PartNotSequential</Code></Error>"),
@@ -621,4 +633,68 @@ async fn concurrent_callers_share_one_refresh() {
     }
     assert_eq!(m.seen(TOKEN).len(), 1);
     assert_eq!(c.refresh_count(), 1);
+}
+
+fn new_file(name: &str) -> NewFile {
+    NewFile {
+        parent_file_id: "root".into(),
+        name: name.into(),
+        size: 10,
+        check_name_mode: CheckNameMode::Ignore,
+        part_count: 1,
+        local_modified_at: None,
+        hashes: UploadHashes::None,
+    }
+}
+
+#[tokio::test]
+async fn create_file_is_replayed_only_when_it_surely_did_not_land() {
+    const CREATE: &str = "/adrive/v1.0/openFile/create";
+    let m = Mock::start(|s, n| {
+        let name = s.json()["name"].as_str().unwrap_or("").to_string();
+        match (s.path.as_str(), name.as_str()) {
+            (TOKEN, _) => token_reply(n),
+            (DRIVE_INFO, _) => drive_info_reply(),
+            // Answers too late: the client times out, the server may have created it.
+            (CREATE, "slow") => Reply {
+                delay: Duration::from_millis(1500),
+                ..json_reply(200, serde_json::json!({"file_id":"late","upload_id":"U"}))
+            },
+            // A 5xx means nothing was created: safe to replay.
+            (CREATE, "flaky") if n == 1 => raw(500, "<html>oops</html>"),
+            (CREATE, _) => json_reply(
+                200,
+                serde_json::json!({"file_id":"f","file_name":name,"upload_id":"U","part_info_list":[{"part_number":1,"upload_url":"http://h/u?x-oss-expires=100"}]}),
+            ),
+            ("/adrive/v1.0/openFile/get", _) => Reply {
+                delay: if n == 0 { Duration::from_millis(1500) } else { Duration::ZERO },
+                ..json_reply(200, serde_json::json!({"file_id":"g","name":"g","type":"file","size":1}))
+            },
+            _ => raw(404, ""),
+        }
+    })
+    .await;
+    let mut cfg = m.config();
+    cfg.request_timeout = Duration::from_millis(500);
+    let c = Client::new(cfg).unwrap();
+    c.init().await.unwrap();
+    assert!(matches!(
+        c.create_file(&new_file("slow")).await,
+        Err(Error::Network(_))
+    ));
+    assert_eq!(
+        m.seen(CREATE).len(),
+        1,
+        "a create that may have landed is not replayed"
+    );
+    let s = c.create_file(&new_file("flaky")).await.unwrap();
+    assert_eq!(s.parts[0].part_number, 1);
+    assert_eq!(
+        s.parts[0].expires_at,
+        Some(SystemTime::UNIX_EPOCH + Duration::from_secs(100))
+    );
+    assert_eq!(m.seen(CREATE).len(), 3);
+    // An idempotent read is replayed after a timeout.
+    assert_eq!(c.get("g").await.unwrap().name, "g");
+    assert_eq!(m.seen("/adrive/v1.0/openFile/get").len(), 2);
 }
