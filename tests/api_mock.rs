@@ -698,3 +698,18 @@ async fn create_file_is_replayed_only_when_it_surely_did_not_land() {
     assert_eq!(c.get("g").await.unwrap().name, "g");
     assert_eq!(m.seen("/adrive/v1.0/openFile/get").len(), 2);
 }
+
+#[tokio::test]
+async fn corrupt_token_store_is_a_clear_error_at_start() {
+    let m = Mock::start(|_, _| raw(404, "")).await;
+    std::fs::write(&m.store, "{ not json").unwrap();
+    match Client::new(m.config()) {
+        Err(Error::TokenStore { path, message }) => {
+            assert_eq!(path, m.store.display().to_string());
+            assert!(message.contains("corrupt"), "{message}");
+        }
+        Err(e) => panic!("{e:?}"),
+        Ok(_) => panic!("a corrupt store must not be ignored"),
+    }
+    assert!(m.seen(TOKEN).is_empty());
+}

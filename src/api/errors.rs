@@ -121,6 +121,8 @@ pub fn map_data_error(status: u16, body: ErrorBody) -> Error {
         (_, "PartAlreadyExist") | (409, "") => Error::PartAlreadyExist,
         (_, "PartNotSequential") => Error::PartNotSequential,
         (_, "NoSuchUpload") => Error::NoSuchUpload(body.message),
+        // Every copy of the content was deleted since the URL was issued.
+        (_, "NoSuchKey") => Error::NotFound(format!("object gone: {}", body.message)),
         _ => Error::Api {
             status,
             code: body.code,
