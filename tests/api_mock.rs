@@ -713,3 +713,70 @@ async fn corrupt_token_store_is_a_clear_error_at_start() {
     }
     assert!(m.seen(TOKEN).is_empty());
 }
+
+/// Log sink for `logs_never_carry_tokens_or_signatures`.
+#[derive(Clone, Default)]
+struct LogBuf(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn logs_never_carry_tokens_or_signatures() {
+    let buf = LogBuf::default();
+    let sink = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || sink.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let m = Mock::start(|s, n| match s.path.as_str() {
+        TOKEN => token_reply(n),
+        DRIVE_INFO if n == 0 => json_reply(401, serde_json::json!({"code":"AccessTokenExpired"})),
+        DRIVE_INFO => drive_info_reply(),
+        "/data/obj" => raw(
+            403,
+            "<Error><Code>AccessDenied</Code><Message>Request has expired.</Message></Error>",
+        ),
+        _ => raw(500, ""),
+    })
+    .await;
+    let c = Client::new(m.config()).unwrap();
+    c.init().await.unwrap();
+    let url = data_url(&m);
+    assert!(c.download_range(&url, 0, 10).await.is_err());
+    let part = PartUrl {
+        part_number: 1,
+        upload_url: format!("{}/upload/1?x-oss-signature=s", m.base),
+        expires_at: None,
+    };
+    assert!(c
+        .upload_part(&part, Bytes::from_static(b"x"))
+        .await
+        .is_err());
+
+    let logs = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("user/getDriveInfo"),
+        "logging was captured: {logs}"
+    );
+    assert!(logs.contains("/data/obj?<redacted>"), "{logs}");
+    for secret in [
+        jwt("user-1", "r0"),
+        jwt("user-1", "a1"),
+        jwt("user-1", "r1"),
+        jwt("user-1", "a2"),
+        "x-oss-signature".to_string(),
+    ] {
+        assert!(!logs.contains(&secret), "leaked {secret}");
+    }
+}
