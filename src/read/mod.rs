@@ -1,1 +1,3 @@
-//! (being written)
+//! The read path: shared download URLs, a per-handle prefetcher, one global memory budget.
+
+pub mod window;
