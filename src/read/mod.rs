@@ -1,3 +1,92 @@
 //! The read path: shared download URLs, a per-handle prefetcher, one global memory budget.
+//!
+//! `Reader` (one per mount) owns what all handles share: the URL cache, the download slots
+//! (the server's per-user cap) and the memory budget for read-ahead. `ReadHandle` (one per open
+//! file handle) plans its reads with `window::Window` and keeps the fetched chunks.
 
+mod fetch;
+mod handle;
+mod urls;
 pub mod window;
+
+#[cfg(test)]
+mod testdrive;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+use crate::drive::Drive;
+use fetch::Fetcher;
+pub use handle::ReadHandle;
+
+const MIB: u64 = 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadConfig {
+    /// First read-ahead once a reader is seen to be sequential.
+    pub initial_window: u64,
+    /// Cap of the sequential read-ahead window.
+    pub max_read_ahead: u64,
+    /// ONE global budget for all prefetched bytes of the mount.
+    pub memory_limit: u64,
+    /// Per-user server cap on data connections: never exceeded.
+    pub max_concurrent_downloads: usize,
+    /// Size of one ranged GET; parallel requests fill a window.
+    pub request_size: u64,
+    /// Renew a download URL this long before its `x-oss-expires`.
+    pub url_renew_margin: Duration,
+}
+
+impl Default for ReadConfig {
+    fn default() -> Self {
+        ReadConfig {
+            initial_window: MIB,
+            max_read_ahead: 64 * MIB,
+            memory_limit: 256 * MIB,
+            max_concurrent_downloads: 3,
+            request_size: 8 * MIB,
+            url_renew_margin: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The read engine of one mount.
+pub struct Reader {
+    cfg: ReadConfig,
+    fetcher: Fetcher,
+    /// Byte-counting semaphore: one permit per buffered byte.
+    budget: Arc<Semaphore>,
+    budget_total: u64,
+}
+
+impl Reader {
+    pub fn new(drive: Arc<dyn Drive>, cfg: ReadConfig) -> Arc<Reader> {
+        let budget_total = cfg.memory_limit.min(Semaphore::MAX_PERMITS as u64);
+        Arc::new(Reader {
+            fetcher: Fetcher::new(drive, cfg.max_concurrent_downloads, cfg.url_renew_margin),
+            budget: Arc::new(Semaphore::new(budget_total as usize)),
+            budget_total,
+            cfg,
+        })
+    }
+
+    /// A handle for reading `size` bytes of `file_id`. No network until the first read.
+    pub fn open(self: &Arc<Self>, file_id: &str, size: u64) -> ReadHandle {
+        ReadHandle::new(self.clone(), file_id, size)
+    }
+
+    /// The file's content changed or it was deleted: its cached download URL is dropped.
+    pub fn forget_file(&self, file_id: &str) {
+        self.fetcher.urls.forget(file_id);
+    }
+
+    /// Bytes of read-ahead currently held or in flight, over all handles.
+    pub fn memory_in_use(&self) -> u64 {
+        self.budget_total
+            .saturating_sub(self.budget.available_permits() as u64)
+    }
+}

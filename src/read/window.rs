@@ -96,10 +96,7 @@ impl Window {
             if offset >= self.last_end {
                 self.sequential = true;
             }
-        } else if self.sequential
-            && offset > b.end
-            && offset - b.end <= self.cfg.max_forward_skip
-        {
+        } else if self.sequential && offset > b.end && offset - b.end <= self.cfg.max_forward_skip {
             // Short skip (e.g. a player jumping over a few frames): keep the window size,
             // but do not fetch the gap nobody asked for.
             reset = true;
@@ -185,7 +182,13 @@ mod tests {
             self.chunks = std::mem::take(&mut self.chunks)
                 .into_iter()
                 .filter(|(s, v)| s + v.len() as u64 > d)
-                .map(|(s, v)| if s < d { (d, v[(d - s) as usize..].to_vec()) } else { (s, v) })
+                .map(|(s, v)| {
+                    if s < d {
+                        (d, v[(d - s) as usize..].to_vec())
+                    } else {
+                        (s, v)
+                    }
+                })
                 .collect();
             let mut end = plan.fetch.end;
             if let Some(t) = truncate_at {
