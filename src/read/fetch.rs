@@ -95,8 +95,13 @@ impl Fetcher {
                 Ok((u, Err(Error::UrlExpired))) if renewals < MAX_RENEWALS => {
                     renewals += 1;
                     tracing::debug!(file_id, offset, len, "download URL expired, renewing");
-                    url = Some(self.urls.renew(file_id, &u).await?);
-                    continue;
+                    match self.urls.renew(file_id, &u).await {
+                        Ok(fresh) => {
+                            url = Some(fresh);
+                            continue;
+                        }
+                        Err(e) => e,
+                    }
                 }
                 Ok((u, Err(Error::ExceedMaxConcurrency))) if busy < MAX_BUSY_RETRIES => {
                     // Another app of the same user holds the server's slots: wait for them.

@@ -211,7 +211,8 @@ impl ReadHandle {
     /// Spawns the downloads for `fetch` in request-size pieces, each holding budget for its bytes.
     /// Stops (and truncates the window) where the budget runs out.
     fn start_fetches(&self, st: &mut State, fetch: Range<u64>, demand_end: u64) {
-        let request = self.reader.cfg.request_size.max(64 * 1024);
+        // Bounded so one piece's budget fits a semaphore acquisition.
+        let request = self.reader.cfg.request_size.clamp(64 * 1024, 1 << 30);
         let mut pieces = split(fetch.start..demand_end, request, Priority::Demand);
         pieces.extend(split(demand_end..fetch.end, request, Priority::Prefetch));
         for (range, prio) in pieces {

@@ -164,10 +164,11 @@ mod tests {
         (i.wrapping_mul(31) ^ (i >> 9)) as u8
     }
 
-    /// The handle's store as a model: chunks keyed by start, holding the bytes they were fetched with.
+    /// The handle's store as a model: chunks as start -> end; a chunk's byte `i` is
+    /// `pattern(start + i)`, as if fetched at its own offset.
     #[derive(Default)]
     struct Model {
-        chunks: BTreeMap<u64, Vec<u8>>,
+        chunks: BTreeMap<u64, u64>,
         fetched_bytes: u64,
         direct_bytes: u64,
     }
@@ -181,14 +182,8 @@ mod tests {
             let d = plan.drop_before;
             self.chunks = std::mem::take(&mut self.chunks)
                 .into_iter()
-                .filter(|(s, v)| s + v.len() as u64 > d)
-                .map(|(s, v)| {
-                    if s < d {
-                        (d, v[(d - s) as usize..].to_vec())
-                    } else {
-                        (s, v)
-                    }
-                })
+                .filter(|(_, e)| *e > d)
+                .map(|(s, e)| (s.max(d), e))
                 .collect();
             let mut end = plan.fetch.end;
             if let Some(t) = truncate_at {
@@ -198,8 +193,7 @@ mod tests {
                 }
             }
             if end > plan.fetch.start {
-                let bytes = (plan.fetch.start..end).map(pattern).collect();
-                self.chunks.insert(plan.fetch.start, bytes);
+                self.chunks.insert(plan.fetch.start, end);
                 self.fetched_bytes += end - plan.fetch.start;
             }
         }
@@ -213,11 +207,12 @@ mod tests {
                     .chunks
                     .range(..=pos)
                     .next_back()
-                    .filter(|(s, v)| pos < **s + v.len() as u64);
+                    .filter(|(_, e)| pos < **e)
+                    .map(|(s, e)| (*s, *e));
                 match hit {
-                    Some((s, v)) => {
-                        let stop = end.min(s + v.len() as u64);
-                        out.extend_from_slice(&v[(pos - s) as usize..(stop - s) as usize]);
+                    Some((s, e)) => {
+                        let stop = end.min(e);
+                        out.extend((pos..stop).map(pattern));
                         pos = stop;
                     }
                     None => {
@@ -231,7 +226,7 @@ mod tests {
         }
 
         fn held(&self) -> u64 {
-            self.chunks.values().map(|v| v.len() as u64).sum()
+            self.chunks.iter().map(|(s, e)| e - s).sum()
         }
     }
 
