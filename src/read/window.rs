@@ -210,7 +210,7 @@ mod tests {
                     .filter(|(_, e)| pos < **e)
                     .map(|(s, e)| (*s, *e));
                 match hit {
-                    Some((s, e)) => {
+                    Some((_, e)) => {
                         let stop = end.min(e);
                         out.extend((pos..stop).map(pattern));
                         pos = stop;
