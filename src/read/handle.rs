@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::task::AbortHandle;
+use tracing::Instrument;
 
 use super::fetch::Priority;
 use super::window::{Window, WindowConfig};
@@ -98,7 +99,11 @@ impl ReadHandle {
         if offset >= end {
             return Ok(Bytes::new());
         }
-        tracing::debug!(file_id = %self.file_id, offset, len, "read");
+        let span = tracing::debug_span!("read", file_id = %self.file_id, offset, len);
+        self.read_range(offset, end).instrument(span).await
+    }
+
+    async fn read_range(&self, offset: u64, end: u64) -> Result<Bytes> {
         let sources = self.plan(offset, end);
         let mut parts = Vec::with_capacity(sources.len());
         for src in sources {
@@ -174,6 +179,14 @@ impl ReadHandle {
             st.chunks.pop_front();
         }
         if !plan.fetch.is_empty() {
+            tracing::debug!(
+                file_id = %self.file_id,
+                from = plan.fetch.start,
+                to = plan.fetch.end,
+                demand_end = plan.demand_end,
+                reset = plan.reset,
+                "fetch planned"
+            );
             self.start_fetches(&mut st, plan.fetch.clone(), plan.demand_end);
         }
 
@@ -270,7 +283,8 @@ impl ReadHandle {
                 }
             };
             tx.send_replace(state);
-        });
+        }
+        .instrument(tracing::debug_span!("fetch", file_id = %self.file_id, offset = start, len, ?prio)));
         st.chunks.push_back(Chunk {
             range,
             state: rx,

@@ -39,6 +39,8 @@ pub struct TestDrive {
     /// Server-side cap on simultaneous downloads; above it `ExceedMaxConcurrency`.
     pub cap: usize,
     pub latency: Duration,
+    /// Extra time per MiB of a request: the server's per-connection bandwidth cap.
+    pub per_mib: Duration,
     generation: AtomicU64,
     inject: Mutex<VecDeque<Inject>>,
     pub url_calls: AtomicUsize,
@@ -65,6 +67,7 @@ impl TestDrive {
             url_ttl: Duration::from_secs(900),
             cap: 3,
             latency: Duration::ZERO,
+            per_mib: Duration::ZERO,
             generation: AtomicU64::new(0),
             inject: Mutex::new(VecDeque::new()),
             url_calls: AtomicUsize::new(0),
@@ -157,8 +160,9 @@ impl Drive for TestDrive {
             .unwrap()
             .get(id)
             .ok_or_else(|| Error::NotFound(id.into()))?;
-        if !self.latency.is_zero() {
-            tokio::time::sleep(self.latency).await;
+        let transfer = self.per_mib.mul_f64(len as f64 / (1024.0 * 1024.0));
+        if !(self.latency + transfer).is_zero() {
+            tokio::time::sleep(self.latency + transfer).await;
         } else {
             tokio::task::yield_now().await;
         }

@@ -80,6 +80,39 @@ async fn sequential_reads_are_exact_and_windows_grow() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_reader_downloads_in_parallel_and_reads_do_not_wait_for_the_window() {
+    let size = 8 * MB;
+    let mut td = TestDrive::new(&[("f", size)]);
+    // A slow connection: 1 MiB takes 200 ms.
+    td.per_mib = Duration::from_millis(200);
+    let (d, r) = setup(
+        td,
+        ReadConfig {
+            initial_window: MB,
+            ..cfg()
+        },
+    );
+    let h = r.open("f", size);
+    let t = std::time::Instant::now();
+    h.read(0, 4096).await.unwrap();
+    // The 4 KiB came back while the 1 MiB read-ahead was still on the wire.
+    assert!(
+        t.elapsed() < Duration::from_millis(150),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(d.in_flight.load(SeqCst), 1);
+    let mut pos = 4096;
+    while pos < size {
+        let got = h.read(pos, 128 * KB as u32).await.unwrap();
+        assert_eq!(&got[..], &expected("f", pos, 128 * KB, size)[..]);
+        pos += got.len() as u64;
+    }
+    // The grown window was fetched as several GETs at once (read-ahead gets all slots but one).
+    assert_eq!(d.max_in_flight.load(SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_reads_fetch_only_what_they_ask() {
     let size = 64 * MB;
     let (d, r) = setup(TestDrive::new(&[("f", size)]), cfg());
