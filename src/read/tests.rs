@@ -393,6 +393,11 @@ async fn eof_and_clamping() {
     assert!(h.read(0, 0).await.unwrap().is_empty());
     let empty = r.open("f", 0);
     assert!(empty.read(0, 10).await.unwrap().is_empty());
+    // The file shrank remotely after the size was learnt: short reads, no panic.
+    let stale = r.open("f", 5000);
+    let got = stale.read(0, 4000).await.unwrap();
+    assert_eq!(&got[..], &expected("f", 0, 4000, 1000)[..]);
+    assert!(stale.read(2000, 100).await.unwrap().is_empty());
 }
 
 #[derive(Debug, Clone)]
