@@ -3,6 +3,10 @@
 //! `Reader` (one per mount) owns what all handles share: the URL cache, the download slots
 //! (the server's per-user cap) and the memory budget for read-ahead. `ReadHandle` (one per open
 //! file handle) plans its reads with `window::Window` and keeps the fetched chunks.
+//!
+//! For the fs layer: `ReadHandle::read` must run inside the tokio runtime (it spawns the
+//! downloads); drop the handle on release (cancels its downloads, frees its memory); call
+//! `Reader::forget_file` when a file's content is replaced or deleted.
 
 mod fetch;
 mod handle;
