@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
@@ -51,11 +52,55 @@ struct State {
     chunks: VecDeque<Chunk>,
 }
 
+/// The part of a handle the reader can reach, to reclaim the read-ahead of idle handles.
+pub(super) struct Shared {
+    state: Mutex<State>,
+    /// Milliseconds since the reader's epoch at the last read.
+    last_read_ms: AtomicU64,
+    /// Reads in progress: a handle waiting on a slow download is not idle.
+    active_reads: AtomicUsize,
+}
+
+/// Counts a read in progress for as long as it lives (also when its future is dropped).
+struct ActiveRead<'a>(&'a AtomicUsize);
+
+impl Drop for ActiveRead<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Drops this handle's buffered bytes if it has not been read since `before_ms`.
+    /// Never waits: a handle busy planning a read is not idle.
+    pub(super) fn release_if_idle(&self, before_ms: u64) -> bool {
+        if self.last_read_ms.load(Ordering::Relaxed) >= before_ms
+            || self.active_reads.load(Ordering::Relaxed) > 0
+        {
+            return false;
+        }
+        let Ok(mut st) = self.state.try_lock() else {
+            return false;
+        };
+        if st.chunks.is_empty() {
+            return false;
+        }
+        st.chunks.clear();
+        let start = st.window.buffered().start;
+        st.window.truncate(start);
+        true
+    }
+}
+
 pub struct ReadHandle {
     reader: Arc<Reader>,
     file_id: Arc<str>,
     size: u64,
-    state: Mutex<State>,
+    shared: Arc<Shared>,
 }
 
 /// Where one piece of a read's bytes comes from.
@@ -78,11 +123,17 @@ impl ReadHandle {
             max_forward_skip: MAX_FORWARD_SKIP,
             behind: BEHIND,
         };
-        ReadHandle {
+        let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 window: Window::new(wcfg, size),
                 chunks: VecDeque::new(),
             }),
+            last_read_ms: AtomicU64::new(reader.now_ms()),
+            active_reads: AtomicUsize::new(0),
+        });
+        reader.register(&shared);
+        ReadHandle {
+            shared,
             reader,
             file_id: file_id.into(),
             size,
@@ -90,7 +141,7 @@ impl ReadHandle {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.shared.lock()
     }
 
     /// Bytes [offset, offset+len) clamped to the file size; empty at/after EOF.
@@ -99,6 +150,11 @@ impl ReadHandle {
         if offset >= end {
             return Ok(Bytes::new());
         }
+        self.shared.active_reads.fetch_add(1, Ordering::Relaxed);
+        let _active = ActiveRead(&self.shared.active_reads);
+        self.shared
+            .last_read_ms
+            .store(self.reader.now_ms(), Ordering::Relaxed);
         let span = tracing::debug_span!("read", file_id = %self.file_id, offset, len);
         self.read_range(offset, end).instrument(span).await
     }
@@ -231,7 +287,11 @@ impl ReadHandle {
         for (range, prio) in pieces {
             let want = range.end - range.start;
             let budget = &self.reader.budget;
-            let (range, permit) = match budget.clone().try_acquire_many_owned(permits(want)) {
+            let mut got = budget.clone().try_acquire_many_owned(permits(want));
+            if got.is_err() && self.reader.reclaim_idle(&self.shared) {
+                got = budget.clone().try_acquire_many_owned(permits(want));
+            }
+            let (range, permit) = match got {
                 Ok(p) => (range, p),
                 Err(_) => {
                     // Budget full: read-ahead shrinks to what fits (or stops); a demand read

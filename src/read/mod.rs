@@ -18,16 +18,25 @@ mod testdrive;
 #[cfg(test)]
 mod tests;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::sync::Semaphore;
 
 use crate::drive::Drive;
 use fetch::Fetcher;
 pub use handle::ReadHandle;
+use handle::Shared;
 
 const MIB: u64 = 1024 * 1024;
+
+/// A handle not read for this long gives up its read-ahead when another handle needs budget.
+#[cfg(not(test))]
+const IDLE_AFTER: Duration = Duration::from_secs(10);
+#[cfg(test)]
+const IDLE_AFTER: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadConfig {
@@ -65,6 +74,9 @@ pub struct Reader {
     /// Byte-counting semaphore: one permit per buffered byte.
     budget: Arc<Semaphore>,
     budget_total: u64,
+    epoch: Instant,
+    /// Every open handle, so an idle one's read-ahead can be reclaimed.
+    handles: Mutex<Vec<Weak<Shared>>>,
 }
 
 impl Reader {
@@ -74,6 +86,8 @@ impl Reader {
             fetcher: Fetcher::new(drive, cfg.max_concurrent_downloads, cfg.url_renew_margin),
             budget: Arc::new(Semaphore::new(budget_total as usize)),
             budget_total,
+            epoch: Instant::now(),
+            handles: Mutex::new(Vec::new()),
             cfg,
         })
     }
@@ -86,6 +100,36 @@ impl Reader {
     /// The file's content changed or it was deleted: its cached download URL is dropped.
     pub fn forget_file(&self, file_id: &str) {
         self.fetcher.urls.forget(file_id);
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn register(&self, h: &Arc<Shared>) {
+        let mut hs = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        hs.retain(|w| w.strong_count() > 0);
+        hs.push(Arc::downgrade(h));
+    }
+
+    /// The budget is full: frees the read-ahead of handles idle for a while (an open but
+    /// forgotten file must not starve the readers that are active). True if any was freed.
+    fn reclaim_idle(&self, me: &Arc<Shared>) -> bool {
+        let Some(before) = self.now_ms().checked_sub(IDLE_AFTER.as_millis() as u64) else {
+            return false;
+        };
+        let others: Vec<Arc<Shared>> = {
+            let hs = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+            hs.iter().filter_map(Weak::upgrade).collect()
+        };
+        let mut freed = false;
+        for h in others.iter().filter(|h| !Arc::ptr_eq(h, me)) {
+            freed |= h.release_if_idle(before);
+        }
+        if freed {
+            tracing::debug!("reclaimed read-ahead of idle handles");
+        }
+        freed
     }
 
     /// Bytes of read-ahead currently held or in flight, over all handles.

@@ -350,6 +350,40 @@ async fn demand_reads_progress_when_the_budget_is_full() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_handles_give_their_read_ahead_to_active_ones() {
+    let size = 8 * MB;
+    let c = ReadConfig {
+        memory_limit: 2 * MB,
+        max_read_ahead: 2 * MB,
+        ..cfg()
+    };
+    let (d, r) = setup(TestDrive::new(&[("a", size), ("b", size)]), c);
+    let a = r.open("a", size);
+    let mut pos = 0;
+    while pos < 3 * MB {
+        pos += a.read(pos, 128 * KB as u32).await.unwrap().len() as u64;
+    }
+    let held = r.memory_in_use();
+    assert!(held > MB, "a holds {held}");
+    // While `a` is active, `b` gets only what is left; once `a` is idle, `b` takes its budget.
+    tokio::time::sleep(super::IDLE_AFTER + Duration::from_millis(20)).await;
+    d.requests.lock().unwrap().clear();
+    let b = r.open("b", size);
+    read_all(&b, "b", size, 128 * KB as u32).await;
+    let big = d
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, l)| *l > 128 * KB)
+        .count();
+    assert!(big >= 4, "b read ahead ({big} large GETs)");
+    // `a` still reads correctly after losing its buffer.
+    let got = a.read(pos, 100_000).await.unwrap();
+    assert_eq!(&got[..], &expected("a", pos, 100_000, size)[..]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_a_handle_cancels_its_downloads() {
     let size = 16 * MB;
     let mut td = TestDrive::new(&[("f", size)]);
