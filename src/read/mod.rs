@@ -1,58 +1,140 @@
-//! TEMPORARY stub of the read path so the fs core compiles; replaced by the real module.
-use crate::drive::Drive;
-use crate::error::Result;
-use bytes::Bytes;
-use std::sync::Arc;
+//! The read path: shared download URLs, a per-handle prefetcher, one global memory budget.
+//!
+//! `Reader` (one per mount) owns what all handles share: the URL cache, the download slots
+//! (the server's per-user cap) and the memory budget for read-ahead. `ReadHandle` (one per open
+//! file handle) plans its reads with `window::Window` and keeps the fetched chunks.
+//!
+//! For the fs layer: `ReadHandle::read` must run inside the tokio runtime (it spawns the
+//! downloads); drop the handle on release (cancels its downloads, frees its memory); call
+//! `Reader::forget_file` when a file's content is replaced or deleted.
+
+mod fetch;
+mod handle;
+mod urls;
+pub mod window;
+
+#[cfg(test)]
+mod testdrive;
+#[cfg(test)]
+mod tests;
+
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-#[derive(Debug, Clone)]
+use tokio::time::Instant;
+
+use tokio::sync::Semaphore;
+
+use crate::drive::Drive;
+use fetch::Fetcher;
+pub use handle::ReadHandle;
+use handle::Shared;
+
+const MIB: u64 = 1024 * 1024;
+
+/// A handle not read for this long gives up its read-ahead when another handle needs budget.
+#[cfg(not(test))]
+const IDLE_AFTER: Duration = Duration::from_secs(10);
+#[cfg(test)]
+const IDLE_AFTER: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadConfig {
+    /// First read-ahead once a reader is seen to be sequential.
     pub initial_window: u64,
+    /// Cap of the sequential read-ahead window.
     pub max_read_ahead: u64,
+    /// ONE global budget for all prefetched bytes of the mount.
     pub memory_limit: u64,
+    /// Per-user server cap on data connections: never exceeded.
     pub max_concurrent_downloads: usize,
+    /// Size of one ranged GET; parallel requests fill a window.
     pub request_size: u64,
+    /// Renew a download URL this long before its `x-oss-expires`.
     pub url_renew_margin: Duration,
 }
+
 impl Default for ReadConfig {
     fn default() -> Self {
         ReadConfig {
-            initial_window: 1 << 20,
-            max_read_ahead: 64 << 20,
-            memory_limit: 256 << 20,
+            initial_window: MIB,
+            max_read_ahead: 64 * MIB,
+            memory_limit: 256 * MIB,
             max_concurrent_downloads: 3,
-            request_size: 8 << 20,
+            request_size: 8 * MIB,
             url_renew_margin: Duration::from_secs(60),
         }
     }
 }
+
+/// The read engine of one mount.
 pub struct Reader {
-    drive: Arc<dyn Drive>,
+    cfg: ReadConfig,
+    fetcher: Fetcher,
+    /// Byte-counting semaphore: one permit per buffered byte.
+    budget: Arc<Semaphore>,
+    budget_total: u64,
+    epoch: Instant,
+    /// Every open handle, so an idle one's read-ahead can be reclaimed.
+    handles: Mutex<Vec<Weak<Shared>>>,
 }
+
 impl Reader {
-    pub fn new(drive: Arc<dyn Drive>, _cfg: ReadConfig) -> Arc<Reader> {
-        Arc::new(Reader { drive })
+    pub fn new(drive: Arc<dyn Drive>, cfg: ReadConfig) -> Arc<Reader> {
+        let budget_total = cfg.memory_limit.min(Semaphore::MAX_PERMITS as u64);
+        Arc::new(Reader {
+            fetcher: Fetcher::new(drive, cfg.max_concurrent_downloads, cfg.url_renew_margin),
+            budget: Arc::new(Semaphore::new(budget_total as usize)),
+            budget_total,
+            epoch: Instant::now(),
+            handles: Mutex::new(Vec::new()),
+            cfg,
+        })
     }
+
+    /// A handle for reading `size` bytes of `file_id`. No network until the first read.
     pub fn open(self: &Arc<Self>, file_id: &str, size: u64) -> ReadHandle {
-        ReadHandle { reader: self.clone(), file_id: file_id.to_string(), size }
+        ReadHandle::new(self.clone(), file_id, size)
     }
-    pub fn forget_file(&self, _file_id: &str) {}
-    pub fn memory_in_use(&self) -> u64 {
-        0
+
+    /// The file's content changed or it was deleted: its cached download URL is dropped.
+    pub fn forget_file(&self, file_id: &str) {
+        self.fetcher.urls.forget(file_id);
     }
-}
-pub struct ReadHandle {
-    reader: Arc<Reader>,
-    file_id: String,
-    size: u64,
-}
-impl ReadHandle {
-    pub async fn read(&self, offset: u64, len: u32) -> Result<Bytes> {
-        if offset >= self.size {
-            return Ok(Bytes::new());
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn register(&self, h: &Arc<Shared>) {
+        let mut hs = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        hs.retain(|w| w.strong_count() > 0);
+        hs.push(Arc::downgrade(h));
+    }
+
+    /// The budget is full: frees the read-ahead of handles idle for a while (an open but
+    /// forgotten file must not starve the readers that are active). True if any was freed.
+    fn reclaim_idle(&self, me: &Arc<Shared>) -> bool {
+        let Some(before) = self.now_ms().checked_sub(IDLE_AFTER.as_millis() as u64) else {
+            return false;
+        };
+        let others: Vec<Arc<Shared>> = {
+            let hs = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+            hs.iter().filter_map(Weak::upgrade).collect()
+        };
+        let mut freed = false;
+        for h in others.iter().filter(|h| !Arc::ptr_eq(h, me)) {
+            freed |= h.release_if_idle(before);
         }
-        let len = (len as u64).min(self.size - offset);
-        let url = self.reader.drive.download_url(&self.file_id).await?;
-        self.reader.drive.download_range(&url, offset, len).await
+        if freed {
+            tracing::debug!("reclaimed read-ahead of idle handles");
+        }
+        freed
+    }
+
+    /// Bytes of read-ahead currently held or in flight, over all handles.
+    pub fn memory_in_use(&self) -> u64 {
+        self.budget_total
+            .saturating_sub(self.budget.available_permits() as u64)
     }
 }

@@ -1,0 +1,412 @@
+//! One open file handle: its window, its chunks (fetched or in flight), and serving reads.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio::task::AbortHandle;
+use tracing::Instrument;
+
+use super::fetch::Priority;
+use super::window::{Window, WindowConfig};
+use super::Reader;
+use crate::error::{Error, Result};
+
+/// Forward jumps up to this are absorbed without resetting the window.
+const MAX_FORWARD_SKIP: u64 = 1024 * 1024;
+/// Bytes kept behind the current read for short backward seeks.
+const BEHIND: u64 = 1024 * 1024;
+/// When the budget cannot hold a whole read-ahead piece, a smaller one is worth it only above this.
+const MIN_SHRUNK_PIECE: u64 = 128 * 1024;
+
+#[derive(Clone)]
+enum ChunkState {
+    Pending,
+    Ready(Bytes),
+    /// The download's error, for the first read that waits on it (`Error` is not `Clone`);
+    /// later readers fetch their bytes again.
+    Failed(Arc<Mutex<Option<Error>>>),
+}
+
+/// A range of the file, fetched by its own task, holding its share of the memory budget.
+struct Chunk {
+    range: Range<u64>,
+    state: watch::Receiver<ChunkState>,
+    task: AbortHandle,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        // Nobody will read it any more: stop the download and free the slot at once.
+        self.task.abort();
+    }
+}
+
+struct State {
+    window: Window,
+    /// Sorted, contiguous, covering `window.buffered()`.
+    chunks: VecDeque<Chunk>,
+}
+
+/// The part of a handle the reader can reach, to reclaim the read-ahead of idle handles.
+pub(super) struct Shared {
+    state: Mutex<State>,
+    /// Milliseconds since the reader's epoch at the last read.
+    last_read_ms: AtomicU64,
+    /// Reads in progress: a handle waiting on a slow download is not idle.
+    active_reads: AtomicUsize,
+}
+
+/// Counts a read in progress for as long as it lives (also when its future is dropped).
+struct ActiveRead<'a>(&'a AtomicUsize);
+
+impl Drop for ActiveRead<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Drops this handle's buffered bytes if it has not been read since `before_ms`.
+    /// Never waits: a handle busy planning a read is not idle.
+    pub(super) fn release_if_idle(&self, before_ms: u64) -> bool {
+        if self.last_read_ms.load(Ordering::Relaxed) >= before_ms
+            || self.active_reads.load(Ordering::Relaxed) > 0
+        {
+            return false;
+        }
+        let Ok(mut st) = self.state.try_lock() else {
+            return false;
+        };
+        if st.chunks.is_empty() {
+            return false;
+        }
+        st.chunks.clear();
+        let start = st.window.buffered().start;
+        st.window.truncate(start);
+        true
+    }
+}
+
+pub struct ReadHandle {
+    reader: Arc<Reader>,
+    file_id: Arc<str>,
+    size: u64,
+    shared: Arc<Shared>,
+}
+
+/// Where one piece of a read's bytes comes from.
+enum Source {
+    /// `part` of the chunk starting at `chunk_start`.
+    Chunk {
+        chunk_start: u64,
+        part: Range<u64>,
+        state: watch::Receiver<ChunkState>,
+    },
+    Direct(Range<u64>),
+}
+
+impl ReadHandle {
+    pub(super) fn new(reader: Arc<Reader>, file_id: &str, size: u64) -> Self {
+        let cfg = &reader.cfg;
+        let wcfg = WindowConfig {
+            initial_window: cfg.initial_window,
+            max_read_ahead: cfg.max_read_ahead,
+            max_forward_skip: MAX_FORWARD_SKIP,
+            behind: BEHIND,
+        };
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                window: Window::new(wcfg, size),
+                chunks: VecDeque::new(),
+            }),
+            last_read_ms: AtomicU64::new(reader.now_ms()),
+            active_reads: AtomicUsize::new(0),
+        });
+        reader.register(&shared);
+        ReadHandle {
+            shared,
+            reader,
+            file_id: file_id.into(),
+            size,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.shared.lock()
+    }
+
+    /// Bytes [offset, offset+len) clamped to the file size; empty at/after EOF.
+    pub async fn read(&self, offset: u64, len: u32) -> Result<Bytes> {
+        let end = offset.saturating_add(len as u64).min(self.size);
+        if offset >= end {
+            return Ok(Bytes::new());
+        }
+        self.shared.active_reads.fetch_add(1, Ordering::Relaxed);
+        let _active = ActiveRead(&self.shared.active_reads);
+        self.shared
+            .last_read_ms
+            .store(self.reader.now_ms(), Ordering::Relaxed);
+        let span = tracing::debug_span!("read", file_id = %self.file_id, offset, len);
+        self.read_range(offset, end).instrument(span).await
+    }
+
+    async fn read_range(&self, offset: u64, end: u64) -> Result<Bytes> {
+        let sources = self.plan(offset, end);
+        let mut parts = Vec::with_capacity(sources.len());
+        for src in sources {
+            let (range, data) = match src {
+                Source::Chunk {
+                    chunk_start,
+                    part,
+                    mut state,
+                } => {
+                    let outcome = match state.wait_for(|s| !matches!(s, ChunkState::Pending)).await
+                    {
+                        Ok(s) => match &*s {
+                            ChunkState::Ready(b) => Ok(b.clone()),
+                            ChunkState::Failed(e) => {
+                                Err(e.lock().unwrap_or_else(|p| p.into_inner()).take())
+                            }
+                            ChunkState::Pending => Err(None),
+                        },
+                        // Its task was cancelled (the chunk was evicted meanwhile).
+                        Err(_) => Err(None),
+                    };
+                    match outcome {
+                        Ok(b) => (part, Some((chunk_start, b))),
+                        Err(err) => {
+                            // Drop it (and what follows) so later reads plan afresh.
+                            self.drop_from(chunk_start);
+                            if let Some(e) = err {
+                                return Err(e);
+                            }
+                            (part, None)
+                        }
+                    }
+                }
+                Source::Direct(range) => (range, None),
+            };
+            let bytes = match data {
+                Some((chunk_start, b)) => slice(&b, chunk_start, &range),
+                None => {
+                    self.reader
+                        .fetcher
+                        .fetch(
+                            &self.file_id,
+                            range.start,
+                            range.end - range.start,
+                            Priority::Demand,
+                        )
+                        .await?
+                }
+            };
+            let short = (bytes.len() as u64) < range.end - range.start;
+            parts.push(bytes);
+            if short {
+                // The file ended early (changed remotely): what we have is all there is.
+                break;
+            }
+        }
+        Ok(concat(parts))
+    }
+
+    /// Runs the window for this read, starts the downloads it asks for, and says where each
+    /// byte of `[offset, end)` will come from. Nothing here waits.
+    fn plan(&self, offset: u64, end: u64) -> Vec<Source> {
+        let mut st = self.lock();
+        let plan = st.window.read(offset, end - offset);
+        if plan.reset {
+            st.chunks.clear();
+        }
+        while st
+            .chunks
+            .front()
+            .is_some_and(|c| c.range.end <= plan.drop_before)
+        {
+            st.chunks.pop_front();
+        }
+        if !plan.fetch.is_empty() {
+            tracing::debug!(
+                file_id = %self.file_id,
+                from = plan.fetch.start,
+                to = plan.fetch.end,
+                demand_end = plan.demand_end,
+                reset = plan.reset,
+                "fetch planned"
+            );
+            self.start_fetches(&mut st, plan.fetch.clone(), plan.demand_end);
+        }
+
+        let mut sources = Vec::new();
+        let mut pos = offset;
+        for c in st.chunks.iter() {
+            if pos >= end {
+                break;
+            }
+            if c.range.end <= pos {
+                continue;
+            }
+            if c.range.start > pos {
+                let stop = c.range.start.min(end);
+                sources.push(Source::Direct(pos..stop));
+                pos = stop;
+                if pos >= end {
+                    break;
+                }
+            }
+            let stop = c.range.end.min(end);
+            sources.push(Source::Chunk {
+                chunk_start: c.range.start,
+                part: pos..stop,
+                state: c.state.clone(),
+            });
+            pos = stop;
+        }
+        if pos < end {
+            sources.push(Source::Direct(pos..end));
+        }
+        sources
+    }
+
+    /// Spawns the downloads for `fetch` in request-size pieces, each holding budget for its bytes.
+    /// Stops (and truncates the window) where the budget runs out.
+    fn start_fetches(&self, st: &mut State, fetch: Range<u64>, demand_end: u64) {
+        // Bounded so one piece's budget fits a semaphore acquisition.
+        let request = self.reader.cfg.request_size.clamp(64 * 1024, 1 << 30);
+        let mut pieces = split(fetch.start..demand_end, request, Priority::Demand);
+        pieces.extend(split(demand_end..fetch.end, request, Priority::Prefetch));
+        for (range, prio) in pieces {
+            let want = range.end - range.start;
+            let budget = &self.reader.budget;
+            let mut got = budget.clone().try_acquire_many_owned(permits(want));
+            if got.is_err() && self.reader.reclaim_idle(&self.shared) {
+                got = budget.clone().try_acquire_many_owned(permits(want));
+            }
+            let (range, permit) = match got {
+                Ok(p) => (range, p),
+                Err(_) => {
+                    // Budget full: read-ahead shrinks to what fits (or stops); a demand read
+                    // fetches its bytes directly, outside the buffer.
+                    let avail = budget.available_permits() as u64;
+                    let shrunk = avail.min(want);
+                    let fits = if prio == Priority::Prefetch && shrunk >= MIN_SHRUNK_PIECE {
+                        budget
+                            .clone()
+                            .try_acquire_many_owned(permits(shrunk))
+                            .ok()
+                            .map(|p| (range.start..range.start + shrunk, p))
+                    } else {
+                        None
+                    };
+                    match fits {
+                        Some((r, p)) => {
+                            let stop = r.end;
+                            self.spawn_chunk(st, r, prio, p);
+                            st.window.truncate(stop);
+                        }
+                        None => st.window.truncate(range.start),
+                    }
+                    tracing::debug!(file_id = %self.file_id, offset = range.start, "read-ahead budget full");
+                    return;
+                }
+            };
+            self.spawn_chunk(st, range, prio, permit);
+        }
+    }
+
+    fn spawn_chunk(
+        &self,
+        st: &mut State,
+        range: Range<u64>,
+        prio: Priority,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let (tx, rx) = watch::channel(ChunkState::Pending);
+        let reader = self.reader.clone();
+        let file_id = self.file_id.clone();
+        let (start, len) = (range.start, range.end - range.start);
+        let task = tokio::spawn(async move {
+            let state = match reader.fetcher.fetch(&file_id, start, len, prio).await {
+                Ok(b) => ChunkState::Ready(b),
+                Err(e) => {
+                    tracing::debug!(file_id = %file_id, offset = start, len, error = %e, "chunk download failed");
+                    ChunkState::Failed(Arc::new(Mutex::new(Some(e))))
+                }
+            };
+            tx.send_replace(state);
+        }
+        .instrument(tracing::debug_span!("fetch", file_id = %self.file_id, offset = start, len, ?prio)));
+        st.chunks.push_back(Chunk {
+            range,
+            state: rx,
+            task: task.abort_handle(),
+            _permit: permit,
+        });
+    }
+
+    /// Forgets the chunk starting at `start` and everything after it.
+    fn drop_from(&self, start: u64) {
+        let mut st = self.lock();
+        if let Some(i) = st.chunks.iter().position(|c| c.range.start == start) {
+            st.chunks.truncate(i);
+            st.window.truncate(start);
+        }
+    }
+}
+
+impl Drop for ReadHandle {
+    fn drop(&mut self) {
+        // Chunks abort their tasks and release their budget as they drop.
+        self.lock().chunks.clear();
+    }
+}
+
+fn permits(n: u64) -> u32 {
+    n.min(u32::MAX as u64) as u32
+}
+
+/// `range` cut into pieces of at most `max`, of equal size.
+fn split(range: Range<u64>, max: u64, prio: Priority) -> Vec<(Range<u64>, Priority)> {
+    let len = range.end.saturating_sub(range.start);
+    if len == 0 {
+        return Vec::new();
+    }
+    let n = len.div_ceil(max);
+    let piece = len.div_ceil(n);
+    (0..n)
+        .map(|i| {
+            let s = range.start + i * piece;
+            (s..(s + piece).min(range.end), prio)
+        })
+        .filter(|(r, _)| !r.is_empty())
+        .collect()
+}
+
+/// The part `want` of a chunk's bytes that start at `chunk_start` (shorter if the data is).
+fn slice(data: &Bytes, chunk_start: u64, want: &Range<u64>) -> Bytes {
+    let len = data.len() as u64;
+    let a = want.start.saturating_sub(chunk_start).min(len);
+    let b = want.end.saturating_sub(chunk_start).min(len).max(a);
+    data.slice(a as usize..b as usize)
+}
+
+fn concat(parts: Vec<Bytes>) -> Bytes {
+    if parts.len() == 1 {
+        return parts.into_iter().next().unwrap_or_default();
+    }
+    let total = parts.iter().map(|p| p.len()).sum();
+    let mut out = BytesMut::with_capacity(total);
+    for p in parts {
+        out.extend_from_slice(&p);
+    }
+    out.freeze()
+}

@@ -1,0 +1,117 @@
+//! Download URLs shared per file_id across all handles of a mount.
+//!
+//! getDownloadUrl is limited to about one call per second per user, so a URL is fetched once
+//! (single-flight: concurrent askers wait for the one call in progress) and reused by every
+//! handle until shortly before its `x-oss-expires`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+use crate::drive::{DownloadUrl, Drive};
+use crate::error::Result;
+
+/// Beyond this many entries, entries nobody is using and whose URL is stale are pruned.
+const PRUNE_ABOVE: usize = 1024;
+
+#[derive(Clone)]
+struct Cached {
+    url: DownloadUrl,
+    /// When to stop handing it out: expiry minus the renewal margin, on the monotonic clock.
+    renew_at: Instant,
+}
+
+/// One file's URL; the async mutex makes fetching single-flight.
+type Slot = Arc<tokio::sync::Mutex<Option<Cached>>>;
+
+pub(crate) struct UrlCache {
+    drive: Arc<dyn Drive>,
+    margin: Duration,
+    slots: Mutex<HashMap<String, Slot>>,
+}
+
+impl UrlCache {
+    pub fn new(drive: Arc<dyn Drive>, margin: Duration) -> Self {
+        UrlCache {
+            drive,
+            margin,
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn slot(&self, file_id: &str) -> Slot {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = slots.get(file_id) {
+            return s.clone();
+        }
+        if slots.len() >= PRUNE_ABOVE {
+            let now = Instant::now();
+            slots.retain(|_, s| {
+                Arc::strong_count(s) > 1
+                    || s.try_lock()
+                        .map(|c| c.as_ref().is_some_and(|c| c.renew_at > now))
+                        .unwrap_or(true)
+            });
+        }
+        let s = Slot::default();
+        slots.insert(file_id.to_string(), s.clone());
+        s
+    }
+
+    /// A URL valid for at least the renewal margin (or half its lifetime, for short-lived URLs).
+    pub async fn get(&self, file_id: &str) -> Result<DownloadUrl> {
+        let slot = self.slot(file_id);
+        let mut cur = slot.lock().await;
+        if let Some(c) = cur.as_ref() {
+            if Instant::now() < c.renew_at {
+                return Ok(c.url.clone());
+            }
+        }
+        let fresh = self.fetch(file_id).await?;
+        let url = fresh.url.clone();
+        *cur = Some(fresh);
+        Ok(url)
+    }
+
+    /// `stale` was refused as expired: replace it, unless another caller already did.
+    pub async fn renew(&self, file_id: &str, stale: &DownloadUrl) -> Result<DownloadUrl> {
+        let slot = self.slot(file_id);
+        let mut cur = slot.lock().await;
+        if let Some(c) = cur.as_ref() {
+            if c.url.url != stale.url && Instant::now() < c.renew_at {
+                return Ok(c.url.clone());
+            }
+        }
+        let fresh = self.fetch(file_id).await?;
+        let url = fresh.url.clone();
+        *cur = Some(fresh);
+        Ok(url)
+    }
+
+    /// Drops the cached URL: the next read asks the drive again.
+    pub fn forget(&self, file_id: &str) {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.remove(file_id);
+    }
+
+    async fn fetch(&self, file_id: &str) -> Result<Cached> {
+        tracing::debug!(file_id, "getDownloadUrl");
+        let url = self.drive.download_url(file_id).await?;
+        let now = Instant::now();
+        let lifetime = url
+            .expires_at
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO)
+            // Bounded so a nonsense expiry from the server cannot overflow the clock.
+            .min(Duration::from_secs(24 * 3600));
+        // A URL living less than twice the margin would be stale at once: renew it at half-life
+        // instead, so short-lived URLs are still reused.
+        let margin = self.margin.min(lifetime / 2);
+        Ok(Cached {
+            url,
+            renew_at: now + (lifetime - margin),
+        })
+    }
+}
