@@ -1,1 +1,20 @@
-//! (being written)
+//! The write path: staging files, the uploader, and the background upload queue.
+//!
+//! The fs writes into a local staging file (`staging`), and on release hands it to the
+//! `UploadQueue` (`queue`), which uploads it with `upload_file` (`upload`) and retries until it
+//! succeeds. The remote copy being replaced is removed only after the new one is complete and
+//! verified (see `upload`'s module doc for the order and why it is safe). Jobs are journaled next to
+//! their staged file so a restart can replay them (`Staging::journaled_jobs`).
+
+pub mod local;
+pub mod parts;
+pub mod queue;
+pub mod staging;
+pub mod upload;
+
+#[cfg(test)]
+mod testdrive;
+
+pub use queue::{UploadEvent, UploadQueue};
+pub use staging::{StagedFile, Staging};
+pub use upload::{upload_file, UploadConfig, UploadTarget};
