@@ -13,7 +13,11 @@ pub mod staging;
 pub mod upload;
 
 #[cfg(test)]
+mod queue_tests;
+#[cfg(test)]
 mod testdrive;
+#[cfg(test)]
+mod upload_tests;
 
 pub use queue::{UploadEvent, UploadQueue};
 pub use staging::{StagedFile, Staging};

@@ -208,7 +208,11 @@ impl<'a> PartSender<'a> {
                     if renewals > URL_RENEWALS {
                         return Err(PartsError::Fail(Error::UrlExpired));
                     }
-                    tracing::debug!(file_id = self.file_id, part = n, "part URL expired, renewing");
+                    tracing::debug!(
+                        file_id = self.file_id,
+                        part = n,
+                        "part URL expired, renewing"
+                    );
                 }
                 Err(Error::PartAlreadyExist) => return Ok(Sent::Resync("PartAlreadyExist")),
                 Err(Error::PartNotSequential) => return Ok(Sent::Resync("PartNotSequential")),
@@ -247,7 +251,8 @@ impl<'a> PartSender<'a> {
         .map_err(session_error)?;
         let received = SystemTime::now();
         for u in fresh {
-            self.urls.insert(u.part_number, HeldUrl { url: u, received });
+            self.urls
+                .insert(u.part_number, HeldUrl { url: u, received });
         }
         // Use the renewed URL even if it already looks stale: the PUT tells us for sure.
         self.urls.get(&n).map(|h| h.url.clone()).ok_or_else(|| {
@@ -300,7 +305,11 @@ where
     loop {
         attempt += 1;
         match f().await {
-            Err(e) if e.is_transient() && attempt < 5 && started.elapsed() < Duration::from_secs(120) => {
+            Err(e)
+                if e.is_transient()
+                    && attempt < 5
+                    && started.elapsed() < Duration::from_secs(120) =>
+            {
                 tracing::warn!(attempt, "{what} failed, retrying in {delay:?}: {e}");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(10));

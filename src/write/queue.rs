@@ -177,10 +177,7 @@ impl UploadQueue {
         if let Some(j) = slot.running.as_mut() {
             // Keep the running job's `replaces`: it must retire what it was started against.
             let replaces = j.target.replaces.clone();
-            j.target = UploadTarget {
-                replaces,
-                ..target
-            };
+            j.target = UploadTarget { replaces, ..target };
         }
     }
 
@@ -218,7 +215,9 @@ impl UploadQueue {
             attempt += 1;
             let result = {
                 let _permit = self.permits.acquire().await;
-                let target = self.running_target(key).unwrap_or_else(|| job.target.clone());
+                let target = self
+                    .running_target(key)
+                    .unwrap_or_else(|| job.target.clone());
                 upload_file(&*self.drive, &self.cfg, &target, &job.staged)
                     .await
                     .map(|item| (item, target))
@@ -287,7 +286,10 @@ impl UploadQueue {
         let mut slots = self.lock();
         if let Some(slot) = slots.get_mut(&key) {
             slot.running = None;
-            let reused = slot.waiting.as_ref().is_some_and(|w| w.staged == job.staged);
+            let reused = slot
+                .waiting
+                .as_ref()
+                .is_some_and(|w| w.staged == job.staged);
             if !reused {
                 remove_staged(&job.staged);
             }
@@ -320,7 +322,12 @@ impl UploadQueue {
     }
 
     /// If the fs renamed/moved the file while it was uploading, apply that now.
-    async fn follow_target(&self, key: u64, uploaded: &UploadTarget, item: RemoteItem) -> RemoteItem {
+    async fn follow_target(
+        &self,
+        key: u64,
+        uploaded: &UploadTarget,
+        item: RemoteItem,
+    ) -> RemoteItem {
         let Some(want) = self.running_target(key) else {
             return item;
         };

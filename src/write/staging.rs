@@ -119,7 +119,9 @@ impl Staging {
             }
             match read_sidecar(&path) {
                 Ok(job) => jobs.push((job.into_target(), staged)),
-                Err(e) => tracing::warn!(path = %path.display(), "skipping unreadable upload journal entry: {e}"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "skipping unreadable upload journal entry: {e}")
+                }
             }
         }
         jobs.sort_by(|a, b| a.1.cmp(&b.1));

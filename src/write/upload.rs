@@ -17,7 +17,9 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use crate::drive::{CheckNameMode, Drive, ItemKind, NewFile, RemoteItem, UploadHashes, UploadSession};
+use crate::drive::{
+    CheckNameMode, Drive, ItemKind, NewFile, RemoteItem, UploadHashes, UploadSession,
+};
 use crate::error::{Error, Result};
 use crate::write::local::{self, LocalInfo};
 use crate::write::parts::{self, PartSender, PartsError};
@@ -179,7 +181,9 @@ async fn finish_rapid(
     if let Some(upload_id) = session.upload_id.as_deref().filter(|s| !s.is_empty()) {
         match drive.complete_upload(&session.file_id, upload_id).await {
             Ok(item) => return item,
-            Err(e) => tracing::debug!(file_id = %session.file_id, "complete after rapid upload failed (harmless): {e}"),
+            Err(e) => {
+                tracing::debug!(file_id = %session.file_id, "complete after rapid upload failed (harmless): {e}")
+            }
         }
     }
     match drive.get(&session.file_id).await {
@@ -208,11 +212,7 @@ async fn finish_rapid(
 
 /// `complete`, retried on transient errors. If an earlier attempt's answer was lost, the session
 /// is gone (`NoSuchUpload`) though the file exists: then `get` it and let `verify` judge.
-async fn complete(
-    drive: &dyn Drive,
-    file_id: &str,
-    upload_id: &str,
-) -> Result<RemoteItem> {
+async fn complete(drive: &dyn Drive, file_id: &str, upload_id: &str) -> Result<RemoteItem> {
     let mut tried = false;
     parts::retry_transient("complete", || {
         let first = !tried;
@@ -220,7 +220,10 @@ async fn complete(
         async move {
             match drive.complete_upload(file_id, upload_id).await {
                 Err(Error::NoSuchUpload(m)) if !first => {
-                    tracing::debug!(file_id, "complete: session already gone ({m}), checking the file");
+                    tracing::debug!(
+                        file_id,
+                        "complete: session already gone ({m}), checking the file"
+                    );
                     drive.get(file_id).await
                 }
                 other => other,
