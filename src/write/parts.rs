@@ -201,7 +201,11 @@ impl<'a> PartSender<'a> {
         loop {
             let url = self.url_for(n).await?;
             match self.drive.upload_part(&url, body.clone()).await {
-                Ok(_etag) => return Ok(Sent::Done),
+                Ok(_etag) => {
+                    // Sent parts never need their URL again; keep the map small on huge files.
+                    self.urls.remove(&n);
+                    return Ok(Sent::Done);
+                }
                 Err(Error::UrlExpired) => {
                     renewals += 1;
                     self.urls.remove(&n);

@@ -215,6 +215,11 @@ impl UploadQueue {
             attempt += 1;
             let result = {
                 let _permit = self.permits.acquire().await;
+                // A newer version may have arrived while we queued for a slot: skip straight to it.
+                if self.is_superseded(key) {
+                    self.drop_superseded(key, &job);
+                    return;
+                }
                 let target = self
                     .running_target(key)
                     .unwrap_or_else(|| job.target.clone());
@@ -258,6 +263,10 @@ impl UploadQueue {
         }
     }
 
+    fn is_superseded(&self, key: u64) -> bool {
+        self.lock().get(&key).is_some_and(|s| s.waiting.is_some())
+    }
+
     fn running_target(&self, key: u64) -> Option<UploadTarget> {
         self.lock()
             .get(&key)
@@ -272,7 +281,7 @@ impl UploadQueue {
             return false;
         };
         loop {
-            if self.lock().get(&key).is_some_and(|s| s.waiting.is_some()) {
+            if self.is_superseded(key) {
                 return true;
             }
             tokio::select! {
@@ -294,7 +303,7 @@ impl UploadQueue {
                 remove_staged(&job.staged);
             }
         }
-        tracing::info!(key, path = %job.staged.display(), "failed upload dropped: a newer version is queued");
+        tracing::info!(key, path = %job.staged.display(), "older version dropped: a newer version is queued");
     }
 
     /// Success bookkeeping: the waiting job (if any) now replaces the file we just made, the

@@ -210,3 +210,24 @@ async fn quota_keeps_the_job_pending() {
     let jobs = f.st.journaled_jobs().unwrap();
     assert_eq!(jobs, vec![(target("q"), a)]);
 }
+
+#[tokio::test]
+async fn at_most_two_uploads_run_at_once() {
+    let mut f = fixture();
+    f.drive.set_hold(true);
+    let staged: Vec<PathBuf> = (0..4u8).map(|i| stage(&f.st, &[i; 3])).collect();
+    for (i, p) in staged.iter().enumerate() {
+        f.q.submit(10 + i as u64, target(&format!("n{i}")), p.clone());
+    }
+    let drive = f.drive.clone();
+    until("two uploads parked", || drive.create_waiters() == 2).await;
+    // Absence can only be observed over time: give the others a chance to (wrongly) start.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(f.drive.create_waiters(), 2);
+    assert_eq!(f.q.pending(), 4);
+    f.drive.set_hold(false);
+    assert_eq!(f.q.drain(Duration::from_secs(10)).await, 0);
+    for _ in 0..4 {
+        assert!(next_event(&mut f.rx).await.outcome.is_ok());
+    }
+}

@@ -72,7 +72,12 @@ impl MockDrive {
 
     /// A create_file call is parked on the hold.
     pub fn waiting_in_create(&self) -> bool {
-        self.hold.receiver_count() > 0
+        self.create_waiters() > 0
+    }
+
+    /// How many create_file calls are parked on the hold.
+    pub fn create_waiters(&self) -> usize {
+        self.hold.receiver_count()
     }
 
     pub fn set_hold(&self, on: bool) {
