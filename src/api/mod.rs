@@ -1,1 +1,29 @@
-//! (being written)
+//! The Open API client: the real `crate::drive::Drive` over HTTP (reqwest).
+//!
+//! One file per concept:
+//! - `config`  — `ClientConfig`, rate limits and retry policy, with the real service's defaults;
+//! - `token`   — the on-disk token store (atomic, 0600) and JWT `sub` decoding;
+//! - `auth`    — access-token lifetime, single-flight refresh, rotation persisted before use;
+//! - `limiter` — client-side token buckets per endpoint class;
+//! - `retry`   — backoff arithmetic;
+//! - `errors`  — error bodies (JSON, OSS XML, HTML, empty) → `crate::error::Error`;
+//! - `wire`    — tolerant serde types of the wire format and their conversion to domain types;
+//! - `http`    — one API call: limiter, bearer token, retries, token replay, logging;
+//! - `data`    — the data plane: ranged downloads and part uploads on signed URLs;
+//! - `client`  — `Client`, tying it together and implementing `Drive`.
+
+mod auth;
+mod client;
+mod config;
+mod data;
+mod errors;
+mod http;
+mod limiter;
+mod retry;
+mod token;
+pub mod wire;
+
+pub use client::Client;
+pub use config::{ClientConfig, RateLimits, RetryPolicy};
+pub use data::oss_expires;
+pub use token::{jwt_sub, store_refresh_token, TokenStatus, TokenStore};

@@ -1,0 +1,271 @@
+//! The data plane: ranged GETs on download URLs and part PUTs on upload URLs. These are signed
+//! OSS URLs: no Authorization, no rate limiter, errors in OSS XML, and the query string is a
+//! credential (logged only through `crate::redact::url`).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use super::config::RetryPolicy;
+use super::errors::{map_data_error, parse_error_body};
+use super::retry::Retrier;
+use crate::drive::{DownloadUrl, PartUrl};
+use crate::error::{Error, Result};
+use crate::redact;
+
+/// The instant a signed URL stops working: its `x-oss-expires` (unix seconds), or the OSS v1
+/// `Expires` parameter.
+pub fn oss_expires(url: &str) -> Option<SystemTime> {
+    let (_, query) = url.split_once('?')?;
+    let query = query.split('#').next().unwrap_or("");
+    let mut v1 = None;
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let secs = || v.trim().parse::<u64>().ok();
+        if k.eq_ignore_ascii_case("x-oss-expires") {
+            if let Some(s) = secs() {
+                return Some(UNIX_EPOCH + Duration::from_secs(s));
+            }
+        } else if k == "Expires" {
+            v1 = secs().map(|s| UNIX_EPOCH + Duration::from_secs(s));
+        }
+    }
+    v1
+}
+
+/// `Content-Range: bytes START-END/TOTAL` (TOTAL may be `*`).
+fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
+    let rest = v.trim().strip_prefix("bytes")?.trim_start();
+    let (range, total) = rest.split_once('/')?;
+    let (a, b) = range.split_once('-')?;
+    let start = a.trim().parse().ok()?;
+    let end = b.trim().parse().ok()?;
+    (end >= start).then_some(())?;
+    Some((start, end, total.trim().parse().ok()))
+}
+
+/// Why a download attempt did not produce bytes.
+enum Attempt {
+    Done(Bytes),
+    Retry(Error),
+    Fail(Error),
+}
+
+pub async fn download_range(
+    http: &reqwest::Client,
+    retry: RetryPolicy,
+    url: &DownloadUrl,
+    offset: u64,
+    len: u64,
+) -> Result<Bytes> {
+    if len == 0 {
+        return Ok(Bytes::new());
+    }
+    let mut retrier = Retrier::new(retry);
+    loop {
+        retrier.attempts += 1;
+        let err = match download_once(http, url, offset, len).await {
+            Attempt::Done(b) => return Ok(b),
+            Attempt::Fail(e) => return Err(e),
+            Attempt::Retry(e) => e,
+        };
+        let wait = retrier.backoff();
+        if !retrier.may_retry_after(wait) {
+            return Err(err);
+        }
+        tracing::debug!(url = %redact::url(&url.url), offset, "download retry: {err}");
+        tokio::time::sleep(wait).await;
+    }
+}
+
+async fn download_once(
+    http: &reqwest::Client,
+    url: &DownloadUrl,
+    offset: u64,
+    len: u64,
+) -> Attempt {
+    let end = offset.saturating_add(len - 1);
+    let started = tokio::time::Instant::now();
+    let resp = match http
+        .get(&url.url)
+        .header(reqwest::header::RANGE, format!("bytes={offset}-{end}"))
+        // Without it OSS answers an invalid range with 200 and the whole object.
+        .header("x-oss-range-behavior", "standard")
+        .send()
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return Attempt::Retry(Error::Network(format!("download: {}", e.without_url()))),
+    };
+    let status = resp.status().as_u16();
+    let content_range = resp
+        .headers()
+        .get(reqwest::header::CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    // Read the whole body, even of errors, so the server frees this download slot.
+    let body = match resp.bytes().await {
+        Ok(b) => b,
+        Err(e) => {
+            return Attempt::Retry(Error::Network(format!(
+                "download body: {}",
+                e.without_url()
+            )))
+        }
+    };
+    tracing::debug!(
+        url = %redact::url(&url.url),
+        status,
+        offset,
+        len,
+        got = body.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "data get"
+    );
+    match status {
+        206 => {
+            let Some((start, last, total)) = content_range.as_deref().and_then(parse_content_range)
+            else {
+                return Attempt::Fail(Error::BadResponse(format!(
+                    "206 without a usable Content-Range ({content_range:?})"
+                )));
+            };
+            if start != offset {
+                return Attempt::Fail(Error::BadResponse(format!(
+                    "asked for bytes from {offset}, got a range starting at {start}"
+                )));
+            }
+            let promised = last - start + 1;
+            if (body.len() as u64) < promised {
+                // The connection ended early: fetch again.
+                return Attempt::Retry(Error::Network(format!(
+                    "download body truncated: {} of {promised} bytes",
+                    body.len()
+                )));
+            }
+            let got = promised.min(len);
+            if got < len && total.is_some_and(|t| last + 1 < t) {
+                return Attempt::Fail(Error::BadResponse(format!(
+                    "server returned {got} of {len} bytes before end of file"
+                )));
+            }
+            Attempt::Done(body.slice(..got as usize))
+        }
+        200 if offset == 0 => {
+            // The whole object: keep what was asked.
+            let got = (body.len() as u64).min(len) as usize;
+            Attempt::Done(body.slice(..got))
+        }
+        200 => Attempt::Fail(Error::BadResponse(
+            "server ignored the Range header (200 for a range not at offset 0)".into(),
+        )),
+        // At or after end of file.
+        416 => Attempt::Done(Bytes::new()),
+        s if s >= 500 || s == 408 || s == 429 => {
+            let e = parse_error_body(&body);
+            Attempt::Retry(Error::Api {
+                status: s,
+                code: e.code,
+                message: e.message,
+            })
+        }
+        s => Attempt::Fail(map_data_error(s, parse_error_body(&body))),
+    }
+}
+
+/// PUTs one part with Content-Length and no Content-Type (the signature covers it).
+/// Retried only when the bytes surely did not land (connection refused, 5xx); otherwise the
+/// caller checks `listUploadedParts` (a replay would meet 409 PartAlreadyExist anyway).
+pub async fn upload_part(
+    http: &reqwest::Client,
+    retry: RetryPolicy,
+    part: &PartUrl,
+    body: Bytes,
+) -> Result<Option<String>> {
+    let mut retrier = Retrier::new(retry);
+    loop {
+        retrier.attempts += 1;
+        let started = tokio::time::Instant::now();
+        let sent = http
+            .put(&part.upload_url)
+            .header(reqwest::header::CONTENT_LENGTH, body.len())
+            .body(body.clone())
+            .send()
+            .await;
+        let err = match sent {
+            Err(e) if e.is_connect() => Error::Network(format!("upload part: {}", e.without_url())),
+            Err(e) => return Err(Error::Network(format!("upload part: {}", e.without_url()))),
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let etag = resp
+                    .headers()
+                    .get(reqwest::header::ETAG)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                let bytes = resp.bytes().await.unwrap_or_default();
+                tracing::debug!(
+                    url = %redact::url(&part.upload_url),
+                    part = part.part_number,
+                    status,
+                    size = body.len(),
+                    ms = started.elapsed().as_millis() as u64,
+                    "data put"
+                );
+                if (200..300).contains(&status) {
+                    return Ok(etag);
+                }
+                let e = parse_error_body(&bytes);
+                if status < 500 {
+                    return Err(map_data_error(status, e));
+                }
+                Error::Api {
+                    status,
+                    code: e.code,
+                    message: e.message,
+                }
+            }
+        };
+        let wait = retrier.backoff();
+        if !retrier.may_retry_after(wait) {
+            return Err(err);
+        }
+        tokio::time::sleep(wait).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn x_oss_expires() {
+        let u = "https://h/k?x-oss-access-key-id=a&x-oss-expires=1717000000&x-oss-signature=s";
+        assert_eq!(
+            oss_expires(u),
+            Some(UNIX_EPOCH + Duration::from_secs(1_717_000_000))
+        );
+        assert_eq!(
+            oss_expires("https://h/k?Expires=12&Signature=x"),
+            Some(UNIX_EPOCH + Duration::from_secs(12))
+        );
+        assert_eq!(oss_expires("https://h/k"), None);
+        assert_eq!(oss_expires("https://h/k?x-oss-expires=soon"), None);
+        assert_eq!(oss_expires("https://h/k?x-oss-expires"), None);
+        assert_eq!(
+            oss_expires("https://h/k?a=1&x-oss-expires=5#frag"),
+            Some(UNIX_EPOCH + Duration::from_secs(5))
+        );
+    }
+
+    #[test]
+    fn content_range() {
+        assert_eq!(
+            parse_content_range("bytes 0-99/1000"),
+            Some((0, 99, Some(1000)))
+        );
+        assert_eq!(parse_content_range("bytes 5-5/*"), Some((5, 5, None)));
+        assert_eq!(parse_content_range("bytes 9-5/10"), None);
+        assert_eq!(parse_content_range("items 0-1/2"), None);
+        assert_eq!(parse_content_range("bytes */1000"), None);
+    }
+}
