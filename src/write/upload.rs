@@ -153,20 +153,25 @@ async fn open_session(
         content_hash: info.sha1.clone(),
         local_file: local.to_path_buf(),
     };
+    // The client does not replay a create whose request went out (it is not idempotent); we
+    // do, on transient errors: a lost session is invisible and expires. A lost answer to a
+    // *rapid* create can leave a duplicate sibling with the same content, the lesser evil next to
+    // failing the upload (the queue would retry it anyway).
+    let create = |hashes: UploadHashes| {
+        let req = new_file(hashes);
+        async move { parts::retry_transient("create", || drive.create_file(&req)).await }
+    };
     if !cfg.rapid_upload {
-        return drive.create_file(&new_file(UploadHashes::None)).await;
+        return create(UploadHashes::None).await;
     }
     if info.size >= cfg.pre_hash_min_size {
-        match drive
-            .create_file(&new_file(UploadHashes::PreHash(info.pre_hash.clone())))
-            .await
-        {
-            Err(Error::PreHashMatched) => drive.create_file(&new_file(full())).await,
+        match create(UploadHashes::PreHash(info.pre_hash.clone())).await {
+            Err(Error::PreHashMatched) => create(full()).await,
             // No match: the probe itself opened a normal session; use it.
             other => other,
         }
     } else {
-        drive.create_file(&new_file(full())).await
+        create(full()).await
     }
 }
 
