@@ -13,7 +13,7 @@
 //! - Every attempt's outcome is broadcast (`UploadEvent`), so the fs can point the inode at the new
 //!   file_id. A superseded job sends no event; the job that replaced it will.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -65,6 +65,8 @@ pub struct UploadQueue {
     events: broadcast::Sender<UploadEvent>,
     /// Notified on every job completion or removal (for `drain`).
     changed: Notify,
+    /// Recently replaced file_ids and their successors.
+    replaced: Mutex<ReplacedIds>,
     runtime: tokio::runtime::Handle,
 }
 
@@ -80,8 +82,13 @@ impl UploadQueue {
             permits: Semaphore::new(MAX_CONCURRENT),
             events,
             changed: Notify::new(),
+            replaced: Mutex::new(ReplacedIds::default()),
             runtime: tokio::runtime::Handle::current(),
         })
+    }
+
+    fn lock_replaced(&self) -> MutexGuard<'_, ReplacedIds> {
+        self.replaced.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<u64, Slot>> {
@@ -93,7 +100,11 @@ impl UploadQueue {
     /// Queue `staged` for upload. A newer job for the same key supersedes an older one still
     /// waiting (the older staging file is then removed); a running one finishes first. Returns at
     /// once; the job is journaled before this returns.
-    pub fn submit(&self, key: u64, target: UploadTarget, staged: PathBuf) {
+    pub fn submit(&self, key: u64, mut target: UploadTarget, staged: PathBuf) {
+        // The fs may not have applied our last event yet and still name a copy we replaced.
+        if let Some(old) = target.replaces.take() {
+            target.replaces = Some(self.lock_replaced().resolve(old));
+        }
         if let Err(e) = write_sidecar(&staged, &target) {
             tracing::warn!(path = %staged.display(), "could not journal upload job (it will still run): {e}");
         }
@@ -217,7 +228,8 @@ impl UploadQueue {
                 let _permit = self.permits.acquire().await;
                 // A newer version may have arrived while we queued for a slot: skip straight to it.
                 if self.is_superseded(key) {
-                    self.drop_superseded(key, &job);
+                    tracing::info!(key, path = %job.staged.display(), "older version skipped: a newer version is queued");
+                    self.drop_job(key, &job);
                     return;
                 }
                 let target = self
@@ -238,6 +250,19 @@ impl UploadQueue {
                     });
                     return;
                 }
+                Err(Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::NotFound && !job.staged.exists() =>
+                {
+                    // Nothing left to upload: retrying would fail forever.
+                    tracing::error!(key, path = %job.staged.display(), "staged file vanished; upload abandoned");
+                    let _ = self.events.send(UploadEvent {
+                        key,
+                        staged: job.staged.clone(),
+                        outcome: Err(format!("staged file vanished: {e}")),
+                    });
+                    self.drop_job(key, &job);
+                    return;
+                }
                 Err(e) => {
                     let quota = matches!(e, Error::QuotaExhausted(_));
                     if quota {
@@ -254,7 +279,8 @@ impl UploadQueue {
                         outcome: Err(e.to_string()),
                     });
                     if self.wait_or_superseded(key, backoff).await {
-                        self.drop_superseded(key, &job);
+                        tracing::info!(key, path = %job.staged.display(), "failed older version dropped: a newer version is queued");
+                        self.drop_job(key, &job);
                         return;
                     }
                     backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -291,7 +317,8 @@ impl UploadQueue {
         }
     }
 
-    fn drop_superseded(&self, key: u64, job: &Job) {
+    /// Forget a job that will not be uploaded (superseded or unreadable), with its staged file.
+    fn drop_job(&self, key: u64, job: &Job) {
         let mut slots = self.lock();
         if let Some(slot) = slots.get_mut(&key) {
             slot.running = None;
@@ -303,12 +330,15 @@ impl UploadQueue {
                 remove_staged(&job.staged);
             }
         }
-        tracing::info!(key, path = %job.staged.display(), "older version dropped: a newer version is queued");
     }
 
     /// Success bookkeeping: the waiting job (if any) now replaces the file we just made, the
     /// staged file goes, the slot's running job clears.
     fn finish(&self, key: u64, job: &Job, uploaded: &UploadTarget, item: &RemoteItem) {
+        if let Some(old) = &uploaded.replaces {
+            self.lock_replaced()
+                .record(old.clone(), item.file_id.clone());
+        }
         let mut slots = self.lock();
         let mut reused = false;
         if let Some(slot) = slots.get_mut(&key) {
@@ -365,6 +395,39 @@ impl UploadQueue {
                 item
             }
         }
+    }
+}
+
+/// file_id → the file_id that replaced it, for the last `REPLACED_MEMORY` replacements.
+#[derive(Default)]
+struct ReplacedIds {
+    next: HashMap<String, String>,
+    order: VecDeque<String>,
+}
+
+const REPLACED_MEMORY: usize = 4096;
+
+impl ReplacedIds {
+    fn record(&mut self, old: String, new: String) {
+        if self.next.insert(old.clone(), new).is_none() {
+            self.order.push_back(old);
+        }
+        while self.order.len() > REPLACED_MEMORY {
+            if let Some(gone) = self.order.pop_front() {
+                self.next.remove(&gone);
+            }
+        }
+    }
+
+    /// The newest successor of `id` (bounded walk: ids never cycle, but be safe).
+    fn resolve(&self, mut id: String) -> String {
+        for _ in 0..64 {
+            match self.next.get(&id) {
+                Some(n) if *n != id => id = n.clone(),
+                _ => break,
+            }
+        }
+        id
     }
 }
 

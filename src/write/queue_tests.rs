@@ -231,3 +231,35 @@ async fn at_most_two_uploads_run_at_once() {
         assert!(next_event(&mut f.rx).await.outcome.is_ok());
     }
 }
+
+#[tokio::test]
+async fn vanished_staging_file_is_abandoned_not_retried_forever() {
+    let mut f = fixture();
+    let a = stage(&f.st, b"x");
+    std::fs::remove_file(&a).unwrap();
+    f.q.submit(8, target("v"), a.clone());
+    let ev = next_event(&mut f.rx).await;
+    assert!(ev.outcome.unwrap_err().contains("vanished"));
+    assert_eq!(f.q.drain(Duration::from_secs(5)).await, 0);
+    assert!(gone(&a));
+}
+
+#[tokio::test]
+async fn stale_replaces_is_mapped_to_the_newest_copy() {
+    let mut f = fixture();
+    let orig = f.drive.seed("root", "m", b"v0");
+    let a = stage(&f.st, b"v1");
+    let t = UploadTarget {
+        replaces: Some(orig.clone()),
+        ..target("m")
+    };
+    f.q.submit(9, t.clone(), a);
+    let v1 = next_event(&mut f.rx).await.outcome.unwrap().file_id;
+    assert_eq!(f.q.drain(Duration::from_secs(5)).await, 0);
+    // The fs has not applied the event yet and still names the original copy.
+    let b = stage(&f.st, b"v2");
+    f.q.submit(9, t, b);
+    let v2 = next_event(&mut f.rx).await.outcome.unwrap().file_id;
+    assert!(f.drive.state().trashed.contains(&v1));
+    assert_eq!(f.drive.visible("root", "m"), vec![(v2, b"v2".to_vec())]);
+}
