@@ -1,0 +1,561 @@
+//! The OSS-like data host: signed download URLs (`GET /data/<file_id>/<sha1>`) with Range,
+//! expiry and a per-user concurrency cap, and signed part uploads (`PUT /upload/<file_id>/<upload_id>`)
+//! that are strictly sequential and streamed to disk while hashing. Bodies never sit in memory whole.
+
+use super::errors::{self, oss_error, oss_expired, oss_signature, Resp};
+use super::limits::Fault;
+use super::state::Shared;
+use super::util::{self, hmac_sha1, parse_query};
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, Method, Response};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use md5::Md5;
+use sha1::Digest;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+const CHUNK: usize = 64 * 1024;
+
+impl Shared {
+    fn sign(&self, input: &str) -> String {
+        hex::encode(hmac_sha1(&self.url_key, input.as_bytes()))
+    }
+
+    pub fn download_url(&self, sha1: &str, file_id: &str, expires: u64) -> String {
+        let path = format!("/data/{file_id}/{sha1}");
+        let sig = self.sign(&format!("GET\n{path}\n{expires}"));
+        format!(
+            "{}{path}?x-oss-access-key-id=LTAI5tEmulatorKey&x-oss-expires={expires}&x-oss-signature={sig}&x-oss-signature-version=OSS2",
+            self.base_url
+        )
+    }
+
+    pub fn upload_url(&self, file_id: &str, upload_id: &str, part: u32, expires: u64) -> String {
+        let path = format!("/upload/{file_id}/{upload_id}");
+        let sig = self.sign(&format!("PUT\n{path}\n{part}\n{upload_id}\n{expires}"));
+        format!(
+            "{}{path}?partNumber={part}&uploadId={upload_id}&x-oss-access-key-id=LTAI5tEmulatorKey&x-oss-expires={expires}&x-oss-signature={sig}&x-oss-signature-version=OSS2",
+            self.base_url
+        )
+    }
+}
+
+fn expires_of(q: &HashMap<String, String>) -> Option<u64> {
+    q.get("x-oss-expires")?.parse().ok()
+}
+
+/// Signature first (a tampered expiry is a bad signature), then the expiry itself.
+#[allow(clippy::result_large_err)]
+fn check_signed(
+    sh: &Shared,
+    q: &HashMap<String, String>,
+    input: impl FnOnce(u64) -> String,
+) -> Result<(), Resp> {
+    let exp = expires_of(q).ok_or_else(oss_signature)?;
+    let given = q.get("x-oss-signature").map(String::as_str).unwrap_or("");
+    if given != sh.sign(&input(exp)) {
+        return Err(oss_signature());
+    }
+    if util::now_secs() > exp {
+        return Err(oss_expired(exp));
+    }
+    Ok(())
+}
+
+/// Decrements the user's streaming-download count when the body ends or is dropped.
+struct StreamGuard(Arc<Shared>);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.active_downloads.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+enum RangeOutcome {
+    Full,
+    Partial(u64, u64),
+    Unsatisfiable,
+}
+
+/// OSS semantics: without `x-oss-range-behavior: standard` an invalid range yields the whole
+/// object (200); with it, an end past the object is clamped and a start past it is 416.
+fn range_of(headers: &HeaderMap, size: u64) -> RangeOutcome {
+    let Some(raw) = headers.get("range").and_then(|h| h.to_str().ok()) else {
+        return RangeOutcome::Full;
+    };
+    let standard = headers
+        .get("x-oss-range-behavior")
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("standard"));
+    let Some(spec) = raw.trim().strip_prefix("bytes=") else {
+        return RangeOutcome::Full;
+    };
+    if spec.contains(',') {
+        return RangeOutcome::Full; // multi-range is not supported: whole object
+    }
+    let Some((a, b)) = spec.split_once('-') else {
+        return RangeOutcome::Full;
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let (start, end) = if a.is_empty() {
+        // Suffix range: the last n bytes.
+        match b.parse::<u64>() {
+            Ok(0) | Err(_) => return RangeOutcome::Full,
+            Ok(n) if n > size && !standard => return RangeOutcome::Full,
+            Ok(n) => (size.saturating_sub(n), size.saturating_sub(1)),
+        }
+    } else {
+        let Ok(start) = a.parse::<u64>() else {
+            return RangeOutcome::Full;
+        };
+        let end = if b.is_empty() {
+            size.saturating_sub(1)
+        } else {
+            match b.parse::<u64>() {
+                Ok(e) if e >= start => e,
+                _ => return RangeOutcome::Full,
+            }
+        };
+        (start, end)
+    };
+    if start >= size {
+        return if standard {
+            RangeOutcome::Unsatisfiable
+        } else {
+            RangeOutcome::Full
+        };
+    }
+    if end >= size {
+        return if standard {
+            RangeOutcome::Partial(start, size - 1)
+        } else {
+            RangeOutcome::Full
+        };
+    }
+    RangeOutcome::Partial(start, end)
+}
+
+pub async fn get(
+    sh: Arc<Shared>,
+    method: &Method,
+    path: &str,
+    query: &str,
+    headers: &HeaderMap,
+    fault: Fault,
+) -> Resp {
+    let q = parse_query(query);
+    let mut segs = path.trim_start_matches("/data/").split('/');
+    let (Some(_file_id), Some(sha), None) = (segs.next(), segs.next(), segs.next()) else {
+        return oss_error(
+            404,
+            "NoSuchKey",
+            "The specified key does not exist.",
+            "0026-00000001",
+            &[],
+        );
+    };
+    let p = path.to_string();
+    if let Err(r) = check_signed(&sh, &q, |exp| format!("GET\n{p}\n{exp}")) {
+        return r;
+    }
+    let (size, bw, cap) = {
+        let st = sh.lock();
+        let Some(b) = st.blobs.get(sha) else {
+            return oss_error(
+                404,
+                "NoSuchKey",
+                "The specified key does not exist.",
+                "0026-00000001",
+                &[],
+            );
+        };
+        (
+            b.size,
+            st.knobs.faults.bandwidth_per_conn,
+            st.knobs.max_concurrent_downloads,
+        )
+    };
+    match fault {
+        Fault::Json500 => {
+            return oss_error(
+                500,
+                "InternalError",
+                "We encountered an internal error. Please try again.",
+                "0001-00000001",
+                &[],
+            )
+        }
+        Fault::Html500 => return errors::gateway(500, false),
+        Fault::Gateway { xml } => return errors::gateway(502, xml),
+        _ => {}
+    }
+    let (status, start, len) = match range_of(headers, size) {
+        RangeOutcome::Full => (200u16, 0, size),
+        RangeOutcome::Partial(a, b) => (206, a, b - a + 1),
+        RangeOutcome::Unsatisfiable => {
+            return oss_error(
+                416,
+                "InvalidRange",
+                "The requested range cannot be satisfied.",
+                "0003-00000001",
+                &[],
+            );
+        }
+    };
+    let is_head = method == Method::HEAD;
+    let guard = if is_head {
+        None
+    } else {
+        let prev = sh.active_downloads.fetch_add(1, Ordering::SeqCst);
+        let guard = StreamGuard(sh.clone());
+        if cap > 0 && prev >= cap {
+            drop(guard);
+            return oss_error(
+                403,
+                "RequestDeniedByCallback",
+                "Callback deny this request reason: ExceedMaxConcurrency",
+                "0007-00000209",
+                &[],
+            );
+        }
+        Some(guard)
+    };
+    let body = if is_head || len == 0 {
+        Body::empty()
+    } else {
+        // A dropped connection mid-body: serve half, then fail the stream.
+        let cut = if fault == Fault::Drop {
+            Some(len / 2)
+        } else {
+            None
+        };
+        stream_file(sh.blob_path(sha), start, len, bw, cut, guard)
+    };
+    let mut r = Response::new(body);
+    *r.status_mut() = errors::status(status);
+    let h = r.headers_mut();
+    h.insert(
+        "content-type",
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert("accept-ranges", HeaderValue::from_static("bytes"));
+    if let Ok(v) = HeaderValue::from_str(&len.to_string()) {
+        h.insert("content-length", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{sha}\"")) {
+        h.insert("etag", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&util::rand_hex(24, true)) {
+        h.insert("x-oss-request-id", v);
+    }
+    if status == 206 {
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", start + len - 1)) {
+            h.insert("content-range", v);
+        }
+    }
+    r
+}
+
+fn stream_file(
+    path: std::path::PathBuf,
+    start: u64,
+    len: u64,
+    bw: Option<u64>,
+    cut: Option<u64>,
+    guard: Option<StreamGuard>,
+) -> Body {
+    struct S {
+        file: Option<tokio::fs::File>,
+        path: std::path::PathBuf,
+        pos: u64,
+        sent: u64,
+        len: u64,
+        bw: Option<u64>,
+        cut: Option<u64>,
+        began: Instant,
+        _guard: Option<StreamGuard>,
+    }
+    let st = S {
+        file: None,
+        path,
+        pos: start,
+        sent: 0,
+        len,
+        bw: bw.filter(|b| *b > 0),
+        cut,
+        began: Instant::now(),
+        _guard: guard,
+    };
+    let stream = futures_util::stream::unfold(st, |mut s| async move {
+        if s.sent >= s.len {
+            return None;
+        }
+        if s.cut.is_some_and(|c| s.sent >= c) {
+            let e = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected fault");
+            s.len = 0;
+            return Some((Err(e), s));
+        }
+        if s.file.is_none() {
+            let opened = async {
+                let mut f = tokio::fs::File::open(&s.path).await?;
+                f.seek(std::io::SeekFrom::Start(s.pos)).await?;
+                Ok::<_, std::io::Error>(f)
+            }
+            .await;
+            match opened {
+                Ok(f) => s.file = Some(f),
+                Err(e) => {
+                    s.len = 0;
+                    return Some((Err(e), s));
+                }
+            }
+        }
+        let mut want = (s.len - s.sent).min(CHUNK as u64) as usize;
+        if let Some(bw) = s.bw {
+            // Small chunks under a bandwidth cap so pacing stays smooth.
+            want = want.min((bw / 10).max(1) as usize);
+        }
+        if let Some(c) = s.cut {
+            want = want.min((c - s.sent).max(1) as usize);
+        }
+        let mut buf = vec![0u8; want];
+        let file = s.file.as_mut()?;
+        match file.read(&mut buf).await {
+            Ok(0) => {
+                s.len = 0;
+                Some((
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "blob shorter than expected",
+                    )),
+                    s,
+                ))
+            }
+            Ok(n) => {
+                buf.truncate(n);
+                s.sent += n as u64;
+                s.pos += n as u64;
+                if let Some(bw) = s.bw {
+                    let due = s.began + Duration::from_secs_f64(s.sent as f64 / bw as f64);
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                Some((Ok(Bytes::from(buf)), s))
+            }
+            Err(e) => {
+                s.len = 0;
+                Some((Err(e), s))
+            }
+        }
+    });
+    Body::from_stream(stream)
+}
+
+/// Clears `in_progress` if the PUT ends without committing (error or client gone).
+struct PartGuard {
+    sh: Arc<Shared>,
+    upload_id: String,
+    offset: u64,
+    armed: bool,
+}
+
+impl Drop for PartGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut st = self.sh.lock();
+            if let Some(u) = st.uploads.get_mut(&self.upload_id) {
+                u.in_progress = None;
+            }
+            drop(st);
+            // Discard whatever of the failed part reached the disk.
+            if let Ok(f) = std::fs::OpenOptions::new()
+                .write(true)
+                .open(self.sh.upload_path(&self.upload_id))
+            {
+                let _ = f.set_len(self.offset);
+            }
+        }
+    }
+}
+
+pub async fn put(
+    sh: Arc<Shared>,
+    path: &str,
+    query: &str,
+    headers: &HeaderMap,
+    body: Body,
+    fault: Fault,
+) -> Resp {
+    let q = parse_query(query);
+    let mut segs = path.trim_start_matches("/upload/").split('/');
+    let (Some(_file_id), Some(upload_id), None) = (segs.next(), segs.next(), segs.next()) else {
+        return oss_error(
+            404,
+            "NoSuchUpload",
+            "The specified upload does not exist.",
+            "0042-00000002",
+            &[],
+        );
+    };
+    let part: u32 = match q.get("partNumber").and_then(|p| p.parse().ok()) {
+        Some(p) => p,
+        None => return oss_signature(),
+    };
+    let p = path.to_string();
+    let qid = q.get("uploadId").cloned().unwrap_or_default();
+    if let Err(r) = check_signed(&sh, &q, |exp| format!("PUT\n{p}\n{part}\n{qid}\n{exp}")) {
+        return r;
+    }
+    if qid != upload_id {
+        return oss_signature();
+    }
+    let strict = sh.lock().knobs.strict_content_type;
+    let has_ctype = headers
+        .get("content-type")
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|v| !v.trim().is_empty());
+    if strict && has_ctype {
+        return oss_signature();
+    }
+    match fault {
+        Fault::Json500 => {
+            return oss_error(
+                500,
+                "InternalError",
+                "We encountered an internal error. Please try again.",
+                "0001-00000001",
+                &[],
+            )
+        }
+        Fault::Html500 => return errors::gateway(500, false),
+        Fault::Gateway { xml } => return errors::gateway(502, xml),
+        _ => {}
+    }
+    let (offset, mut sha) = {
+        let mut st = sh.lock();
+        let Some(u) = st.uploads.get_mut(upload_id).filter(|u| !u.done) else {
+            return oss_error(404, "NoSuchUpload", "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.", "0042-00000002", &[]);
+        };
+        let committed = u.parts.len() as u32;
+        if part <= committed {
+            return oss_error(
+                409,
+                "PartAlreadyExist",
+                "Part already exist.",
+                "0042-00000305",
+                &[],
+            );
+        }
+        if part != committed + 1 || u.in_progress.is_some() {
+            return oss_error(400, "PartNotSequential", "For sequential multipart upload, you must upload or complete parts with sequential part number.", "0042-00000303", &[]);
+        }
+        u.in_progress = Some(part);
+        (u.committed_len, u.hasher.clone())
+    };
+    let mut guard = PartGuard {
+        sh: sh.clone(),
+        upload_id: upload_id.to_string(),
+        offset,
+        armed: true,
+    };
+    let mut md5 = Md5::new();
+    let written = async {
+        let mut f = tokio::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(sh.upload_path(upload_id))
+            .await?;
+        f.set_len(offset).await?;
+        f.seek(std::io::SeekFrom::Start(offset)).await?;
+        let mut n = 0u64;
+        let mut stream = body.into_data_stream();
+        let mut dropped = false;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(std::io::Error::other)?;
+            if fault == Fault::Drop && n > 0 {
+                dropped = true;
+                break;
+            }
+            f.write_all(&chunk).await?;
+            sha.update(&chunk);
+            md5.update(&chunk);
+            n += chunk.len() as u64;
+        }
+        if dropped || fault == Fault::Drop {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "injected fault",
+            ));
+        }
+        f.flush().await?;
+        Ok::<u64, std::io::Error>(n)
+    }
+    .await;
+    let n = match written {
+        Ok(n) => n,
+        Err(e) if fault == Fault::Drop => return drop_response(e),
+        Err(e) => {
+            return oss_error(
+                400,
+                "IncompleteBody",
+                &format!("The request body is incomplete: {e}"),
+                "0016-00000004",
+                &[],
+            );
+        }
+    };
+    let etag = format!("\"{}\"", hex::encode_upper(md5.finalize()));
+    {
+        let mut st = sh.lock();
+        let Some(u) = st.uploads.get_mut(upload_id).filter(|u| !u.done) else {
+            return oss_error(
+                404,
+                "NoSuchUpload",
+                "The specified upload does not exist.",
+                "0042-00000002",
+                &[],
+            );
+        };
+        u.parts.push(super::state::PartRec {
+            number: part,
+            size: n,
+            etag: etag.clone(),
+        });
+        u.committed_len += n;
+        u.hasher = sha;
+        u.in_progress = None;
+        guard.armed = false;
+    }
+    let mut r = Response::new(Body::empty());
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        r.headers_mut().insert("etag", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&util::rand_hex(24, true)) {
+        r.headers_mut().insert("x-oss-request-id", v);
+    }
+    r
+}
+
+/// A response whose body fails at once: hyper drops the connection.
+pub fn drop_response(e: std::io::Error) -> Resp {
+    let stream = futures_util::stream::once(async move { Err::<Bytes, _>(e) });
+    let mut r = Response::new(Body::from_stream(stream));
+    r.headers_mut()
+        .insert("content-length", HeaderValue::from_static("1024"));
+    r
+}
+
+/// A tiny HLS playlist for the preview URLs of getVideoPreviewPlayInfo.
+pub fn preview_playlist() -> Resp {
+    let body = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:10\n#EXT-X-MEDIA-SEQUENCE:0\n#EXTINF:10.0,\nsegment0.ts\n#EXT-X-ENDLIST\n";
+    let mut r = Response::new(Body::from(body));
+    r.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("application/vnd.apple.mpegurl"),
+    );
+    r
+}
