@@ -12,6 +12,11 @@
 //!   is removed only after success.
 //! - Every attempt's outcome is broadcast (`UploadEvent`), so the fs can point the inode at the new
 //!   file_id. A superseded job sends no event; the job that replaced it will.
+//! - `replaces` ids are kept current: a job still waiting when an earlier one completes, and any
+//!   later job naming a copy this queue already replaced, are redirected to the newest copy. The
+//!   one case left to the fs: a never-uploaded file (`replaces: None`) submitted again after its
+//!   first upload finished but before the fs applied that event would leave a duplicate; the fs
+//!   should apply events before submitting (or pass the event's file_id).
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;

@@ -10,6 +10,9 @@
 //! with the target it names; the fs submits each of them to a fresh `UploadQueue` (new keys). Staged
 //! files without a sidecar were never closed (or were superseded while the process died) and carry no
 //! promise; they are left for the user to inspect rather than silently deleted.
+//! Known gap: a crash between a successful upload and the sidecar's removal replays an upload
+//! that already happened; it then lands as a rapid upload beside the first (a visible duplicate
+//! with the same content), never as lost data.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
