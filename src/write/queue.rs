@@ -1,0 +1,441 @@
+//! Background uploads: one job per key (the fs passes the inode number), retried until they succeed.
+//!
+//! - `submit` journals the job (sidecar next to the staged file, see `staging`) and returns at once.
+//! - One tokio task per busy key runs its jobs one after another; a semaphore caps how many uploads
+//!   run at once across keys (`MAX_CONCURRENT`).
+//! - A newer job for a key replaces an older one that is still waiting (its staged file is removed):
+//!   the staged file always holds a whole version, so only the newest one matters. A running upload
+//!   is never cancelled; it finishes, then the newer one runs, replacing what the first produced.
+//!   A failed upload with a newer job waiting is dropped instead of retried.
+//! - Failures are logged at ERROR with the staged path and the reason, and retried with exponential
+//!   backoff (capped at 5 minutes) forever; a full drive is retried slowly and loudly. The staged file
+//!   is removed only after success.
+//! - Every attempt's outcome is broadcast (`UploadEvent`), so the fs can point the inode at the new
+//!   file_id. A superseded job sends no event; the job that replaced it will.
+//! - `replaces` ids are kept current: a job still waiting when an earlier one completes, and any
+//!   later job naming a copy this queue already replaced, are redirected to the newest copy. The
+//!   one case left to the fs: a never-uploaded file (`replaces: None`) submitted again after its
+//!   first upload finished but before the fs applied that event would leave a duplicate; the fs
+//!   should apply events before submitting (or pass the event's file_id).
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, Notify, Semaphore};
+use tokio::time::Instant;
+
+use crate::drive::{Drive, RemoteItem};
+use crate::error::Error;
+use crate::write::staging::{remove_staged, write_sidecar};
+use crate::write::upload::{upload_file, UploadConfig, UploadTarget};
+
+/// Uploads running at once (each is sequential inside; two keep one slow file from blocking all).
+pub const MAX_CONCURRENT: usize = 2;
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const QUOTA_BACKOFF: Duration = Duration::from_secs(60);
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// The outcome of one upload attempt of `staged` for `key`.
+#[derive(Debug, Clone)]
+pub struct UploadEvent {
+    pub key: u64,
+    pub staged: PathBuf,
+    /// The new file, or why this attempt failed (a retry follows).
+    pub outcome: Result<RemoteItem, String>,
+}
+
+#[derive(Debug, Clone)]
+struct Job {
+    target: UploadTarget,
+    staged: PathBuf,
+}
+
+/// Per-key state. The slot exists while its task runs.
+struct Slot {
+    waiting: Option<Job>,
+    /// The job being uploaded, with the target the fs wants *now* (set_target updates it).
+    running: Option<Job>,
+    /// Wakes the key's task from a retry backoff when a newer job arrives.
+    wake: Arc<Notify>,
+}
+
+pub struct UploadQueue {
+    me: Weak<UploadQueue>,
+    drive: Arc<dyn Drive>,
+    cfg: UploadConfig,
+    slots: Mutex<HashMap<u64, Slot>>,
+    permits: Semaphore,
+    events: broadcast::Sender<UploadEvent>,
+    /// Notified on every job completion or removal (for `drain`).
+    changed: Notify,
+    /// Recently replaced file_ids and their successors.
+    replaced: Mutex<ReplacedIds>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl UploadQueue {
+    /// Must be called inside a tokio runtime; the queue's tasks run on it.
+    pub fn new(drive: Arc<dyn Drive>, cfg: UploadConfig) -> Arc<UploadQueue> {
+        let (events, _) = broadcast::channel(1024);
+        Arc::new_cyclic(|me| UploadQueue {
+            me: me.clone(),
+            drive,
+            cfg,
+            slots: Mutex::new(HashMap::new()),
+            permits: Semaphore::new(MAX_CONCURRENT),
+            events,
+            changed: Notify::new(),
+            replaced: Mutex::new(ReplacedIds::default()),
+            runtime: tokio::runtime::Handle::current(),
+        })
+    }
+
+    fn lock_replaced(&self) -> MutexGuard<'_, ReplacedIds> {
+        self.replaced.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Slot>> {
+        // A panic while holding the lock cannot leave the map half-updated in a way that matters
+        // more than losing the queue; keep going.
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queue `staged` for upload. A newer job for the same key supersedes an older one still
+    /// waiting (the older staging file is then removed); a running one finishes first. Returns at
+    /// once; the job is journaled before this returns.
+    pub fn submit(&self, key: u64, mut target: UploadTarget, staged: PathBuf) {
+        // The fs may not have applied our last event yet and still name a copy we replaced.
+        if let Some(old) = target.replaces.take() {
+            target.replaces = Some(self.lock_replaced().resolve(old));
+        }
+        if let Err(e) = write_sidecar(&staged, &target) {
+            tracing::warn!(path = %staged.display(), "could not journal upload job (it will still run): {e}");
+        }
+        let job = Job { target, staged };
+        let mut slots = self.lock();
+        let spawn = !slots.contains_key(&key);
+        let slot = slots.entry(key).or_insert_with(|| Slot {
+            waiting: None,
+            running: None,
+            wake: Arc::new(Notify::new()),
+        });
+        if let Some(old) = slot.waiting.replace(job.clone()) {
+            if old.staged != job.staged && !is_running(slot, &old.staged) {
+                tracing::debug!(key, old = %old.staged.display(), "superseded by a newer version");
+                remove_staged(&old.staged);
+            }
+        }
+        slot.wake.notify_one();
+        drop(slots);
+        if spawn {
+            if let Some(me) = self.me.upgrade() {
+                self.runtime.spawn(async move { me.run_key(key).await });
+            }
+        }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<UploadEvent> {
+        self.events.subscribe()
+    }
+
+    /// Jobs not yet uploaded (running or waiting).
+    pub fn pending(&self) -> usize {
+        self.lock()
+            .values()
+            .map(|s| usize::from(s.waiting.is_some()) + usize::from(s.running.is_some()))
+            .sum()
+    }
+
+    pub fn is_pending(&self, key: u64) -> bool {
+        self.lock()
+            .get(&key)
+            .is_some_and(|s| s.waiting.is_some() || s.running.is_some())
+    }
+
+    /// Wait until every job is uploaded or `timeout` passes; returns how many are still pending
+    /// (their staged files and journal entries stay for a later replay).
+    pub async fn drain(&self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let n = self.pending();
+            if n == 0 {
+                return 0;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.pending();
+            }
+        }
+    }
+
+    /// Change where a queued job goes (rename/move while queued). A waiting job is updated (and
+    /// re-journaled); a running one is moved/renamed on the drive right after it completes.
+    pub fn set_target(&self, key: u64, f: impl FnOnce(&mut UploadTarget)) {
+        let mut slots = self.lock();
+        let Some(slot) = slots.get_mut(&key) else {
+            return;
+        };
+        let mut target = match (&slot.waiting, &slot.running) {
+            (Some(j), _) | (None, Some(j)) => j.target.clone(),
+            (None, None) => return,
+        };
+        f(&mut target);
+        if let Some(j) = slot.waiting.as_mut() {
+            j.target = target.clone();
+            if let Err(e) = write_sidecar(&j.staged, &j.target) {
+                tracing::warn!(path = %j.staged.display(), "could not update upload journal: {e}");
+            }
+        }
+        if let Some(j) = slot.running.as_mut() {
+            // Keep the running job's `replaces`: it must retire what it was started against.
+            let replaces = j.target.replaces.clone();
+            j.target = UploadTarget { replaces, ..target };
+        }
+    }
+
+    /// The key's task: run waiting jobs until none is left, then retire the slot.
+    async fn run_key(self: Arc<Self>, key: u64) {
+        loop {
+            let job = {
+                let mut slots = self.lock();
+                let Some(slot) = slots.get_mut(&key) else {
+                    return;
+                };
+                match slot.waiting.take() {
+                    Some(job) => {
+                        slot.running = Some(job.clone());
+                        job
+                    }
+                    None => {
+                        slots.remove(&key);
+                        drop(slots);
+                        self.changed.notify_waiters();
+                        return;
+                    }
+                }
+            };
+            self.run_job(key, job).await;
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// Upload one job until it succeeds or a newer job supersedes it.
+    async fn run_job(&self, key: u64, job: Job) {
+        let mut backoff = FIRST_BACKOFF;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let result = {
+                let _permit = self.permits.acquire().await;
+                // A newer version may have arrived while we queued for a slot: skip straight to it.
+                if self.is_superseded(key) {
+                    tracing::info!(key, path = %job.staged.display(), "older version skipped: a newer version is queued");
+                    self.drop_job(key, &job);
+                    return;
+                }
+                let target = self
+                    .running_target(key)
+                    .unwrap_or_else(|| job.target.clone());
+                upload_file(&*self.drive, &self.cfg, &target, &job.staged)
+                    .await
+                    .map(|item| (item, target))
+            };
+            match result {
+                Ok((item, uploaded)) => {
+                    let item = self.follow_target(key, &uploaded, item).await;
+                    self.finish(key, &job, &uploaded, &item);
+                    let _ = self.events.send(UploadEvent {
+                        key,
+                        staged: job.staged.clone(),
+                        outcome: Ok(item),
+                    });
+                    return;
+                }
+                Err(Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::NotFound && !job.staged.exists() =>
+                {
+                    // Nothing left to upload: retrying would fail forever.
+                    tracing::error!(key, path = %job.staged.display(), "staged file vanished; upload abandoned");
+                    let _ = self.events.send(UploadEvent {
+                        key,
+                        staged: job.staged.clone(),
+                        outcome: Err(format!("staged file vanished: {e}")),
+                    });
+                    self.drop_job(key, &job);
+                    return;
+                }
+                Err(e) => {
+                    let quota = matches!(e, Error::QuotaExhausted(_));
+                    if quota {
+                        backoff = backoff.max(QUOTA_BACKOFF);
+                        tracing::error!(key, path = %job.staged.display(), attempt,
+                            "UPLOAD BLOCKED: the drive is full; free space on the drive. Retrying in {backoff:?}: {e}");
+                    } else {
+                        tracing::error!(key, path = %job.staged.display(), attempt,
+                            "upload failed, retrying in {backoff:?}: {e}");
+                    }
+                    let _ = self.events.send(UploadEvent {
+                        key,
+                        staged: job.staged.clone(),
+                        outcome: Err(e.to_string()),
+                    });
+                    if self.wait_or_superseded(key, backoff).await {
+                        tracing::info!(key, path = %job.staged.display(), "failed older version dropped: a newer version is queued");
+                        self.drop_job(key, &job);
+                        return;
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    fn is_superseded(&self, key: u64) -> bool {
+        self.lock().get(&key).is_some_and(|s| s.waiting.is_some())
+    }
+
+    fn running_target(&self, key: u64) -> Option<UploadTarget> {
+        self.lock()
+            .get(&key)
+            .and_then(|s| s.running.as_ref())
+            .map(|j| j.target.clone())
+    }
+
+    /// Sleep `backoff`, waking early if a newer job arrives. True when superseded.
+    async fn wait_or_superseded(&self, key: u64, backoff: Duration) -> bool {
+        let deadline = Instant::now() + backoff;
+        let Some(wake) = self.lock().get(&key).map(|s| s.wake.clone()) else {
+            return false;
+        };
+        loop {
+            if self.is_superseded(key) {
+                return true;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return false,
+                _ = wake.notified() => {}
+            }
+        }
+    }
+
+    /// Forget a job that will not be uploaded (superseded or unreadable), with its staged file.
+    fn drop_job(&self, key: u64, job: &Job) {
+        let mut slots = self.lock();
+        if let Some(slot) = slots.get_mut(&key) {
+            slot.running = None;
+            let reused = slot
+                .waiting
+                .as_ref()
+                .is_some_and(|w| w.staged == job.staged);
+            if !reused {
+                remove_staged(&job.staged);
+            }
+        }
+    }
+
+    /// Success bookkeeping: the waiting job (if any) now replaces the file we just made, the
+    /// staged file goes, the slot's running job clears.
+    fn finish(&self, key: u64, job: &Job, uploaded: &UploadTarget, item: &RemoteItem) {
+        if let Some(old) = &uploaded.replaces {
+            self.lock_replaced()
+                .record(old.clone(), item.file_id.clone());
+        }
+        let mut slots = self.lock();
+        let mut reused = false;
+        if let Some(slot) = slots.get_mut(&key) {
+            slot.running = None;
+            if let Some(w) = slot.waiting.as_mut() {
+                reused = w.staged == job.staged;
+                // The newer version meant to replace "the current copy"; that is ours now.
+                if w.target.replaces == uploaded.replaces {
+                    w.target.replaces = Some(item.file_id.clone());
+                    if let Err(e) = write_sidecar(&w.staged, &w.target) {
+                        tracing::warn!(path = %w.staged.display(), "could not update upload journal: {e}");
+                    }
+                }
+            }
+        }
+        drop(slots);
+        if !reused {
+            remove_staged(&job.staged);
+        }
+    }
+
+    /// If the fs renamed/moved the file while it was uploading, apply that now.
+    async fn follow_target(
+        &self,
+        key: u64,
+        uploaded: &UploadTarget,
+        item: RemoteItem,
+    ) -> RemoteItem {
+        let Some(want) = self.running_target(key) else {
+            return item;
+        };
+        if want.parent_file_id == uploaded.parent_file_id && want.name == uploaded.name {
+            return item;
+        }
+        let result = if want.parent_file_id != uploaded.parent_file_id {
+            let new_name = (want.name != item.name).then_some(want.name.as_str());
+            match self
+                .drive
+                .move_item(&item.file_id, &want.parent_file_id, new_name)
+                .await
+            {
+                Ok(r) if r.exist => Err(Error::AlreadyExists(want.name.clone())),
+                Ok(_) => self.drive.get(&item.file_id).await,
+                Err(e) => Err(e),
+            }
+        } else {
+            self.drive.rename(&item.file_id, &want.name).await
+        };
+        match result {
+            Ok(moved) => moved,
+            Err(e) => {
+                tracing::error!(key, file_id = %item.file_id, from = %uploaded.name, to = %want.name,
+                    "uploaded, but could not apply the rename/move made meanwhile: {e}");
+                item
+            }
+        }
+    }
+}
+
+/// file_id → the file_id that replaced it, for the last `REPLACED_MEMORY` replacements.
+#[derive(Default)]
+struct ReplacedIds {
+    next: HashMap<String, String>,
+    order: VecDeque<String>,
+}
+
+const REPLACED_MEMORY: usize = 4096;
+
+impl ReplacedIds {
+    fn record(&mut self, old: String, new: String) {
+        if self.next.insert(old.clone(), new).is_none() {
+            self.order.push_back(old);
+        }
+        while self.order.len() > REPLACED_MEMORY {
+            if let Some(gone) = self.order.pop_front() {
+                self.next.remove(&gone);
+            }
+        }
+    }
+
+    /// The newest successor of `id` (bounded walk: ids never cycle, but be safe).
+    fn resolve(&self, mut id: String) -> String {
+        for _ in 0..64 {
+            match self.next.get(&id) {
+                Some(n) if *n != id => id = n.clone(),
+                _ => break,
+            }
+        }
+        id
+    }
+}
+
+fn is_running(slot: &Slot, staged: &std::path::Path) -> bool {
+    slot.running.as_ref().is_some_and(|r| r.staged == staged)
+}
