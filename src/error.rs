@@ -139,7 +139,10 @@ impl Error {
     pub fn unshare(shared: std::sync::Arc<Error>) -> Error {
         match std::sync::Arc::try_unwrap(shared) {
             Ok(e) => e,
-            Err(shared) => Error::Shared { errno: shared.errno(), message: shared.to_string() },
+            Err(shared) => Error::Shared {
+                errno: shared.errno(),
+                message: shared.to_string(),
+            },
         }
     }
 

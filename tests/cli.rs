@@ -9,12 +9,17 @@ use common::*;
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     let mut cmd = Command::new(BIN);
-    cmd.args(args).env_remove("RUST_LOG").env_remove("ALIPANFS_REFRESH_TOKEN");
+    cmd.args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("ALIPANFS_REFRESH_TOKEN");
     for (k, v) in env {
         cmd.env(k, v);
     }
     let out = cmd.output().expect("binary runs");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).to_string())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
 }
 
 fn last_line(stderr: &str) -> &str {
@@ -27,7 +32,10 @@ fn a_missing_mount_point_is_refused_with_what_to_do() {
     let missing = temp.path().join("nope");
     let (code, err) = run(&["mount", "-f", missing.to_str().unwrap()], &[]);
     assert_eq!(code, 1);
-    assert!(last_line(&err).contains("does not exist") && last_line(&err).contains("mkdir -p"), "{err}");
+    assert!(
+        last_line(&err).contains("does not exist") && last_line(&err).contains("mkdir -p"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -37,7 +45,10 @@ fn a_non_empty_or_file_mount_point_is_refused() {
     let (code, err) = run(&["mount", "-f", temp.path().to_str().unwrap()], &[]);
     assert_eq!(code, 1);
     assert!(last_line(&err).contains("not empty"), "{err}");
-    let (code, err) = run(&["mount", "-f", temp.path().join("file").to_str().unwrap()], &[]);
+    let (code, err) = run(
+        &["mount", "-f", temp.path().join("file").to_str().unwrap()],
+        &[],
+    );
     assert_eq!(code, 1);
     assert!(last_line(&err).contains("not a directory"), "{err}");
 }
@@ -45,7 +56,16 @@ fn a_non_empty_or_file_mount_point_is_refused() {
 #[test]
 fn unknown_mount_options_are_refused_by_name() {
     let temp = tempfile::tempdir().unwrap();
-    let (code, err) = run(&["mount", "-f", temp.path().to_str().unwrap(), "-o", "ro,frobnicate=1"], &[]);
+    let (code, err) = run(
+        &[
+            "mount",
+            "-f",
+            temp.path().to_str().unwrap(),
+            "-o",
+            "ro,frobnicate=1",
+        ],
+        &[],
+    );
     assert_eq!(code, 1);
     assert!(last_line(&err).contains("frobnicate"), "{err}");
 }
@@ -71,12 +91,21 @@ fn an_invalid_refresh_token_is_a_sign_in_error_and_nothing_is_mounted() {
             "--token-file",
             token_file.to_str().unwrap(),
         ],
-        &[("ALIPANFS_REFRESH_TOKEN", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.bm90LXZhbGlk")],
+        &[(
+            "ALIPANFS_REFRESH_TOKEN",
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.bm90LXZhbGlk",
+        )],
     );
     assert_eq!(code, 1);
     let line = last_line(&err).to_lowercase();
-    assert!(line.contains("sign-in") || line.contains("refresh token"), "{err}");
-    assert!(!err.contains("bm90LXZhbGlk"), "the token leaked into the output: {err}");
+    assert!(
+        line.contains("sign-in") || line.contains("refresh token"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("bm90LXZhbGlk"),
+        "the token leaked into the output: {err}"
+    );
     assert!(!is_mounted(&mnt));
 }
 
@@ -87,7 +116,15 @@ fn no_token_at_all_says_how_to_provide_one() {
     std::fs::create_dir(&mnt).unwrap();
     let token_file = temp.path().join("token.json");
     let (code, err) = run(
-        &["mount", "-f", mnt.to_str().unwrap(), "--api-url", &emulator.api_url(), "--token-file", token_file.to_str().unwrap()],
+        &[
+            "mount",
+            "-f",
+            mnt.to_str().unwrap(),
+            "--api-url",
+            &emulator.api_url(),
+            "--token-file",
+            token_file.to_str().unwrap(),
+        ],
         &[],
     );
     assert_eq!(code, 1);
@@ -100,7 +137,11 @@ fn an_unreachable_api_fails_after_the_startup_timeout() {
     let mnt = temp.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     // A port nothing listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let (code, err) = run(
         &[
             "mount",
@@ -137,22 +178,37 @@ fn token_set_reads_stdin_and_refuses_non_jwt_input() {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
         child.wait_with_output().unwrap()
     };
     assert!(!set("not a token\n").status.success());
     assert!(!store.exists());
     let out = set("aaa.bbb.ccc\n");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = std::fs::read_to_string(&store).unwrap();
     assert!(text.contains("aaa.bbb.ccc"));
-    assert_eq!(std::fs::metadata(&store).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&store).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 }
 
 #[test]
 fn completions_and_man_page_are_generated() {
     for shell in ["bash", "zsh", "fish"] {
-        let out = Command::new(BIN).args(["completions", shell]).output().unwrap();
+        let out = Command::new(BIN)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
         assert!(out.status.success());
         assert!(String::from_utf8_lossy(&out.stdout).contains("alipanfs"));
     }

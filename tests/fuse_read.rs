@@ -9,7 +9,11 @@ use std::time::{Duration, UNIX_EPOCH};
 use alipanfs::emulator::pattern_bytes;
 use common::*;
 
-fn mount_with(tweak: impl FnOnce(&mut EmulatorConfig), seed: impl FnOnce(&Emulator), args: &[&str]) -> Mount {
+fn mount_with(
+    tweak: impl FnOnce(&mut EmulatorConfig),
+    seed: impl FnOnce(&Emulator),
+    args: &[&str],
+) -> Mount {
     let (emulator, temp) = emulator_with(tweak);
     seed(&emulator);
     let mut builder = MountBuilder::new(emulator, temp);
@@ -33,29 +37,58 @@ fn ls_lr_shows_names_sizes_and_mtimes_of_the_seeded_tree() {
         &[],
     );
     let out = sh(&format!("ls -lR --time-style=+%s '{}'", m.dir.display()));
-    for name in ["Documents", "notes.txt", "deep folder", "中文 name.md", "blob.bin"] {
+    for name in [
+        "Documents",
+        "notes.txt",
+        "deep folder",
+        "中文 name.md",
+        "blob.bin",
+    ] {
         assert!(out.contains(name), "{name} missing from ls -lR:\n{out}");
     }
-    assert!(out.contains(&(3 * 1024 * 1024 + 17).to_string()), "size missing:\n{out}");
+    assert!(
+        out.contains(&(3 * 1024 * 1024 + 17).to_string()),
+        "size missing:\n{out}"
+    );
     // Every entry's size and mtime equal the emulator's.
     for entry in m.emulator.tree().into_iter().filter(|e| !e.trashed) {
-        let meta = std::fs::metadata(m.path(entry.path.trim_start_matches('/'))).expect("stat through the mount");
+        let meta = std::fs::metadata(m.path(entry.path.trim_start_matches('/')))
+            .expect("stat through the mount");
         assert_eq!(meta.is_dir(), entry.is_dir, "{}", entry.path);
         if !entry.is_dir {
             assert_eq!(meta.len(), entry.size, "{}", entry.path);
         }
-        let mtime = meta.modified().unwrap().duration_since(UNIX_EPOCH).unwrap().as_secs();
-        let now = std::time::SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-        assert!(mtime > 1_600_000_000 && mtime <= now + 5, "{}: mtime {mtime}", entry.path);
+        let mtime = meta
+            .modified()
+            .unwrap()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let now = std::time::SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!(
+            mtime > 1_600_000_000 && mtime <= now + 5,
+            "{}: mtime {mtime}",
+            entry.path
+        );
     }
-    assert_eq!(std::fs::read_to_string(m.path("Documents/notes.txt")).unwrap(), "hello from the drive\n");
+    assert_eq!(
+        std::fs::read_to_string(m.path("Documents/notes.txt")).unwrap(),
+        "hello from the drive\n"
+    );
 }
 
 #[test]
 fn a_256_mib_file_reads_back_with_the_emulators_sha1() {
-    let m = mount_with(|_| {}, |e| {
-        e.seed_pattern_file("root", "big.bin", 256 << 20, 42);
-    }, &[]);
+    let m = mount_with(
+        |_| {},
+        |e| {
+            e.seed_pattern_file("root", "big.bin", 256 << 20, 42);
+        },
+        &[],
+    );
     let remote = m.remote("big.bin").expect("seeded");
     assert_eq!(sha1_of(&m.path("big.bin")), remote.sha1.unwrap());
 }
@@ -63,9 +96,13 @@ fn a_256_mib_file_reads_back_with_the_emulators_sha1() {
 #[test]
 fn two_hundred_random_reads_equal_the_source_bytes() {
     let size: u64 = 48 << 20;
-    let m = mount_with(|_| {}, |e| {
-        e.seed_pattern_file("root", "random.bin", size, 9);
-    }, &[]);
+    let m = mount_with(
+        |_| {},
+        |e| {
+            e.seed_pattern_file("root", "random.bin", size, 9);
+        },
+        &[],
+    );
     let mut file = std::fs::File::open(m.path("random.bin")).unwrap();
     let mut rng = 0x2545F4914F6CDD1Du64;
     for _ in 0..200 {
@@ -86,24 +123,39 @@ fn two_hundred_random_reads_equal_the_source_bytes() {
         }
         let want_len = (len as u64).min(size - offset) as usize;
         assert_eq!(got, want_len, "short read at {offset}");
-        assert!(buf[..got] == pattern_bytes(9, offset, want_len)[..], "bytes differ at {offset}+{len}");
+        assert!(
+            buf[..got] == pattern_bytes(9, offset, want_len)[..],
+            "bytes differ at {offset}+{len}"
+        );
     }
 }
 
 #[test]
 fn same_name_siblings_are_both_visible_and_readable() {
-    let m = mount_with(|_| {}, |e| {
-        e.seed_file("root", "dup.txt", b"first");
-        std::thread::sleep(Duration::from_millis(5));
-        e.seed_file("root", "dup.txt", b"second");
-    }, &[]);
-    let mut names: Vec<String> =
-        std::fs::read_dir(&m.dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let m = mount_with(
+        |_| {},
+        |e| {
+            e.seed_file("root", "dup.txt", b"first");
+            std::thread::sleep(Duration::from_millis(5));
+            e.seed_file("root", "dup.txt", b"second");
+        },
+        &[],
+    );
+    let mut names: Vec<String> = std::fs::read_dir(&m.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
     names.sort();
     assert_eq!(names.len(), 2, "{names:?}");
     assert_eq!(names[1], "dup.txt");
-    assert!(names[0].starts_with("dup (") && names[0].ends_with(").txt"), "{names:?}");
-    let mut contents: Vec<String> = names.iter().map(|n| std::fs::read_to_string(m.path(n)).unwrap()).collect();
+    assert!(
+        names[0].starts_with("dup (") && names[0].ends_with(").txt"),
+        "{names:?}"
+    );
+    let mut contents: Vec<String> = names
+        .iter()
+        .map(|n| std::fs::read_to_string(m.path(n)).unwrap())
+        .collect();
     contents.sort();
     assert_eq!(contents, vec!["first", "second"]);
     // The oldest keeps the plain name.
@@ -126,11 +178,17 @@ fn a_long_read_continues_across_download_url_expiry() {
     let started = std::time::Instant::now();
     while offset < size {
         file.read_exact(&mut buf).unwrap();
-        assert!(buf == pattern_bytes(5, offset, buf.len()), "bytes differ at {offset}");
+        assert!(
+            buf == pattern_bytes(5, offset, buf.len()),
+            "bytes differ at {offset}"
+        );
         offset += buf.len() as u64;
         std::thread::sleep(Duration::from_millis(250));
     }
-    assert!(started.elapsed() > Duration::from_secs(5), "the read must outlive several URL lifetimes");
+    assert!(
+        started.elapsed() > Duration::from_secs(5),
+        "the read must outlive several URL lifetimes"
+    );
     assert!(
         m.emulator.call_count("openFile/getDownloadUrl") >= 2,
         "the URL must have been renewed: {:?}",
@@ -160,22 +218,39 @@ fn four_parallel_readers_under_the_three_download_cap_all_finish() {
         .collect();
     for (i, h) in handles.into_iter().enumerate() {
         let sha = h.join().expect("reader thread");
-        assert_eq!(Some(sha), m.remote(&format!("p{i}.bin")).unwrap().sha1, "p{i}.bin");
+        assert_eq!(
+            Some(sha),
+            m.remote(&format!("p{i}.bin")).unwrap().sha1,
+            "p{i}.bin"
+        );
     }
 }
 
 #[test]
 fn listing_1050_entries_costs_11_list_calls_and_stat_costs_none() {
-    let m = mount_with(|_| {}, |e| {
-        let big = e.seed_folder("root", "many");
-        for i in 0..1050 {
-            e.seed_file(&big, &format!("f{i:04}.txt"), format!("{i}").as_bytes());
-        }
-    }, &[]);
+    let m = mount_with(
+        |_| {},
+        |e| {
+            let big = e.seed_folder("root", "many");
+            for i in 0..1050 {
+                e.seed_file(&big, &format!("f{i:04}.txt"), format!("{i}").as_bytes());
+            }
+        },
+        &[],
+    );
+    assert!(std::fs::metadata(m.path("many")).unwrap().is_dir());
     m.emulator.reset_calls();
-    let names: Vec<_> = std::fs::read_dir(m.path("many")).unwrap().map(|e| e.unwrap().path()).collect();
+    let names: Vec<_> = std::fs::read_dir(m.path("many"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(names.len(), 1050);
-    assert_eq!(m.emulator.call_count("openFile/list"), 11, "{:?}", m.emulator.calls());
+    assert_eq!(
+        m.emulator.call_count("openFile/list"),
+        11,
+        "{:?}",
+        m.emulator.calls()
+    );
     assert_eq!(m.emulator.call_count("openFile/get"), 0);
     let before = m.emulator.calls().values().sum::<u64>();
     for path in &names {
@@ -184,31 +259,54 @@ fn listing_1050_entries_costs_11_list_calls_and_stat_costs_none() {
         assert!(meta.size() >= 1);
     }
     let after = m.emulator.calls().values().sum::<u64>();
-    assert_eq!(before, after, "stat after listing made API calls: {:?}", m.emulator.calls());
+    assert_eq!(
+        before,
+        after,
+        "stat after listing made API calls: {:?}",
+        m.emulator.calls()
+    );
 }
 
 #[test]
 fn a_read_only_mount_refuses_writes_with_erofs() {
-    let m = mount_with(|_| {}, |e| {
-        e.seed_file("root", "keep.txt", b"keep");
-        e.seed_folder("root", "dir");
-    }, &["--read-only"]);
-    let erofs = |r: std::io::Result<()>| assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EROFS));
+    let m = mount_with(
+        |_| {},
+        |e| {
+            e.seed_file("root", "keep.txt", b"keep");
+            e.seed_folder("root", "dir");
+        },
+        &["--read-only"],
+    );
+    let erofs =
+        |r: std::io::Result<()>| assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EROFS));
     erofs(std::fs::write(m.path("new.txt"), b"x"));
-    erofs(std::fs::OpenOptions::new().append(true).open(m.path("keep.txt")).map(|_| ()));
+    erofs(
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(m.path("keep.txt"))
+            .map(|_| ()),
+    );
     erofs(std::fs::create_dir(m.path("newdir")));
     erofs(std::fs::remove_file(m.path("keep.txt")));
     erofs(std::fs::remove_dir(m.path("dir")));
     erofs(std::fs::rename(m.path("keep.txt"), m.path("moved.txt")));
     assert_eq!(std::fs::read_to_string(m.path("keep.txt")).unwrap(), "keep");
-    assert!(m.remote("keep.txt").is_some() && m.remote("dir").is_some() && m.remote("new.txt").is_none());
+    assert!(
+        m.remote("keep.txt").is_some()
+            && m.remote("dir").is_some()
+            && m.remote("new.txt").is_none()
+    );
 }
 
 #[test]
 fn statfs_reports_the_drive_space() {
-    let m = mount_with(|c| c.quota_bytes = 10 << 30, |e| {
-        e.seed_pattern_file("root", "one-gib-ish.bin", 64 << 20, 1);
-    }, &[]);
+    let m = mount_with(
+        |c| c.quota_bytes = 10 << 30,
+        |e| {
+            e.seed_pattern_file("root", "one-gib-ish.bin", 64 << 20, 1);
+        },
+        &[],
+    );
     let out = sh(&format!("stat -f -c '%b %f %S' '{}'", m.dir.display()));
     let v: Vec<u64> = out.split_whitespace().map(|x| x.parse().unwrap()).collect();
     assert_eq!(v[0] * v[2], 10 << 30, "{out}");

@@ -22,13 +22,17 @@ pub fn detach(mountpoint: &Path) -> Result<()> {
         return Err(Error::Io(std::io::Error::last_os_error()));
     }
     // SAFETY: both descriptors were just created and are owned here.
-    let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     set_cloexec(&read_end, true);
     set_cloexec(&write_end, false);
     let log_dir = crate::cli::options::state_dir();
     std::fs::create_dir_all(&log_dir)?;
     let log_path = log_dir.join("alipanfs.log");
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)?;
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     args.push("--foreground".into());
     let write_fd = write_end.into_raw_fd();
@@ -54,10 +58,17 @@ pub fn detach(mountpoint: &Path) -> Result<()> {
     File::from(read_end).read_to_string(&mut verdict)?;
     match verdict.lines().next() {
         Some("ready") => {
-            println!("mounted {} (pid {}, log {})", mountpoint.display(), child.id(), log_path.display());
+            println!(
+                "mounted {} (pid {}, log {})",
+                mountpoint.display(),
+                child.id(),
+                log_path.display()
+            );
             Ok(())
         }
-        Some(line) => Err(Error::Config(line.trim_start_matches("error: ").to_string())),
+        Some(line) => Err(Error::Config(
+            line.trim_start_matches("error: ").to_string(),
+        )),
         None => {
             let status = child.wait()?;
             Err(Error::Config(format!(
@@ -73,13 +84,22 @@ fn set_cloexec(fd: &OwnedFd, on: bool) {
     // SAFETY: F_GETFD/F_SETFD on a descriptor we own.
     unsafe {
         let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFD);
-        let flags = if on { flags | libc::FD_CLOEXEC } else { flags & !libc::FD_CLOEXEC };
+        let flags = if on {
+            flags | libc::FD_CLOEXEC
+        } else {
+            flags & !libc::FD_CLOEXEC
+        };
         libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, flags);
     }
 }
 
 fn report(line: &str) {
-    let Some(fd) = std::env::var(READY_FD_ENV).ok().and_then(|v| v.parse::<i32>().ok()) else { return };
+    let Some(fd) = std::env::var(READY_FD_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    else {
+        return;
+    };
     std::env::remove_var(READY_FD_ENV);
     // SAFETY: the parent handed us this descriptor for exactly this one message.
     let mut pipe = unsafe { File::from_raw_fd(fd) };

@@ -18,10 +18,19 @@ use crate::error::{Error, Result};
 use options::{MountOptions, Settings};
 
 #[derive(Debug, Parser)]
-#[command(name = "alipanfs", version, about = "Mount an Aliyundrive (alipan) drive as a local directory")]
+#[command(
+    name = "alipanfs",
+    version,
+    about = "Mount an Aliyundrive (alipan) drive as a local directory"
+)]
 pub struct Cli {
     /// Log level (error, warn, info, debug, trace) or a tracing filter; RUST_LOG overrides it.
-    #[arg(long, global = true, default_value = "info", env = "ALIPANFS_LOG_LEVEL")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "info",
+        env = "ALIPANFS_LOG_LEVEL"
+    )]
     pub log_level: String,
     #[command(subcommand)]
     pub command: Command,
@@ -160,7 +169,11 @@ fn init_logging(level: &str) {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().map_err(Error::Io)
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .map_err(Error::Io)
 }
 
 /// Command line, then environment (both through clap), then `-o`, then the config file.
@@ -170,7 +183,10 @@ fn settings(cli: MountOptions, o: &[String], config: Option<PathBuf>) -> Result<
         Some(path) => Some(MountOptions::from_file(&path)?),
         None => {
             let default = options::default_config_file();
-            default.exists().then(|| MountOptions::from_file(&default)).transpose()?
+            default
+                .exists()
+                .then(|| MountOptions::from_file(&default))
+                .transpose()?
         }
     };
     if let Some(file) = file {
@@ -204,7 +220,12 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "alipanfs", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "alipanfs",
+                &mut std::io::stdout(),
+            );
             Ok(())
         }
         Command::Man => {
@@ -231,8 +252,15 @@ fn run_mount(args: MountArgs) -> Result<()> {
         let state = std::env::temp_dir().join(format!("alipanfs-demo-{}", std::process::id()));
         s.token_file = state.join("token.json");
         s.cache_dir = state.join("cache");
-        println!("demo: emulator on {} with a sample tree; mounting at {}", demo.api_url(), mountpoint.display());
-        println!("demo: try  ls -l {0}  and  cat {0}/README.txt ; Ctrl-C unmounts", mountpoint.display());
+        println!(
+            "demo: emulator on {} with a sample tree; mounting at {}",
+            demo.api_url(),
+            mountpoint.display()
+        );
+        println!(
+            "demo: try  ls -l {0}  and  cat {0}/README.txt ; Ctrl-C unmounts",
+            mountpoint.display()
+        );
         Some(demo)
     } else {
         None
@@ -244,7 +272,9 @@ fn run_mount(args: MountArgs) -> Result<()> {
             return Err(e);
         }
     };
-    let core = rt.block_on(async { mount::build_core(client.clone() as Arc<dyn crate::drive::Drive>, &s) })?;
+    let core = rt.block_on(async {
+        mount::build_core(client.clone() as Arc<dyn crate::drive::Drive>, &s)
+    })?;
     let result = mount::serve(&rt, core, &mountpoint, &s, || {
         notify::ready();
         daemon::report_ready();
@@ -258,8 +288,13 @@ fn run_mount(args: MountArgs) -> Result<()> {
 
 async fn demo_emulator() -> Result<crate::emulator::Emulator> {
     let data = std::env::temp_dir().join(format!("alipanfs-demo-data-{}", std::process::id()));
-    let cfg = crate::emulator::EmulatorConfig { data_dir: data, ..Default::default() };
-    let emulator = crate::emulator::Emulator::start("127.0.0.1:0".parse().expect("literal address"), cfg).await?;
+    let cfg = crate::emulator::EmulatorConfig {
+        data_dir: data,
+        ..Default::default()
+    };
+    let emulator =
+        crate::emulator::Emulator::start("127.0.0.1:0".parse().expect("literal address"), cfg)
+            .await?;
     emulator.seed_demo_tree();
     Ok(emulator)
 }
@@ -268,7 +303,10 @@ fn run_emulator(args: EmulatorArgs) -> Result<()> {
     use crate::emulator::{EmulatorConfig, Faults};
     let data_dir = match args.data {
         Some(dir) => dir,
-        None => tempfile::Builder::new().prefix("alipanfs-emulator-").tempdir()?.keep(),
+        None => tempfile::Builder::new()
+            .prefix("alipanfs-emulator-")
+            .tempdir()?
+            .keep(),
     };
     let cfg = EmulatorConfig {
         data_dir,
@@ -313,7 +351,11 @@ fn run_about(args: AboutArgs) -> Result<()> {
         match status.last_rotation {
             Some(t) => {
                 let age = t.elapsed().unwrap_or_default().as_secs();
-                println!("token age:   rotated {}h{:02}m ago", age / 3600, age % 3600 / 60);
+                println!(
+                    "token age:   rotated {}h{:02}m ago",
+                    age / 3600,
+                    age % 3600 / 60
+                );
             }
             None => println!("token age:   unknown"),
         }

@@ -28,7 +28,10 @@ pub fn check_mountpoint(path: &Path) -> Result<PathBuf> {
         _ => Error::Config(format!("mount point {}: {e}", path.display())),
     })?;
     if !meta.is_dir() {
-        return Err(Error::Config(format!("mount point {} is not a directory", path.display())));
+        return Err(Error::Config(format!(
+            "mount point {} is not a directory",
+            path.display()
+        )));
     }
     let canonical = path.canonicalize()?;
     if is_mounted(&canonical) {
@@ -57,14 +60,20 @@ pub fn check_mountpoint(path: &Path) -> Result<PathBuf> {
 pub fn is_mounted(path: &Path) -> bool {
     #[cfg(target_os = "linux")]
     {
-        let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
+        let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+            return false;
+        };
         let wanted = path.to_string_lossy();
-        info.lines().any(|line| line.split(' ').nth(4).map(unescape_mountinfo).as_deref() == Some(&*wanted))
+        info.lines()
+            .any(|line| line.split(' ').nth(4).map(unescape_mountinfo).as_deref() == Some(&*wanted))
     }
     #[cfg(not(target_os = "linux"))]
     {
         use std::os::unix::fs::MetadataExt;
-        match (std::fs::metadata(path), path.parent().map(std::fs::metadata)) {
+        match (
+            std::fs::metadata(path),
+            path.parent().map(std::fs::metadata),
+        ) {
             (Ok(m), Some(Ok(p))) => m.dev() != p.dev(),
             _ => false,
         }
@@ -117,9 +126,12 @@ pub async fn connect(s: &Settings) -> Result<Arc<Client>> {
                 info!(user = %info.user_name, drive_id = %info.drive_id, "signed in");
                 return Ok(client);
             }
-            Err(e @ (Error::Network(_) | Error::TimedOut(_))) if started.elapsed() < s.startup_timeout => {
+            Err(e @ (Error::Network(_) | Error::TimedOut(_)))
+                if started.elapsed() < s.startup_timeout =>
+            {
                 warn!(error = %e, retry_in = ?delay, "drive API unreachable; retrying (is the network up?)");
-                tokio::time::sleep(delay.min(s.startup_timeout.saturating_sub(started.elapsed()))).await;
+                tokio::time::sleep(delay.min(s.startup_timeout.saturating_sub(started.elapsed())))
+                    .await;
                 delay = (delay * 2).min(Duration::from_secs(10));
             }
             Err(e @ (Error::Network(_) | Error::TimedOut(_))) => {
@@ -175,9 +187,17 @@ fn fuse_config(s: &Settings) -> fuser::Config {
         MountOption::DefaultPermissions,
         MountOption::NoDev,
         MountOption::NoSuid,
-        if s.read_only { MountOption::RO } else { MountOption::RW },
+        if s.read_only {
+            MountOption::RO
+        } else {
+            MountOption::RW
+        },
     ];
-    config.acl = if s.allow_other { fuser::SessionACL::All } else { fuser::SessionACL::Owner };
+    config.acl = if s.allow_other {
+        fuser::SessionACL::All
+    } else {
+        fuser::SessionACL::Owner
+    };
     config.n_threads = Some(if cfg!(target_os = "linux") { 4 } else { 1 });
     config.clone_fd = cfg!(target_os = "linux");
     config
@@ -192,33 +212,42 @@ pub fn serve(
     s: &Settings,
     ready: impl FnOnce(),
 ) -> Result<()> {
-    let adapter = FuseAdapter::new(core.clone(), rt.handle().clone(), s.attr_timeout, s.max_read_ahead.min(1 << 20) as u32);
+    let adapter = FuseAdapter::new(
+        core.clone(),
+        rt.handle().clone(),
+        s.attr_timeout,
+        s.max_read_ahead.min(1 << 20) as u32,
+    );
     let session = fuser::Session::new(adapter, mountpoint, &fuse_config(s)).map_err(|e| {
         Error::Config(format!(
             "cannot mount {}: {e} (is fuse3 installed, /dev/fuse present and --allow-other allowed in /etc/fuse.conf?)",
             mountpoint.display()
         ))
     })?;
-    let mut unmounter = session.unmount_callable();
-    let background = session.spawn().map_err(|e| Error::Config(format!("cannot start the FUSE session: {e}")))?;
-    let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
-    let session_thread = std::thread::spawn(move || {
-        let result = background.join();
-        let _ = ended_tx.send(());
-        result
-    });
+    let background = session
+        .spawn()
+        .map_err(|e| Error::Config(format!("cannot start the FUSE session: {e}")))?;
 
     rt.block_on(wait_until_answering(mountpoint));
     info!(mountpoint = %mountpoint.display(), "mounted");
     ready();
 
     let external_unmount = rt.block_on(async {
+        let session_ended = async {
+            // Someone ran `fusermount3 -u` / `umount`: the session thread ends by itself.
+            while !background.guard.is_finished() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        };
         tokio::select! {
             signal = notify::termination() => {
                 info!(%signal, "unmounting");
                 false
             }
-            _ = ended_rx => true,
+            _ = session_ended => {
+                info!("unmounted from outside");
+                true
+            }
         }
     });
     notify::stopping();
@@ -230,16 +259,19 @@ pub fn serve(
             "uploads still pending at unmount; their staged files are kept"
         );
     }
-    if !external_unmount {
-        if let Err(e) = unmounter.unmount() {
+    let result = if external_unmount {
+        background.join()
+    } else {
+        background.umount_and_join()
+    };
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) if !external_unmount => {
             warn!(error = %e, "unmount failed (busy?); detaching lazily");
             lazy_unmount(mountpoint);
+            Ok(())
         }
-    }
-    match session_thread.join() {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(Error::Io(e)),
-        Err(_) => Err(Error::Io(std::io::Error::other("FUSE session thread panicked"))),
+        Err(e) => Err(Error::Io(e)),
     }
 }
 
@@ -249,7 +281,10 @@ async fn wait_until_answering(mountpoint: &Path) {
     while Instant::now() < deadline {
         if is_mounted(mountpoint) {
             let path = mountpoint.to_path_buf();
-            if tokio::task::spawn_blocking(move || std::fs::metadata(&path).is_ok()).await.unwrap_or(false) {
+            if tokio::task::spawn_blocking(move || std::fs::metadata(&path).is_ok())
+                .await
+                .unwrap_or(false)
+            {
                 return;
             }
         }
@@ -260,9 +295,16 @@ async fn wait_until_answering(mountpoint: &Path) {
 
 pub fn lazy_unmount(mountpoint: &Path) {
     #[cfg(target_os = "linux")]
-    let status = std::process::Command::new("fusermount3").arg("-u").arg("-z").arg(mountpoint).status();
+    let status = std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg("-z")
+        .arg(mountpoint)
+        .status();
     #[cfg(not(target_os = "linux"))]
-    let status = std::process::Command::new("umount").arg("-f").arg(mountpoint).status();
+    let status = std::process::Command::new("umount")
+        .arg("-f")
+        .arg(mountpoint)
+        .status();
     if !matches!(status, Ok(s) if s.success()) {
         error!(mountpoint = %mountpoint.display(), "could not unmount; run: fusermount3 -u -z {}", mountpoint.display());
     }

@@ -5,8 +5,12 @@ use std::os::unix::net::UnixDatagram;
 
 /// Send a state line (`READY=1`, `STOPPING=1`, `STATUS=...`) to systemd, if it is listening.
 pub fn send(state: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
-    let Ok(socket) = UnixDatagram::unbound() else { return };
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(socket) = UnixDatagram::unbound() else {
+        return;
+    };
     let bytes = path.as_encoded_bytes();
     let result = if let Some(abstract_name) = bytes.strip_prefix(b"@") {
         send_abstract(&socket, abstract_name, state)
@@ -41,9 +45,11 @@ pub fn stopping() {
 /// Resolves with the name of the first SIGINT, SIGTERM or SIGHUP received.
 pub async fn termination() -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term), Ok(mut hup)) =
-        (signal(SignalKind::interrupt()), signal(SignalKind::terminate()), signal(SignalKind::hangup()))
-    else {
+    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
         std::future::pending::<()>().await;
         unreachable!()
     };

@@ -168,9 +168,11 @@ impl MountOptions {
 
     /// Parse a TOML config file (same names as the long options).
     pub fn from_file(path: &Path) -> Result<MountOptions> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Config(format!("cannot read config file {}: {e}", path.display())))?;
-        toml::from_str(&text).map_err(|e| Error::Config(format!("config file {}: {}", path.display(), e.message())))
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::Config(format!("cannot read config file {}: {e}", path.display()))
+        })?;
+        toml::from_str(&text)
+            .map_err(|e| Error::Config(format!("config file {}: {}", path.display(), e.message())))
     }
 
     /// Parse fstab-style options (`ro,allow_other,uid=1000,drive=resource`). Options that only
@@ -178,12 +180,19 @@ impl MountOptions {
     /// by name.
     pub fn from_o_list(list: &[String]) -> Result<MountOptions> {
         let mut o = MountOptions::default();
-        for item in list.iter().flat_map(|l| l.split(',')).map(str::trim).filter(|s| !s.is_empty()) {
+        for item in list
+            .iter()
+            .flat_map(|l| l.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
             let (key, value) = match item.split_once('=') {
                 Some((k, v)) => (k.replace('-', "_"), Some(v.to_string())),
                 None => (item.replace('-', "_"), None),
             };
-            let need = |v: Option<String>| v.ok_or_else(|| Error::Config(format!("mount option {key} needs a value")));
+            let need = |v: Option<String>| {
+                v.ok_or_else(|| Error::Config(format!("mount option {key} needs a value")))
+            };
             let bad = |e: String| Error::Config(format!("mount option {key}: {e}"));
             match key.as_str() {
                 "ro" | "read_only" => o.read_only = true,
@@ -232,7 +241,8 @@ impl MountOptions {
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         let secs = |v: Option<f64>, default: f64, name: &str| -> Result<Duration> {
             let v = v.unwrap_or(default);
-            Duration::try_from_secs_f64(v).map_err(|_| Error::Config(format!("--{name} must be a number of seconds ≥ 0")))
+            Duration::try_from_secs_f64(v)
+                .map_err(|_| Error::Config(format!("--{name} must be a number of seconds ≥ 0")))
         };
         let nonblank = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
         let client_id = nonblank(self.client_id);
@@ -244,12 +254,19 @@ impl MountOptions {
         }
         let settings = Settings {
             refresh_token: nonblank(self.refresh_token).map(|t| t.trim().to_string()),
-            token_file: self.token_file.unwrap_or_else(|| state_dir().join("token.json")),
+            token_file: self
+                .token_file
+                .unwrap_or_else(|| state_dir().join("token.json")),
             client_id,
             client_secret,
-            root_folder_id: nonblank(self.root_folder_id).unwrap_or_else(|| crate::drive::ROOT_ID.to_string()),
+            root_folder_id: nonblank(self.root_folder_id)
+                .unwrap_or_else(|| crate::drive::ROOT_ID.to_string()),
             drive: self.drive.unwrap_or_default(),
-            api_url: self.api_url.unwrap_or_else(|| DEFAULT_API_URL.into()).trim_end_matches('/').to_string(),
+            api_url: self
+                .api_url
+                .unwrap_or_else(|| DEFAULT_API_URL.into())
+                .trim_end_matches('/')
+                .to_string(),
             token_url: self.token_url.unwrap_or_else(|| DEFAULT_TOKEN_URL.into()),
             read_only: self.read_only,
             allow_other: self.allow_other,
@@ -274,14 +291,18 @@ impl MountOptions {
             return Err(Error::Config("--memory-limit must be at least 8M".into()));
         }
         if settings.umask > 0o777 {
-            return Err(Error::Config("--umask must be an octal number up to 777".into()));
+            return Err(Error::Config(
+                "--umask must be an octal number up to 777".into(),
+            ));
         }
         Ok(settings)
     }
 }
 
 fn home() -> PathBuf {
-    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"))
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"))
 }
 
 fn xdg(var: &str, fallback: &str) -> PathBuf {
@@ -309,7 +330,9 @@ pub fn cache_dir() -> PathBuf {
 
 /// `$XDG_CONFIG_HOME/alipanfs/config.toml`.
 pub fn default_config_file() -> PathBuf {
-    xdg("XDG_CONFIG_HOME", ".config").join("alipanfs").join("config.toml")
+    xdg("XDG_CONFIG_HOME", ".config")
+        .join("alipanfs")
+        .join("config.toml")
 }
 
 /// Sizes like `4096`, `64K`, `64M`, `1G`, `256MiB` (binary units).
@@ -317,8 +340,15 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
     let t = s.trim();
     let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(digits_end);
-    let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a size (e.g. 64M)"))?;
-    let shift = match unit.trim().to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (e.g. 64M)"))?;
+    let shift = match unit
+        .trim()
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
         "" => 0,
         "K" => 10,
         "M" => 20,
@@ -326,11 +356,13 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
         "T" => 40,
         _ => return Err(format!("'{s}' has an unknown unit (use K, M, G or T)")),
     };
-    n.checked_mul(1u64 << shift).ok_or_else(|| format!("'{s}' is too large"))
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("'{s}' is too large"))
 }
 
 pub fn parse_octal(s: &str) -> std::result::Result<u32, String> {
-    u32::from_str_radix(s.trim().trim_start_matches("0o"), 8).map_err(|_| format!("'{s}' is not an octal number"))
+    u32::from_str_radix(s.trim().trim_start_matches("0o"), 8)
+        .map_err(|_| format!("'{s}' is not an octal number"))
 }
 
 fn de_size<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<u64>, D::Error> {
@@ -371,12 +403,16 @@ mod tests {
 
     #[test]
     fn o_list_maps_fstab_options_and_refuses_unknown_ones_by_name() {
-        let o = MountOptions::from_o_list(&["ro,allow_other,uid=1000,_netdev,x-systemd.automount,drive=resource".into()])
-            .unwrap();
+        let o = MountOptions::from_o_list(&[
+            "ro,allow_other,uid=1000,_netdev,x-systemd.automount,drive=resource".into(),
+        ])
+        .unwrap();
         assert!(o.read_only && o.allow_other);
         assert_eq!(o.uid, Some(1000));
         assert_eq!(o.drive, Some(DriveChoice::Resource));
-        let err = MountOptions::from_o_list(&["ro,frobnicate".into()]).unwrap_err().to_string();
+        let err = MountOptions::from_o_list(&["ro,frobnicate".into()])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("frobnicate"), "{err}");
         assert!(MountOptions::from_o_list(&["refresh_token=x".into()]).is_err());
     }
@@ -393,13 +429,19 @@ mod tests {
         assert!(o.read_only);
         assert!(toml::from_str::<MountOptions>("no-such-option = 1").is_err());
         // The command line wins over the file.
-        let cli = MountOptions { drive: Some(DriveChoice::Resource), ..Default::default() };
+        let cli = MountOptions {
+            drive: Some(DriveChoice::Resource),
+            ..Default::default()
+        };
         assert_eq!(cli.or(o).drive, Some(DriveChoice::Resource));
     }
 
     #[test]
     fn client_id_without_secret_is_refused() {
-        let o = MountOptions { client_id: Some("id".into()), ..Default::default() };
+        let o = MountOptions {
+            client_id: Some("id".into()),
+            ..Default::default()
+        };
         assert!(o.resolve().is_err());
         let s = MountOptions::default().resolve().unwrap();
         assert_eq!(s.root_folder_id, "root");

@@ -86,8 +86,15 @@ impl Listing {
 
 enum Handle {
     Dir(Arc<Vec<DirEntry>>),
-    Remote { ino: u64, reader: Arc<ReadHandle> },
-    Local { ino: u64, content: Arc<LocalContent>, writable: bool },
+    Remote {
+        ino: u64,
+        reader: Arc<ReadHandle>,
+    },
+    Local {
+        ino: u64,
+        content: Arc<LocalContent>,
+        writable: bool,
+    },
 }
 
 pub struct FsCore {
@@ -114,7 +121,10 @@ impl FsCore {
         staging: Staging,
         uploads: Arc<UploadQueue>,
     ) -> Arc<FsCore> {
-        let table = Arc::new(Mutex::new(InodeTable::new(&cfg.root_file_id, SystemTime::now())));
+        let table = Arc::new(Mutex::new(InodeTable::new(
+            &cfg.root_file_id,
+            SystemTime::now(),
+        )));
         let evict_table = table.clone();
         let listings = Cache::builder()
             .max_capacity(cfg.max_cached_dirs)
@@ -140,7 +150,10 @@ impl FsCore {
             uploads,
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
-            space: Cache::builder().max_capacity(1).time_to_live(Duration::from_secs(10)).build(),
+            space: Cache::builder()
+                .max_capacity(1)
+                .time_to_live(Duration::from_secs(10))
+                .build(),
             prepare_lock: tokio::sync::Mutex::new(()),
         });
         let events = core.uploads.subscribe();
@@ -174,7 +187,12 @@ impl FsCore {
     }
 
     fn node(&self, ino: u64) -> Result<Node> {
-        self.table.lock().unwrap().get(ino).cloned().ok_or_else(|| Error::NotFound(format!("inode {ino}")))
+        self.table
+            .lock()
+            .unwrap()
+            .get(ino)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("inode {ino}")))
     }
 
     fn folder(&self, ino: u64) -> Result<Node> {
@@ -195,7 +213,10 @@ impl FsCore {
 
     /// The cached listing of a folder, listing it (single-flight) when absent or expired.
     async fn listing(&self, dir: u64) -> Result<Arc<Listing>> {
-        self.listings.try_get_with(dir, self.load_listing(dir)).await.map_err(Error::unshare)
+        self.listings
+            .try_get_with(dir, self.load_listing(dir))
+            .await
+            .map_err(Error::unshare)
     }
 
     async fn load_listing(&self, dir: u64) -> Result<Arc<Listing>> {
@@ -216,7 +237,10 @@ impl FsCore {
             .filter_map(|ino| table.get(ino).map(|n| (n.name.clone(), ino)))
             .collect();
         for (item, name) in items.iter().zip(display) {
-            if local.get(&name).is_some_and(|&ino| table.get(ino).is_some_and(|n| n.file_id != item.file_id)) {
+            if local
+                .get(&name)
+                .is_some_and(|&ino| table.get(ino).is_some_and(|n| n.file_id != item.file_id))
+            {
                 continue;
             }
             let ino = table.upsert_remote(item, dir, &name);
@@ -232,7 +256,9 @@ impl FsCore {
     async fn child(&self, parent: u64, name: &str) -> Result<Node> {
         self.folder(parent)?;
         let listing = self.listing(parent).await?;
-        let ino = listing.get(name).ok_or_else(|| Error::NotFound(name.to_string()))?;
+        let ino = listing
+            .get(name)
+            .ok_or_else(|| Error::NotFound(name.to_string()))?;
         self.node(ino)
     }
 
@@ -241,7 +267,9 @@ impl FsCore {
     pub async fn lookup(&self, parent: u64, name: &str) -> Result<Attr> {
         let node = self.child(parent, name).await?;
         let mut table = self.table.lock().unwrap();
-        let node = table.get_mut(node.ino).ok_or_else(|| Error::NotFound(name.to_string()))?;
+        let node = table
+            .get_mut(node.ino)
+            .ok_or_else(|| Error::NotFound(name.to_string()))?;
         node.lookups += 1;
         let node = node.clone();
         drop(table);
@@ -260,7 +288,11 @@ impl FsCore {
             }
         };
         // Keep the node while its parent's cached listing names it (readdir gave it out).
-        let listed = self.listings.get(&parent).await.is_some_and(|l| l.get(&name) == Some(ino));
+        let listed = self
+            .listings
+            .get(&parent)
+            .await
+            .is_some_and(|l| l.get(&name) == Some(ino));
         if !listed {
             self.table.lock().unwrap().free_if_unreferenced(ino);
         }
@@ -281,19 +313,42 @@ impl FsCore {
             .unwrap()
             .iter()
             .filter_map(|(name, &child)| {
-                table.get(child).map(|n| DirEntry { ino: child, name: name.clone(), kind: n.kind })
+                table.get(child).map(|n| DirEntry {
+                    ino: child,
+                    name: name.clone(),
+                    kind: n.kind,
+                })
             })
             .collect();
         let parent = table.get(ino).map(|n| n.parent).unwrap_or(ROOT_INO);
         drop(table);
-        entries.insert(0, DirEntry { ino: parent, name: "..".into(), kind: ItemKind::Folder });
-        entries.insert(0, DirEntry { ino, name: ".".into(), kind: ItemKind::Folder });
+        entries.insert(
+            0,
+            DirEntry {
+                ino: parent,
+                name: "..".into(),
+                kind: ItemKind::Folder,
+            },
+        );
+        entries.insert(
+            0,
+            DirEntry {
+                ino,
+                name: ".".into(),
+                kind: ItemKind::Folder,
+            },
+        );
         Ok(self.add_handle(Handle::Dir(Arc::new(entries))))
     }
 
     /// Entries of an open folder from `offset` on, with their attributes when `plus` (readdirplus
     /// counts as a lookup of each entry but `.` and `..`).
-    pub fn readdir(&self, fh: u64, offset: u64, plus: bool) -> Result<Vec<(DirEntry, Option<Attr>)>> {
+    pub fn readdir(
+        &self,
+        fh: u64,
+        offset: u64,
+        plus: bool,
+    ) -> Result<Vec<(DirEntry, Option<Attr>)>> {
         let entries = match self.handles.lock().unwrap().get(&fh) {
             Some(Handle::Dir(entries)) => entries.clone(),
             _ => return Err(Error::NotADirectory(format!("handle {fh}"))),
@@ -360,11 +415,22 @@ impl FsCore {
         let handle = if write || truncate {
             self.writable()?;
             let content = self.local_for_writing(ino, truncate).await?;
-            Handle::Local { ino, content, writable: true }
+            Handle::Local {
+                ino,
+                content,
+                writable: true,
+            }
         } else if let Some(content) = node.local.clone() {
-            Handle::Local { ino, content, writable: false }
+            Handle::Local {
+                ino,
+                content,
+                writable: false,
+            }
         } else {
-            Handle::Remote { ino, reader: Arc::new(self.reader.open(&node.file_id, node.size)) }
+            Handle::Remote {
+                ino,
+                reader: Arc::new(self.reader.open(&node.file_id, node.size)),
+            }
         };
         self.track_open(ino, 1);
         Ok(self.add_handle(handle))
@@ -388,7 +454,11 @@ impl FsCore {
 
     fn writable_handle(&self, fh: u64) -> Result<(u64, Arc<LocalContent>)> {
         match self.handles.lock().unwrap().get(&fh) {
-            Some(Handle::Local { ino, content, writable: true }) => Ok((*ino, content.clone())),
+            Some(Handle::Local {
+                ino,
+                content,
+                writable: true,
+            }) => Ok((*ino, content.clone())),
             _ => Err(Error::Io(std::io::Error::from_raw_os_error(libc::EBADF))),
         }
     }
@@ -420,9 +490,17 @@ impl FsCore {
         match handle {
             Handle::Dir(_) => {}
             Handle::Remote { ino, .. } => self.track_open(ino, -1),
-            Handle::Local { ino, content, writable } => {
+            Handle::Local {
+                ino,
+                content,
+                writable,
+            } => {
                 self.track_open(ino, -1);
-                if writable && content.remove_writer() == 0 && content.is_dirty() && !content.is_sealed() {
+                if writable
+                    && content.remove_writer() == 0
+                    && content.is_dirty()
+                    && !content.is_sealed()
+                {
                     self.submit_upload(ino, &content)?;
                 }
             }
@@ -434,8 +512,12 @@ impl FsCore {
         content.seal();
         let target = {
             let table = self.table.lock().unwrap();
-            let node = table.get(ino).ok_or_else(|| Error::NotFound(format!("inode {ino}")))?;
-            let parent = table.get(node.parent).ok_or_else(|| Error::NotFound(format!("inode {}", node.parent)))?;
+            let node = table
+                .get(ino)
+                .ok_or_else(|| Error::NotFound(format!("inode {ino}")))?;
+            let parent = table
+                .get(node.parent)
+                .ok_or_else(|| Error::NotFound(format!("inode {}", node.parent)))?;
             UploadTarget {
                 parent_file_id: parent.file_id.clone(),
                 name: node.remote_name.clone(),
@@ -492,7 +574,10 @@ impl FsCore {
         while offset < node.size {
             let chunk = reader.read(offset, 4 << 20).await?;
             if chunk.is_empty() {
-                return Err(Error::BadResponse(format!("{} ended at {offset} of {}", node.name, node.size)));
+                return Err(Error::BadResponse(format!(
+                    "{} ended at {offset} of {}",
+                    node.name, node.size
+                )));
             }
             content.write_at(offset, &chunk)?;
             offset += chunk.len() as u64;
@@ -528,7 +613,11 @@ impl FsCore {
             node.clone()
         };
         listing.insert(name, node.ino);
-        let fh = self.add_handle(Handle::Local { ino: node.ino, content, writable: true });
+        let fh = self.add_handle(Handle::Local {
+            ino: node.ino,
+            content,
+            writable: true,
+        });
         Ok((self.attr_of(&node), fh))
     }
 
@@ -546,11 +635,15 @@ impl FsCore {
         let current = self.attr_of(&node);
         if let Some(mode) = mode {
             if (mode & 0o7777) as u16 != current.perm {
-                return Err(Error::NotSupported("chmod: the drive stores no permissions".into()));
+                return Err(Error::NotSupported(
+                    "chmod: the drive stores no permissions".into(),
+                ));
             }
         }
         if uid.is_some_and(|u| u != current.uid) || gid.is_some_and(|g| g != current.gid) {
-            return Err(Error::NotSupported("chown: the drive stores no owners".into()));
+            return Err(Error::NotSupported(
+                "chown: the drive stores no owners".into(),
+            ));
         }
         if let Some(size) = size {
             self.writable()?;
@@ -585,7 +678,10 @@ impl FsCore {
         if listing.get(name).is_some() {
             return Err(Error::AlreadyExists(name.to_string()));
         }
-        let created = self.drive.create_folder(&folder.file_id, name, crate::drive::CheckNameMode::Refuse).await?;
+        let created = self
+            .drive
+            .create_folder(&folder.file_id, name, crate::drive::CheckNameMode::Refuse)
+            .await?;
         if created.exist {
             return Err(Error::AlreadyExists(name.to_string()));
         }
@@ -610,7 +706,9 @@ impl FsCore {
         };
         listing.insert(name, node.ino);
         // The new folder is empty: cache that instead of listing it.
-        self.listings.insert(node.ino, Arc::new(Listing::default())).await;
+        self.listings
+            .insert(node.ino, Arc::new(Listing::default()))
+            .await;
         Ok(self.attr_of(&node))
     }
 
@@ -674,7 +772,14 @@ impl FsCore {
     /// rename(2): replaces an existing target as POSIX says. Order: the target goes to the
     /// recycle bin first (its content stays recoverable there), then the source takes the name;
     /// if the second step fails, the source is untouched under its old name.
-    pub async fn rename(&self, parent: u64, name: &str, new_parent: u64, new_name: &str, no_replace: bool) -> Result<()> {
+    pub async fn rename(
+        &self,
+        parent: u64,
+        name: &str,
+        new_parent: u64,
+        new_name: &str,
+        no_replace: bool,
+    ) -> Result<()> {
         self.writable()?;
         names::validate(new_name)?;
         let node = self.child(parent, name).await?;
@@ -703,18 +808,25 @@ impl FsCore {
             self.forget_removed(new_parent, new_name, &target).await;
         }
         if node.is_dir() && self.is_ancestor(node.ino, new_parent) {
-            return Err(Error::InvalidName(format!("cannot move {name} into itself")));
+            return Err(Error::InvalidName(format!(
+                "cannot move {name} into itself"
+            )));
         }
         if !node.is_local_only() {
             if parent == new_parent {
                 self.drive.rename(&node.file_id, new_name).await?;
             } else {
-                let result = self.drive.move_item(&node.file_id, &target_folder.file_id, Some(new_name)).await?;
+                let renamed = (node.remote_name != new_name).then_some(new_name);
+                let result = self
+                    .drive
+                    .move_item(&node.file_id, &target_folder.file_id, renamed)
+                    .await?;
                 if result.exist {
                     return Err(Error::AlreadyExists(new_name.to_string()));
                 }
-                if node.remote_name != new_name {
-                    // The Open API's move keeps the name unless it clashes: rename explicitly.
+                // Sources disagree on whether move's `new_name` always applies or only on a
+                // clash: check, and rename when it did not.
+                if renamed.is_some() && self.drive.get(&node.file_id).await?.name != new_name {
                     self.drive.rename(&node.file_id, new_name).await?;
                 }
             }
@@ -754,7 +866,10 @@ impl FsCore {
     // ----- upload results ------------------------------------------------------------------
 
     /// Swap a node to its uploaded drive item once the queue reports success.
-    async fn follow_uploads(core: std::sync::Weak<FsCore>, mut events: tokio::sync::broadcast::Receiver<UploadEvent>) {
+    async fn follow_uploads(
+        core: std::sync::Weak<FsCore>,
+        mut events: tokio::sync::broadcast::Receiver<UploadEvent>,
+    ) {
         loop {
             let event = match events.recv().await {
                 Ok(event) => event,
@@ -785,7 +900,9 @@ impl FsCore {
                     }
                     debug!(ino = event.key, file_id = %item.file_id, "upload landed");
                 }
-                Err(message) => error!(ino = event.key, %message, "upload failed; it stays queued for retry"),
+                Err(message) => {
+                    error!(ino = event.key, %message, "upload failed; it stays queued for retry")
+                }
             }
         }
     }

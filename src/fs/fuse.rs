@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner, OpenFlags,
-    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig,
+    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow, WriteFlags,
 };
 use tracing::{debug, warn};
 
@@ -29,8 +30,18 @@ pub struct FuseAdapter {
 }
 
 impl FuseAdapter {
-    pub fn new(core: Arc<FsCore>, rt: tokio::runtime::Handle, ttl: Duration, max_readahead: u32) -> Self {
-        FuseAdapter { core, rt, ttl, max_readahead }
+    pub fn new(
+        core: Arc<FsCore>,
+        rt: tokio::runtime::Handle,
+        ttl: Duration,
+        max_readahead: u32,
+    ) -> Self {
+        FuseAdapter {
+            core,
+            rt,
+            ttl,
+            max_readahead,
+        }
     }
 }
 
@@ -66,7 +77,9 @@ fn errno(op: &str, err: &Error) -> fuser::Errno {
     let code = err.errno();
     match code {
         libc::ENOENT | libc::EEXIST | libc::ENOTEMPTY => debug!(op, error = %err, "fs op refused"),
-        libc::ENOSPC => warn!(op, error = %err, "drive is full (quota exhausted): free space on the drive"),
+        libc::ENOSPC => {
+            warn!(op, error = %err, "drive is full (quota exhausted): free space on the drive")
+        }
         _ => warn!(op, error = %err, "fs op failed"),
     }
     fuser::Errno::from_i32(code)
@@ -110,7 +123,8 @@ impl Filesystem for FuseAdapter {
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
         let core = self.core.clone();
-        self.rt.spawn(async move { core.forget(ino.0, nlookup).await });
+        self.rt
+            .spawn(async move { core.forget(ino.0, nlookup).await });
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -143,19 +157,39 @@ impl Filesystem for FuseAdapter {
     ) {
         let (core, ttl) = (self.core.clone(), self.ttl);
         self.rt.spawn(async move {
-            match core.setattr(ino.0, size, mtime.map(time_of), mode, uid, gid).await {
+            match core
+                .setattr(ino.0, size, mtime.map(time_of), mode, uid, gid)
+                .await
+            {
                 Ok(attr) => reply.attr(&ttl, &file_attr(&attr)),
                 Err(e) => reply.error(errno("setattr", &e)),
             }
         });
     }
 
-    fn mknod(&self, _req: &Request, _p: INodeNo, _n: &OsStr, _m: u32, _u: u32, _r: u32, reply: ReplyEntry) {
+    fn mknod(
+        &self,
+        _req: &Request,
+        _p: INodeNo,
+        _n: &OsStr,
+        _m: u32,
+        _u: u32,
+        _r: u32,
+        reply: ReplyEntry,
+    ) {
         debug!("mknod refused: the drive stores only files and folders");
         reply.error(fuser::Errno::from_i32(libc::EPERM));
     }
 
-    fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
         let name = match name_str(name, "mkdir") {
             Ok(n) => n.to_string(),
             Err(e) => return reply.error(e),
@@ -197,7 +231,14 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn symlink(&self, _req: &Request, _p: INodeNo, _n: &OsStr, _t: &std::path::Path, reply: ReplyEntry) {
+    fn symlink(
+        &self,
+        _req: &Request,
+        _p: INodeNo,
+        _n: &OsStr,
+        _t: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
         debug!("symlink refused: the drive has no symbolic links");
         reply.error(fuser::Errno::from_i32(libc::EPERM));
     }
@@ -222,7 +263,10 @@ impl Filesystem for FuseAdapter {
         let no_replace = flags.bits() & libc::RENAME_NOREPLACE != 0;
         let core = self.core.clone();
         self.rt.spawn(async move {
-            match core.rename(parent.0, &name, newparent.0, &newname, no_replace).await {
+            match core
+                .rename(parent.0, &name, newparent.0, &newname, no_replace)
+                .await
+            {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("rename", &e)),
             }
@@ -285,7 +329,14 @@ impl Filesystem for FuseAdapter {
         }
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         reply.ok();
     }
 
@@ -305,7 +356,14 @@ impl Filesystem for FuseAdapter {
         }
     }
 
-    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         let core = self.core.clone();
         self.rt.spawn_blocking(move || match core.fsync(fh.0) {
             Ok(()) => reply.ok(),
@@ -323,7 +381,14 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         match self.core.readdir(fh.0, offset, false) {
             Ok(entries) => {
                 for (i, (entry, _)) in entries.iter().enumerate() {
@@ -338,7 +403,14 @@ impl Filesystem for FuseAdapter {
         }
     }
 
-    fn readdirplus(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
         match self.core.readdir(fh.0, offset, true) {
             Ok(entries) => {
                 for (i, (entry, attr)) in entries.iter().enumerate() {
@@ -350,7 +422,14 @@ impl Filesystem for FuseAdapter {
                             None => continue,
                         },
                     };
-                    if reply.add(INodeNo(entry.ino), next, &entry.name, &self.ttl, &file_attr(&attr), Generation(0)) {
+                    if reply.add(
+                        INodeNo(entry.ino),
+                        next,
+                        &entry.name,
+                        &self.ttl,
+                        &file_attr(&attr),
+                        Generation(0),
+                    ) {
                         break;
                     }
                     // The kernel now holds a lookup on this entry (but not on . and ..).
@@ -364,7 +443,14 @@ impl Filesystem for FuseAdapter {
         }
     }
 
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
         self.core.releasedir(fh.0);
         reply.ok();
     }
@@ -384,11 +470,27 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn setxattr(&self, _req: &Request, _ino: INodeNo, _n: &OsStr, _v: &[u8], _f: i32, _p: u32, reply: ReplyEmpty) {
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _n: &OsStr,
+        _v: &[u8],
+        _f: i32,
+        _p: u32,
+        reply: ReplyEmpty,
+    ) {
         reply.error(fuser::Errno::from_i32(libc::ENOTSUP));
     }
 
-    fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
         reply.error(fuser::Errno::from_i32(libc::ENOTSUP));
     }
 
@@ -426,9 +528,13 @@ impl Filesystem for FuseAdapter {
         let (core, ttl) = (self.core.clone(), self.ttl);
         self.rt.spawn(async move {
             match core.create(parent.0, &name).await {
-                Ok((attr, fh)) => {
-                    reply.created(&ttl, &file_attr(&attr), Generation(0), FileHandle(fh), FopenFlags::empty())
-                }
+                Ok((attr, fh)) => reply.created(
+                    &ttl,
+                    &file_attr(&attr),
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                ),
                 Err(e) => reply.error(errno("create", &e)),
             }
         });

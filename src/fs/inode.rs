@@ -66,7 +66,10 @@ pub struct InodeTable {
 
 impl InodeTable {
     pub fn new(root_file_id: &str, mount_time: SystemTime) -> Self {
-        let mut table = InodeTable { next_ino: ROOT_INO + 1, ..Default::default() };
+        let mut table = InodeTable {
+            next_ino: ROOT_INO + 1,
+            ..Default::default()
+        };
         let root = Node {
             ino: ROOT_INO,
             file_id: root_file_id.to_string(),
@@ -146,7 +149,13 @@ impl InodeTable {
     }
 
     /// A new file created through the mount: it has a placeholder id until uploaded.
-    pub fn insert_local_file(&mut self, parent: u64, name: &str, local: Arc<LocalContent>, now: SystemTime) -> u64 {
+    pub fn insert_local_file(
+        &mut self,
+        parent: u64,
+        name: &str,
+        local: Arc<LocalContent>,
+        now: SystemTime,
+    ) -> u64 {
         let ino = self.allocate();
         let node = Node {
             ino,

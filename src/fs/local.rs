@@ -45,7 +45,9 @@ impl LocalContent {
         let mut buf = vec![0u8; len];
         let mut filled = 0;
         while filled < len {
-            let n = self.file.read_at(&mut buf[filled..], offset + filled as u64)?;
+            let n = self
+                .file
+                .read_at(&mut buf[filled..], offset + filled as u64)?;
             if n == 0 {
                 break;
             }
@@ -107,6 +109,8 @@ impl LocalContent {
 
     /// One writer closed; returns how many remain.
     pub fn remove_writer(&self) -> u32 {
-        self.writers.fetch_sub(1, Ordering::SeqCst).saturating_sub(1)
+        self.writers
+            .fetch_sub(1, Ordering::SeqCst)
+            .saturating_sub(1)
     }
 }

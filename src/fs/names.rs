@@ -85,7 +85,10 @@ mod tests {
             item("dddddddddddd", "b", 6),
         ];
         let names = display_names(&items);
-        assert_eq!(names, vec!["a (bbbbbbbb).txt", "a.txt", "b", "b (dddddddd)"]);
+        assert_eq!(
+            names,
+            vec!["a (bbbbbbbb).txt", "a.txt", "b", "b (dddddddd)"]
+        );
     }
 
     #[test]

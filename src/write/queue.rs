@@ -59,6 +59,9 @@ struct Slot {
     running: Option<Job>,
     /// Wakes the key's task from a retry backoff when a newer job arrives.
     wake: Arc<Notify>,
+    /// The file was deleted through the mount: drop what waits, and remove what a running
+    /// upload produces.
+    cancelled: bool,
 }
 
 pub struct UploadQueue {
@@ -120,7 +123,9 @@ impl UploadQueue {
             waiting: None,
             running: None,
             wake: Arc::new(Notify::new()),
+            cancelled: false,
         });
+        slot.cancelled = false;
         if let Some(old) = slot.waiting.replace(job.clone()) {
             if old.staged != job.staged && !is_running(slot, &old.staged) {
                 tracing::debug!(key, old = %old.staged.display(), "superseded by a newer version");
@@ -170,6 +175,31 @@ impl UploadQueue {
                 return self.pending();
             }
         }
+    }
+
+    /// The file was deleted through the mount: a waiting job is dropped with its staged file; a
+    /// running one finishes (an upload cannot be recalled) and its result is then removed from
+    /// the drive, without an event.
+    pub fn cancel(&self, key: u64) {
+        let mut slots = self.lock();
+        let Some(slot) = slots.get_mut(&key) else {
+            return;
+        };
+        if let Some(job) = slot.waiting.take() {
+            if !is_running(slot, &job.staged) {
+                remove_staged(&job.staged);
+            }
+        }
+        slot.cancelled = true;
+        slot.wake.notify_one();
+        drop(slots);
+        self.changed.notify_waiters();
+    }
+
+    fn take_cancelled(&self, key: u64) -> bool {
+        self.lock()
+            .get_mut(&key)
+            .is_some_and(|s| std::mem::take(&mut s.cancelled))
     }
 
     /// Change where a queued job goes (rename/move while queued). A waiting job is updated (and
@@ -245,6 +275,19 @@ impl UploadQueue {
                     .map(|item| (item, target))
             };
             match result {
+                Ok((item, _)) if self.take_cancelled(key) => {
+                    tracing::info!(key, file_id = %item.file_id, "file deleted while uploading; removing the upload");
+                    let removed = if self.cfg.delete_permanently {
+                        self.drive.delete(&item.file_id).await
+                    } else {
+                        self.drive.trash(&item.file_id).await
+                    };
+                    if let Err(e) = removed {
+                        tracing::error!(key, file_id = %item.file_id, "could not remove the upload of a deleted file: {e}");
+                    }
+                    self.drop_job(key, &job);
+                    return;
+                }
                 Ok((item, uploaded)) => {
                     let item = self.follow_target(key, &uploaded, item).await;
                     self.finish(key, &job, &uploaded, &item);
@@ -295,7 +338,9 @@ impl UploadQueue {
     }
 
     fn is_superseded(&self, key: u64) -> bool {
-        self.lock().get(&key).is_some_and(|s| s.waiting.is_some())
+        self.lock()
+            .get(&key)
+            .is_some_and(|s| s.waiting.is_some() || s.cancelled)
     }
 
     fn running_target(&self, key: u64) -> Option<UploadTarget> {

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[allow(unused_imports)]
 pub use alipanfs::emulator::{Emulator, EmulatorConfig, Faults};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_alipanfs");
@@ -18,7 +19,10 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_alipanfs");
 /// *not* taken: limits stay as the real service's unless a test says otherwise).
 pub fn emulator_with(tweak: impl FnOnce(&mut EmulatorConfig)) -> (Emulator, tempfile::TempDir) {
     let data = tempfile::tempdir().expect("temp dir");
-    let mut cfg = EmulatorConfig { data_dir: data.path().join("emulator"), ..Default::default() };
+    let mut cfg = EmulatorConfig {
+        data_dir: data.path().join("emulator"),
+        ..Default::default()
+    };
     tweak(&mut cfg);
     let emulator = Emulator::start_background(cfg).expect("emulator starts");
     (emulator, data)
@@ -44,7 +48,12 @@ pub struct MountBuilder {
 
 impl MountBuilder {
     pub fn new(emulator: Emulator, temp: tempfile::TempDir) -> Self {
-        MountBuilder { emulator, temp, args: Vec::new(), deadline: Duration::from_secs(240) }
+        MountBuilder {
+            emulator,
+            temp,
+            args: Vec::new(),
+            deadline: Duration::from_secs(240),
+        }
     }
 
     pub fn arg(mut self, a: impl Into<String>) -> Self {
@@ -58,7 +67,8 @@ impl MountBuilder {
     }
 
     pub fn mount(self) -> Mount {
-        self.try_mount().unwrap_or_else(|e| panic!("mount failed: {e}"))
+        self.try_mount()
+            .unwrap_or_else(|e| panic!("mount failed: {e}"))
     }
 
     pub fn try_mount(self) -> Result<Mount, String> {
@@ -111,7 +121,13 @@ impl MountBuilder {
             if is_mounted(&mount.dir) {
                 return Ok(mount);
             }
-            if let Some(status) = mount.child.lock().unwrap().as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = mount
+                .child
+                .lock()
+                .unwrap()
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 return Err(format!("alipanfs exited with {status}: {}", mount.log()));
             }
             if Instant::now() > deadline {
@@ -122,7 +138,12 @@ impl MountBuilder {
     }
 }
 
-fn spawn_watchdog(child: Arc<Mutex<Option<Child>>>, done: Arc<AtomicBool>, dir: PathBuf, deadline: Duration) {
+fn spawn_watchdog(
+    child: Arc<Mutex<Option<Child>>>,
+    done: Arc<AtomicBool>,
+    dir: PathBuf,
+    deadline: Duration,
+) {
     std::thread::spawn(move || {
         let start = Instant::now();
         while start.elapsed() < deadline {
@@ -131,18 +152,28 @@ fn spawn_watchdog(child: Arc<Mutex<Option<Child>>>, done: Arc<AtomicBool>, dir: 
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        eprintln!("watchdog: test overran {deadline:?}; killing the daemon and unmounting {}", dir.display());
+        eprintln!(
+            "watchdog: test overran {deadline:?}; killing the daemon and unmounting {}",
+            dir.display()
+        );
         if let Some(c) = child.lock().unwrap().as_mut() {
             let _ = c.kill();
         }
-        let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(&dir).status();
+        let _ = Command::new("fusermount3")
+            .arg("-u")
+            .arg("-z")
+            .arg(&dir)
+            .status();
     });
 }
 
 pub fn is_mounted(dir: &Path) -> bool {
     let want = dir.to_string_lossy().to_string();
     std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|info| info.lines().any(|l| l.split(' ').nth(4) == Some(want.as_str())))
+        .map(|info| {
+            info.lines()
+                .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+        })
         .unwrap_or(false)
 }
 
@@ -187,7 +218,10 @@ impl Mount {
         let deadline = Instant::now() + timeout;
         while !cond() {
             if Instant::now() > deadline {
-                panic!("timed out waiting for {what}\n--- daemon log ---\n{}", self.log());
+                panic!(
+                    "timed out waiting for {what}\n--- daemon log ---\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -196,7 +230,10 @@ impl Mount {
     /// The emulator's entry at a path (relative to the drive root), not trashed.
     pub fn remote(&self, path: &str) -> Option<alipanfs::emulator::TreeEntry> {
         let want = format!("/{}", path.trim_start_matches('/'));
-        self.emulator.tree().into_iter().find(|e| e.path == want && !e.trashed)
+        self.emulator
+            .tree()
+            .into_iter()
+            .find(|e| e.path == want && !e.trashed)
     }
 }
 
@@ -205,7 +242,11 @@ impl Drop for Mount {
         self.done.store(true, Ordering::SeqCst);
         self.unmount();
         if is_mounted(&self.dir) {
-            let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(&self.dir).status();
+            let _ = Command::new("fusermount3")
+                .arg("-u")
+                .arg("-z")
+                .arg(&self.dir)
+                .status();
         }
     }
 }
@@ -217,7 +258,11 @@ pub fn sha1_of(path: &Path) -> String {
 
 /// Run a shell command, panicking with its output when it fails.
 pub fn sh(cmd: &str) -> String {
-    let out = Command::new("bash").arg("-c").arg(cmd).output().expect("bash runs");
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .expect("bash runs");
     if !out.status.success() {
         panic!(
             "command failed: {cmd}\nstdout: {}\nstderr: {}",
