@@ -110,6 +110,9 @@ pub struct FsCore {
     space: Cache<(), SpaceInfo>,
     /// Serialises the preparation of local content (download for read-modify-write, copies).
     prepare_lock: tokio::sync::Mutex<()>,
+    /// Makes "queue an upload under the node's current name" and "rename the node and its
+    /// queued upload" atomic with respect to each other (release and rename run concurrently).
+    upload_gate: Mutex<()>,
 }
 
 impl FsCore {
@@ -155,6 +158,7 @@ impl FsCore {
                 .time_to_live(Duration::from_secs(10))
                 .build(),
             prepare_lock: tokio::sync::Mutex::new(()),
+            upload_gate: Mutex::new(()),
         });
         let events = core.uploads.subscribe();
         tokio::spawn(Self::follow_uploads(Arc::downgrade(&core), events));
@@ -510,14 +514,15 @@ impl FsCore {
 
     fn submit_upload(&self, ino: u64, content: &Arc<LocalContent>) -> Result<()> {
         content.seal();
+        let _gate = self.upload_gate.lock().unwrap();
         let target = {
             let table = self.table.lock().unwrap();
-            let node = table
-                .get(ino)
-                .ok_or_else(|| Error::NotFound(format!("inode {ino}")))?;
-            let parent = table
-                .get(node.parent)
-                .ok_or_else(|| Error::NotFound(format!("inode {}", node.parent)))?;
+            let Some(node) = table.get(ino) else {
+                return Ok(()); // deleted while open: nothing to upload
+            };
+            let Some(parent) = table.get(node.parent).filter(|_| node.parent != 0) else {
+                return Ok(());
+            };
             UploadTarget {
                 parent_file_id: parent.file_id.clone(),
                 name: node.remote_name.clone(),
@@ -731,12 +736,32 @@ impl FsCore {
         if node.is_dir() {
             return Err(Error::IsADirectory(name.to_string()));
         }
-        self.uploads.cancel(node.ino);
+        {
+            let _gate = self.upload_gate.lock().unwrap();
+            self.uploads.cancel(node.ino);
+            if let Some(n) = self.table.lock().unwrap().get_mut(node.ino) {
+                n.parent = 0; // a release racing with us must not queue it again
+            }
+        }
+        // An upload that completed just before the cancel left a drive item: remove that one.
+        let node = self.adopt_upload(node.ino)?;
         if !node.is_local_only() {
             self.remove_remote(&node.file_id).await?;
         }
         self.forget_removed(parent, name, &node).await;
         Ok(())
+    }
+
+    /// Point a node at the result of its last completed upload, if the upload event has not
+    /// been applied yet (renames and deletes must act on the newest drive item).
+    fn adopt_upload(&self, ino: u64) -> Result<Node> {
+        if let Some(file_id) = self.uploads.uploaded_file_id(ino) {
+            let mut table = self.table.lock().unwrap();
+            if table.get(ino).is_some_and(|n| n.file_id != file_id) {
+                table.rekey(ino, &file_id);
+            }
+        }
+        self.node(ino)
     }
 
     pub async fn rmdir(&self, parent: u64, name: &str) -> Result<()> {
@@ -802,6 +827,7 @@ impl FsCore {
                 _ => {}
             }
             self.uploads.cancel(target_ino);
+            let target = self.adopt_upload(target_ino)?;
             if !target.is_local_only() {
                 self.remove_remote(&target.file_id).await?;
             }
@@ -812,40 +838,81 @@ impl FsCore {
                 "cannot move {name} into itself"
             )));
         }
+        // The newest drive item of the node (its upload may have landed a moment ago).
+        let node = self.adopt_upload(node.ino)?;
+        let old_remote_name = node.remote_name.clone();
+        let mut renamed_remote = false;
         if !node.is_local_only() {
-            if parent == new_parent {
-                self.drive.rename(&node.file_id, new_name).await?;
-            } else {
-                let renamed = (node.remote_name != new_name).then_some(new_name);
-                let result = self
-                    .drive
-                    .move_item(&node.file_id, &target_folder.file_id, renamed)
+            let to = (&target_folder.file_id, new_parent, new_name);
+            self.rename_remote(&node.file_id, &old_remote_name, parent, to)
+                .await?;
+            renamed_remote = true;
+        }
+        let queued = {
+            let _gate = self.upload_gate.lock().unwrap();
+            let folder_id = target_folder.file_id.clone();
+            let new_name_owned = new_name.to_string();
+            let queued = self.uploads.set_target(node.ino, move |t| {
+                t.parent_file_id = folder_id;
+                t.name = new_name_owned;
+            });
+            if let Some(n) = self.table.lock().unwrap().get_mut(node.ino) {
+                n.parent = new_parent;
+                n.name = new_name.to_string();
+                n.remote_name = new_name.to_string();
+                n.ctime = SystemTime::now();
+            }
+            queued
+        };
+        debug!(
+            ino = node.ino,
+            from = name,
+            to = new_name,
+            queued,
+            renamed_remote,
+            "renamed"
+        );
+        if !queued && !renamed_remote {
+            // A first upload that landed between our two looks is renamed like any drive item.
+            let landed = self.adopt_upload(node.ino)?;
+            if !landed.is_local_only() {
+                let to = (&target_folder.file_id, new_parent, new_name);
+                self.rename_remote(&landed.file_id, &old_remote_name, parent, to)
                     .await?;
-                if result.exist {
-                    return Err(Error::AlreadyExists(new_name.to_string()));
-                }
-                // Sources disagree on whether move's `new_name` always applies or only on a
-                // clash: check, and rename when it did not.
-                if renamed.is_some() && self.drive.get(&node.file_id).await?.name != new_name {
-                    self.drive.rename(&node.file_id, new_name).await?;
-                }
             }
         }
-        let folder_id = target_folder.file_id.clone();
-        let new_name_owned = new_name.to_string();
-        self.uploads.set_target(node.ino, move |t| {
-            t.parent_file_id = folder_id;
-            t.name = new_name_owned;
-        });
         if let Some(listing) = self.listings.get(&parent).await {
             listing.remove(name);
         }
         target_listing.insert(new_name, node.ino);
-        if let Some(n) = self.table.lock().unwrap().get_mut(node.ino) {
-            n.parent = new_parent;
-            n.name = new_name.to_string();
-            n.remote_name = new_name.to_string();
-            n.ctime = SystemTime::now();
+        Ok(())
+    }
+
+    /// Rename and/or move a drive item.
+    /// `to` is (folder file_id, folder inode, name).
+    async fn rename_remote(
+        &self,
+        file_id: &str,
+        remote_name: &str,
+        parent: u64,
+        to: (&String, u64, &str),
+    ) -> Result<()> {
+        let (folder_id, new_parent, new_name) = to;
+        if parent == new_parent {
+            if remote_name != new_name {
+                self.drive.rename(file_id, new_name).await?;
+            }
+            return Ok(());
+        }
+        let renamed = (remote_name != new_name).then_some(new_name);
+        let result = self.drive.move_item(file_id, folder_id, renamed).await?;
+        if result.exist {
+            return Err(Error::AlreadyExists(new_name.to_string()));
+        }
+        // Sources disagree on whether move's `new_name` always applies or only on a clash:
+        // check, and rename when it did not.
+        if renamed.is_some() && self.drive.get(file_id).await?.name != new_name {
+            self.drive.rename(file_id, new_name).await?;
         }
         Ok(())
     }

@@ -76,7 +76,15 @@ fn file_type(kind: ItemKind) -> FileType {
 fn errno(op: &str, err: &Error) -> fuser::Errno {
     let code = err.errno();
     match code {
-        libc::ENOENT | libc::EEXIST | libc::ENOTEMPTY => debug!(op, error = %err, "fs op refused"),
+        // Expected answers (and what the drive cannot store, e.g. git's chmod probe): quiet.
+        libc::ENOENT
+        | libc::EEXIST
+        | libc::ENOTEMPTY
+        | libc::ENOTSUP
+        | libc::EPERM
+        | libc::EROFS => {
+            debug!(op, error = %err, "fs op refused")
+        }
         libc::ENOSPC => {
             warn!(op, error = %err, "drive is full (quota exhausted): free space on the drive")
         }

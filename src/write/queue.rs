@@ -75,6 +75,9 @@ pub struct UploadQueue {
     changed: Notify,
     /// Recently replaced file_ids and their successors.
     replaced: Mutex<ReplacedIds>,
+    /// key → file_id of its last completed upload. Written under the slots lock as the running
+    /// job clears, so a caller that finds no job for a key finds its result here.
+    completed: Mutex<HashMap<u64, String>>,
     runtime: tokio::runtime::Handle,
 }
 
@@ -91,6 +94,7 @@ impl UploadQueue {
             events,
             changed: Notify::new(),
             replaced: Mutex::new(ReplacedIds::default()),
+            completed: Mutex::new(HashMap::new()),
             runtime: tokio::runtime::Handle::current(),
         })
     }
@@ -180,10 +184,11 @@ impl UploadQueue {
     /// The file was deleted through the mount: a waiting job is dropped with its staged file; a
     /// running one finishes (an upload cannot be recalled) and its result is then removed from
     /// the drive, without an event.
-    pub fn cancel(&self, key: u64) {
+    /// Returns false when the key has no job (nothing waits or runs).
+    pub fn cancel(&self, key: u64) -> bool {
         let mut slots = self.lock();
         let Some(slot) = slots.get_mut(&key) else {
-            return;
+            return false;
         };
         if let Some(job) = slot.waiting.take() {
             if !is_running(slot, &job.staged) {
@@ -194,24 +199,20 @@ impl UploadQueue {
         slot.wake.notify_one();
         drop(slots);
         self.changed.notify_waiters();
-    }
-
-    fn take_cancelled(&self, key: u64) -> bool {
-        self.lock()
-            .get_mut(&key)
-            .is_some_and(|s| std::mem::take(&mut s.cancelled))
+        true
     }
 
     /// Change where a queued job goes (rename/move while queued). A waiting job is updated (and
     /// re-journaled); a running one is moved/renamed on the drive right after it completes.
-    pub fn set_target(&self, key: u64, f: impl FnOnce(&mut UploadTarget)) {
+    /// Returns false when the key has no job: the change is then the caller's to make.
+    pub fn set_target(&self, key: u64, f: impl FnOnce(&mut UploadTarget)) -> bool {
         let mut slots = self.lock();
         let Some(slot) = slots.get_mut(&key) else {
-            return;
+            return false;
         };
         let mut target = match (&slot.waiting, &slot.running) {
             (Some(j), _) | (None, Some(j)) => j.target.clone(),
-            (None, None) => return,
+            (None, None) => return false,
         };
         f(&mut target);
         if let Some(j) = slot.waiting.as_mut() {
@@ -225,6 +226,7 @@ impl UploadQueue {
             let replaces = j.target.replaces.clone();
             j.target = UploadTarget { replaces, ..target };
         }
+        true
     }
 
     /// The key's task: run waiting jobs until none is left, then retire the slot.
@@ -275,22 +277,32 @@ impl UploadQueue {
                     .map(|item| (item, target))
             };
             match result {
-                Ok((item, _)) if self.take_cancelled(key) => {
-                    tracing::info!(key, file_id = %item.file_id, "file deleted while uploading; removing the upload");
-                    let removed = if self.cfg.delete_permanently {
-                        self.drive.delete(&item.file_id).await
-                    } else {
-                        self.drive.trash(&item.file_id).await
+                Ok((mut item, uploaded)) => {
+                    // Apply renames/moves made meanwhile, until `finish` sees no newer one: a
+                    // rename or delete arriving at any moment is either applied here or finds
+                    // no job and the result in `uploaded_file_id`.
+                    let mut applied = uploaded.clone();
+                    let outcome = loop {
+                        let (moved, now) = self.follow_target(key, &applied, item).await;
+                        item = moved;
+                        applied = now;
+                        match self.finish(key, &job, &uploaded, &applied, &item) {
+                            Finish::Retarget => continue,
+                            done => break done,
+                        }
                     };
-                    if let Err(e) = removed {
-                        tracing::error!(key, file_id = %item.file_id, "could not remove the upload of a deleted file: {e}");
+                    if outcome == Finish::Cancelled {
+                        tracing::info!(key, file_id = %item.file_id, "file deleted while uploading; removing the upload");
+                        let removed = if self.cfg.delete_permanently {
+                            self.drive.delete(&item.file_id).await
+                        } else {
+                            self.drive.trash(&item.file_id).await
+                        };
+                        if let Err(e) = removed {
+                            tracing::error!(key, file_id = %item.file_id, "could not remove the upload of a deleted file: {e}");
+                        }
+                        return;
                     }
-                    self.drop_job(key, &job);
-                    return;
-                }
-                Ok((item, uploaded)) => {
-                    let item = self.follow_target(key, &uploaded, item).await;
-                    self.finish(key, &job, &uploaded, &item);
                     let _ = self.events.send(UploadEvent {
                         key,
                         staged: job.staged.clone(),
@@ -382,25 +394,50 @@ impl UploadQueue {
         }
     }
 
-    /// Success bookkeeping: the waiting job (if any) now replaces the file we just made, the
-    /// staged file goes, the slot's running job clears.
-    fn finish(&self, key: u64, job: &Job, uploaded: &UploadTarget, item: &RemoteItem) {
+    /// Success bookkeeping, atomic with respect to `set_target` and `cancel`: unless a newer
+    /// target or a cancel arrived, the waiting job (if any) now replaces the file we just made,
+    /// the result is recorded, the staged file goes and the slot's running job clears.
+    fn finish(
+        &self,
+        key: u64,
+        job: &Job,
+        uploaded: &UploadTarget,
+        applied: &UploadTarget,
+        item: &RemoteItem,
+    ) -> Finish {
+        let mut slots = self.lock();
+        let Some(slot) = slots.get_mut(&key) else {
+            return Finish::Done;
+        };
+        if slot.cancelled {
+            slot.cancelled = false;
+            slot.running = None;
+            drop(slots);
+            remove_staged(&job.staged);
+            return Finish::Cancelled;
+        }
+        if let Some(want) = slot.running.as_ref().map(|j| &j.target) {
+            if want.parent_file_id != applied.parent_file_id || want.name != applied.name {
+                return Finish::Retarget;
+            }
+        }
         if let Some(old) = &uploaded.replaces {
             self.lock_replaced()
                 .record(old.clone(), item.file_id.clone());
         }
-        let mut slots = self.lock();
+        self.completed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, item.file_id.clone());
+        slot.running = None;
         let mut reused = false;
-        if let Some(slot) = slots.get_mut(&key) {
-            slot.running = None;
-            if let Some(w) = slot.waiting.as_mut() {
-                reused = w.staged == job.staged;
-                // The newer version meant to replace "the current copy"; that is ours now.
-                if w.target.replaces == uploaded.replaces {
-                    w.target.replaces = Some(item.file_id.clone());
-                    if let Err(e) = write_sidecar(&w.staged, &w.target) {
-                        tracing::warn!(path = %w.staged.display(), "could not update upload journal: {e}");
-                    }
+        if let Some(w) = slot.waiting.as_mut() {
+            reused = w.staged == job.staged;
+            // The newer version meant to replace "the current copy"; that is ours now.
+            if w.target.replaces == uploaded.replaces {
+                w.target.replaces = Some(item.file_id.clone());
+                if let Err(e) = write_sidecar(&w.staged, &w.target) {
+                    tracing::warn!(path = %w.staged.display(), "could not update upload journal: {e}");
                 }
             }
         }
@@ -408,6 +445,16 @@ impl UploadQueue {
         if !reused {
             remove_staged(&job.staged);
         }
+        Finish::Done
+    }
+
+    /// The file_id of the last completed upload for `key`, if any.
+    pub fn uploaded_file_id(&self, key: u64) -> Option<String> {
+        self.completed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned()
     }
 
     /// If the fs renamed/moved the file while it was uploading, apply that now.
@@ -416,12 +463,12 @@ impl UploadQueue {
         key: u64,
         uploaded: &UploadTarget,
         item: RemoteItem,
-    ) -> RemoteItem {
+    ) -> (RemoteItem, UploadTarget) {
         let Some(want) = self.running_target(key) else {
-            return item;
+            return (item, uploaded.clone());
         };
         if want.parent_file_id == uploaded.parent_file_id && want.name == uploaded.name {
-            return item;
+            return (item, uploaded.clone());
         }
         let result = if want.parent_file_id != uploaded.parent_file_id {
             let new_name = (want.name != item.name).then_some(want.name.as_str());
@@ -438,14 +485,25 @@ impl UploadQueue {
             self.drive.rename(&item.file_id, &want.name).await
         };
         match result {
-            Ok(moved) => moved,
+            Ok(moved) => (moved, want),
             Err(e) => {
+                // Not retried: the item keeps its uploaded name, visible in the log and listing.
                 tracing::error!(key, file_id = %item.file_id, from = %uploaded.name, to = %want.name,
                     "uploaded, but could not apply the rename/move made meanwhile: {e}");
-                item
+                (item, want)
             }
         }
     }
+}
+
+/// How a successful upload ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Finish {
+    Done,
+    /// A rename/move arrived after the last one was applied: apply it first.
+    Retarget,
+    /// The file was deleted meanwhile: remove the upload.
+    Cancelled,
 }
 
 /// file_id → the file_id that replaced it, for the last `REPLACED_MEMORY` replacements.
