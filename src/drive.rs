@@ -37,6 +37,9 @@ pub struct RemoteItem {
     pub updated_at: SystemTime,
     /// What the uploader sent as `local_modified_at`, if anything. Shown as mtime when present.
     pub local_modified_at: Option<SystemTime>,
+    /// A short-lived download URL that listings carry for small files (under 5 MB). A hint:
+    /// readers try it first and fall back to `download_url` when it does not work.
+    pub download_url: Option<DownloadUrl>,
 }
 
 impl RemoteItem {

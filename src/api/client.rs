@@ -346,6 +346,7 @@ impl Drive for Client {
                 created_at: std::time::UNIX_EPOCH,
                 updated_at: std::time::UNIX_EPOCH,
                 local_modified_at: None,
+                download_url: None,
             });
         }
         let abs = if trimmed.starts_with('/') {

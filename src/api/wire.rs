@@ -81,6 +81,9 @@ pub struct WireFile {
     pub local_modified_at: Option<String>,
     #[serde(deserialize_with = "lenient_bool")]
     pub trashed: bool,
+    /// Download URL of small files, when the listing carries one.
+    #[serde(deserialize_with = "lenient_string")]
+    pub url: Option<String>,
 }
 
 fn parse_time(s: &Option<String>) -> Option<SystemTime> {
@@ -116,6 +119,11 @@ impl WireFile {
             created_at: created.or(updated).unwrap_or(UNIX_EPOCH),
             updated_at: updated.or(created).unwrap_or(UNIX_EPOCH),
             local_modified_at: parse_time(&self.local_modified_at),
+            download_url: nonempty(self.url).and_then(|url| {
+                let expires_at = super::data::oss_expires(&url)?;
+                (expires_at > std::time::SystemTime::now())
+                    .then_some(crate::drive::DownloadUrl { url, expires_at })
+            }),
             file_id,
             name,
             kind,

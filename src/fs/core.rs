@@ -113,7 +113,15 @@ pub struct FsCore {
     /// Makes "queue an upload under the node's current name" and "rename the node and its
     /// queued upload" atomic with respect to each other (release and rename run concurrently).
     upload_gate: Mutex<()>,
+    /// Nodes whose local content is a clean copy of their drive item, oldest first.
+    clean_copies: Mutex<std::collections::VecDeque<u64>>,
+    /// Free bytes on the drive at the last look (u64::MAX until known), so a write that cannot
+    /// fit fails with ENOSPC at once instead of an upload failing later.
+    free_bytes: AtomicU64,
 }
+
+/// How often the free space estimate is refreshed.
+const SPACE_REFRESH: Duration = Duration::from_secs(30);
 
 impl FsCore {
     /// Build the core and start listening to upload results. Must run inside a tokio runtime.
@@ -159,7 +167,10 @@ impl FsCore {
                 .build(),
             prepare_lock: tokio::sync::Mutex::new(()),
             upload_gate: Mutex::new(()),
+            clean_copies: Mutex::new(std::collections::VecDeque::new()),
+            free_bytes: AtomicU64::new(u64::MAX),
         });
+        tokio::spawn(Self::watch_space(Arc::downgrade(&core)));
         let events = core.uploads.subscribe();
         tokio::spawn(Self::follow_uploads(Arc::downgrade(&core), events));
         core
@@ -249,6 +260,9 @@ impl FsCore {
             }
             let ino = table.upsert_remote(item, dir, &name);
             listing.insert(&name, ino);
+            if let Some(url) = &item.download_url {
+                self.reader.offer_url(&item.file_id, url.clone());
+            }
         }
         for (name, ino) in local {
             listing.insert(&name, ino);
@@ -390,10 +404,27 @@ impl FsCore {
 
     pub async fn statfs(&self) -> Result<SpaceInfo> {
         let drive = self.drive.clone();
-        self.space
+        let space = self
+            .space
             .try_get_with((), async move { drive.space_info().await })
             .await
-            .map_err(Error::unshare)
+            .map_err(Error::unshare)?;
+        self.free_bytes.store(
+            space.total_bytes.saturating_sub(space.used_bytes),
+            Ordering::Relaxed,
+        );
+        Ok(space)
+    }
+
+    async fn watch_space(core: std::sync::Weak<FsCore>) {
+        loop {
+            let Some(strong) = core.upgrade() else { return };
+            if let Err(e) = strong.statfs().await {
+                debug!(error = %e, "could not refresh the drive's free space");
+            }
+            drop(strong);
+            tokio::time::sleep(SPACE_REFRESH).await;
+        }
     }
 
     // ----- open, read, write, release ------------------------------------------------------
@@ -469,8 +500,16 @@ impl FsCore {
 
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
         let (ino, content) = self.writable_handle(fh)?;
-        content.write_at(offset, data)?;
         let end = offset + data.len() as u64;
+        let size = self.table.lock().unwrap().get(ino).map_or(0, |n| n.size);
+        // The new copy is uploaded beside the old one, so the whole new size must be free.
+        let free = self.free_bytes.load(Ordering::Relaxed);
+        if end > size && end > free {
+            return Err(Error::QuotaExhausted(format!(
+                "a file of {end} bytes does not fit in the drive's {free} free bytes"
+            )));
+        }
+        content.write_at(offset, data)?;
         if let Some(node) = self.table.lock().unwrap().get_mut(ino) {
             node.size = node.size.max(end);
             node.mtime = SystemTime::now();
@@ -701,6 +740,7 @@ impl FsCore {
             created_at: now,
             updated_at: now,
             local_modified_at: None,
+            download_url: None,
         };
         let node = {
             let mut table = self.table.lock().unwrap();
@@ -953,8 +993,11 @@ impl FsCore {
                     let old_id = table.get(event.key).map(|n| n.file_id.clone());
                     table.rekey(event.key, &item.file_id);
                     let current = table.get(event.key).and_then(|n| n.local.clone());
-                    if current.as_ref().is_some_and(|c| c.path == event.staged) {
-                        table.set_local(event.key, None);
+                    let landed_current = current.as_ref().is_some_and(|c| c.path == event.staged);
+                    if landed_current {
+                        // The staged bytes are now exactly the drive item's (file_ids are
+                        // immutable): keep them as a clean local copy, so reading back what
+                        // was just written costs no getDownloadUrl (about 1 call/s allowed).
                         if let Some(n) = table.get_mut(event.key) {
                             n.size = item.size;
                             n.mtime = item.mtime();
@@ -962,14 +1005,49 @@ impl FsCore {
                         }
                     }
                     drop(table);
+                    if landed_current {
+                        core.keep_clean_copy(event.key, item.size);
+                    }
                     if let Some(old) = old_id {
                         core.reader.forget_file(&old);
+                    }
+                    if let Some(url) = &item.download_url {
+                        core.reader.offer_url(&item.file_id, url.clone());
                     }
                     debug!(ino = event.key, file_id = %item.file_id, "upload landed");
                 }
                 Err(message) => {
                     error!(ino = event.key, %message, "upload failed; it stays queued for retry")
                 }
+            }
+        }
+    }
+}
+
+/// At most this many uploaded files keep their staged bytes as a clean local copy...
+const MAX_CLEAN_COPIES: usize = 256;
+/// ...and only those up to this size (the rest are read from the drive like any file).
+const MAX_CLEAN_COPY_SIZE: u64 = 8 << 20;
+
+impl FsCore {
+    /// Keep a just-uploaded node's local content as a clean copy, within the bounds above; the
+    /// oldest clean copies go back to being read from the drive.
+    fn keep_clean_copy(&self, ino: u64, size: u64) {
+        let mut table = self.table.lock().unwrap();
+        if size > MAX_CLEAN_COPY_SIZE {
+            table.set_local(ino, None);
+            return;
+        }
+        let mut clean = self.clean_copies.lock().unwrap();
+        clean.push_back(ino);
+        while clean.len() > MAX_CLEAN_COPIES {
+            let Some(old) = clean.pop_front() else { break };
+            let still_clean = table
+                .get(old)
+                .and_then(|n| n.local.as_ref())
+                .is_some_and(|c| c.is_sealed() && !self.uploads.is_pending(old));
+            if still_clean {
+                table.set_local(old, None);
             }
         }
     }

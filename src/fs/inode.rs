@@ -266,6 +266,7 @@ mod tests {
             created_at: UNIX_EPOCH,
             updated_at: UNIX_EPOCH,
             local_modified_at: None,
+            download_url: None,
         }
     }
 

@@ -73,6 +73,7 @@ mod tests {
             created_at: UNIX_EPOCH + Duration::from_secs(created),
             updated_at: UNIX_EPOCH + Duration::from_secs(created),
             local_modified_at: None,
+            download_url: None,
         }
     }
 

@@ -75,6 +75,7 @@ impl Fetcher {
         prio: Priority,
     ) -> Result<Bytes> {
         let (mut renewals, mut transient, mut busy) = (0u32, 0u32, 0u32);
+        let mut fresh_tried = false;
         let mut url = None;
         loop {
             let attempt = async {
@@ -117,6 +118,19 @@ impl Fetcher {
                     );
                     tokio::time::sleep(d).await;
                     continue;
+                }
+                Ok((u, Err(e))) if !e.is_transient() && !fresh_tried => {
+                    // The URL may be a listing's hint that this data host refuses: one proper
+                    // getDownloadUrl before the error counts.
+                    fresh_tried = true;
+                    tracing::debug!(file_id, offset, len, error = %e, "download refused, trying a fresh URL");
+                    match self.urls.renew(file_id, &u).await {
+                        Ok(fresh) => {
+                            url = Some(fresh);
+                            continue;
+                        }
+                        Err(e) => e,
+                    }
                 }
                 Ok((_, Err(e))) | Err(e) => e,
             };

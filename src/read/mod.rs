@@ -102,6 +102,11 @@ impl Reader {
         self.fetcher.urls.forget(file_id);
     }
 
+    /// A download URL learnt from a listing (small files carry one): saves a getDownloadUrl.
+    pub fn offer_url(&self, file_id: &str, url: crate::drive::DownloadUrl) {
+        self.fetcher.urls.offer(file_id, url);
+    }
+
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }

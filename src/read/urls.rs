@@ -90,6 +90,28 @@ impl UrlCache {
         Ok(url)
     }
 
+    /// A URL learnt elsewhere (a listing's `url` for small files): used when no fresh URL is
+    /// cached, so small files cost no getDownloadUrl call. Marked as a hint: if the data host
+    /// refuses it, `renew` fetches a proper one.
+    pub fn offer(&self, file_id: &str, url: DownloadUrl) {
+        let slot = self.slot(file_id);
+        let Ok(mut cur) = slot.try_lock() else { return };
+        if cur.as_ref().is_some_and(|c| Instant::now() < c.renew_at) {
+            return;
+        }
+        let lifetime = url
+            .expires_at
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        let margin = self.margin.min(lifetime / 2);
+        if lifetime > margin {
+            *cur = Some(Cached {
+                url,
+                renew_at: Instant::now() + (lifetime - margin),
+            });
+        }
+    }
+
     /// Drops the cached URL: the next read asks the drive again.
     pub fn forget(&self, file_id: &str) {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());

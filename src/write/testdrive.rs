@@ -143,6 +143,7 @@ impl MockState {
             created_at: now,
             updated_at: now,
             local_modified_at: mtime,
+            download_url: None,
         }
     }
 

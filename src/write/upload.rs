@@ -210,6 +210,7 @@ async fn finish_rapid(
                 created_at: now,
                 updated_at: now,
                 local_modified_at: target.mtime,
+                download_url: None,
             }
         }
     }
