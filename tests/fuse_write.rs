@@ -481,3 +481,30 @@ fn what_the_drive_cannot_store_is_refused_with_the_right_errno() {
     );
     assert_eq!(std::fs::read_to_string(m.path("f.txt")).unwrap(), "f");
 }
+
+#[test]
+fn an_upload_cut_short_by_unmount_resumes_at_the_next_mount() {
+    let m = mount_with(|_| {}, |_| {}, &["--upload-drain-timeout", "1"]);
+    m.emulator.set_faults(Faults {
+        failure_rate: 1.0,
+        ..Faults::default()
+    });
+    let data = random_bytes(300_000, 21);
+    std::fs::write(m.path("late.bin"), &data).unwrap();
+    m.unmount();
+    assert!(
+        m.full_log().contains("uploads still pending at unmount"),
+        "{}",
+        m.log()
+    );
+    assert!(m.remote("late.bin").is_none());
+    m.emulator.set_faults(Faults::default());
+    m.restart(&[]);
+    // The staged file and its journal survived: the new mount uploads it by itself.
+    wait_uploaded(&m, "late.bin", &sha1_hex(&data));
+    m.wait_for(
+        "the resumed file in the mount",
+        Duration::from_secs(90),
+        || std::fs::read(m.path("late.bin")).is_ok_and(|b| b == data),
+    );
+}

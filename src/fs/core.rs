@@ -120,6 +120,9 @@ pub struct FsCore {
     free_bytes: AtomicU64,
 }
 
+/// Upload-queue keys of resumed uploads (inode numbers never get this high).
+const RESUMED_KEY_BASE: u64 = u64::MAX - 1;
+
 /// How often the free space estimate is refreshed.
 const SPACE_REFRESH: Duration = Duration::from_secs(30);
 
@@ -171,9 +174,28 @@ impl FsCore {
             free_bytes: AtomicU64::new(u64::MAX),
         });
         tokio::spawn(Self::watch_space(Arc::downgrade(&core)));
+        core.resume_journaled_uploads();
         let events = core.uploads.subscribe();
         tokio::spawn(Self::follow_uploads(Arc::downgrade(&core), events));
         core
+    }
+
+    /// Uploads a previous run queued and could not finish (stopped, crashed, network gone) are
+    /// in the staging folder with their journal: queue them again. They show up in the mount
+    /// once uploaded.
+    fn resume_journaled_uploads(&self) {
+        match self.staging.journaled_jobs() {
+            Ok(jobs) => {
+                for (i, (target, staged)) in jobs.into_iter().enumerate() {
+                    warn!(name = %target.name, staged = %staged.display(), "resuming an upload left by a previous run");
+                    self.uploads
+                        .submit(RESUMED_KEY_BASE - i as u64, target, staged);
+                }
+            }
+            Err(e) => {
+                error!(dir = %self.staging.dir().display(), error = %e, "cannot read the upload journal")
+            }
+        }
     }
 
     pub fn config(&self) -> &FsConfig {
@@ -988,6 +1010,13 @@ impl FsCore {
             };
             let Some(core) = core.upgrade() else { return };
             match event.outcome {
+                Ok(item) if core.table.lock().unwrap().get(event.key).is_none() => {
+                    // A resumed upload (or a file deleted meanwhile): show it on next listing.
+                    let dir = core.table.lock().unwrap().ino_of(&item.parent_file_id);
+                    if let Some(dir) = dir {
+                        core.listings.invalidate(&dir).await;
+                    }
+                }
                 Ok(item) => {
                     let mut table = core.table.lock().unwrap();
                     let old_id = table.get(event.key).map(|n| n.file_id.clone());

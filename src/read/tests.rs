@@ -265,7 +265,9 @@ async fn server_busy_and_transient_errors_are_retried() {
 async fn persistent_errors_surface_typed() {
     let (d, r) = setup(TestDrive::new(&[("f", MB)]), cfg());
     // Random-mode read (not at 0): one GET, so the injected errors hit this read.
-    d.inject(&[Inject::NotFound]);
+    // A refused URL is retried once with a fresh one (it may be a listing's stale hint), so
+    // the error surfaces when the fresh URL is refused too.
+    d.inject(&[Inject::NotFound, Inject::NotFound]);
     let e = r.open("f", MB).read(5000, 10).await.unwrap_err();
     assert!(matches!(e, Error::NotFound(_)), "{e}");
     d.inject(&[Inject::Network; 12]);

@@ -30,6 +30,7 @@ pub fn emulator_with(tweak: impl FnOnce(&mut EmulatorConfig)) -> (Emulator, temp
 
 pub struct Mount {
     pub emulator: Emulator,
+    args: Vec<String>,
     pub dir: PathBuf,
     pub cache_dir: PathBuf,
     pub token_file: PathBuf,
@@ -77,37 +78,20 @@ impl MountBuilder {
         let token_file = self.temp.path().join("state/token.json");
         std::fs::create_dir_all(&dir).unwrap();
         let log_path = self.temp.path().join("alipanfs.log");
-        let log = std::fs::File::create(&log_path).unwrap();
-        let defaults = EmulatorConfig::default();
-        let child = Command::new(BIN)
-            .arg("--log-level")
-            .arg("alipanfs=debug,info")
-            .arg("mount")
-            .arg("--foreground")
-            .arg(&dir)
-            .arg("--api-url")
-            .arg(self.emulator.api_url())
-            .arg("--client-id")
-            .arg(&defaults.client_id)
-            .arg("--client-secret")
-            .arg(&defaults.client_secret)
-            .arg("--token-file")
-            .arg(&token_file)
-            .arg("--cache-dir")
-            .arg(&cache_dir)
-            .args(&self.args)
-            .env("ALIPANFS_REFRESH_TOKEN", self.emulator.refresh_token())
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("cannot start {BIN}: {e}"))?;
+        let child = spawn_daemon(
+            &self.emulator,
+            &dir,
+            &cache_dir,
+            &token_file,
+            &log_path,
+            &self.args,
+        )?;
         let child = Arc::new(Mutex::new(Some(child)));
         let done = Arc::new(AtomicBool::new(false));
         spawn_watchdog(child.clone(), done.clone(), dir.clone(), self.deadline);
         let mount = Mount {
             emulator: self.emulator,
+            args: self.args,
             dir,
             cache_dir,
             token_file,
@@ -116,26 +100,50 @@ impl MountBuilder {
             log_path,
             _temp: self.temp,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if is_mounted(&mount.dir) {
-                return Ok(mount);
-            }
-            if let Some(status) = mount
-                .child
-                .lock()
-                .unwrap()
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                return Err(format!("alipanfs exited with {status}: {}", mount.log()));
-            }
-            if Instant::now() > deadline {
-                return Err(format!("not mounted after 30 s: {}", mount.log()));
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
+        mount.wait_mounted()?;
+        Ok(mount)
     }
+}
+
+fn spawn_daemon(
+    emulator: &Emulator,
+    dir: &Path,
+    cache_dir: &Path,
+    token_file: &Path,
+    log_path: &Path,
+    args: &[String],
+) -> Result<Child, String> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .unwrap();
+    let defaults = EmulatorConfig::default();
+    Command::new(BIN)
+        .arg("--log-level")
+        .arg("alipanfs=debug,info")
+        .arg("mount")
+        .arg("--foreground")
+        .arg(dir)
+        .arg("--api-url")
+        .arg(emulator.api_url())
+        .arg("--client-id")
+        .arg(&defaults.client_id)
+        .arg("--client-secret")
+        .arg(&defaults.client_secret)
+        .arg("--token-file")
+        .arg(token_file)
+        .arg("--cache-dir")
+        .arg(cache_dir)
+        .args(args)
+        // Bootstrap only: after the first run the rotated token in the store is used.
+        .env("ALIPANFS_REFRESH_TOKEN", emulator.refresh_token())
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("cannot start {BIN}: {e}"))
 }
 
 fn spawn_watchdog(
@@ -178,6 +186,48 @@ pub fn is_mounted(dir: &Path) -> bool {
 }
 
 impl Mount {
+    fn wait_mounted(&self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if is_mounted(&self.dir) {
+                return Ok(());
+            }
+            let exited = self
+                .child
+                .lock()
+                .unwrap()
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                return Err(format!("alipanfs exited with {status}: {}", self.log()));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("not mounted after 30 s: {}", self.log()));
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Unmount (SIGTERM), then mount again with the same token store, cache dir and options.
+    pub fn restart(&self, extra_args: &[&str]) {
+        self.unmount();
+        assert!(!is_mounted(&self.dir), "still mounted after SIGTERM");
+        let mut args = self.args.clone();
+        args.extend(extra_args.iter().map(|a| a.to_string()));
+        let child = spawn_daemon(
+            &self.emulator,
+            &self.dir,
+            &self.cache_dir,
+            &self.token_file,
+            &self.log_path,
+            &args,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        *self.child.lock().unwrap() = Some(child);
+        self.wait_mounted()
+            .unwrap_or_else(|e| panic!("remount failed: {e}"));
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.join(rel)
     }
