@@ -9,20 +9,6 @@ use std::time::{Duration, UNIX_EPOCH};
 use alipanfs::emulator::pattern_bytes;
 use common::*;
 
-fn mount_with(
-    tweak: impl FnOnce(&mut EmulatorConfig),
-    seed: impl FnOnce(&Emulator),
-    args: &[&str],
-) -> Mount {
-    let (emulator, temp) = emulator_with(tweak);
-    seed(&emulator);
-    let mut builder = MountBuilder::new(emulator, temp);
-    for a in args {
-        builder = builder.arg(*a);
-    }
-    builder.mount()
-}
-
 #[test]
 fn ls_lr_shows_names_sizes_and_mtimes_of_the_seeded_tree() {
     let m = mount_with(

@@ -13,20 +13,6 @@ use common::*;
 
 const UPLOAD_WAIT: Duration = Duration::from_secs(120);
 
-fn mount_with(
-    tweak: impl FnOnce(&mut EmulatorConfig),
-    seed: impl FnOnce(&Emulator),
-    args: &[&str],
-) -> Mount {
-    let (emulator, temp) = emulator_with(tweak);
-    seed(&emulator);
-    let mut builder = MountBuilder::new(emulator, temp);
-    for a in args {
-        builder = builder.arg(*a);
-    }
-    builder.mount()
-}
-
 fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
     (0..len)

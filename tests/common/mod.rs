@@ -28,6 +28,21 @@ pub fn emulator_with(tweak: impl FnOnce(&mut EmulatorConfig)) -> (Emulator, temp
     (emulator, data)
 }
 
+/// An emulator tweaked and seeded by the test, mounted with extra command-line arguments.
+pub fn mount_with(
+    tweak: impl FnOnce(&mut EmulatorConfig),
+    seed: impl FnOnce(&Emulator),
+    args: &[&str],
+) -> Mount {
+    let (emulator, temp) = emulator_with(tweak);
+    seed(&emulator);
+    let mut builder = MountBuilder::new(emulator, temp);
+    for a in args {
+        builder = builder.arg(*a);
+    }
+    builder.mount()
+}
+
 pub struct Mount {
     pub emulator: Emulator,
     args: Vec<String>,
