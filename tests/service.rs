@@ -304,19 +304,19 @@ fn daemon_mode_returns_once_mounted_and_fails_with_the_reason() {
     assert_no_secrets(&log, &[TOKEN.into(), emulator.refresh_token()]);
 }
 
-/// Installs /sbin/mount.fuse.alipanfs -> the test binary for the test's duration.
-struct HelperLink(PathBuf);
+/// A symlink to the test binary (the mount helper, or `alipanfs` on PATH), removed on drop.
+struct Link(PathBuf);
 
-impl HelperLink {
-    fn install() -> Self {
-        let link = PathBuf::from("/sbin/mount.fuse.alipanfs");
+impl Link {
+    fn install(path: &str) -> Self {
+        let link = PathBuf::from(path);
         let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(BIN, &link).expect("symlink the mount helper (needs root)");
-        HelperLink(link)
+        std::os::unix::fs::symlink(BIN, &link).expect("symlink the binary (needs root)");
+        Link(link)
     }
 }
 
-impl Drop for HelperLink {
+impl Drop for Link {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
@@ -326,10 +326,26 @@ impl Drop for HelperLink {
 fn mount_t_fuse_alipanfs_applies_fstab_options_and_umount_works() {
     let (emulator, temp) = emulator_with(|c| c.refresh_token = Some(TOKEN.into()));
     emulator.seed_demo_tree();
-    let mnt = temp.path().join("mnt");
+    {
+        let _helper = Link::install("/sbin/mount.fuse.alipanfs");
+        mount_by_type_and_check(&emulator, temp.path(), "mnt");
+    }
+    // Without mount.fuse.alipanfs, mount(8) falls back to fuse3's mount.fuse, which runs the type's
+    // name (`alipanfs SOURCE DIR -o OPTS`) from a sanitized PATH that includes /usr/local/bin.
+    // (One test for both: the helper link must be absent for the fallback to be taken.)
+    let installed = Path::new("/usr/local/bin/alipanfs").exists();
+    if Path::new("/sbin/mount.fuse3").exists() && !installed {
+        let _on_path = Link::install("/usr/local/bin/alipanfs");
+        mount_by_type_and_check(&emulator, temp.path(), "mnt2");
+    }
+}
+
+/// `mount -t fuse.alipanfs CONFIG DIR -o ro,allow_other,uid=1000`: each option's effect, then
+/// `umount DIR` and the daemon's exit.
+fn mount_by_type_and_check(emulator: &Emulator, temp: &Path, name: &str) {
+    let mnt = temp.join(name);
     std::fs::create_dir(&mnt).unwrap();
-    let config = write_config(temp.path(), &emulator.api_url(), TOKEN);
-    let _link = HelperLink::install();
+    let config = write_config(temp, &emulator.api_url(), TOKEN);
     let mut cleanup = Cleanup::new(&mnt);
 
     let out = run_with_deadline(
@@ -338,7 +354,7 @@ fn mount_t_fuse_alipanfs_applies_fstab_options_and_umount_works() {
             .arg(&config)
             .arg(&mnt)
             .args(["-o", "ro,allow_other,uid=1000"])
-            .env("XDG_STATE_HOME", temp.path())
+            .env("XDG_STATE_HOME", temp)
             .env("ALIPANFS_LOG_LEVEL", "alipanfs=debug,info")
             .env_remove("RUST_LOG")
             .env_remove("ALIPANFS_REFRESH_TOKEN"),
@@ -386,7 +402,7 @@ fn mount_t_fuse_alipanfs_applies_fstab_options_and_umount_works() {
             || !alive(pid),
         );
     }
-    let log = std::fs::read_to_string(temp.path().join("alipanfs/alipanfs.log")).unwrap();
+    let log = std::fs::read_to_string(temp.join("alipanfs/alipanfs.log")).unwrap();
     assert!(log.contains("DEBUG"), "the log was not at debug level");
     assert_no_secrets(&log, &[TOKEN.into(), emulator.refresh_token()]);
     assert_no_secrets(&text(&out), &[TOKEN.into(), emulator.refresh_token()]);

@@ -29,10 +29,20 @@ pub fn is_helper_name(argv0: &OsStr) -> bool {
         .is_some_and(|name| HELPER_NAMES.contains(&name))
 }
 
+/// Whether argv is fuse3's `mount.fuse` calling us by type: `alipanfs SOURCE DIR -o OPTS`
+/// (what mount(8) falls back to for `fuse.alipanfs` when mount.fuse.alipanfs is not installed).
+/// SOURCE is an absolute config path or `alipanfs`/`none`, never a subcommand name.
+fn is_mount_fuse_form(argv: &[OsString]) -> bool {
+    argv.len() >= 3
+        && argv[1]
+            .to_str()
+            .is_some_and(|a| a.starts_with('/') || a == "alipanfs" || a == "none")
+}
+
 /// Rewrite a helper command line into a CLI one; other command lines pass through unchanged.
 pub fn invocation(argv: Vec<OsString>) -> Result<Invocation, String> {
     match argv.first() {
-        Some(argv0) if is_helper_name(argv0) => {}
+        Some(argv0) if is_helper_name(argv0) || is_mount_fuse_form(&argv) => {}
         _ => return Ok(Invocation::Cli(argv)),
     }
     let mut positional: Vec<OsString> = Vec::new();
@@ -156,6 +166,19 @@ mod tests {
         assert_eq!(
             invocation(argv(&["mount.fuse.alipanfs", "alipanfs", "/m", "-f"])),
             Ok(Invocation::Fake)
+        );
+        // fuse3's mount.fuse runs the type's name with the same operands.
+        assert_eq!(
+            invocation(argv(&["alipanfs", "/etc/a.toml", "/m", "-o", "ro"])),
+            Ok(Invocation::Helper(argv(&[
+                "alipanfs",
+                "mount",
+                "/m",
+                "--config",
+                "/etc/a.toml",
+                "-o",
+                "ro"
+            ])))
         );
         let err = invocation(argv(&["mount.fuse.alipanfs", "/m"])).unwrap_err();
         assert!(err.contains("usage"), "{err}");
