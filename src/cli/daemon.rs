@@ -14,8 +14,9 @@ use crate::error::{Error, Result};
 
 const READY_FD_ENV: &str = "ALIPANFS_READY_FD";
 
-/// Start the mount in a detached child and wait for its verdict.
-pub fn detach(mountpoint: &Path) -> Result<()> {
+/// Start the mount in a detached child (running `args`, argv without argv[0], plus
+/// `--foreground`) and wait for its verdict.
+pub fn detach(mountpoint: &Path, mut args: Vec<std::ffi::OsString>) -> Result<()> {
     let mut fds = [0i32; 2];
     // SAFETY: pipe writes two new descriptors into the array.
     if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
@@ -33,7 +34,6 @@ pub fn detach(mountpoint: &Path) -> Result<()> {
         .create(true)
         .append(true)
         .open(&log_path)?;
-    let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     args.push("--foreground".into());
     let write_fd = write_end.into_raw_fd();
     let mut child = Command::new(std::env::current_exe()?);

@@ -1,6 +1,7 @@
 //! The command line: `alipanfs mount | emulator | about | token set | completions | man`.
 
 pub mod daemon;
+pub mod helper;
 pub mod mount;
 pub mod notify;
 pub mod options;
@@ -145,9 +146,18 @@ pub struct EmulatorArgs {
 }
 
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let argv = match helper::invocation(std::env::args_os().collect()) {
+        Ok(helper::Invocation::Cli(argv) | helper::Invocation::Helper(argv)) => argv,
+        Ok(helper::Invocation::Fake) => return 0,
+        Err(e) => {
+            eprintln!("mount.fuse.alipanfs: {e}");
+            // mount(8)'s exit code for usage errors.
+            return 1;
+        }
+    };
+    let cli = Cli::parse_from(&argv);
     init_logging(&cli.log_level);
-    match run(cli) {
+    match run(cli, argv) {
         Ok(()) => 0,
         Err(e) => {
             error!("{e}");
@@ -195,9 +205,10 @@ fn settings(cli: MountOptions, o: &[String], config: Option<PathBuf>) -> Result<
     merged.resolve()
 }
 
-fn run(cli: Cli) -> Result<()> {
+/// `argv` is the (possibly helper-rewritten) command line, replayed by daemon mode.
+fn run(cli: Cli, argv: Vec<std::ffi::OsString>) -> Result<()> {
     match cli.command {
-        Command::Mount(args) => run_mount(args),
+        Command::Mount(args) => run_mount(args, argv),
         Command::Emulator(args) => run_emulator(args),
         Command::About(args) => run_about(args),
         Command::Token(TokenCommand::Set { token_file }) => {
@@ -235,11 +246,11 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn run_mount(args: MountArgs) -> Result<()> {
+fn run_mount(args: MountArgs, argv: Vec<std::ffi::OsString>) -> Result<()> {
     let mut s = settings(args.options, &args.o, args.config)?;
     let mountpoint = mount::check_mountpoint(&args.mountpoint)?;
     if !args.foreground && !args.demo {
-        return daemon::detach(&mountpoint);
+        return daemon::detach(&mountpoint, argv.into_iter().skip(1).collect());
     }
     let rt = runtime()?;
     // The demo emulator lives as long as the mount.
