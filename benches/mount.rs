@@ -1,0 +1,655 @@
+//! End-to-end benchmark: the real `alipanfs` binary mounted over the in-process emulator,
+//! measured against direct `curl` transfers from the same emulator. Prints one markdown table
+//! and a notes block. Run as root with FUSE available: `cargo bench --bench mount`.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use alipanfs::api::{Client, ClientConfig};
+use alipanfs::drive::{CheckNameMode, Drive, NewFile, UploadHashes};
+use alipanfs::emulator::{pattern_bytes, Emulator, EmulatorConfig, Faults};
+use rand::Rng;
+
+const BIN: &str = env!("CARGO_BIN_EXE_alipanfs");
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+const PART_SIZE: u64 = 16 * MIB;
+const DEFAULT_MEMORY_LIMIT: u64 = 256 * MIB;
+const LISTED_ENTRIES: usize = 10_000;
+const RANDOM_READS: usize = 2_000;
+/// Endpoints whose counts the notes report.
+const COUNTED: [&str; 5] = [
+    "openFile/getDownloadUrl",
+    "openFile/list",
+    "data/get",
+    "data/put",
+    "openFile/complete",
+];
+
+type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("bench failed: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// One table row: what alipanfs did, what the baseline did, and the derived figure.
+struct Row {
+    name: String,
+    ours: String,
+    baseline: String,
+    value: String,
+}
+
+#[derive(Default)]
+struct Report {
+    rows: Vec<Row>,
+    notes: Vec<String>,
+}
+
+impl Report {
+    fn row(&mut self, name: &str, ours: String, baseline: String, value: String) {
+        eprintln!("  -> {name}: {ours} | {baseline} | {value}");
+        self.rows.push(Row {
+            name: name.into(),
+            ours,
+            baseline,
+            value,
+        });
+    }
+
+    fn note(&mut self, text: String) {
+        self.notes.push(text);
+    }
+
+    fn print(&self) {
+        println!("| measurement | alipanfs | baseline | ratio / value |");
+        println!("|---|---|---|---|");
+        for r in &self.rows {
+            println!("| {} | {} | {} | {} |", r.name, r.ours, r.baseline, r.value);
+        }
+        println!();
+        println!("Notes:");
+        for n in &self.notes {
+            println!("- {n}");
+        }
+    }
+}
+
+/// Files seeded server-side before anything is measured.
+struct Seeded {
+    big: String,
+    capped: String,
+    ttfb: String,
+}
+
+fn run() -> BoxResult<()> {
+    let temp = tempfile::tempdir()?;
+    let cfg = EmulatorConfig {
+        data_dir: temp.path().join("emulator"),
+        // The bench's own client and every mount each rotate the single refresh token; a long
+        // grace keeps the superseded access tokens of earlier sessions working meanwhile.
+        access_token_grace: Duration::from_secs(3600),
+        ..Default::default()
+    };
+    let emu = Emulator::start_background(cfg)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+
+    eprintln!("seeding the emulator...");
+    let seeded = Seeded {
+        big: emu.seed_pattern_file("root", "big.bin", GIB, 1),
+        capped: emu.seed_pattern_file("root", "capped.bin", 256 * MIB, 2),
+        ttfb: emu.seed_pattern_file("root", "ttfb.bin", 64 * MIB, 3),
+    };
+    let many = emu.seed_folder("root", "many");
+    for i in 0..LISTED_ENTRIES {
+        // Same tiny body for all: the blob store is content-addressed, so this costs one blob.
+        emu.seed_file(&many, &format!("f{i:05}.txt"), b"x");
+    }
+
+    // The bench's client goes first; each mount then bootstraps from the rotated token.
+    let client = bench_client(&emu, temp.path())?;
+    rt.block_on(client.init())?;
+    let mut report = Report::default();
+
+    read_rows(&rt, &client, &emu, &seeded, temp.path(), &mut report)?;
+    list_and_write_rows(&rt, &client, &emu, temp.path(), &mut report)?;
+
+    report.note(
+        "emulator at the real service's defaults (list 4/s, getDownloadUrl 1/s, other 15/s, \
+         3 concurrent downloads); access-token grace raised to 1 h so the bench client and the \
+         mounts can share one account"
+            .into(),
+    );
+    report.print();
+    Ok(())
+}
+
+fn bench_client(emu: &Emulator, dir: &Path) -> BoxResult<Client> {
+    let defaults = EmulatorConfig::default();
+    let mut cfg = ClientConfig::new(dir.join("bench-client/token.json"));
+    cfg.api_url = emu.api_url();
+    cfg.client_id = Some(defaults.client_id);
+    cfg.client_secret = Some(defaults.client_secret);
+    cfg.refresh_token = Some(emu.refresh_token());
+    Ok(Client::new(cfg)?)
+}
+
+/// Rows 1-4 and 6 on one fresh mount (cold: nothing read before row 1).
+fn read_rows(
+    rt: &tokio::runtime::Runtime,
+    client: &Client,
+    emu: &Emulator,
+    seeded: &Seeded,
+    dir: &Path,
+    report: &mut Report,
+) -> BoxResult<()> {
+    let big_url = rt.block_on(client.download_url(&seeded.big))?;
+    let capped_url = rt.block_on(client.download_url(&seeded.capped))?.url;
+    let ttfb_url = rt.block_on(client.download_url(&seeded.ttfb))?.url;
+    // The getDownloadUrl bucket (1/s) is shared with the mount: let it refill first.
+    std::thread::sleep(Duration::from_millis(1500));
+
+    eprintln!("row 1: sequential read of 1 GiB");
+    let curl_big = curl_download(&big_url.url, "%{speed_download}")? / MIB as f64;
+    let mount = Mount::start(emu, dir, "read")?;
+    emu.reset_calls();
+    let ours = mib_per_s(GIB, timed(|| read_all(&mount.path("big.bin"), GIB))?);
+    report.row(
+        "1. sequential read 1 GiB, cold (MiB/s)",
+        format!("{ours:.0}"),
+        format!("{curl_big:.0} (curl)"),
+        ratio(ours, curl_big, 0.9),
+    );
+    report.note(format!("row 1 API calls: {}", counts(emu)));
+
+    eprintln!("row 4: time to first byte");
+    emu.reset_calls();
+    let ttfb = timed(|| {
+        let mut buf = vec![0u8; 4096];
+        File::open(mount.path("ttfb.bin"))?.read_exact(&mut buf)?;
+        check(
+            buf == pattern_bytes(3, 0, 4096),
+            "ttfb.bin: wrong first bytes",
+        )
+    })?;
+    let curl = curl_numbers(
+        &[
+            "-s",
+            "-f",
+            "-o",
+            "/dev/null",
+            "-r",
+            "0-4095",
+            "-w",
+            "%{time_starttransfer} %{time_total}",
+            &ttfb_url,
+        ],
+        2,
+    )?;
+    let (curl_ttfb, curl_total) = (curl[0], curl[1]);
+    report.row(
+        "4. time to first byte, open + read 4 KiB (ms)",
+        format!("{:.1}", ttfb.as_secs_f64() * 1e3),
+        format!(
+            "{:.1} (curl starttransfer; total {:.1})",
+            curl_ttfb * 1e3,
+            curl_total * 1e3
+        ),
+        format!("{:.1}x", ttfb.as_secs_f64() / curl_ttfb.max(1e-6)),
+    );
+    report.note(format!("row 4 API calls: {}", counts(emu)));
+
+    eprintln!("row 3: random 4 KiB reads");
+    emu.reset_calls();
+    let file = File::open(mount.path("big.bin"))?;
+    let mut rng = rand::thread_rng();
+    let offsets: Vec<u64> = (0..RANDOM_READS)
+        .map(|_| rng.gen_range(0..GIB - 4096))
+        .collect();
+    let took = timed(|| {
+        let mut buf = vec![0u8; 4096];
+        for &off in &offsets {
+            file.read_exact_at(&mut buf, off)?;
+        }
+        check(
+            buf == pattern_bytes(1, offsets[RANDOM_READS - 1], 4096),
+            "big.bin: wrong bytes at a random offset",
+        )
+    })?;
+    drop(file);
+    report.note(format!("row 3 API calls: {}", counts(emu)));
+    // Baseline: the same offsets as 4 KiB ranged GETs, one at a time, on one keep-alive client.
+    let direct = timed(|| {
+        for &off in &offsets {
+            let got = rt.block_on(client.download_range(&big_url, off, 4096))?;
+            check(got.len() == 4096, "short ranged GET")?;
+        }
+        Ok(())
+    })?;
+    let ours = RANDOM_READS as f64 / took.as_secs_f64();
+    let theirs = RANDOM_READS as f64 / direct.as_secs_f64();
+    report.row(
+        "3. random 4 KiB preads of the 1 GiB file (reads/s)",
+        format!("{ours:.0}"),
+        format!("{theirs:.0} (4 KiB ranged GETs, one client)"),
+        format!("{:.2}x", ours / theirs),
+    );
+
+    eprintln!("row 2: sequential read at 50 MiB/s per connection");
+    emu.set_faults(Faults {
+        bandwidth_per_conn: Some(50 * MIB),
+        ..Default::default()
+    });
+    emu.reset_calls();
+    let size = 256 * MIB;
+    let ours = mib_per_s(size, timed(|| read_all(&mount.path("capped.bin"), size))?);
+    report.note(format!("row 2 API calls: {}", counts(emu)));
+    let curl_capped = curl_download(&capped_url, "%{speed_download}")? / MIB as f64;
+    emu.set_faults(Faults::default());
+    report.row(
+        "2. sequential read 256 MiB, 50 MiB/s per connection (MiB/s)",
+        format!("{ours:.0}"),
+        format!("{curl_capped:.0} (curl, 1 connection)"),
+        ratio(ours, curl_capped, 2.5),
+    );
+
+    let hwm = mount.vm_hwm()?;
+    report.row(
+        "6. daemon peak RSS after the read rows (MiB)",
+        format!("{:.0}", hwm as f64 / MIB as f64),
+        format!("{} (memory limit)", DEFAULT_MEMORY_LIMIT / MIB),
+        verdict(
+            hwm <= DEFAULT_MEMORY_LIMIT + 64 * MIB,
+            "target ≤ limit + 64 MiB",
+        ),
+    );
+    mount.stop();
+    Ok(())
+}
+
+/// Rows 5 and 7 on a second fresh mount, so its peak RSS reflects the write.
+fn list_and_write_rows(
+    rt: &tokio::runtime::Runtime,
+    client: &Client,
+    emu: &Emulator,
+    dir: &Path,
+    report: &mut Report,
+) -> BoxResult<()> {
+    let mount = Mount::start(emu, dir, "write")?;
+
+    eprintln!("row 5: ls -l of {LISTED_ENTRIES} entries");
+    for pass in ["cold", "warm"] {
+        emu.reset_calls();
+        let (lines, took) = ls_l(&mount.path("many"))?;
+        check(
+            lines == LISTED_ENTRIES + 1,
+            &format!("ls -l printed {lines} lines"),
+        )?;
+        report.row(
+            &format!("5. `ls -l` of {LISTED_ENTRIES} entries, {pass} (s)"),
+            format!("{:.2}", took.as_secs_f64()),
+            "-".into(),
+            format!("{} list calls", emu.call_count("openFile/list")),
+        );
+        report.note(format!("row 5 ({pass}) API calls: {}", counts(emu)));
+    }
+
+    eprintln!("row 7: sequential write of 1 GiB");
+    let baseline_seed = 70;
+    let baseline = baseline_upload(rt, client, emu, dir, baseline_seed)?;
+    let mount_body = pattern_bytes(71, 0, GIB as usize);
+    emu.reset_calls();
+    let w = write_through(emu, &mount, "write.bin", &mount_body)?;
+    report.note(format!("row 7 API calls: {}", counts(emu)));
+    drop(mount_body);
+    let ours = mib_per_s(GIB, w.closed);
+    report.row(
+        "7a. sequential write 1 GiB, until close returns (MiB/s)",
+        format!("{ours:.0}"),
+        format!("{baseline:.0} (curl multipart)"),
+        format!("{:.2}", ours / baseline),
+    );
+    let ours = mib_per_s(GIB, w.uploaded);
+    report.row(
+        "7b. sequential write 1 GiB, until uploaded (MiB/s)",
+        format!("{ours:.0}"),
+        format!("{baseline:.0} (curl multipart)"),
+        ratio(ours, baseline, 0.8),
+    );
+
+    eprintln!("row 7c: a second copy of already-uploaded bytes (rapid upload)");
+    let copy_body = pattern_bytes(baseline_seed, 0, GIB as usize);
+    emu.reset_calls();
+    let c = write_through(emu, &mount, "copy.bin", &copy_body)?;
+    drop(copy_body);
+    let puts = emu.call_count("data/put");
+    report.note(format!("row 7c API calls: {}", counts(emu)));
+    report.row(
+        "7c. write 1 GiB already on the drive, until uploaded (MiB/s)",
+        format!("{:.0}", mib_per_s(GIB, c.uploaded)),
+        format!("{baseline:.0} (curl multipart)"),
+        format!(
+            "close {:.1} s, done {:.1} s, {puts} part PUTs",
+            c.closed.as_secs_f64(),
+            c.uploaded.as_secs_f64()
+        ),
+    );
+
+    let hwm = mount.vm_hwm()?;
+    report.row(
+        "7d. daemon peak RSS during ls + writes (MiB)",
+        format!("{:.0}", hwm as f64 / MIB as f64),
+        format!("{} (memory limit)", DEFAULT_MEMORY_LIMIT / MIB),
+        verdict(
+            hwm <= DEFAULT_MEMORY_LIMIT + 64 * MIB,
+            "target ≤ limit + 64 MiB",
+        ),
+    );
+    mount.stop();
+    Ok(())
+}
+
+struct WriteTimes {
+    closed: Duration,
+    uploaded: Duration,
+}
+
+/// Writes `body` in 1 MiB writes, then polls the emulator until the file holds its SHA-1.
+fn write_through(emu: &Emulator, mount: &Mount, name: &str, body: &[u8]) -> BoxResult<WriteTimes> {
+    let want = alipanfs::hashing::sha1_hex(body);
+    let remote_path = format!("/{name}");
+    let start = Instant::now();
+    {
+        let mut f = File::create(mount.path(name))?;
+        for chunk in body.chunks(MIB as usize) {
+            f.write_all(chunk)?;
+        }
+        // close(2) happens at the end of this scope; flush is implicit for File.
+    }
+    let closed = start.elapsed();
+    let deadline = start + Duration::from_secs(300);
+    loop {
+        let done = emu
+            .tree()
+            .iter()
+            .any(|e| e.path == remote_path && !e.trashed && e.sha1.as_deref() == Some(&want));
+        if done {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{name} not uploaded after 300 s\n{}", mount.log_tail()).into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(WriteTimes {
+        closed,
+        uploaded: start.elapsed(),
+    })
+}
+
+/// Direct multipart upload with curl (part files prepared untimed); returns MiB/s.
+fn baseline_upload(
+    rt: &tokio::runtime::Runtime,
+    client: &Client,
+    emu: &Emulator,
+    dir: &Path,
+    seed: u64,
+) -> BoxResult<f64> {
+    let parts_dir = dir.join("parts");
+    std::fs::create_dir_all(&parts_dir)?;
+    let part_count = GIB.div_ceil(PART_SIZE);
+    let mut part_files = Vec::new();
+    for n in 0..part_count {
+        let path = parts_dir.join(format!("part{n}"));
+        let len = PART_SIZE.min(GIB - n * PART_SIZE) as usize;
+        std::fs::write(&path, pattern_bytes(seed, n * PART_SIZE, len))?;
+        part_files.push(path);
+    }
+    let req = NewFile {
+        parent_file_id: "root".into(),
+        name: "baseline.bin".into(),
+        size: GIB,
+        check_name_mode: CheckNameMode::Ignore,
+        part_count: part_count as u32,
+        local_modified_at: None,
+        hashes: UploadHashes::None,
+    };
+    emu.reset_calls();
+    let took = timed(|| {
+        let session = rt.block_on(client.create_file(&req))?;
+        let upload_id = session.upload_id.ok_or("create_file gave no upload_id")?;
+        check(session.parts.len() == part_files.len(), "part URL count")?;
+        for (part, file) in session.parts.iter().zip(&part_files) {
+            let out = Command::new("curl")
+                .args(["-s", "-f", "-o", "/dev/null", "-T"])
+                .arg(file)
+                .args(["--header", "Content-Type:"])
+                .arg(&part.upload_url)
+                .status()?;
+            check(
+                out.success(),
+                &format!("curl PUT of part {}", part.part_number),
+            )?;
+        }
+        rt.block_on(client.complete_upload(&session.file_id, &upload_id))?;
+        Ok(())
+    })?;
+    std::fs::remove_dir_all(&parts_dir)?;
+    check(
+        emu.call_count("data/put") == part_count,
+        "baseline: one PUT per part",
+    )?;
+    Ok(mib_per_s(GIB, took))
+}
+
+/// The daemon, mounted in its own folder with its own token file and cache.
+struct Mount {
+    dir: PathBuf,
+    log_path: PathBuf,
+    child: Child,
+}
+
+impl Mount {
+    fn start(emu: &Emulator, base: &Path, name: &str) -> BoxResult<Mount> {
+        let root = base.join(format!("mount-{name}"));
+        let dir = root.join("mnt");
+        std::fs::create_dir_all(&dir)?;
+        let log_path = root.join("alipanfs.log");
+        let defaults = EmulatorConfig::default();
+        let child = Command::new(BIN)
+            .arg("mount")
+            .arg("--foreground")
+            .arg(&dir)
+            .arg("--api-url")
+            .arg(emu.api_url())
+            .arg("--client-id")
+            .arg(&defaults.client_id)
+            .arg("--client-secret")
+            .arg(&defaults.client_secret)
+            .arg("--token-file")
+            .arg(root.join("state/token.json"))
+            .arg("--cache-dir")
+            .arg(root.join("cache"))
+            // The current token: the bench client and earlier mounts have rotated it.
+            .env("ALIPANFS_REFRESH_TOKEN", emu.refresh_token())
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&log_path)?)
+            .spawn()?;
+        let mut mount = Mount {
+            dir,
+            log_path,
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !is_mounted(&mount.dir) {
+            if let Some(status) = mount.child.try_wait()? {
+                return Err(format!("alipanfs exited with {status}\n{}", mount.log_tail()).into());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("not mounted after 30 s\n{}", mount.log_tail()).into());
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        Ok(mount)
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Peak resident set of the daemon so far, in bytes.
+    fn vm_hwm(&self) -> BoxResult<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .ok_or("no VmHWM in /proc/PID/status")?;
+        Ok(kib * 1024)
+    }
+
+    /// SIGTERM, then wait for the daemon to unmount and exit.
+    fn stop(mut self) {
+        self.terminate();
+    }
+
+    fn terminate(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !matches!(self.child.try_wait(), Ok(Some(_))) {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        if is_mounted(&self.dir) {
+            let _ = Command::new("fusermount3")
+                .args(["-u", "-z"])
+                .arg(&self.dir)
+                .status();
+        }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        // Also on an error path: never leave a daemon or a stale mount behind.
+        self.terminate();
+    }
+}
+
+fn is_mounted(dir: &Path) -> bool {
+    let want = dir.to_string_lossy();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|info| info.lines().any(|l| l.split(' ').nth(4) == Some(&*want)))
+        .unwrap_or(false)
+}
+
+/// Reads the whole file with a 1 MiB buffer and checks its length.
+fn read_all(path: &Path, expect: u64) -> BoxResult<()> {
+    let mut f = File::open(path)?;
+    let mut buf = vec![0u8; MIB as usize];
+    let mut total = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+    }
+    check(
+        total == expect,
+        &format!("{}: read {total} bytes", path.display()),
+    )
+}
+
+/// `ls -l DIR`: the number of output lines and the wall time.
+fn ls_l(dir: &Path) -> BoxResult<(usize, Duration)> {
+    let start = Instant::now();
+    let out = Command::new("ls").arg("-l").arg(dir).output()?;
+    let took = start.elapsed();
+    check(out.status.success(), "ls -l failed")?;
+    Ok((out.stdout.iter().filter(|&&b| b == b'\n').count(), took))
+}
+
+/// A whole-file curl download; returns the `-w` value (a number).
+fn curl_download(url: &str, write_out: &str) -> BoxResult<f64> {
+    Ok(curl_numbers(&["-s", "-f", "-o", "/dev/null", "-w", write_out, url], 1)?[0])
+}
+
+/// Runs curl; returns the `count` whitespace-separated numbers its `-w` printed.
+fn curl_numbers(args: &[&str], count: usize) -> BoxResult<Vec<f64>> {
+    let out = Command::new("curl").args(args).output()?;
+    check(out.status.success(), "curl failed")?;
+    let numbers = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<Vec<f64>, _>>()?;
+    check(
+        numbers.len() == count,
+        "curl printed an unexpected -w output",
+    )?;
+    Ok(numbers)
+}
+
+fn timed(f: impl FnOnce() -> BoxResult<()>) -> BoxResult<Duration> {
+    let start = Instant::now();
+    f()?;
+    Ok(start.elapsed())
+}
+
+fn check(ok: bool, what: &str) -> BoxResult<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(what.to_string().into())
+    }
+}
+
+fn mib_per_s(bytes: u64, took: Duration) -> f64 {
+    bytes as f64 / MIB as f64 / took.as_secs_f64().max(1e-9)
+}
+
+fn ratio(ours: f64, baseline: f64, target: f64) -> String {
+    let r = ours / baseline.max(1e-9);
+    verdict(r >= target, &format!("{r:.2}x (target ≥ {target}x)"))
+}
+
+fn verdict(ok: bool, text: &str) -> String {
+    format!("{text} {}", if ok { "✅" } else { "❌" })
+}
+
+/// The counted endpoints' calls since the last reset, e.g. `list=0 data/get=12`.
+fn counts(emu: &Emulator) -> String {
+    let calls: BTreeMap<String, u64> = emu.calls();
+    COUNTED
+        .iter()
+        .map(|k| format!("{k}={}", calls.get(*k).copied().unwrap_or(0)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
