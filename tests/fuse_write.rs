@@ -471,6 +471,8 @@ fn what_the_drive_cannot_store_is_refused_with_the_right_errno() {
 #[test]
 fn an_upload_cut_short_by_unmount_resumes_at_the_next_mount() {
     let m = mount_with(|_| {}, |_| {}, &["--upload-drain-timeout", "1"]);
+    // List the root first: with every request failing, only the upload should be affected.
+    assert_eq!(std::fs::read_dir(&m.dir).unwrap().count(), 0);
     m.emulator.set_faults(Faults {
         failure_rate: 1.0,
         ..Faults::default()

@@ -107,8 +107,14 @@ pub struct Emulator {
 impl Emulator {
     /// Bind `listen` (port 0 is fine) and serve on the current tokio runtime.
     pub async fn start(listen: SocketAddr, cfg: EmulatorConfig) -> Result<Emulator> {
+        use axum::serve::ListenerExt;
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
+        // As a real server does: small responses on a kept-alive connection must not wait
+        // ~40 ms for Nagle's algorithm (it made every later request of a connection slow).
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let shared = Arc::new(state::Shared::new(cfg, addr)?);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let app = server::router(shared.clone());
