@@ -412,6 +412,8 @@ fn a_full_drive_gives_enospc_and_keeps_what_was_there() {
     assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
     drop(f);
     assert!(m.log().contains("quota"), "a clear log line: {}", m.log());
+    // What cp does after ENOSPC: remove the partial file (its queued upload is cancelled).
+    std::fs::remove_file(m.path("too-big.bin")).unwrap();
     assert_eq!(
         std::fs::metadata(m.path("filler.bin")).unwrap().len(),
         2 << 20

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::api::{Client, ClientConfig, RateLimits};
 use crate::cli::notify;
@@ -251,28 +251,77 @@ pub fn serve(
         }
     });
     notify::stopping();
+    // Unmount first: the kernel then hands over what is still queued (the RELEASE of a file
+    // closed just before the signal), so its upload is queued before we drain the queue.
+    if !external_unmount {
+        unmount(mountpoint);
+    }
+    rt.block_on(async {
+        let deadline = Instant::now() + SESSION_END_WAIT;
+        while !background.guard.is_finished() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    if !background.guard.is_finished() {
+        warn!(
+            "the FUSE session did not end {SESSION_END_WAIT:?} after the unmount; exiting anyway"
+        );
+    }
     let pending = rt.block_on(core.uploads().drain(s.upload_drain_timeout));
     if pending > 0 {
         error!(
             pending,
             staging = %s.cache_dir.join("staging").display(),
-            "uploads still pending at unmount; their staged files are kept"
+            "uploads still pending at unmount; their staged files are kept and the next mount resumes them"
         );
     }
-    let result = if external_unmount {
-        background.join()
-    } else {
-        background.umount_and_join()
-    };
-    match result {
-        Ok(()) => Ok(()),
-        Err(e) if !external_unmount => {
-            warn!(error = %e, "unmount failed (busy?); detaching lazily");
-            lazy_unmount(mountpoint);
-            Ok(())
+    if background.guard.is_finished() {
+        if let Err(e) = background.join() {
+            debug!(error = %e, "FUSE session ended with an error");
         }
-        Err(e) => Err(Error::Io(e)),
+    } else {
+        // Its threads are blocked in the kernel; the process exit ends them.
+        std::mem::forget(background);
     }
+    Ok(())
+}
+
+/// How long the FUSE session may take to finish its queued requests after the unmount.
+const SESSION_END_WAIT: Duration = Duration::from_secs(10);
+
+/// Unmount our own mount point: umount(2) as root, else fusermount3 -u; lazily if busy.
+fn unmount(mountpoint: &Path) {
+    info!(mountpoint = %mountpoint.display(), "unmounting");
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        if let Ok(path) = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()) {
+            // SAFETY: a valid NUL-terminated path; umount2 has no other preconditions.
+            if unsafe { libc::umount2(path.as_ptr(), 0) } == 0 {
+                return;
+            }
+        }
+        let ok = std::process::Command::new("fusermount3")
+            .arg("-u")
+            .arg(mountpoint)
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return;
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let ok = std::process::Command::new("umount")
+            .arg(mountpoint)
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return;
+        }
+    }
+    warn!("unmount failed (busy?); detaching lazily");
+    lazy_unmount(mountpoint);
 }
 
 /// Wait until the kernel routes the mount point to us (its device differs from its parent's).
