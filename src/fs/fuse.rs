@@ -107,6 +107,49 @@ fn time_of(t: TimeOrNow) -> SystemTime {
     }
 }
 
+/// Replies that can carry an errno, so one helper can answer every kind of request.
+trait ErrorReply: Send + 'static {
+    fn fail(self, errno: fuser::Errno);
+}
+
+macro_rules! error_reply {
+    ($($reply:ty),*) => {
+        $(impl ErrorReply for $reply {
+            fn fail(self, errno: fuser::Errno) {
+                self.error(errno)
+            }
+        })*
+    };
+}
+error_reply!(
+    ReplyEntry,
+    ReplyAttr,
+    ReplyEmpty,
+    ReplyOpen,
+    ReplyData,
+    ReplyStatfs,
+    ReplyCreate
+);
+
+impl FuseAdapter {
+    /// Run a core operation on tokio (never on the FUSE thread) and answer with `ok`, or with
+    /// the errno of its error.
+    fn spawn<R: ErrorReply, T: Send + 'static>(
+        &self,
+        op: &'static str,
+        reply: R,
+        work: impl std::future::Future<Output = crate::error::Result<T>> + Send + 'static,
+        ok: impl FnOnce(R, T) + Send + 'static,
+    ) {
+        self.rt.spawn(async move {
+            match work.await {
+                Ok(value) => ok(reply, value),
+                Err(e) => reply.fail(errno(op, &e)),
+            }
+        });
+    }
+}
+
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_readahead(self.max_readahead);
@@ -121,12 +164,12 @@ impl Filesystem for FuseAdapter {
             Err(e) => return reply.error(e),
         };
         let (core, ttl) = (self.core.clone(), self.ttl);
-        self.rt.spawn(async move {
-            match core.lookup(parent.0, &name).await {
-                Ok(attr) => reply.entry(&ttl, &file_attr(&attr), Generation(0)),
-                Err(e) => reply.error(errno("lookup", &e)),
-            }
-        });
+        self.spawn(
+            "lookup",
+            reply,
+            async move { core.lookup(parent.0, &name).await },
+            move |reply, attr| reply.entry(&ttl, &file_attr(&attr), Generation(0)),
+        );
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -137,12 +180,12 @@ impl Filesystem for FuseAdapter {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let (core, ttl) = (self.core.clone(), self.ttl);
-        self.rt.spawn(async move {
-            match core.getattr(ino.0).await {
-                Ok(attr) => reply.attr(&ttl, &file_attr(&attr)),
-                Err(e) => reply.error(errno("getattr", &e)),
-            }
-        });
+        self.spawn(
+            "getattr",
+            reply,
+            async move { core.getattr(ino.0).await },
+            move |reply, attr| reply.attr(&ttl, &file_attr(&attr)),
+        );
     }
 
     fn setattr(
@@ -164,15 +207,15 @@ impl Filesystem for FuseAdapter {
         reply: ReplyAttr,
     ) {
         let (core, ttl) = (self.core.clone(), self.ttl);
-        self.rt.spawn(async move {
-            match core
-                .setattr(ino.0, size, mtime.map(time_of), mode, uid, gid)
-                .await
-            {
-                Ok(attr) => reply.attr(&ttl, &file_attr(&attr)),
-                Err(e) => reply.error(errno("setattr", &e)),
-            }
-        });
+        self.spawn(
+            "setattr",
+            reply,
+            async move {
+                core.setattr(ino.0, size, mtime.map(time_of), mode, uid, gid)
+                    .await
+            },
+            move |reply, attr| reply.attr(&ttl, &file_attr(&attr)),
+        );
     }
 
     fn mknod(
@@ -203,12 +246,12 @@ impl Filesystem for FuseAdapter {
             Err(e) => return reply.error(e),
         };
         let (core, ttl) = (self.core.clone(), self.ttl);
-        self.rt.spawn(async move {
-            match core.mkdir(parent.0, &name).await {
-                Ok(attr) => reply.entry(&ttl, &file_attr(&attr), Generation(0)),
-                Err(e) => reply.error(errno("mkdir", &e)),
-            }
-        });
+        self.spawn(
+            "mkdir",
+            reply,
+            async move { core.mkdir(parent.0, &name).await },
+            move |reply, attr| reply.entry(&ttl, &file_attr(&attr), Generation(0)),
+        );
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -217,12 +260,8 @@ impl Filesystem for FuseAdapter {
             Err(e) => return reply.error(e),
         };
         let core = self.core.clone();
-        self.rt.spawn(async move {
-            match core.unlink(parent.0, &name).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("unlink", &e)),
-            }
-        });
+        let work = async move { core.unlink(parent.0, &name).await };
+        self.spawn("unlink", reply, work, |reply, ()| reply.ok());
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -231,12 +270,8 @@ impl Filesystem for FuseAdapter {
             Err(e) => return reply.error(e),
         };
         let core = self.core.clone();
-        self.rt.spawn(async move {
-            match core.rmdir(parent.0, &name).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("rmdir", &e)),
-            }
-        });
+        let work = async move { core.rmdir(parent.0, &name).await };
+        self.spawn("rmdir", reply, work, |reply, ()| reply.ok());
     }
 
     fn symlink(
@@ -270,15 +305,11 @@ impl Filesystem for FuseAdapter {
         }
         let no_replace = flags.bits() & libc::RENAME_NOREPLACE != 0;
         let core = self.core.clone();
-        self.rt.spawn(async move {
-            match core
-                .rename(parent.0, &name, newparent.0, &newname, no_replace)
+        let work = async move {
+            core.rename(parent.0, &name, newparent.0, &newname, no_replace)
                 .await
-            {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("rename", &e)),
-            }
-        });
+        };
+        self.spawn("rename", reply, work, |reply, ()| reply.ok());
     }
 
     fn link(&self, _req: &Request, _ino: INodeNo, _np: INodeNo, _nn: &OsStr, reply: ReplyEntry) {
@@ -290,12 +321,12 @@ impl Filesystem for FuseAdapter {
         let write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
         let truncate = flags.0 & libc::O_TRUNC != 0;
         let core = self.core.clone();
-        self.rt.spawn(async move {
-            match core.open(ino.0, write, truncate).await {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-                Err(e) => reply.error(errno("open", &e)),
-            }
-        });
+        self.spawn(
+            "open",
+            reply,
+            async move { core.open(ino.0, write, truncate).await },
+            move |reply, fh| reply.opened(FileHandle(fh), FopenFlags::empty()),
+        );
     }
 
     fn read(
@@ -310,12 +341,12 @@ impl Filesystem for FuseAdapter {
         reply: ReplyData,
     ) {
         let core = self.core.clone();
-        self.rt.spawn(async move {
-            match core.read(fh.0, offset, size).await {
-                Ok(data) => reply.data(&data),
-                Err(e) => reply.error(errno("read", &e)),
-            }
-        });
+        self.spawn(
+            "read",
+            reply,
+            async move { core.read(fh.0, offset, size).await },
+            move |reply, data| reply.data(&data),
+        );
     }
 
     fn write(
@@ -381,12 +412,12 @@ impl Filesystem for FuseAdapter {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let core = self.core.clone();
-        self.rt.spawn(async move {
-            match core.opendir(ino.0).await {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-                Err(e) => reply.error(errno("opendir", &e)),
-            }
-        });
+        self.spawn(
+            "opendir",
+            reply,
+            async move { core.opendir(ino.0).await },
+            move |reply, fh| reply.opened(FileHandle(fh), FopenFlags::empty()),
+        );
     }
 
     fn readdir(
@@ -465,17 +496,17 @@ impl Filesystem for FuseAdapter {
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         let core = self.core.clone();
-        self.rt.spawn(async move {
-            match core.statfs().await {
-                Ok(space) => {
-                    let bs = BLOCK_SIZE as u64;
-                    let blocks = space.total_bytes / bs;
-                    let free = space.total_bytes.saturating_sub(space.used_bytes) / bs;
-                    reply.statfs(blocks, free, free, 0, 0, BLOCK_SIZE, 1024, BLOCK_SIZE);
-                }
-                Err(e) => reply.error(errno("statfs", &e)),
-            }
-        });
+        self.spawn(
+            "statfs",
+            reply,
+            async move { core.statfs().await },
+            move |reply, space| {
+                let bs = BLOCK_SIZE as u64;
+                let blocks = space.total_bytes / bs;
+                let free = space.total_bytes.saturating_sub(space.used_bytes) / bs;
+                reply.statfs(blocks, free, free, 0, 0, BLOCK_SIZE, 1024, BLOCK_SIZE);
+            },
+        );
     }
 
     fn setxattr(
@@ -534,17 +565,16 @@ impl Filesystem for FuseAdapter {
             Err(e) => return reply.error(e),
         };
         let (core, ttl) = (self.core.clone(), self.ttl);
-        self.rt.spawn(async move {
-            match core.create(parent.0, &name).await {
-                Ok((attr, fh)) => reply.created(
-                    &ttl,
-                    &file_attr(&attr),
-                    Generation(0),
-                    FileHandle(fh),
-                    FopenFlags::empty(),
-                ),
-                Err(e) => reply.error(errno("create", &e)),
-            }
+        let work = async move { core.create(parent.0, &name).await };
+        self.spawn("create", reply, work, move |reply, (attr, fh)| {
+            let flags = FopenFlags::empty();
+            reply.created(
+                &ttl,
+                &file_attr(&attr),
+                Generation(0),
+                FileHandle(fh),
+                flags,
+            )
         });
     }
 }
