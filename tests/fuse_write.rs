@@ -403,7 +403,8 @@ fn a_full_drive_gives_enospc_and_keeps_what_was_there() {
         |e| {
             e.seed_pattern_file("root", "filler.bin", 2 << 20, 1);
         },
-        &[],
+        // Trashed files still count against the quota: delete the partial file for real.
+        &["--delete-permanently", "--upload-drain-timeout", "10"],
     );
     // statfs primes the free-space estimate the write path checks.
     sh(&format!("df '{}' >/dev/null", m.dir.display()));
@@ -427,6 +428,8 @@ fn a_full_drive_gives_enospc_and_keeps_what_was_there() {
         .unwrap();
     f.seek(SeekFrom::Start(0)).unwrap();
     f.write_all(b"FITS").unwrap();
+    drop(f);
+    wait_uploaded(&m, "small.txt", &sha1_hex(b"FITS"));
 }
 
 #[test]
