@@ -179,19 +179,8 @@ pub async fn get(
             st.knobs.max_concurrent_downloads,
         )
     };
-    match fault {
-        Fault::Json500 => {
-            return oss_error(
-                500,
-                "InternalError",
-                "We encountered an internal error. Please try again.",
-                "0001-00000001",
-                &[],
-            )
-        }
-        Fault::Html500 => return errors::gateway(500, false),
-        Fault::Gateway { xml } => return errors::gateway(502, xml),
-        _ => {}
+    if let Some(failed) = injected_failure(fault) {
+        return failed;
     }
     let (status, start, len) = match range_of(headers, size) {
         RangeOutcome::Full => (200u16, 0, size),
@@ -420,19 +409,8 @@ pub async fn put(
     if strict && has_ctype {
         return oss_signature();
     }
-    match fault {
-        Fault::Json500 => {
-            return oss_error(
-                500,
-                "InternalError",
-                "We encountered an internal error. Please try again.",
-                "0001-00000001",
-                &[],
-            )
-        }
-        Fault::Html500 => return errors::gateway(500, false),
-        Fault::Gateway { xml } => return errors::gateway(502, xml),
-        _ => {}
+    if let Some(failed) = injected_failure(fault) {
+        return failed;
     }
     let (offset, mut sha) = {
         let mut st = sh.lock();
@@ -591,5 +569,22 @@ mod tests {
         assert_eq!(outcome("bytes=0-0", true, 0), "416");
         assert_eq!(outcome("bytes=x-1", true, 10), "full");
         assert_eq!(outcome("bytes=-0", true, 10), "full");
+    }
+}
+
+/// The answer of an injected server-side failure on the data host (a dropped connection is
+/// handled while streaming instead).
+fn injected_failure(fault: Fault) -> Option<Resp> {
+    match fault {
+        Fault::Json500 => Some(oss_error(
+            500,
+            "InternalError",
+            "We encountered an internal error. Please try again.",
+            "0001-00000001",
+            &[],
+        )),
+        Fault::Html500 => Some(errors::gateway(500, false)),
+        Fault::Gateway { xml } => Some(errors::gateway(502, xml)),
+        _ => None,
     }
 }
