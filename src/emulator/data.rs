@@ -538,6 +538,23 @@ pub fn preview_playlist() -> Resp {
     r
 }
 
+/// The answer of an injected server-side failure on the data host (a dropped connection is
+/// handled while streaming instead).
+fn injected_failure(fault: Fault) -> Option<Resp> {
+    match fault {
+        Fault::Json500 => Some(oss_error(
+            500,
+            "InternalError",
+            "We encountered an internal error. Please try again.",
+            "0001-00000001",
+            &[],
+        )),
+        Fault::Html500 => Some(errors::gateway(500, false)),
+        Fault::Gateway { xml } => Some(errors::gateway(502, xml)),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -569,22 +586,5 @@ mod tests {
         assert_eq!(outcome("bytes=0-0", true, 0), "416");
         assert_eq!(outcome("bytes=x-1", true, 10), "full");
         assert_eq!(outcome("bytes=-0", true, 10), "full");
-    }
-}
-
-/// The answer of an injected server-side failure on the data host (a dropped connection is
-/// handled while streaming instead).
-fn injected_failure(fault: Fault) -> Option<Resp> {
-    match fault {
-        Fault::Json500 => Some(oss_error(
-            500,
-            "InternalError",
-            "We encountered an internal error. Please try again.",
-            "0001-00000001",
-            &[],
-        )),
-        Fault::Html500 => Some(errors::gateway(500, false)),
-        Fault::Gateway { xml } => Some(errors::gateway(502, xml)),
-        _ => None,
     }
 }
