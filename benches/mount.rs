@@ -419,7 +419,7 @@ fn baseline_upload(
     let req = NewFile {
         parent_file_id: "root".into(),
         name: "baseline.bin".into(),
-        size: GIB,
+        size: Some(GIB),
         check_name_mode: CheckNameMode::Ignore,
         part_count: part_count as u32,
         local_modified_at: None,

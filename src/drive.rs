@@ -144,7 +144,9 @@ pub enum UploadHashes {
 pub struct NewFile {
     pub parent_file_id: String,
     pub name: String,
-    pub size: u64,
+    /// None for an upload that starts before its length is known (sent as no `size`; the
+    /// service takes the length from the parts). Rapid upload and pre-hash need it.
+    pub size: Option<u64>,
     pub check_name_mode: CheckNameMode,
     /// Parts 1..=part_count are declared (at least 1).
     pub part_count: u32,

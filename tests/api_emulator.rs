@@ -214,7 +214,7 @@ async fn upload_session_parts_and_complete() {
         .create_file(&NewFile {
             parent_file_id: ROOT_ID.into(),
             name: "big.bin".into(),
-            size: content.len() as u64,
+            size: Some(content.len() as u64),
             check_name_mode: CheckNameMode::Refuse,
             part_count: 3,
             local_modified_at: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000)),
@@ -289,7 +289,7 @@ async fn upload_session_parts_and_complete() {
         .create_file(&NewFile {
             parent_file_id: ROOT_ID.into(),
             name: "big.bin".into(),
-            size: 1,
+            size: Some(1),
             check_name_mode: CheckNameMode::Refuse,
             part_count: 1,
             local_modified_at: None,
@@ -313,7 +313,7 @@ async fn rapid_upload_sends_no_part_bytes_and_pre_hash_matches() {
     let req = |hashes| NewFile {
         parent_file_id: ROOT_ID.into(),
         name: "copy.bin".into(),
-        size: content.len() as u64,
+        size: Some(content.len() as u64),
         check_name_mode: CheckNameMode::Refuse,
         part_count: 1,
         local_modified_at: None,

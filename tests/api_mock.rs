@@ -409,7 +409,7 @@ async fn proof_code_follows_the_token_that_sends_the_create() {
         .create_file(&NewFile {
             parent_file_id: "root".into(),
             name: "h.txt".into(),
-            size: content.len() as u64,
+            size: Some(content.len() as u64),
             check_name_mode: CheckNameMode::Refuse,
             part_count: 1,
             local_modified_at: Some(SystemTime::now()),
@@ -639,7 +639,7 @@ fn new_file(name: &str) -> NewFile {
     NewFile {
         parent_file_id: "root".into(),
         name: name.into(),
-        size: 10,
+        size: Some(10),
         check_name_mode: CheckNameMode::Ignore,
         part_count: 1,
         local_modified_at: None,

@@ -72,6 +72,36 @@ fn a_100_mib_copy_lands_intact_and_a_second_copy_is_a_rapid_upload() {
 }
 
 #[test]
+fn a_file_written_in_order_uploads_while_it_is_written() {
+    let m = mount_with(
+        |_| {},
+        |_| {},
+        &["--part-size", "1M", "--upload-while-writing", "4M"],
+    );
+    let data = random_bytes((17 << 20) + 123, 91);
+    let sha = sha1_hex(&data);
+    let mut f = std::fs::File::create(m.path("rec.bin")).unwrap();
+    f.write_all(&data[..12 << 20]).unwrap();
+    // Still open: the parts the writer has passed are already on the drive.
+    m.wait_for("parts sent before close", UPLOAD_WAIT, || {
+        m.emulator.call_count("data/put") >= 12
+    });
+    assert!(m.remote("rec.bin").is_none(), "not visible before close");
+    f.write_all(&data[12 << 20..]).unwrap();
+    drop(f);
+    assert_eq!(sha1_of(&m.path("rec.bin")), sha);
+    wait_uploaded(&m, "rec.bin", &sha);
+    // 18 parts, each sent once: the upload after close did not start over.
+    assert_eq!(
+        m.emulator.call_count("data/put"),
+        18,
+        "{:?}",
+        m.emulator.calls()
+    );
+    assert_eq!(sha1_of(&m.path("rec.bin")), sha);
+}
+
+#[test]
 fn a_multipart_upload_survives_expiring_part_urls() {
     let m = mount_with(
         |c| {

@@ -113,9 +113,9 @@ async fn multipart_upload_survives_part_urls_expiring_mid_upload() {
     let p = e.file("big", &content);
     let upload = {
         let drive = drive.clone();
-        tokio::spawn(
-            async move { upload_file(&*drive, &small_parts(), &target("big.bin"), &p).await },
-        )
+        tokio::spawn(async move {
+            upload_file(&*drive, &small_parts(), &target("big.bin"), &p, None).await
+        })
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while drive.call_count("upload_urls") == 0 {
@@ -150,12 +150,12 @@ async fn second_upload_of_the_same_content_is_rapid() {
     for (i, len) in [(0u32, 150 * KIB), (1, 350 * KIB)] {
         let content = data(len, 10 + i);
         let p = e.file(&format!("c{i}"), &content);
-        let first = upload_file(&*e.drive, &cfg, &target(&format!("a{i}")), &p)
+        let first = upload_file(&*e.drive, &cfg, &target(&format!("a{i}")), &p, None)
             .await
             .unwrap();
         let puts = e.emu.call_count("data/put");
         assert!(puts > 0);
-        let second = upload_file(&*e.drive, &cfg, &target(&format!("b{i}")), &p)
+        let second = upload_file(&*e.drive, &cfg, &target(&format!("b{i}")), &p, None)
             .await
             .unwrap();
         assert_eq!(e.emu.call_count("data/put"), puts, "no part bytes sent");
@@ -183,13 +183,17 @@ async fn replacing_trashes_the_old_copy_only_after_success() {
     drive.fail_next("complete_upload", 1, || {
         Error::PermissionDenied("injected".into())
     });
-    assert!(upload_file(drive, &small_parts(), &t, &p).await.is_err());
+    assert!(upload_file(drive, &small_parts(), &t, &p, None)
+        .await
+        .is_err());
     assert_eq!(drive.call_count("trash"), 0);
     let vis = e.visible("doc.txt");
     assert_eq!(vis.len(), 1);
     assert_eq!(vis[0].file_id, old);
 
-    let item = upload_file(drive, &small_parts(), &t, &p).await.unwrap();
+    let item = upload_file(drive, &small_parts(), &t, &p, None)
+        .await
+        .unwrap();
     assert!(e.entry(&old).trashed, "old copy trashed after success");
     let vis = e.visible("doc.txt");
     assert_eq!(vis.len(), 1);
@@ -246,7 +250,7 @@ async fn full_drive_is_quota_exhausted() {
     let e = env(|_| {}).await;
     e.emu.set_quota(1000);
     let p = e.file("q", &data(300 * KIB, 5));
-    match upload_file(&*e.drive, &small_parts(), &target("q.bin"), &p).await {
+    match upload_file(&*e.drive, &small_parts(), &target("q.bin"), &p, None).await {
         Err(Error::QuotaExhausted(_)) => {}
         other => panic!("expected QuotaExhausted, got {other:?}"),
     }
@@ -257,7 +261,7 @@ async fn full_drive_is_quota_exhausted() {
 async fn empty_file() {
     let e = env(|_| {}).await;
     let p = e.file("empty", b"");
-    let item = upload_file(&*e.drive, &small_parts(), &target("empty.txt"), &p)
+    let item = upload_file(&*e.drive, &small_parts(), &target("empty.txt"), &p, None)
         .await
         .unwrap();
     assert_eq!(item.size, 0);

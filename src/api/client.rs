@@ -214,9 +214,11 @@ fn create_file_body(drive_id: &str, req: &NewFile, token: &str) -> Result<serde_
         "name": req.name,
         "type": "file",
         "check_name_mode": req.check_name_mode.as_str(),
-        "size": req.size,
         "part_info_list": parts,
     });
+    if let Some(size) = req.size {
+        body["size"] = json!(size);
+    }
     if let Some(t) = req.local_modified_at {
         body["local_modified_at"] = json!(crate::timefmt::format(t));
     }
@@ -228,8 +230,11 @@ fn create_file_body(drive_id: &str, req: &NewFile, token: &str) -> Result<serde_
             local_file,
         } => {
             // 8 bytes at most: a blocking read is cheaper than a thread hop.
+            let size = req
+                .size
+                .ok_or_else(|| Error::Config("a rapid-upload create needs the file size".into()))?;
             let mut f = std::fs::File::open(local_file)?;
-            let proof = hashing::proof_code_of_file(token, &mut f, req.size)?;
+            let proof = hashing::proof_code_of_file(token, &mut f, size)?;
             body["content_hash"] = json!(content_hash);
             body["content_hash_name"] = json!("sha1");
             body["proof_code"] = json!(proof);
@@ -656,7 +661,7 @@ mod tests {
         let req = NewFile {
             parent_file_id: "root".into(),
             name: "h.txt".into(),
-            size: 12,
+            size: Some(12),
             check_name_mode: CheckNameMode::Refuse,
             part_count: 2,
             local_modified_at: Some(

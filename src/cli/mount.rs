@@ -162,6 +162,7 @@ pub fn build_core(drive: Arc<dyn Drive>, s: &Settings) -> Result<Arc<FsCore>> {
         UploadConfig {
             part_size: s.part_size,
             delete_permanently: s.delete_permanently,
+            upload_while_writing: s.upload_while_writing,
             ..UploadConfig::default()
         },
     );

@@ -85,6 +85,12 @@ pub struct MountOptions {
     /// Delete files permanently instead of moving them to the recycle bin.
     #[arg(long)]
     pub delete_permanently: bool,
+    /// A file written from its start in order begins uploading once it has this many bytes,
+    /// before it is closed; `off` uploads only after close, so content the drive already has is
+    /// always a rapid upload that sends nothing [default: 128M].
+    #[arg(long, value_parser = parse_size_or_off, value_name = "SIZE|off")]
+    #[serde(default, deserialize_with = "de_size_or_off")]
+    pub upload_while_writing: Option<u64>,
     /// Client-side limit of list calls per second [default: 4].
     #[arg(long)]
     pub list_rate: Option<f64>,
@@ -126,6 +132,8 @@ pub struct Settings {
     pub cache_dir: PathBuf,
     pub part_size: Option<u64>,
     pub delete_permanently: bool,
+    /// None: uploads start at close.
+    pub upload_while_writing: Option<u64>,
     pub list_rate: f64,
     pub download_url_rate: f64,
     pub api_rate: f64,
@@ -158,6 +166,7 @@ impl MountOptions {
             cache_dir: self.cache_dir.or(lower.cache_dir),
             part_size: self.part_size.or(lower.part_size),
             delete_permanently: self.delete_permanently || lower.delete_permanently,
+            upload_while_writing: self.upload_while_writing.or(lower.upload_while_writing),
             list_rate: self.list_rate.or(lower.list_rate),
             download_url_rate: self.download_url_rate.or(lower.download_url_rate),
             api_rate: self.api_rate.or(lower.api_rate),
@@ -223,6 +232,9 @@ impl MountOptions {
                 "max_downloads" => o.max_downloads = Some(need(value)?.parse().map_err(|e| bad(format!("{e}")))?),
                 "cache_dir" => o.cache_dir = Some(need(value)?.into()),
                 "part_size" => o.part_size = Some(parse_size(&need(value)?).map_err(bad)?),
+                "upload_while_writing" => {
+                    o.upload_while_writing = Some(parse_size_or_off(&need(value)?).map_err(bad)?)
+                }
                 "startup_timeout" => o.startup_timeout = Some(need(value)?.parse().map_err(|e| bad(format!("{e}")))?),
                 "refresh_token" | "client_secret" => {
                     return Err(Error::Config(format!(
@@ -281,6 +293,11 @@ impl MountOptions {
             cache_dir: self.cache_dir.unwrap_or_else(cache_dir),
             part_size: self.part_size,
             delete_permanently: self.delete_permanently,
+            upload_while_writing: match self.upload_while_writing {
+                Some(OFF) => None,
+                Some(size) => Some(size.max(1)),
+                None => Some(crate::write::upload::DEFAULT_UPLOAD_WHILE_WRITING),
+            },
             list_rate: self.list_rate.unwrap_or(4.0),
             download_url_rate: self.download_url_rate.unwrap_or(1.0),
             api_rate: self.api_rate.unwrap_or(15.0),
@@ -379,6 +396,38 @@ fn de_size<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option
     }
 }
 
+/// `off` as a size: never reached.
+const OFF: u64 = u64::MAX;
+
+/// A size, or `off`.
+pub fn parse_size_or_off(s: &str) -> std::result::Result<u64, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "off" | "no" | "false" | "never" => Ok(OFF),
+        _ => parse_size(s),
+    }
+}
+
+fn de_size_or_off<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Value {
+        Num(u64),
+        Flag(bool),
+        Text(String),
+    }
+    match Option::<Value>::deserialize(d)? {
+        None => Ok(None),
+        Some(Value::Num(n)) => Ok(Some(n)),
+        Some(Value::Flag(false)) => Ok(Some(OFF)),
+        Some(Value::Flag(true)) => Ok(None),
+        Some(Value::Text(s)) => parse_size_or_off(&s)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+    }
+}
+
 fn de_octal<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<u32>, D::Error> {
     match Option::<String>::deserialize(d)? {
         None => Ok(None),
@@ -434,6 +483,26 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(cli.or(o).drive, Some(DriveChoice::Resource));
+    }
+
+    #[test]
+    fn upload_while_writing_takes_a_size_or_off() {
+        let resolved = |o: MountOptions| o.resolve().unwrap().upload_while_writing;
+        assert_eq!(resolved(MountOptions::default()), Some(128 << 20));
+        let o = MountOptions::from_o_list(&["upload_while_writing=off".into()]).unwrap();
+        assert_eq!(resolved(o), None);
+        let o = MountOptions::from_o_list(&["upload_while_writing=64M".into()]).unwrap();
+        assert_eq!(resolved(o), Some(64 << 20));
+        for (toml_text, want) in [
+            ("upload-while-writing = \"off\"", None),
+            ("upload-while-writing = false", None),
+            ("upload-while-writing = \"1G\"", Some(1 << 30)),
+            ("upload-while-writing = 1048576", Some(1 << 20)),
+        ] {
+            let o: MountOptions = toml::from_str(toml_text).unwrap();
+            assert_eq!(resolved(o), want, "{toml_text}");
+        }
+        assert!(parse_size_or_off("sometimes").is_err());
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::fs::inode::{InodeTable, Node, ROOT_INO};
 use crate::fs::local::LocalContent;
 use crate::fs::names;
 use crate::read::{ReadHandle, Reader};
-use crate::write::{Staging, UploadEvent, UploadQueue, UploadTarget};
+use crate::write::{Staging, StreamTarget, UploadEvent, UploadQueue, UploadTarget};
 
 /// What the fs core needs to know about the mount.
 #[derive(Debug, Clone)]
@@ -592,7 +592,13 @@ impl FsCore {
             }
         };
         info!(ino, name = %target.name, "queued upload");
-        self.uploads.submit(ino, target, content.path.clone());
+        let stream = content.stream().cloned();
+        if let (Some(stream), Ok(len)) = (&stream, content.len()) {
+            // The stream sends the last part now, not when the queue gets to this job.
+            stream.close(len);
+        }
+        self.uploads
+            .submit_streamed(ino, target, content.path.clone(), stream);
         Ok(())
     }
 
@@ -611,7 +617,14 @@ impl FsCore {
             return Ok(content.clone());
         }
         let staged = self.staging.create()?;
-        let content = Arc::new(LocalContent::new(staged.path.clone(), staged.file));
+        let content = Arc::new(if truncate {
+            let stream = self
+                .stream_target(node.parent, &node.remote_name)
+                .and_then(|t| self.uploads.follow(&staged.path, t));
+            LocalContent::streamed(staged.path.clone(), staged.file, stream)
+        } else {
+            LocalContent::new(staged.path.clone(), staged.file)
+        });
         if truncate {
             content.mark_dirty();
         } else if let Some(sealed) = node.local.as_ref() {
@@ -651,6 +664,16 @@ impl FsCore {
         Ok(())
     }
 
+    /// Where a file named `name` in folder `parent` uploads to, for uploading while writing.
+    fn stream_target(&self, parent: u64, name: &str) -> Option<StreamTarget> {
+        let table = self.table.lock().unwrap();
+        let folder = table.get(parent).filter(|_| parent != 0)?;
+        Some(StreamTarget {
+            parent_file_id: folder.file_id.clone(),
+            name: name.to_string(),
+        })
+    }
+
     fn set_size(&self, ino: u64, size: u64) {
         if let Some(n) = self.table.lock().unwrap().get_mut(ino) {
             n.size = size;
@@ -667,7 +690,14 @@ impl FsCore {
             return Err(Error::AlreadyExists(name.to_string()));
         }
         let staged = self.staging.create()?;
-        let content = Arc::new(LocalContent::new(staged.path.clone(), staged.file));
+        let stream = self
+            .stream_target(parent, name)
+            .and_then(|t| self.uploads.follow(&staged.path, t));
+        let content = Arc::new(LocalContent::streamed(
+            staged.path.clone(),
+            staged.file,
+            stream,
+        ));
         content.mark_dirty();
         content.add_writer();
         let node = {
@@ -729,6 +759,10 @@ impl FsCore {
             // no local content the drive has no call to change it, so it lasts until re-listing.
             if let Some(n) = self.table.lock().unwrap().get_mut(ino) {
                 n.mtime = mtime;
+                // The streamed session was created with the mtime of its start.
+                if let Some(stream) = n.local.as_ref().and_then(|c| c.stream()) {
+                    stream.abandon("mtime set explicitly");
+                }
             }
         }
         self.getattr(ino).await

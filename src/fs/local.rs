@@ -11,6 +11,9 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+
+use crate::write::WriteStream;
 
 #[derive(Debug)]
 pub struct LocalContent {
@@ -19,6 +22,8 @@ pub struct LocalContent {
     sealed: AtomicBool,
     writers: AtomicU32,
     dirty: AtomicBool,
+    /// Uploading while written (a file written from empty); told of every change.
+    stream: Option<Arc<WriteStream>>,
 }
 
 impl LocalContent {
@@ -29,7 +34,20 @@ impl LocalContent {
             sealed: AtomicBool::new(false),
             writers: AtomicU32::new(0),
             dirty: AtomicBool::new(false),
+            stream: None,
         }
+    }
+
+    /// Content that starts empty and may upload while it is written.
+    pub fn streamed(path: PathBuf, file: File, stream: Option<Arc<WriteStream>>) -> Self {
+        LocalContent {
+            stream,
+            ..LocalContent::new(path, file)
+        }
+    }
+
+    pub fn stream(&self) -> Option<&Arc<WriteStream>> {
+        self.stream.as_ref()
     }
 
     pub fn len(&self) -> io::Result<u64> {
@@ -59,12 +77,27 @@ impl LocalContent {
 
     pub fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         self.dirty.store(true, Ordering::SeqCst);
-        self.file.write_all_at(data, offset)
+        let written = self.file.write_all_at(data, offset);
+        if let Some(s) = &self.stream {
+            match &written {
+                Ok(()) => s.on_write(offset, data.len() as u64),
+                // Some bytes may have landed: what was streamed cannot be trusted.
+                Err(_) => s.abandon("a write to the staged file failed"),
+            }
+        }
+        written
     }
 
     pub fn set_len(&self, len: u64) -> io::Result<()> {
         self.dirty.store(true, Ordering::SeqCst);
-        self.file.set_len(len)
+        let done = self.file.set_len(len);
+        if let Some(s) = &self.stream {
+            match &done {
+                Ok(()) => s.on_truncate(len),
+                Err(_) => s.abandon("a truncate of the staged file failed"),
+            }
+        }
+        done
     }
 
     pub fn sync(&self) -> io::Result<()> {

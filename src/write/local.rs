@@ -33,10 +33,7 @@ pub async fn hash_file(path: &Path) -> Result<LocalInfo> {
 
 fn hash_file_blocking(path: &Path) -> Result<LocalInfo> {
     let mut file = File::open(path)?;
-    let mut whole = Sha1::new();
-    let mut head = Sha1::new();
-    let mut head_len = 0usize;
-    let mut size = 0u64;
+    let mut hasher = ContentHasher::default();
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = match file.read(&mut buf) {
@@ -45,20 +42,44 @@ fn hash_file_blocking(path: &Path) -> Result<LocalInfo> {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(Error::Io(e)),
         };
-        let chunk = &buf[..n];
-        whole.update(chunk);
-        if head_len < PRE_HASH_BYTES {
-            let take = (PRE_HASH_BYTES - head_len).min(n);
-            head.update(&chunk[..take]);
-            head_len += take;
-        }
-        size += n as u64;
+        hasher.update(&buf[..n]);
     }
-    Ok(LocalInfo {
-        size,
-        sha1: hex::encode_upper(whole.finalize()),
-        pre_hash: hex::encode_upper(head.finalize()),
-    })
+    Ok(hasher.finish())
+}
+
+/// The hashes an upload needs, fed the content in order (by a whole-file pass, or by a stream
+/// following a writer).
+#[derive(Clone, Default)]
+pub struct ContentHasher {
+    whole: Sha1,
+    head: Sha1,
+    head_len: usize,
+    size: u64,
+}
+
+impl ContentHasher {
+    pub fn update(&mut self, chunk: &[u8]) {
+        self.whole.update(chunk);
+        if self.head_len < PRE_HASH_BYTES {
+            let take = (PRE_HASH_BYTES - self.head_len).min(chunk.len());
+            self.head.update(&chunk[..take]);
+            self.head_len += take;
+        }
+        self.size += chunk.len() as u64;
+    }
+
+    /// Bytes fed so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn finish(self) -> LocalInfo {
+        LocalInfo {
+            size: self.size,
+            sha1: hex::encode_upper(self.whole.finalize()),
+            pre_hash: hex::encode_upper(self.head.finalize()),
+        }
+    }
 }
 
 /// Read `len` bytes at `offset`. A short read means the staged file shrank under us: an error,

@@ -10,10 +10,13 @@ pub mod local;
 pub mod parts;
 pub mod queue;
 pub mod staging;
+pub mod stream;
 pub mod upload;
 
 #[cfg(test)]
 mod queue_tests;
+#[cfg(test)]
+mod stream_tests;
 #[cfg(test)]
 mod testdrive;
 #[cfg(test)]
@@ -21,4 +24,5 @@ mod upload_tests;
 
 pub use queue::{UploadEvent, UploadQueue};
 pub use staging::{StagedFile, Staging};
+pub use stream::{StreamTarget, Streams, WriteStream};
 pub use upload::{upload_file, UploadConfig, UploadTarget};

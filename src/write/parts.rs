@@ -51,7 +51,7 @@ pub fn part_size(size: u64, forced: Option<u64>) -> Result<u64> {
 
 /// Parts declared for a file: at least one, even when empty.
 pub fn part_count(size: u64, part_size: u64) -> u32 {
-    size.div_ceil(part_size.max(1)).max(1) as u32
+    size.div_ceil(part_size.max(1)).clamp(1, u32::MAX as u64) as u32
 }
 
 /// Why sending parts stopped.
@@ -132,6 +132,27 @@ impl<'a> PartSender<'a> {
         }
     }
 
+    /// A sender for an upload whose length is not known yet (a stream following a writer):
+    /// every part is `part_size`; set `size` once the length is known, before the last part.
+    pub fn open_ended(
+        drive: &'a dyn Drive,
+        local: &'a Path,
+        file_id: &'a str,
+        upload_id: &'a str,
+        part_size: u64,
+        initial: Vec<PartUrl>,
+    ) -> Self {
+        Self::new(
+            drive,
+            local,
+            file_id,
+            upload_id,
+            u64::MAX,
+            part_size,
+            initial,
+        )
+    }
+
     fn count(&self) -> u32 {
         part_count(self.size, self.part_size)
     }
@@ -195,6 +216,11 @@ impl<'a> PartSender<'a> {
         let body = local::read_range(self.local, offset, self.expected_len(n))
             .await
             .map_err(PartsError::Fail)?;
+        self.send_body(n, body).await
+    }
+
+    /// PUT `body` as part `n`: renews its URL when stale or expired, retries transient errors.
+    pub async fn send_body(&mut self, n: u32, body: bytes::Bytes) -> Result<Sent, PartsError> {
         let mut attempts = 0u32;
         let mut renewals = 0u32;
         let mut delay = Duration::from_millis(200);
@@ -267,8 +293,9 @@ impl<'a> PartSender<'a> {
     }
 }
 
-enum Sent {
+pub enum Sent {
     Done,
+    /// The server's parts and ours disagree (`PartAlreadyExist`, `PartNotSequential`).
     Resync(&'static str),
 }
 

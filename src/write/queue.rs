@@ -19,7 +19,7 @@
 //!   should apply events before submitting (or pass the event's file_id).
 
 use std::collections::{HashMap, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -28,7 +28,9 @@ use tokio::time::Instant;
 
 use crate::drive::{Drive, RemoteItem};
 use crate::error::Error;
+use crate::write::parts;
 use crate::write::staging::{remove_staged, write_sidecar};
+use crate::write::stream::{StreamTarget, Streams, WriteStream};
 use crate::write::upload::{upload_file, UploadConfig, UploadTarget};
 
 /// Uploads running at once (each is sequential inside; two keep one slow file from blocking all).
@@ -50,6 +52,17 @@ pub struct UploadEvent {
 struct Job {
     target: UploadTarget,
     staged: PathBuf,
+    /// The upload begun while the file was written, if any: used by the first attempt only.
+    stream: Option<Arc<WriteStream>>,
+}
+
+impl Job {
+    /// This version will not be uploaded: its stream need not go on.
+    fn drop_stream(&self) {
+        if let Some(s) = &self.stream {
+            s.abandon("superseded");
+        }
+    }
 }
 
 /// Per-key state. The slot exists while its task runs.
@@ -78,6 +91,7 @@ pub struct UploadQueue {
     /// key → file_id of its last completed upload. Written under the slots lock as the running
     /// job clears, so a caller that finds no job for a key finds its result here.
     completed: Mutex<HashMap<u64, String>>,
+    streams: Arc<Streams>,
     runtime: tokio::runtime::Handle,
 }
 
@@ -85,6 +99,11 @@ impl UploadQueue {
     /// Must be called inside a tokio runtime; the queue's tasks run on it.
     pub fn new(drive: Arc<dyn Drive>, cfg: UploadConfig) -> Arc<UploadQueue> {
         let (events, _) = broadcast::channel(1024);
+        let streams = Streams::new(
+            drive.clone(),
+            cfg.upload_while_writing,
+            parts::part_size(0, cfg.part_size).unwrap_or(parts::DEFAULT_PART_SIZE),
+        );
         Arc::new_cyclic(|me| UploadQueue {
             me: me.clone(),
             drive,
@@ -95,6 +114,7 @@ impl UploadQueue {
             changed: Notify::new(),
             replaced: Mutex::new(ReplacedIds::default()),
             completed: Mutex::new(HashMap::new()),
+            streams,
             runtime: tokio::runtime::Handle::current(),
         })
     }
@@ -112,7 +132,24 @@ impl UploadQueue {
     /// Queue `staged` for upload. A newer job for the same key supersedes an older one still
     /// waiting (the older staging file is then removed); a running one finishes first. Returns at
     /// once; the job is journaled before this returns.
-    pub fn submit(&self, key: u64, mut target: UploadTarget, staged: PathBuf) {
+    pub fn submit(&self, key: u64, target: UploadTarget, staged: PathBuf) {
+        self.submit_streamed(key, target, staged, None);
+    }
+
+    /// A writer for a file that starts empty at `staged`: follow it, uploading as it writes
+    /// (None when that is off). Pass the stream to `submit_streamed` at close.
+    pub fn follow(&self, staged: &Path, target: StreamTarget) -> Option<Arc<WriteStream>> {
+        self.streams.follow(staged, target)
+    }
+
+    /// `submit`, for a file that was uploading while it was written.
+    pub fn submit_streamed(
+        &self,
+        key: u64,
+        mut target: UploadTarget,
+        staged: PathBuf,
+        stream: Option<Arc<WriteStream>>,
+    ) {
         // The fs may not have applied our last event yet and still name a copy we replaced.
         if let Some(old) = target.replaces.take() {
             target.replaces = Some(self.lock_replaced().resolve(old));
@@ -120,7 +157,11 @@ impl UploadQueue {
         if let Err(e) = write_sidecar(&staged, &target) {
             tracing::warn!(path = %staged.display(), "could not journal upload job (it will still run): {e}");
         }
-        let job = Job { target, staged };
+        let job = Job {
+            target,
+            staged,
+            stream,
+        };
         let mut slots = self.lock();
         let spawn = !slots.contains_key(&key);
         let slot = slots.entry(key).or_insert_with(|| Slot {
@@ -131,6 +172,7 @@ impl UploadQueue {
         });
         slot.cancelled = false;
         if let Some(old) = slot.waiting.replace(job.clone()) {
+            old.drop_stream();
             if old.staged != job.staged && !is_running(slot, &old.staged) {
                 tracing::debug!(key, old = %old.staged.display(), "superseded by a newer version");
                 remove_staged(&old.staged);
@@ -191,6 +233,7 @@ impl UploadQueue {
             return false;
         };
         if let Some(job) = slot.waiting.take() {
+            job.drop_stream();
             if !is_running(slot, &job.staged) {
                 remove_staged(&job.staged);
             }
@@ -259,6 +302,7 @@ impl UploadQueue {
     async fn run_job(&self, key: u64, job: Job) {
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 0u32;
+        let mut stream = job.stream.clone();
         loop {
             attempt += 1;
             let result = {
@@ -272,9 +316,16 @@ impl UploadQueue {
                 let target = self
                     .running_target(key)
                     .unwrap_or_else(|| job.target.clone());
-                upload_file(&*self.drive, &self.cfg, &target, &job.staged)
-                    .await
-                    .map(|item| (item, target))
+                let first = stream.take();
+                upload_file(
+                    &*self.drive,
+                    &self.cfg,
+                    &target,
+                    &job.staged,
+                    first.as_deref(),
+                )
+                .await
+                .map(|item| (item, target))
             };
             match result {
                 Ok((mut item, uploaded)) => {
@@ -381,6 +432,7 @@ impl UploadQueue {
 
     /// Forget a job that will not be uploaded (superseded or unreadable), with its staged file.
     fn drop_job(&self, key: u64, job: &Job) {
+        job.drop_stream();
         let mut slots = self.lock();
         if let Some(slot) = slots.get_mut(&key) {
             slot.running = None;

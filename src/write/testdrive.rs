@@ -208,14 +208,14 @@ impl Drive for MockDrive {
         self.enter("create_file")?;
         let mut st = self.state();
         if let Some(q) = st.quota {
-            if st.used() + req.size > q {
+            if st.used() + req.size.unwrap_or(0) > q {
                 return Err(Error::QuotaExhausted("mock drive full".into()));
             }
         }
         let stored_with = |pred: &dyn Fn(&[u8]) -> bool| {
             st.files
                 .values()
-                .find(|(_, c)| c.len() as u64 == req.size && pred(c))
+                .find(|(_, c)| Some(c.len() as u64) == req.size && pred(c))
                 .map(|(_, c)| c.clone())
         };
         match &req.hashes {

@@ -23,6 +23,7 @@ use crate::drive::{
 use crate::error::{Error, Result};
 use crate::write::local::{self, LocalInfo};
 use crate::write::parts::{self, PartSender, PartsError};
+use crate::write::stream::WriteStream;
 
 /// Fresh sessions tried within one call when a session gets spoiled (truncated part, lost id).
 const SESSIONS: u32 = 3;
@@ -37,7 +38,14 @@ pub struct UploadConfig {
     pub rapid_upload: bool,
     /// Replaced/old copies: trash (false) or delete permanently (true).
     pub delete_permanently: bool,
+    /// A file written in order starts uploading once it has this many bytes (see `stream`);
+    /// None: uploads start at close.
+    pub upload_while_writing: Option<u64>,
 }
+
+/// Default start of uploading while writing. Below it, uploading after close costs little, and
+/// the content stays free to be a rapid upload without sending any part.
+pub const DEFAULT_UPLOAD_WHILE_WRITING: u64 = 128 << 20;
 
 impl Default for UploadConfig {
     fn default() -> Self {
@@ -46,6 +54,7 @@ impl Default for UploadConfig {
             pre_hash_min_size: 1 << 20,
             rapid_upload: true,
             delete_permanently: false,
+            upload_while_writing: Some(DEFAULT_UPLOAD_WHILE_WRITING),
         }
     }
 }
@@ -62,17 +71,118 @@ pub struct UploadTarget {
 }
 
 /// Upload `local` as `target.name` in `target.parent_file_id`, then retire `target.replaces`.
-/// Returns the new file as the drive describes it.
+/// `stream`, when the file was uploading while it was written, is used if it can be (see
+/// `finish_stream`). Returns the new file as the drive describes it.
 pub async fn upload_file(
     drive: &dyn Drive,
     cfg: &UploadConfig,
     target: &UploadTarget,
     local: &Path,
+    stream: Option<&WriteStream>,
 ) -> Result<RemoteItem> {
-    let info = local::hash_file(local).await?;
+    let mut known = None;
+    if let Some(stream) = stream {
+        match finish_stream(drive, cfg, target, local, stream).await {
+            Streamed::Uploaded(item) => {
+                retire_replaced(drive, cfg, target, &item).await;
+                return Ok(item);
+            }
+            Streamed::Fallback(info) => known = info,
+        }
+    }
+    let info = match known {
+        Some(info) => info,
+        None => local::hash_file(local).await?,
+    };
     let item = upload_content(drive, cfg, target, local, &info).await?;
     retire_replaced(drive, cfg, target, &item).await;
     Ok(item)
+}
+
+enum Streamed {
+    Uploaded(RemoteItem),
+    /// Upload the usual way (with the hashes, when the stream got that far).
+    Fallback(Option<LocalInfo>),
+}
+
+/// Close of a file that was uploading while written. Its hashes are ready, so a rapid upload is
+/// tried first: content the drive has already is done without the streamed session (left
+/// unfinished, never visible; the probe's own session likewise when it misses). Otherwise the
+/// stream sends the last parts and its session is completed and verified. Anything amiss (the
+/// stream stopped, the file was renamed, complete or the check failed) falls back to the usual
+/// upload, which starts from the staged file: the stream never decides what the drive gets.
+async fn finish_stream(
+    drive: &dyn Drive,
+    cfg: &UploadConfig,
+    target: &UploadTarget,
+    local: &Path,
+    stream: &WriteStream,
+) -> Streamed {
+    match tokio::fs::metadata(local).await {
+        Ok(meta) => stream.close(meta.len()),
+        Err(e) => stream.abandon(&format!("staged file unreadable: {e}")),
+    }
+    if !stream.is_started() {
+        stream.abandon("not started");
+        return Streamed::Fallback(None);
+    }
+    let at = stream.target();
+    if at.parent_file_id != target.parent_file_id || at.name != target.name {
+        stream.abandon("renamed or moved while written");
+        return Streamed::Fallback(None);
+    }
+    let Some(info) = stream.hashed().await else {
+        return Streamed::Fallback(None);
+    };
+    if cfg.rapid_upload {
+        let req = NewFile {
+            parent_file_id: target.parent_file_id.clone(),
+            name: target.name.clone(),
+            size: Some(info.size),
+            check_name_mode: CheckNameMode::Ignore,
+            part_count: 1,
+            local_modified_at: target.mtime,
+            hashes: UploadHashes::Full {
+                content_hash: info.sha1.clone(),
+                local_file: local.to_path_buf(),
+            },
+        };
+        match parts::retry_transient("create", || drive.create_file(&req)).await {
+            Ok(session) if session.rapid_upload => {
+                stream.abandon("rapid upload");
+                tracing::info!(name = %target.name, file_id = %session.file_id, "rapid upload: content already on the drive");
+                let item = finish_rapid(drive, target, &info, &session).await;
+                return match verify(drive, &item, &info).await {
+                    Ok(()) => Streamed::Uploaded(item),
+                    Err(_) => Streamed::Fallback(Some(info)),
+                };
+            }
+            Ok(_) => {
+                tracing::debug!(name = %target.name, "not on the drive yet: finishing the upload begun while writing")
+            }
+            Err(e) => {
+                tracing::debug!(name = %target.name, "rapid-upload probe failed, finishing the streamed upload: {e}")
+            }
+        }
+    }
+    let Some((file_id, upload_id)) = stream.sent().await else {
+        return Streamed::Fallback(Some(info));
+    };
+    stream.abandon("handed over");
+    let item = match complete(drive, &file_id, &upload_id).await {
+        Ok(item) => item,
+        Err(e) => {
+            tracing::warn!(name = %target.name, "completing the upload begun while writing failed, uploading again: {e}");
+            return Streamed::Fallback(Some(info));
+        }
+    };
+    match verify(drive, &item, &info).await {
+        Ok(()) => {
+            tracing::info!(name = %target.name, file_id = %item.file_id, size = item.size, "upload complete (begun while writing)");
+            Streamed::Uploaded(item)
+        }
+        Err(_) => Streamed::Fallback(Some(info)),
+    }
 }
 
 async fn upload_content(
@@ -143,7 +253,7 @@ async fn open_session(
     let new_file = |hashes: UploadHashes| NewFile {
         parent_file_id: target.parent_file_id.clone(),
         name: target.name.clone(),
-        size: info.size,
+        size: Some(info.size),
         check_name_mode: CheckNameMode::Ignore,
         part_count,
         local_modified_at: target.mtime,

@@ -49,7 +49,7 @@ async fn multipart_upload_sends_parts_in_order_and_verifies() {
     let drive = MockDrive::new();
     let content = data(350 * KIB + 17, 1);
     let p = write_tmp(&tmp, "a", &content);
-    let item = upload_file(&drive, &small_parts(), &target("a.bin"), &p)
+    let item = upload_file(&drive, &small_parts(), &target("a.bin"), &p, None)
         .await
         .unwrap();
     assert_eq!(item.size, content.len() as u64);
@@ -78,12 +78,16 @@ async fn same_content_again_is_rapid_for_small_and_big_files() {
         let content = data(len, len as u8);
         let p = write_tmp(&tmp, "x", &content);
         let creates = drive.calls("create_file");
-        upload_file(&drive, &cfg, &target("one"), &p).await.unwrap();
+        upload_file(&drive, &cfg, &target("one"), &p, None)
+            .await
+            .unwrap();
         // A big file's pre-hash probe found no match and its session was used: one create.
         assert_eq!(drive.calls("create_file"), creates + 1);
         let puts = drive.calls("upload_part");
         let creates = drive.calls("create_file");
-        let second = upload_file(&drive, &cfg, &target("two"), &p).await.unwrap();
+        let second = upload_file(&drive, &cfg, &target("two"), &p, None)
+            .await
+            .unwrap();
         assert_eq!(
             drive.calls("upload_part"),
             puts,
@@ -107,7 +111,9 @@ async fn rapid_upload_off_uploads_the_bytes() {
         rapid_upload: false,
         ..small_parts()
     };
-    upload_file(&drive, &cfg, &target("y"), &p).await.unwrap();
+    upload_file(&drive, &cfg, &target("y"), &p, None)
+        .await
+        .unwrap();
     assert_eq!(drive.calls("upload_part"), 1);
 }
 
@@ -120,7 +126,7 @@ async fn expired_part_urls_are_renewed() {
     // Create hands out URLs that are already past their expiry: each must be renewed first.
     drive.state().url_ttl = Some(Duration::ZERO);
     let cfg = small_parts();
-    let err = upload_file(&drive, &cfg, &target("y"), &p)
+    let err = upload_file(&drive, &cfg, &target("y"), &p, None)
         .await
         .unwrap_err();
     // Renewed URLs are expired too (TTL 0): the part gives up after a bounded number of renewals.
@@ -129,7 +135,9 @@ async fn expired_part_urls_are_renewed() {
     drive.state().url_ttl = Some(Duration::from_secs(3600));
     drive.fail_next("upload_part", || Error::UrlExpired);
     let renewals = drive.calls("upload_urls");
-    let item = upload_file(&drive, &cfg, &target("z"), &p).await.unwrap();
+    let item = upload_file(&drive, &cfg, &target("z"), &p, None)
+        .await
+        .unwrap();
     assert_eq!(drive.calls("upload_urls"), renewals + 1);
     assert_eq!(drive.visible("root", "z"), vec![(item.file_id, content)]);
 }
@@ -141,7 +149,7 @@ async fn lost_answer_then_part_already_exist_goes_on() {
     let content = data(250 * KIB, 5);
     let p = write_tmp(&tmp, "x", &content);
     drive.state().lose_put_answer_once = Some(2);
-    let item = upload_file(&drive, &small_parts(), &target("y"), &p)
+    let item = upload_file(&drive, &small_parts(), &target("y"), &p, None)
         .await
         .unwrap();
     assert_eq!(drive.calls("uploaded_parts"), 1);
@@ -156,7 +164,7 @@ async fn truncated_part_restarts_with_a_fresh_session() {
     let content = data(250 * KIB, 6);
     let p = write_tmp(&tmp, "x", &content);
     drive.state().truncate_part_once = Some(2);
-    let item = upload_file(&drive, &small_parts(), &target("y"), &p)
+    let item = upload_file(&drive, &small_parts(), &target("y"), &p, None)
         .await
         .unwrap();
     assert_eq!(drive.calls("create_file"), 2);
@@ -170,7 +178,7 @@ async fn part_not_sequential_resyncs() {
     let content = data(250 * KIB, 7);
     let p = write_tmp(&tmp, "x", &content);
     drive.fail_next("upload_part", || Error::PartNotSequential);
-    let item = upload_file(&drive, &small_parts(), &target("y"), &p)
+    let item = upload_file(&drive, &small_parts(), &target("y"), &p, None)
         .await
         .unwrap();
     assert_eq!(drive.calls("uploaded_parts"), 1);
@@ -187,7 +195,7 @@ async fn transient_part_errors_are_retried() {
     drive.fail_next("upload_part", || {
         Error::api(503, "ServiceUnavailable", "busy")
     });
-    upload_file(&drive, &small_parts(), &target("y"), &p)
+    upload_file(&drive, &small_parts(), &target("y"), &p, None)
         .await
         .unwrap();
     assert_eq!(drive.calls("upload_part"), 4);
@@ -198,7 +206,7 @@ async fn transient_part_errors_are_retried() {
         ..small_parts()
     };
     assert!(matches!(
-        upload_file(&drive, &no_rapid, &target("z"), &p).await,
+        upload_file(&drive, &no_rapid, &target("z"), &p, None).await,
         Err(Error::PermissionDenied(_))
     ));
 }
@@ -215,14 +223,18 @@ async fn replace_trashes_old_copy_only_after_success() {
     };
     // A failed upload leaves the old copy alone.
     drive.fail_next("complete_upload", || Error::PermissionDenied("no".into()));
-    assert!(upload_file(&drive, &small_parts(), &t, &p).await.is_err());
+    assert!(upload_file(&drive, &small_parts(), &t, &p, None)
+        .await
+        .is_err());
     assert_eq!(drive.calls("trash"), 0);
     assert_eq!(
         drive.visible("root", "doc.txt"),
         vec![(old.clone(), b"old content".to_vec())]
     );
 
-    let item = upload_file(&drive, &small_parts(), &t, &p).await.unwrap();
+    let item = upload_file(&drive, &small_parts(), &t, &p, None)
+        .await
+        .unwrap();
     assert!(drive.state().trashed.contains(&old));
     assert_eq!(
         drive.visible("root", "doc.txt"),
@@ -233,13 +245,13 @@ async fn replace_trashes_old_copy_only_after_success() {
         delete_permanently: true,
         ..small_parts()
     };
-    let again = upload_file(&drive, &cfg, &t, &p).await.unwrap();
+    let again = upload_file(&drive, &cfg, &t, &p, None).await.unwrap();
     assert_eq!(drive.calls("delete"), 1);
     let t2 = UploadTarget {
         replaces: Some(again.file_id.clone()),
         ..t
     };
-    upload_file(&drive, &cfg, &t2, &p).await.unwrap();
+    upload_file(&drive, &cfg, &t2, &p, None).await.unwrap();
     assert!(!drive.state().files.contains_key(&again.file_id));
 }
 
@@ -254,7 +266,7 @@ async fn mismatch_after_complete_deletes_bad_copy() {
         replaces: Some(old.clone()),
         ..target("f")
     };
-    let err = upload_file(&drive, &small_parts(), &t, &p)
+    let err = upload_file(&drive, &small_parts(), &t, &p, None)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("does not match"), "{err}");
@@ -268,17 +280,17 @@ async fn quota_and_empty_files() {
     drive.state().quota = Some(100);
     let p = write_tmp(&tmp, "x", &data(1000, 9));
     assert!(matches!(
-        upload_file(&drive, &small_parts(), &target("big"), &p).await,
+        upload_file(&drive, &small_parts(), &target("big"), &p, None).await,
         Err(Error::QuotaExhausted(_))
     ));
     let e = write_tmp(&tmp, "empty", b"");
-    let item = upload_file(&drive, &small_parts(), &target("empty"), &e)
+    let item = upload_file(&drive, &small_parts(), &target("empty"), &e, None)
         .await
         .unwrap();
     assert_eq!(item.size, 0);
     assert_eq!(drive.calls("upload_part"), 0);
     // A second empty file is a rapid upload of the empty content.
-    let item2 = upload_file(&drive, &small_parts(), &target("empty2"), &e)
+    let item2 = upload_file(&drive, &small_parts(), &target("empty2"), &e, None)
         .await
         .unwrap();
     assert_eq!(item2.size, 0);
