@@ -506,6 +506,14 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_file_is_valid() {
+        let o: MountOptions =
+            toml::from_str(include_str!("../../contrib/config.example.toml")).unwrap();
+        assert_eq!(o.drive, Some(DriveChoice::Resource));
+        o.resolve().unwrap();
+    }
+
+    #[test]
     fn client_id_without_secret_is_refused() {
         let o = MountOptions {
             client_id: Some("id".into()),
