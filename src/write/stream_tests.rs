@@ -5,36 +5,22 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::hashing;
 use crate::write::stream::{StreamTarget, Streams, WriteStream};
 use crate::write::testdrive::MockDrive;
 use crate::write::upload::{upload_file, UploadConfig, UploadTarget};
+use crate::write::upload_tests::{data, target};
 
 const KIB: u64 = 1024;
 const PART: u64 = 100 * KIB;
-
-fn data(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u32).wrapping_mul(2654435761).rotate_left(7) as u8 ^ seed)
-        .collect()
-}
 
 fn cfg() -> UploadConfig {
     UploadConfig {
         part_size: Some(PART),
         upload_while_writing: Some(2 * PART),
         ..UploadConfig::default()
-    }
-}
-
-fn target(name: &str) -> UploadTarget {
-    UploadTarget {
-        parent_file_id: "root".into(),
-        name: name.into(),
-        mtime: Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
-        replaces: None,
     }
 }
 

@@ -10,7 +10,7 @@ use crate::write::upload::{upload_file, UploadConfig, UploadTarget};
 
 const KIB: usize = 1024;
 
-fn data(len: usize, seed: u8) -> Vec<u8> {
+pub(super) fn data(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| {
             (i as u32)
@@ -28,7 +28,7 @@ fn small_parts() -> UploadConfig {
     }
 }
 
-fn target(name: &str) -> UploadTarget {
+pub(super) fn target(name: &str) -> UploadTarget {
     UploadTarget {
         parent_file_id: "root".into(),
         name: name.into(),
