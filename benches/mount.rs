@@ -5,6 +5,8 @@
 //! `ALIPANFS_BENCH_ONLY` runs a subset: a comma-separated list of `read` (rows 1-4 and 6),
 //! `write` (rows 5 and 7) and row numbers, e.g. `ALIPANFS_BENCH_ONLY=read` or `=1,2`. Rows 1-4
 //! share one mount, so a read row alone still runs on a fresh, cold mount.
+//! `ALIPANFS_BENCH_MOUNT_ARGS` adds options to every mount (whitespace-separated), to compare
+//! settings, e.g. `ALIPANFS_BENCH_MOUNT_ARGS="--upload-while-writing off"`.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -472,10 +474,12 @@ fn write_through(emu: &Emulator, mount: &Mount, name: &str, body: &[u8]) -> BoxR
     let closed = start.elapsed();
     let deadline = start + Duration::from_secs(300);
     loop {
+        // entries_at, not tree(): building the whole tree every poll would hold the emulator's
+        // lock and burn the CPU the upload is measured on.
         let done = emu
-            .tree()
+            .entries_at(&remote_path)
             .iter()
-            .any(|e| e.path == remote_path && !e.trashed && e.sha1.as_deref() == Some(&want));
+            .any(|e| !e.trashed && e.sha1.as_deref() == Some(&want));
         if done {
             break;
         }
@@ -573,6 +577,7 @@ impl Mount {
             .arg(root.join("state/token.json"))
             .arg("--cache-dir")
             .arg(root.join("cache"))
+            .args(extra_mount_args())
             // The current token: the bench client and earlier mounts have rotated it.
             .env("ALIPANFS_REFRESH_TOKEN", emu.refresh_token())
             .env_remove("RUST_LOG")
@@ -744,4 +749,13 @@ fn counts(emu: &Emulator) -> String {
         .map(|k| format!("{k}={}", calls.get(*k).copied().unwrap_or(0)))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Extra `alipanfs mount` options from `ALIPANFS_BENCH_MOUNT_ARGS`.
+fn extra_mount_args() -> Vec<String> {
+    std::env::var("ALIPANFS_BENCH_MOUNT_ARGS")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
 }

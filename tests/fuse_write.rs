@@ -31,9 +31,9 @@ fn wait_uploaded(m: &Mount, path: &str, sha1: &str) {
         let want = format!("/{path}");
         let live: Vec<_> = m
             .emulator
-            .tree()
+            .entries_at(&want)
             .into_iter()
-            .filter(|e| e.path == want && !e.trashed)
+            .filter(|e| !e.trashed)
             .collect();
         live.len() == 1 && live[0].sha1.as_deref() == Some(sha1)
     });

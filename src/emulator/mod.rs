@@ -211,6 +211,10 @@ impl Emulator {
     pub fn tree(&self) -> Vec<TreeEntry> {
         self.shared.lock().tree()
     }
+    /// The entries at `path` (`/a/b`; duplicates and trashed ones included): cheap to poll.
+    pub fn entries_at(&self, path: &str) -> Vec<TreeEntry> {
+        self.shared.lock().entries_at(path)
+    }
     /// A folder in the default drive; returns its file_id.
     pub fn seed_folder(&self, parent_file_id: &str, name: &str) -> String {
         self.shared.seed_folder(parent_file_id, name)

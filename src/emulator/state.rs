@@ -590,22 +590,38 @@ impl State {
             .nodes
             .values()
             .filter(|n| !n.pending)
-            .map(|n| TreeEntry {
-                path: self.path_of(&n.file_id),
-                file_id: n.file_id.clone(),
-                parent_file_id: n.parent.clone(),
-                name: n.name.clone(),
-                is_dir: n.is_dir,
-                size: n.size,
-                sha1: n.sha1.clone(),
-                trashed: n.trashed,
-                drive_id: n.drive_id.clone(),
-            })
+            .map(|n| self.entry(n))
             .collect();
         out.sort_by(|a, b| {
             (&a.drive_id, &a.path, &a.file_id).cmp(&(&b.drive_id, &b.path, &b.file_id))
         });
         out
+    }
+
+    /// The entries at `path` (duplicates and trashed ones included), without building the
+    /// whole tree: cheap enough to poll.
+    pub fn entries_at(&self, path: &str) -> Vec<TreeEntry> {
+        let name = path.rsplit('/').next().unwrap_or(path);
+        self.nodes
+            .values()
+            .filter(|n| !n.pending && n.name == name)
+            .map(|n| self.entry(n))
+            .filter(|e| e.path == path)
+            .collect()
+    }
+
+    fn entry(&self, n: &Node) -> TreeEntry {
+        TreeEntry {
+            path: self.path_of(&n.file_id),
+            file_id: n.file_id.clone(),
+            parent_file_id: n.parent.clone(),
+            name: n.name.clone(),
+            is_dir: n.is_dir,
+            size: n.size,
+            sha1: n.sha1.clone(),
+            trashed: n.trashed,
+            drive_id: n.drive_id.clone(),
+        }
     }
 
     /// Forget a task after it reported success twice; keeps the map small.

@@ -91,17 +91,15 @@ pub async fn read_range(path: &Path, offset: u64, len: u64) -> Result<Bytes> {
         file.seek(SeekFrom::Start(offset))?;
         let len = usize::try_from(len)
             .map_err(|_| Error::Io(std::io::Error::other("part too large for memory")))?;
-        let mut buf = vec![0u8; len];
-        file.read_exact(&mut buf).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                Error::Io(std::io::Error::other(format!(
-                    "staged file {} shrank during upload",
-                    path.display()
-                )))
-            } else {
-                Error::Io(e)
-            }
-        })?;
+        // Not zero-filled first: a part is up to hundreds of MiB, read once.
+        let mut buf = Vec::with_capacity(len);
+        file.take(len as u64).read_to_end(&mut buf)?;
+        if buf.len() < len {
+            return Err(Error::Io(std::io::Error::other(format!(
+                "staged file {} shrank during upload",
+                path.display()
+            ))));
+        }
         Ok(Bytes::from(buf))
     })
     .await

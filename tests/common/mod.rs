@@ -296,9 +296,9 @@ impl Mount {
     pub fn remote(&self, path: &str) -> Option<alipanfs::emulator::TreeEntry> {
         let want = format!("/{}", path.trim_start_matches('/'));
         self.emulator
-            .tree()
+            .entries_at(&want)
             .into_iter()
-            .find(|e| e.path == want && !e.trashed)
+            .find(|e| !e.trashed)
     }
 }
 
