@@ -1,6 +1,10 @@
 //! End-to-end benchmark: the real `alipanfs` binary mounted over the in-process emulator,
 //! measured against direct `curl` transfers from the same emulator. Prints one markdown table
 //! and a notes block. Run as root with FUSE available: `cargo bench --bench mount`.
+//!
+//! `ALIPANFS_BENCH_ONLY` runs a subset: a comma-separated list of `read` (rows 1-4 and 6),
+//! `write` (rows 5 and 7) and row numbers, e.g. `ALIPANFS_BENCH_ONLY=read` or `=1,2`. Rows 1-4
+//! share one mount, so a read row alone still runs on a fresh, cold mount.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -32,6 +36,33 @@ const COUNTED: [&str; 5] = [
 ];
 
 type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// Which rows to run (`ALIPANFS_BENCH_ONLY`); all when unset or empty.
+struct Only(Option<Vec<String>>);
+
+impl Only {
+    fn from_env() -> Only {
+        let v = std::env::var("ALIPANFS_BENCH_ONLY").unwrap_or_default();
+        let tokens: Vec<String> = v
+            .split(',')
+            .map(|t| t.trim().to_ascii_lowercase())
+            .filter(|t| !t.is_empty())
+            .collect();
+        Only((!tokens.is_empty()).then_some(tokens))
+    }
+
+    /// Row `row` (a number) of group `group` (`read` or `write`) is selected.
+    fn runs(&self, group: &str, row: u32) -> bool {
+        match &self.0 {
+            None => true,
+            Some(t) => t.iter().any(|t| t == group || *t == row.to_string()),
+        }
+    }
+
+    fn any_of(&self, group: &str, rows: &[u32]) -> bool {
+        rows.iter().any(|r| self.runs(group, *r))
+    }
+}
 
 fn main() {
     if let Err(e) = run() {
@@ -99,6 +130,7 @@ fn run() -> BoxResult<()> {
         access_token_grace: Duration::from_secs(3600),
         ..Default::default()
     };
+    let only = Only::from_env();
     let emu = Emulator::start_background(cfg)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -111,10 +143,12 @@ fn run() -> BoxResult<()> {
         capped: emu.seed_pattern_file("root", "capped.bin", 256 * MIB, 2),
         ttfb: emu.seed_pattern_file("root", "ttfb.bin", 64 * MIB, 3),
     };
-    let many = emu.seed_folder("root", "many");
-    for i in 0..LISTED_ENTRIES {
-        // Same tiny body for all: the blob store is content-addressed, so this costs one blob.
-        emu.seed_file(&many, &format!("f{i:05}.txt"), b"x");
+    if only.runs("write", 5) {
+        let many = emu.seed_folder("root", "many");
+        for i in 0..LISTED_ENTRIES {
+            // Same tiny body for all: the blob store is content-addressed, so this costs one blob.
+            emu.seed_file(&many, &format!("f{i:05}.txt"), b"x");
+        }
     }
 
     // The bench's client goes first; each mount then bootstraps from the rotated token.
@@ -122,8 +156,12 @@ fn run() -> BoxResult<()> {
     rt.block_on(client.init())?;
     let mut report = Report::default();
 
-    read_rows(&rt, &client, &emu, &seeded, temp.path(), &mut report)?;
-    list_and_write_rows(&rt, &client, &emu, temp.path(), &mut report)?;
+    if only.any_of("read", &[1, 2, 3, 4, 6]) {
+        read_rows(&rt, &client, &emu, &seeded, temp.path(), &only, &mut report)?;
+    }
+    if only.any_of("write", &[5, 7]) {
+        list_and_write_rows(&rt, &client, &emu, temp.path(), &only, &mut report)?;
+    }
 
     report.note(
         "emulator at the real service's defaults (list 4/s, getDownloadUrl 1/s, other 15/s, \
@@ -152,6 +190,7 @@ fn read_rows(
     emu: &Emulator,
     seeded: &Seeded,
     dir: &Path,
+    only: &Only,
     report: &mut Report,
 ) -> BoxResult<()> {
     let big_url = rt.block_on(client.download_url(&seeded.big))?;
@@ -160,19 +199,46 @@ fn read_rows(
     // The getDownloadUrl bucket (1/s) is shared with the mount: let it refill first.
     std::thread::sleep(Duration::from_millis(1500));
 
-    eprintln!("row 1: sequential read of 1 GiB");
-    let curl_big = curl_download(&big_url.url, "%{speed_download}")? / MIB as f64;
     let mount = Mount::start(emu, dir, "read")?;
-    emu.reset_calls();
-    let ours = mib_per_s(GIB, timed(|| read_all(&mount.path("big.bin"), GIB))?);
-    report.row(
-        "1. sequential read 1 GiB, cold (MiB/s)",
-        format!("{ours:.0}"),
-        format!("{curl_big:.0} (curl)"),
-        ratio(ours, curl_big, 0.9),
-    );
-    report.note(format!("row 1 API calls: {}", counts(emu)));
+    if only.runs("read", 1) {
+        eprintln!("row 1: sequential read of 1 GiB");
+        let curl_big = curl_download(&big_url.url, "%{speed_download}")? / MIB as f64;
+        emu.reset_calls();
+        let ours = mib_per_s(GIB, timed(|| read_all(&mount.path("big.bin"), GIB))?);
+        report.row(
+            "1. sequential read 1 GiB, cold (MiB/s)",
+            format!("{ours:.0}"),
+            format!("{curl_big:.0} (curl)"),
+            ratio(ours, curl_big, 0.9),
+        );
+        report.note(format!("row 1 API calls: {}", counts(emu)));
+    }
+    if only.runs("read", 4) {
+        ttfb_row(emu, &mount, &ttfb_url, report)?;
+    }
+    if only.runs("read", 3) {
+        random_row(rt, client, emu, &mount, &big_url, report)?;
+    }
+    if only.runs("read", 2) {
+        capped_row(emu, &mount, &capped_url, report)?;
+    }
+    if only.runs("read", 6) {
+        let hwm = mount.vm_hwm()?;
+        report.row(
+            "6. daemon peak RSS after the read rows (MiB)",
+            format!("{:.0}", hwm as f64 / MIB as f64),
+            format!("{} (memory limit)", DEFAULT_MEMORY_LIMIT / MIB),
+            verdict(
+                hwm <= DEFAULT_MEMORY_LIMIT + 64 * MIB,
+                "target ≤ limit + 64 MiB",
+            ),
+        );
+    }
+    mount.stop();
+    Ok(())
+}
 
+fn ttfb_row(emu: &Emulator, mount: &Mount, ttfb_url: &str, report: &mut Report) -> BoxResult<()> {
     eprintln!("row 4: time to first byte");
     emu.reset_calls();
     let ttfb = timed(|| {
@@ -193,7 +259,7 @@ fn read_rows(
             "0-4095",
             "-w",
             "%{time_starttransfer} %{time_total}",
-            &ttfb_url,
+            ttfb_url,
         ],
         2,
     )?;
@@ -209,7 +275,17 @@ fn read_rows(
         format!("{:.1}x", ttfb.as_secs_f64() / curl_ttfb.max(1e-6)),
     );
     report.note(format!("row 4 API calls: {}", counts(emu)));
+    Ok(())
+}
 
+fn random_row(
+    rt: &tokio::runtime::Runtime,
+    client: &Client,
+    emu: &Emulator,
+    mount: &Mount,
+    big_url: &alipanfs::drive::DownloadUrl,
+    report: &mut Report,
+) -> BoxResult<()> {
     eprintln!("row 3: random 4 KiB reads");
     emu.reset_calls();
     let file = File::open(mount.path("big.bin"))?;
@@ -232,7 +308,7 @@ fn read_rows(
     // Baseline: the same offsets as 4 KiB ranged GETs, one at a time, on one keep-alive client.
     let direct = timed(|| {
         for &off in &offsets {
-            let got = rt.block_on(client.download_range(&big_url, off, 4096))?;
+            let got = rt.block_on(client.download_range(big_url, off, 4096))?;
             check(got.len() == 4096, "short ranged GET")?;
         }
         Ok(())
@@ -245,7 +321,15 @@ fn read_rows(
         format!("{theirs:.0} (4 KiB ranged GETs, one client)"),
         format!("{:.2}x", ours / theirs),
     );
+    Ok(())
+}
 
+fn capped_row(
+    emu: &Emulator,
+    mount: &Mount,
+    capped_url: &str,
+    report: &mut Report,
+) -> BoxResult<()> {
     eprintln!("row 2: sequential read at 50 MiB/s per connection");
     emu.set_faults(Faults {
         bandwidth_per_conn: Some(50 * MIB),
@@ -255,7 +339,7 @@ fn read_rows(
     let size = 256 * MIB;
     let ours = mib_per_s(size, timed(|| read_all(&mount.path("capped.bin"), size))?);
     report.note(format!("row 2 API calls: {}", counts(emu)));
-    let curl_capped = curl_download(&capped_url, "%{speed_download}")? / MIB as f64;
+    let curl_capped = curl_download(capped_url, "%{speed_download}")? / MIB as f64;
     emu.set_faults(Faults::default());
     report.row(
         "2. sequential read 256 MiB, 50 MiB/s per connection (MiB/s)",
@@ -263,18 +347,6 @@ fn read_rows(
         format!("{curl_capped:.0} (curl, 1 connection)"),
         ratio(ours, curl_capped, 2.5),
     );
-
-    let hwm = mount.vm_hwm()?;
-    report.row(
-        "6. daemon peak RSS after the read rows (MiB)",
-        format!("{:.0}", hwm as f64 / MIB as f64),
-        format!("{} (memory limit)", DEFAULT_MEMORY_LIMIT / MIB),
-        verdict(
-            hwm <= DEFAULT_MEMORY_LIMIT + 64 * MIB,
-            "target ≤ limit + 64 MiB",
-        ),
-    );
-    mount.stop();
     Ok(())
 }
 
@@ -284,10 +356,21 @@ fn list_and_write_rows(
     client: &Client,
     emu: &Emulator,
     dir: &Path,
+    only: &Only,
     report: &mut Report,
 ) -> BoxResult<()> {
     let mount = Mount::start(emu, dir, "write")?;
+    if only.runs("write", 5) {
+        ls_rows(emu, &mount, report)?;
+    }
+    if only.runs("write", 7) {
+        write_rows(rt, client, emu, &mount, dir, report)?;
+    }
+    mount.stop();
+    Ok(())
+}
 
+fn ls_rows(emu: &Emulator, mount: &Mount, report: &mut Report) -> BoxResult<()> {
     eprintln!("row 5: ls -l of {LISTED_ENTRIES} entries");
     for pass in ["cold", "warm"] {
         emu.reset_calls();
@@ -304,13 +387,23 @@ fn list_and_write_rows(
         );
         report.note(format!("row 5 ({pass}) API calls: {}", counts(emu)));
     }
+    Ok(())
+}
 
+fn write_rows(
+    rt: &tokio::runtime::Runtime,
+    client: &Client,
+    emu: &Emulator,
+    mount: &Mount,
+    dir: &Path,
+    report: &mut Report,
+) -> BoxResult<()> {
     eprintln!("row 7: sequential write of 1 GiB");
     let baseline_seed = 70;
     let baseline = baseline_upload(rt, client, emu, dir, baseline_seed)?;
     let mount_body = pattern_bytes(71, 0, GIB as usize);
     emu.reset_calls();
-    let w = write_through(emu, &mount, "write.bin", &mount_body)?;
+    let w = write_through(emu, mount, "write.bin", &mount_body)?;
     report.note(format!("row 7 API calls: {}", counts(emu)));
     drop(mount_body);
     let ours = mib_per_s(GIB, w.closed);
@@ -331,7 +424,7 @@ fn list_and_write_rows(
     eprintln!("row 7c: a second copy of already-uploaded bytes (rapid upload)");
     let copy_body = pattern_bytes(baseline_seed, 0, GIB as usize);
     emu.reset_calls();
-    let c = write_through(emu, &mount, "copy.bin", &copy_body)?;
+    let c = write_through(emu, mount, "copy.bin", &copy_body)?;
     drop(copy_body);
     let puts = emu.call_count("data/put");
     report.note(format!("row 7c API calls: {}", counts(emu)));
@@ -356,7 +449,6 @@ fn list_and_write_rows(
             "target ≤ limit + 64 MiB",
         ),
     );
-    mount.stop();
     Ok(())
 }
 
