@@ -150,11 +150,26 @@ impl FuseAdapter {
     }
 }
 
+/// Read-only handles bypass the kernel page cache (direct I/O): the read path keeps its own
+/// read-ahead, and filling page-cache pages was the costliest copy of a sequential read (the
+/// kernel drops a FUSE file's cache at every open anyway). Shared mmaps still work through
+/// FUSE_DIRECT_IO_ALLOW_MMAP (requested at init); writable handles keep the cached path.
+fn open_flags(write: bool) -> FopenFlags {
+    if write {
+        FopenFlags::empty()
+    } else {
+        FopenFlags::FOPEN_DIRECT_IO
+    }
+}
+
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_readahead(self.max_readahead);
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_background(64);
+        // Without it a direct-I/O handle refuses shared mmaps (kernels before 6.6 lack it:
+        // there, only private mmaps of read-only handles work).
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
         Ok(())
     }
 
@@ -325,7 +340,7 @@ impl Filesystem for FuseAdapter {
             "open",
             reply,
             async move { core.open(ino.0, write, truncate).await },
-            move |reply, fh| reply.opened(FileHandle(fh), FopenFlags::empty()),
+            move |reply, fh| reply.opened(FileHandle(fh), open_flags(write)),
         );
     }
 

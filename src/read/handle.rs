@@ -156,6 +156,7 @@ impl ReadHandle {
             .last_read_ms
             .store(self.reader.now_ms(), Ordering::Relaxed);
         let span = tracing::debug_span!("read", file_id = %self.file_id, offset, len);
+        tracing::trace!(file_id = %self.file_id, offset, len, "read");
         self.read_range(offset, end).instrument(span).await
     }
 
