@@ -30,10 +30,11 @@ const BUSY_BACKOFF_BASE: Duration = Duration::from_secs(1);
 const BUSY_BACKOFF_BASE: Duration = Duration::from_millis(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// A slot taken from a preempted download: the server may still count the dropped connection
-/// for a few milliseconds, so its "busy" answer is retried soon, keeping the slot.
-const MAX_HANDOVER_RETRIES: u32 = 5;
+/// until it next writes to it (a few ms, up to ~100 ms on a throttled connection), so its
+/// "busy" answer is retried soon, keeping the slot, for up to ~400 ms.
+const MAX_HANDOVER_RETRIES: u32 = 10;
 #[cfg(not(test))]
-const HANDOVER_BACKOFF: Duration = Duration::from_millis(30);
+const HANDOVER_BACKOFF: Duration = Duration::from_millis(40);
 #[cfg(test)]
 const HANDOVER_BACKOFF: Duration = Duration::from_millis(2);
 
