@@ -7,6 +7,8 @@
 //! share one mount, so a read row alone still runs on a fresh, cold mount.
 //! `ALIPANFS_BENCH_MOUNT_ARGS` adds options to every mount (whitespace-separated), to compare
 //! settings, e.g. `ALIPANFS_BENCH_MOUNT_ARGS="--upload-while-writing off"`.
+//! `ALIPANFS_BENCH_DAEMON_LOG` is passed to the mounts as `RUST_LOG`, and their logs are then
+//! kept as `$TMPDIR/alipanfs-bench-{read,write}.log`.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -561,7 +563,11 @@ impl Mount {
         let root = base.join(format!("mount-{name}"));
         let dir = root.join("mnt");
         std::fs::create_dir_all(&dir)?;
-        let log_path = root.join("alipanfs.log");
+        // A log asked for outlives the bench's temporary folder.
+        let log_path = match std::env::var_os("ALIPANFS_BENCH_DAEMON_LOG") {
+            Some(_) => std::env::temp_dir().join(format!("alipanfs-bench-{name}.log")),
+            None => root.join("alipanfs.log"),
+        };
         let defaults = EmulatorConfig::default();
         let child = Command::new(BIN)
             .arg("mount")
@@ -580,7 +586,11 @@ impl Mount {
             .args(extra_mount_args())
             // The current token: the bench client and earlier mounts have rotated it.
             .env("ALIPANFS_REFRESH_TOKEN", emu.refresh_token())
-            .env_remove("RUST_LOG")
+            // Quiet unless asked: `ALIPANFS_BENCH_DAEMON_LOG` is the daemon's RUST_LOG.
+            .env(
+                "RUST_LOG",
+                std::env::var("ALIPANFS_BENCH_DAEMON_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(File::create(&log_path)?)

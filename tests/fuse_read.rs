@@ -116,6 +116,46 @@ fn two_hundred_random_reads_equal_the_source_bytes() {
     }
 }
 
+/// Programs that mmap what they read (sqlite, image viewers, Python's mmap) must keep working
+/// whatever the mount does to speed up read().
+#[test]
+fn read_only_files_can_be_mmapped_shared_and_private() {
+    use std::os::fd::AsRawFd;
+    let size: usize = (3 << 20) + 5;
+    let m = mount_with(
+        |_| {},
+        |e| {
+            e.seed_pattern_file("root", "mapped.bin", size as u64, 11);
+        },
+        &[],
+    );
+    let file = std::fs::File::open(m.path("mapped.bin")).unwrap();
+    let want = pattern_bytes(11, 0, size);
+    for flags in [libc::MAP_SHARED, libc::MAP_PRIVATE] {
+        // SAFETY: a fresh read-only mapping of an open file, unmapped below; only read.
+        let got = unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_READ,
+                flags,
+                file.as_raw_fd(),
+                0,
+            );
+            assert_ne!(
+                p,
+                libc::MAP_FAILED,
+                "mmap({flags}): {}",
+                std::io::Error::last_os_error()
+            );
+            let bytes = std::slice::from_raw_parts(p as *const u8, size).to_vec();
+            libc::munmap(p, size);
+            bytes
+        };
+        assert!(got == want, "mmap({flags}) bytes differ");
+    }
+}
+
 #[test]
 fn same_name_siblings_are_both_visible_and_readable() {
     let m = mount_with(

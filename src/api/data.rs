@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::config::RetryPolicy;
 use super::errors::{map_data_error, parse_error_body};
@@ -78,6 +78,27 @@ pub async fn download_range(
     }
 }
 
+/// Error bodies are a few hundred bytes of XML; more is not worth reading.
+const MAX_ERROR_BODY: u64 = 64 * 1024;
+
+/// The body, up to `limit` bytes, copied once as it arrives into one buffer sized from
+/// Content-Length (each network read is copied while still in cache, rather than gathering
+/// the frames and copying them all at the end). A longer body is cut off: dropping the
+/// response closes the connection, which also frees the server's download slot.
+async fn read_body(mut resp: reqwest::Response, limit: u64) -> reqwest::Result<Bytes> {
+    let hint = resp.content_length().unwrap_or(0).min(limit);
+    let mut buf = BytesMut::with_capacity(usize::try_from(hint).unwrap_or(0));
+    while let Some(chunk) = resp.chunk().await? {
+        let room = usize::try_from(limit - buf.len() as u64).unwrap_or(usize::MAX);
+        if chunk.len() > room {
+            buf.extend_from_slice(&chunk[..room]);
+            break;
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
 async fn download_once(
     http: &reqwest::Client,
     url: &DownloadUrl,
@@ -103,8 +124,12 @@ async fn download_once(
         .get(reqwest::header::CONTENT_RANGE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    // Read the whole body, even of errors, so the server frees this download slot.
-    let body = match resp.bytes().await {
+    // Never more than asked for (a 200 carries the whole object); an error body is short.
+    let limit = match status {
+        200 | 206 => len,
+        _ => MAX_ERROR_BODY,
+    };
+    let body = match read_body(resp, limit).await {
         Ok(b) => b,
         Err(e) => {
             return Attempt::Retry(Error::Network(format!(
@@ -135,7 +160,8 @@ async fn download_once(
                     "asked for bytes from {offset}, got a range starting at {start}"
                 )));
             }
-            let promised = last - start + 1;
+            // More than asked for is cut off while reading.
+            let promised = (last - start + 1).min(len);
             if (body.len() as u64) < promised {
                 // The connection ended early: fetch again.
                 return Attempt::Retry(Error::Network(format!(

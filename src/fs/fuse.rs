@@ -27,6 +27,8 @@ pub struct FuseAdapter {
     /// How long the kernel may cache attributes and entries.
     ttl: Duration,
     max_readahead: u32,
+    /// Read-only opens use direct I/O (decided at init from the kernel's capabilities).
+    direct_io_reads: bool,
 }
 
 impl FuseAdapter {
@@ -41,6 +43,7 @@ impl FuseAdapter {
             rt,
             ttl,
             max_readahead,
+            direct_io_reads: false,
         }
     }
 }
@@ -150,11 +153,31 @@ impl FuseAdapter {
     }
 }
 
+/// Read-only handles bypass the kernel page cache (direct I/O) when the kernel lets direct-I/O
+/// files be mmapped (FUSE_DIRECT_IO_ALLOW_MMAP, Linux 6.6+): the read path keeps its own
+/// read-ahead, and filling page-cache pages was the costliest copy of a sequential read (the
+/// kernel drops a FUSE file's cache at every open anyway). On older kernels a direct-I/O file
+/// refuses shared mmaps, so there every handle keeps the cached path.
+fn open_flags(write: bool, direct_io_reads: bool) -> FopenFlags {
+    if write || !direct_io_reads {
+        FopenFlags::empty()
+    } else {
+        FopenFlags::FOPEN_DIRECT_IO
+    }
+}
+
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_readahead(self.max_readahead);
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_background(64);
+        self.direct_io_reads = config
+            .add_capabilities(fuser::InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP)
+            .is_ok();
+        tracing::debug!(
+            direct_io_reads = self.direct_io_reads,
+            "kernel FUSE capabilities"
+        );
         Ok(())
     }
 
@@ -320,12 +343,12 @@ impl Filesystem for FuseAdapter {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
         let truncate = flags.0 & libc::O_TRUNC != 0;
-        let core = self.core.clone();
+        let (core, direct_io_reads) = (self.core.clone(), self.direct_io_reads);
         self.spawn(
             "open",
             reply,
             async move { core.open(ino.0, write, truncate).await },
-            move |reply, fh| reply.opened(FileHandle(fh), FopenFlags::empty()),
+            move |reply, fh| reply.opened(FileHandle(fh), open_flags(write, direct_io_reads)),
         );
     }
 

@@ -1,12 +1,14 @@
 //! One ranged download, done right: a global download slot, a valid URL, renewal on expiry,
-//! backoff on the server's concurrency cap and on transient errors.
+//! backoff on the server's concurrency cap and on transient errors, and giving the slot up to
+//! a waiting read when the scheduler preempts a read-ahead download.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::Semaphore;
 
+pub(crate) use super::slots::Priority;
+use super::slots::{Slot, Slots};
 use super::urls::UrlCache;
 use crate::drive::Drive;
 use crate::error::{Error, Result};
@@ -27,23 +29,20 @@ const BUSY_BACKOFF_BASE: Duration = Duration::from_secs(1);
 #[cfg(test)]
 const BUSY_BACKOFF_BASE: Duration = Duration::from_millis(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Priority {
-    /// Bytes a read is waiting for.
-    Demand,
-    /// Read-ahead.
-    Prefetch,
-}
+/// A slot taken from a preempted download: the server may still count the dropped connection
+/// until it next writes to it (a few ms, up to ~100 ms on a throttled connection), so its
+/// "busy" answer is retried soon, keeping the slot, for up to ~400 ms.
+const MAX_HANDOVER_RETRIES: u32 = 10;
+#[cfg(not(test))]
+const HANDOVER_BACKOFF: Duration = Duration::from_millis(40);
+#[cfg(test)]
+const HANDOVER_BACKOFF: Duration = Duration::from_millis(2);
 
 pub(crate) struct Fetcher {
     drive: Arc<dyn Drive>,
     pub urls: UrlCache,
-    /// The per-user cap on data connections.
-    slots: Arc<Semaphore>,
-    /// Read-ahead may hold at most all slots but one, so a demand read never waits behind a
-    /// full set of read-ahead downloads.
-    prefetch_slots: Arc<Semaphore>,
+    /// The per-user cap on data connections, demand first.
+    slots: Arc<Slots>,
 }
 
 /// Exponential backoff with jitter, capped.
@@ -55,14 +54,29 @@ fn backoff(base: Duration, attempt: u32) -> Duration {
     exp.mul_f64(jitter)
 }
 
+/// How long to wait before retrying after `err`, if it is worth another try.
+fn transient_wait(err: &Error, retries_so_far: u32) -> Option<Duration> {
+    if !err.is_transient()
+        || matches!(err, Error::UrlExpired | Error::ExceedMaxConcurrency)
+        || retries_so_far >= MAX_TRANSIENT_RETRIES
+    {
+        return None;
+    }
+    Some(match err {
+        Error::RateLimited {
+            retry_after: Some(r),
+        } => (*r).min(BACKOFF_MAX),
+        _ => backoff(BACKOFF_BASE, retries_so_far),
+    })
+}
+
 impl Fetcher {
     pub fn new(drive: Arc<dyn Drive>, max_concurrent: usize, url_margin: Duration) -> Self {
         let n = max_concurrent.max(1);
         Fetcher {
             urls: UrlCache::new(drive.clone(), url_margin),
             drive,
-            slots: Arc::new(Semaphore::new(n)),
-            prefetch_slots: Arc::new(Semaphore::new((n - 1).max(1))),
+            slots: Slots::new(n),
         }
     }
 
@@ -74,26 +88,67 @@ impl Fetcher {
         len: u64,
         prio: Priority,
     ) -> Result<Bytes> {
-        let (mut renewals, mut transient, mut busy) = (0u32, 0u32, 0u32);
+        let (mut renewals, mut transient, mut busy, mut handover) = (0u32, 0u32, 0u32, 0u32);
         let mut fresh_tried = false;
         let mut url = None;
+        // A slot kept across a quick retry.
+        let mut kept: Option<Slot> = None;
         loop {
-            let attempt = async {
-                let u = match url.take() {
-                    Some(u) => u,
-                    None => self.urls.get(file_id).await?,
-                };
-                let _pf = match prio {
-                    Priority::Prefetch => Some(self.prefetch_slots.acquire().await),
-                    Priority::Demand => None,
-                };
-                let _slot = self.slots.acquire().await;
-                let r = self.drive.download_range(&u, offset, len).await;
-                Ok::<_, Error>((u, r))
+            let u = match url.take() {
+                Some(u) => u,
+                None => match self.urls.get(file_id).await {
+                    Ok(u) => u,
+                    Err(e) => match transient_wait(&e, transient) {
+                        Some(d) => {
+                            transient += 1;
+                            tracing::debug!(file_id, error = %e, ?d, "no download URL, retrying");
+                            tokio::time::sleep(d).await;
+                            continue;
+                        }
+                        None => {
+                            tracing::debug!(file_id, error = %e, "no download URL");
+                            return Err(e);
+                        }
+                    },
+                },
             };
-            let err = match attempt.await {
-                Ok((_, Ok(bytes))) => return Ok(bytes),
-                Ok((u, Err(Error::UrlExpired))) if renewals < MAX_RENEWALS => {
+            let mut slot = match kept.take() {
+                Some(s) => s,
+                None => self.slots.acquire(prio).await,
+            };
+            // On preemption the download (and its connection) is dropped here, before the
+            // slot is given back below.
+            let got = tokio::select! {
+                biased;
+                r = self.drive.download_range(&u, offset, len) => Some(r),
+                _ = slot.preempted() => None,
+            };
+            let Some(got) = got else {
+                // A waiting read took the slot: not an error, start again once a slot frees.
+                tracing::debug!(file_id, offset, len, "read-ahead preempted by a read");
+                drop(slot);
+                url = Some(u);
+                continue;
+            };
+            let err = match got {
+                Ok(bytes) => return Ok(bytes),
+                Err(Error::ExceedMaxConcurrency)
+                    if slot.handed_over() && handover < MAX_HANDOVER_RETRIES =>
+                {
+                    // The preempted download's connection is still counted for a moment.
+                    handover += 1;
+                    tokio::time::sleep(HANDOVER_BACKOFF).await;
+                    kept = Some(slot);
+                    url = Some(u);
+                    continue;
+                }
+                Err(e) => {
+                    drop(slot);
+                    e
+                }
+            };
+            let err = match err {
+                Error::UrlExpired if renewals < MAX_RENEWALS => {
                     renewals += 1;
                     tracing::debug!(file_id, offset, len, "download URL expired, renewing");
                     match self.urls.renew(file_id, &u).await {
@@ -104,7 +159,7 @@ impl Fetcher {
                         Err(e) => e,
                     }
                 }
-                Ok((u, Err(Error::ExceedMaxConcurrency))) if busy < MAX_BUSY_RETRIES => {
+                Error::ExceedMaxConcurrency if busy < MAX_BUSY_RETRIES => {
                     // Another app of the same user holds the server's slots: wait for them.
                     url = Some(u);
                     let d = backoff(BUSY_BACKOFF_BASE, busy);
@@ -119,7 +174,7 @@ impl Fetcher {
                     tokio::time::sleep(d).await;
                     continue;
                 }
-                Ok((u, Err(e))) if !e.is_transient() && !fresh_tried => {
+                e if !e.is_transient() && !fresh_tried => {
                     // The URL may be a listing's hint that this data host refuses: one proper
                     // getDownloadUrl before the error counts.
                     fresh_tried = true;
@@ -132,19 +187,11 @@ impl Fetcher {
                         Err(e) => e,
                     }
                 }
-                Ok((_, Err(e))) | Err(e) => e,
+                e => e,
             };
-            if err.is_transient()
-                && !matches!(err, Error::UrlExpired | Error::ExceedMaxConcurrency)
-                && transient < MAX_TRANSIENT_RETRIES
-            {
-                let d = match &err {
-                    Error::RateLimited {
-                        retry_after: Some(r),
-                    } => (*r).min(BACKOFF_MAX),
-                    _ => backoff(BACKOFF_BASE, transient),
-                };
+            if let Some(d) = transient_wait(&err, transient) {
                 transient += 1;
+                url = Some(u);
                 tracing::debug!(file_id, offset, len, error = %err, ?d, "transient download error, retrying");
                 tokio::time::sleep(d).await;
                 continue;

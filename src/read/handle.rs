@@ -156,6 +156,7 @@ impl ReadHandle {
             .last_read_ms
             .store(self.reader.now_ms(), Ordering::Relaxed);
         let span = tracing::debug_span!("read", file_id = %self.file_id, offset, len);
+        tracing::trace!(file_id = %self.file_id, offset, len, "read");
         self.read_range(offset, end).instrument(span).await
     }
 
@@ -374,21 +375,63 @@ fn permits(n: u64) -> u32 {
     n.min(u32::MAX as u64) as u32
 }
 
-/// `range` cut into pieces of at most `max`, of equal size.
+/// Piece boundaries fall on multiples of this when pieces are large enough, so that aligned
+/// reads (1 MiB, 128 KiB, ...) never straddle two pieces and are served without a copy.
+const PIECE_ALIGN: u64 = 1024 * 1024;
+
+/// `range` cut into pieces of at most `max`, of about equal size, inner cuts aligned.
 fn split(range: Range<u64>, max: u64, prio: Priority) -> Vec<(Range<u64>, Priority)> {
     let len = range.end.saturating_sub(range.start);
     if len == 0 {
         return Vec::new();
     }
-    let n = len.div_ceil(max);
-    let piece = len.div_ceil(n);
-    (0..n)
-        .map(|i| {
-            let s = range.start + i * piece;
-            (s..(s + piece).min(range.end), prio)
-        })
-        .filter(|(r, _)| !r.is_empty())
-        .collect()
+    let first_cut = range.start.div_ceil(PIECE_ALIGN) * PIECE_ALIGN;
+    let last_cut = range.end / PIECE_ALIGN * PIECE_ALIGN;
+    if max < 2 * PIECE_ALIGN || first_cut >= last_cut {
+        // Pieces too small to align, or no aligned offset inside: equal pieces.
+        let n = len.div_ceil(max);
+        let piece = len.div_ceil(n);
+        return (0..n)
+            .map(|i| {
+                let s = range.start + i * piece;
+                (s..(s + piece).min(range.end), prio)
+            })
+            .filter(|(r, _)| !r.is_empty())
+            .collect();
+    }
+    // Whole aligned units shared out evenly; the unaligned head and tail ride on the first
+    // and last pieces, which therefore get the smaller shares.
+    let units = (last_cut - first_cut) / PIECE_ALIGN;
+    let (head, tail) = (first_cut - range.start, range.end - last_cut);
+    let mut n = len.div_ceil(max / PIECE_ALIGN * PIECE_ALIGN).max(1);
+    loop {
+        let mut shares = vec![units / n; n as usize];
+        // The middle pieces first, then the last, then the first.
+        let order = (1..n.saturating_sub(1)).chain([n - 1, 0]);
+        for i in order.take((units % n) as usize) {
+            shares[i as usize] += 1;
+        }
+        let mut pieces = Vec::with_capacity(n as usize);
+        let mut start = range.start;
+        for (i, share) in shares.iter().enumerate() {
+            let mut end = start + share * PIECE_ALIGN;
+            if i == 0 {
+                end += head;
+            }
+            if i + 1 == shares.len() {
+                end += tail;
+            }
+            if end > start {
+                pieces.push((start..end, prio));
+            }
+            start = end;
+        }
+        // Each piece holds at least one unit, so this ends by n = units + 2.
+        if pieces.iter().all(|(r, _)| r.end - r.start <= max) {
+            return pieces;
+        }
+        n += 1;
+    }
 }
 
 /// The part `want` of a chunk's bytes that start at `chunk_start` (shorter if the data is).
@@ -409,4 +452,36 @@ fn concat(parts: Vec<Bytes>) -> Bytes {
         out.extend_from_slice(&p);
     }
     out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn pieces_cover_the_range_within_max_and_aligned(
+            start in 0..(1u64 << 34),
+            len in 0..(1u64 << 30),
+            max in prop_oneof![64 * 1024..4u64 << 20, Just(8u64 << 20), Just(1u64 << 20)],
+        ) {
+            let pieces = split(start..start + len, max, Priority::Prefetch);
+            let mut pos = start;
+            for (r, _) in &pieces {
+                prop_assert_eq!(r.start, pos);
+                prop_assert!(r.end > r.start && r.end - r.start <= max, "{:?} > {}", r, max);
+                pos = r.end;
+            }
+            prop_assert_eq!(pos, start + len);
+            if max >= 2 * PIECE_ALIGN {
+                for (r, _) in pieces.iter().skip(1) {
+                    prop_assert_eq!(r.start % PIECE_ALIGN, 0);
+                }
+            }
+            // Not needlessly many requests: at most one more than the fewest whole-unit pieces.
+            let unit_max = if max >= 2 * PIECE_ALIGN { max / PIECE_ALIGN * PIECE_ALIGN } else { max };
+            prop_assert!(pieces.len() as u64 <= len.div_ceil(unit_max) + 1);
+        }
+    }
 }

@@ -1,8 +1,9 @@
 //! The read path: shared download URLs, a per-handle prefetcher, one global memory budget.
 //!
 //! `Reader` (one per mount) owns what all handles share: the URL cache, the download slots
-//! (the server's per-user cap) and the memory budget for read-ahead. `ReadHandle` (one per open
-//! file handle) plans its reads with `window::Window` and keeps the fetched chunks.
+//! (the server's per-user cap, reads before read-ahead: `slots`) and the memory budget for
+//! read-ahead. `ReadHandle` (one per open file handle) plans its reads with `window::Window`
+//! and keeps the fetched chunks.
 //!
 //! For the fs layer: `ReadHandle::read` must run inside the tokio runtime (it spawns the
 //! downloads); drop the handle on release (cancels its downloads, frees its memory); call
@@ -10,6 +11,7 @@
 
 mod fetch;
 mod handle;
+mod slots;
 mod urls;
 pub mod window;
 

@@ -108,8 +108,63 @@ async fn one_reader_downloads_in_parallel_and_reads_do_not_wait_for_the_window()
         assert_eq!(&got[..], &expected("f", pos, 128 * KB, size)[..]);
         pos += got.len() as u64;
     }
-    // The grown window was fetched as several GETs at once (read-ahead gets all slots but one).
-    assert_eq!(d.max_in_flight.load(SeqCst), 2);
+    // The grown window was fetched as several GETs at once, on every slot the server allows.
+    assert_eq!(d.max_in_flight.load(SeqCst), 3);
+    assert_eq!(d.busy_errors.load(SeqCst), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_preempts_another_handles_read_ahead() {
+    let size = 64 * MB;
+    let mut td = TestDrive::new(&[("a", size), ("b", size)]);
+    // Very slow connections: one 4 MiB piece of `a` takes 4 s.
+    td.per_mib = Duration::from_secs(1);
+    let (d, r) = setup(
+        td,
+        ReadConfig {
+            initial_window: 16 * MB,
+            max_read_ahead: 16 * MB,
+            request_size: 4 * MB,
+            ..cfg()
+        },
+    );
+    let a = r.open("a", size);
+    // `a`'s first read is small; its read-ahead then holds every slot for seconds.
+    let a_read = tokio::spawn(async move {
+        let got = a.read(0, 4096).await.unwrap();
+        assert_eq!(&got[..], &expected("a", 0, 4096, size)[..]);
+        a
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while d.in_flight.load(SeqCst) < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a never filled the slots"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // `b` reads 4 KiB somewhere in the middle (no read-ahead): it must not wait for `a`'s
+    // pieces (seconds), only for one of them to be cancelled.
+    let b = r.open("b", size);
+    let t = std::time::Instant::now();
+    let got = b.read(5 * MB + 3, 4096).await.unwrap();
+    let took = t.elapsed();
+    assert_eq!(&got[..], &expected("b", 5 * MB + 3, 4096, size)[..]);
+    assert!(took < Duration::from_millis(500), "b waited {took:?}");
+    assert!(d.max_in_flight.load(SeqCst) <= 3);
+    assert_eq!(d.busy_errors.load(SeqCst), 0);
+    // `a`'s own read (a demand piece) was never the one cancelled; its read-ahead carries on.
+    let a = a_read.await.unwrap();
+    drop(a);
+    drop(b);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while d.in_flight.load(SeqCst) > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "downloads not cancelled"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
