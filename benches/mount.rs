@@ -227,16 +227,11 @@ fn read_rows(
         capped_row(emu, &mount, &capped_url, report)?;
     }
     if only.runs("read", 6) {
-        let hwm = mount.vm_hwm()?;
-        report.row(
+        rss_row(
+            report,
             "6. daemon peak RSS after the read rows (MiB)",
-            format!("{:.0}", hwm as f64 / MIB as f64),
-            format!("{} (memory limit)", DEFAULT_MEMORY_LIMIT / MIB),
-            verdict(
-                hwm <= DEFAULT_MEMORY_LIMIT + 64 * MIB,
-                "target ≤ limit + 64 MiB",
-            ),
-        );
+            &mount,
+        )?;
     }
     mount.stop();
     Ok(())
@@ -443,16 +438,11 @@ fn write_rows(
         ),
     );
 
-    let hwm = mount.vm_hwm()?;
-    report.row(
+    rss_row(
+        report,
         "7d. daemon peak RSS during ls + writes (MiB)",
-        format!("{:.0}", hwm as f64 / MIB as f64),
-        format!("{} (memory limit)", DEFAULT_MEMORY_LIMIT / MIB),
-        verdict(
-            hwm <= DEFAULT_MEMORY_LIMIT + 64 * MIB,
-            "target ≤ limit + 64 MiB",
-        ),
-    );
+        mount,
+    )?;
     Ok(())
 }
 
@@ -768,4 +758,19 @@ fn extra_mount_args() -> Vec<String> {
         .split_whitespace()
         .map(str::to_string)
         .collect()
+}
+
+/// The daemon's peak RSS against the memory limit (target: at most 64 MiB above it).
+fn rss_row(report: &mut Report, name: &str, mount: &Mount) -> BoxResult<()> {
+    let hwm = mount.vm_hwm()?;
+    report.row(
+        name,
+        format!("{:.0}", hwm as f64 / MIB as f64),
+        format!("{} (memory limit)", DEFAULT_MEMORY_LIMIT / MIB),
+        verdict(
+            hwm <= DEFAULT_MEMORY_LIMIT + 64 * MIB,
+            "target ≤ limit + 64 MiB",
+        ),
+    );
+    Ok(())
 }

@@ -31,6 +31,18 @@ fn setup(drive: TestDrive, cfg: ReadConfig) -> (Arc<TestDrive>, Arc<Reader>) {
     (drive, reader)
 }
 
+/// Waits (up to 5 s) until no download is on the wire: cancelled ones must stop.
+async fn wait_no_downloads(d: &TestDrive) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while d.in_flight.load(SeqCst) > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "downloads not cancelled"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 /// Reads the whole file in `chunk`-sized reads, checking every byte.
 async fn read_all(h: &ReadHandle, id: &str, size: u64, chunk: u32) {
     let mut pos = 0;
@@ -157,14 +169,7 @@ async fn a_read_preempts_another_handles_read_ahead() {
     let a = a_read.await.unwrap();
     drop(a);
     drop(b);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while d.in_flight.load(SeqCst) > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "downloads not cancelled"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    wait_no_downloads(&d).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -461,14 +466,7 @@ async fn dropping_a_handle_cancels_its_downloads() {
     // ...until the handle goes.
     drop(h);
     assert_eq!(r.memory_in_use(), 0);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while d.in_flight.load(SeqCst) > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "downloads not cancelled"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    wait_no_downloads(&d).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
