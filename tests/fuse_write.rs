@@ -102,6 +102,32 @@ fn a_file_written_in_order_uploads_while_it_is_written() {
 }
 
 #[test]
+fn overwriting_a_file_does_not_download_its_old_content() {
+    let m = mount_with(
+        |_| {},
+        |e| {
+            e.seed_pattern_file("root", "old.bin", 24 << 20, 4);
+        },
+        &[],
+    );
+    assert_eq!(
+        std::fs::metadata(m.path("old.bin")).unwrap().len(),
+        24 << 20
+    );
+    m.emulator.reset_calls();
+    let new = random_bytes(3 << 20, 12);
+    // open(O_WRONLY|O_CREAT|O_TRUNC): the truncate comes with the open.
+    std::fs::write(m.path("old.bin"), &new).unwrap();
+    wait_uploaded(&m, "old.bin", &sha1_hex(&new));
+    assert_eq!(
+        m.emulator.call_count("data/get"),
+        0,
+        "{:?}",
+        m.emulator.calls()
+    );
+}
+
+#[test]
 fn a_multipart_upload_survives_expiring_part_urls() {
     let m = mount_with(
         |c| {
@@ -399,7 +425,9 @@ fn a_file_replaced_under_20_percent_failures_ends_new_with_a_good_copy_at_every_
         |e| {
             e.seed_file("root", "doc.bin", &old);
         },
-        &["--part-size", "512K"],
+        // The new version streams while it is written (O_TRUNC of an existing file), so the
+        // stream's failures and its fallback are under test too.
+        &["--part-size", "512K", "--upload-while-writing", "1M"],
     );
     assert_eq!(std::fs::read(m.path("doc.bin")).unwrap(), old);
     m.emulator.set_faults(Faults {
@@ -424,6 +452,10 @@ fn a_file_replaced_under_20_percent_failures_ends_new_with_a_good_copy_at_every_
     });
     m.emulator.set_faults(Faults::default());
     assert_eq!(sha1_of(&m.path("doc.bin")), new_sha);
+    assert!(
+        m.full_log().contains("uploading while writing"),
+        "the new version streamed"
+    );
 }
 
 #[test]

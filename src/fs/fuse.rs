@@ -171,6 +171,17 @@ impl Filesystem for FuseAdapter {
         let _ = config.set_max_readahead(self.max_readahead);
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_background(64);
+        // O_TRUNC arrives with open instead of as a later setattr(size 0): otherwise opening an
+        // existing file to overwrite it would first fetch its old content into the staging file,
+        // only to truncate it away (and the new version could not upload while written).
+        if config
+            .add_capabilities(fuser::InitFlags::FUSE_ATOMIC_O_TRUNC)
+            .is_err()
+        {
+            tracing::debug!(
+                "kernel without atomic O_TRUNC: overwrites fetch the old content first"
+            );
+        }
         self.direct_io_reads = config
             .add_capabilities(fuser::InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP)
             .is_ok();
