@@ -43,6 +43,8 @@ fn ls_lr_shows_names_sizes_and_mtimes_of_the_seeded_tree() {
         assert_eq!(meta.is_dir(), entry.is_dir, "{}", entry.path);
         if !entry.is_dir {
             assert_eq!(meta.len(), entry.size, "{}", entry.path);
+            // The preferred I/O size: cp and cat use 1 MiB requests, not 128 KiB ones.
+            assert_eq!(meta.blksize(), 1 << 20, "{}", entry.path);
         }
         let mtime = meta
             .modified()

@@ -18,8 +18,12 @@ use crate::drive::ItemKind;
 use crate::error::Error;
 use crate::fs::core::{Attr, FsCore};
 
-/// Block size reported to statfs and stat.
+/// Block size reported to statfs and as stat's block unit.
 const BLOCK_SIZE: u32 = 4096;
+/// stat's st_blksize, the preferred I/O size: cp, cat and friends size their buffers by it, and
+/// every request is a round trip through the daemon, so 1 MiB (the largest FUSE request) rather
+/// than 4 KiB (coreutils would use 128 KiB).
+const PREFERRED_IO_SIZE: u32 = 1 << 20;
 
 pub struct FuseAdapter {
     core: Arc<FsCore>,
@@ -63,7 +67,7 @@ fn file_attr(a: &Attr) -> FileAttr {
         uid: a.uid,
         gid: a.gid,
         rdev: 0,
-        blksize: BLOCK_SIZE,
+        blksize: PREFERRED_IO_SIZE,
         flags: 0,
     }
 }
