@@ -28,6 +28,8 @@ const PART_ATTEMPTS: u32 = 6;
 const URL_RENEWALS: u32 = 5;
 /// Resyncs (PartNotSequential / PartAlreadyExist) in a row without progress before restarting.
 const RESYNCS: u32 = 3;
+/// Parts up to this size are read ahead (two in memory) while the previous one is sent.
+pub const MAX_READ_AHEAD_PART: u64 = 64 << 20;
 /// Longest renewal margin: a URL valid for less than this is renewed before use.
 const MAX_EXPIRY_MARGIN: Duration = Duration::from_secs(60);
 
@@ -158,7 +160,7 @@ impl<'a> PartSender<'a> {
     }
 
     fn expected_len(&self, n: u32) -> u64 {
-        let start = u64::from(n - 1) * self.part_size;
+        let start = self.part_offset(n);
         self.part_size.min(self.size.saturating_sub(start))
     }
 
@@ -170,11 +172,29 @@ impl<'a> PartSender<'a> {
         let count = self.count();
         let mut next = 1u32;
         let mut resyncs = 0u32;
+        // The following part, read from disk while the current one is on the wire.
+        let mut ready: Option<(u32, bytes::Bytes)> = None;
         while next <= count {
-            match self.send_part(next).await? {
+            let body = match ready.take() {
+                Some((n, body)) if n == next => body,
+                _ => self.read_part(next).await?,
+            };
+            let (local, following) = (self.local, next + 1);
+            let read_ahead = (following <= count && self.part_size <= MAX_READ_AHEAD_PART)
+                .then(|| (self.part_offset(following), self.expected_len(following)));
+            let (sent, read) = tokio::join!(self.send_body(next, body), async move {
+                match read_ahead {
+                    Some((offset, len)) => Some(local::read_range(local, offset, len).await),
+                    None => None,
+                }
+            });
+            match sent? {
                 Sent::Done => {
                     next += 1;
                     resyncs = 0;
+                    if let Some(read) = read {
+                        ready = Some((following, read.map_err(PartsError::Fail)?));
+                    }
                 }
                 Sent::Resync(why) => {
                     resyncs += 1;
@@ -211,12 +231,14 @@ impl<'a> PartSender<'a> {
         Ok(next)
     }
 
-    async fn send_part(&mut self, n: u32) -> Result<Sent, PartsError> {
-        let offset = u64::from(n - 1) * self.part_size;
-        let body = local::read_range(self.local, offset, self.expected_len(n))
+    fn part_offset(&self, n: u32) -> u64 {
+        u64::from(n - 1) * self.part_size
+    }
+
+    async fn read_part(&self, n: u32) -> Result<bytes::Bytes, PartsError> {
+        local::read_range(self.local, self.part_offset(n), self.expected_len(n))
             .await
-            .map_err(PartsError::Fail)?;
-        self.send_body(n, body).await
+            .map_err(PartsError::Fail)
     }
 
     /// PUT `body` as part `n`: renews its URL when stale or expired, retries transient errors.

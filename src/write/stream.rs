@@ -20,6 +20,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
+use bytes::Bytes;
+
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::drive::{CheckNameMode, Drive, NewFile, UploadHashes};
@@ -364,6 +366,29 @@ async fn send_task(
     }
 }
 
+/// What the sender does next from `pos`: the end of the next part once the writer is past it
+/// (or the last part once closed), claimed so the writer may no longer change it; Done once
+/// closed and all is sent.
+fn next_part(st: &mut State, pos: u64, part_size: u64) -> Option<Step> {
+    if st.stopped.is_some() {
+        return Some(Step::Stop);
+    }
+    let end = match st.size {
+        Some(size) if pos >= size => return Some(Step::Done),
+        Some(size) => (pos + part_size).min(size),
+        None if st.frontier >= pos + part_size => pos + part_size,
+        None => return None,
+    };
+    st.send_claim = st.send_claim.max(end);
+    Some(Step::Next(end))
+}
+
+async fn read_part(path: &Path, start: u64, end: u64, number: u32) -> Result<Bytes, String> {
+    local::read_range(path, start, end - start)
+        .await
+        .map_err(|e| format!("reading part {number}: {e}"))
+}
+
 /// Opens the session, then sends each part once the writer is past it, the last one after close.
 async fn send_parts(
     inner: &Inner,
@@ -393,36 +418,38 @@ async fn send_parts(
     let mut sender =
         PartSender::open_ended(drive, path, &file_id, &upload_id, part_size, session.parts);
     let (mut number, mut pos) = (1u32, 0u64);
+    // The following part, read from disk while the current one is on the wire.
+    let mut ready: Option<(u64, Bytes)> = None;
     loop {
-        let step = inner
-            .wait_for(|st| {
-                if st.stopped.is_some() {
-                    return Some(Step::Stop);
+        let (end, body) = match ready.take() {
+            Some(_) if inner.lock().stopped.is_some() => return Ok(()),
+            Some(read) => read,
+            None => match inner.wait_for(|st| next_part(st, pos, part_size)).await {
+                Step::Next(end) => (end, read_part(path, pos, end, number).await?),
+                Step::Done => {
+                    inner.update(|st| st.sent_all = true);
+                    return Ok(());
                 }
-                let end = match st.size {
-                    Some(size) if pos >= size => {
-                        st.sent_all = true;
-                        return Some(Step::Done);
-                    }
-                    Some(size) => (pos + part_size).min(size),
-                    None if st.frontier >= pos + part_size => pos + part_size,
-                    None => return None,
-                };
-                st.send_claim = st.send_claim.max(end);
-                Some(Step::Next(end))
-            })
-            .await;
-        let end = match step {
-            Step::Next(end) => end,
-            Step::Done | Step::Stop => return Ok(()),
+                Step::Stop => return Ok(()),
+            },
         };
         if u64::from(number) > MAX_PARTS {
             return Err("more than 10,000 parts".into());
         }
-        let body = local::read_range(path, pos, end - pos)
-            .await
-            .map_err(|e| format!("reading part {number}: {e}"))?;
-        match sender.send_body(number, body).await {
+        // Claimed now only if the writer is already past it: never waits.
+        let following = match next_part(&mut inner.lock(), end, part_size) {
+            Some(Step::Next(next_end)) if part_size <= parts::MAX_READ_AHEAD_PART => Some(next_end),
+            _ => None,
+        };
+        let (sent, read) = tokio::join!(sender.send_body(number, body), async {
+            match following {
+                Some(next_end) => {
+                    Some((next_end, read_part(path, end, next_end, number + 1).await))
+                }
+                None => None,
+            }
+        });
+        match sent {
             Ok(Sent::Done) => {}
             Ok(Sent::Resync(why)) => return Err(format!("part {number}: {why}")),
             Err(PartsError::Restart(e) | PartsError::Fail(e)) => {
@@ -431,5 +458,8 @@ async fn send_parts(
         }
         pos = end;
         number += 1;
+        if let Some((next_end, read)) = read {
+            ready = Some((next_end, read?));
+        }
     }
 }
