@@ -1,6 +1,7 @@
 //! `Client`: the Open API behind the `Drive` trait.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -9,6 +10,7 @@ use serde_json::json;
 use tokio::sync::OnceCell;
 
 use super::auth::{Auth, TokenEndpoint};
+use super::bufpool::BufferPool;
 use super::config::ClientConfig;
 use super::data;
 use super::http::{Api, Replay};
@@ -33,10 +35,15 @@ const FALLBACK_URL_TTL: Duration = Duration::from_secs(900);
 /// Guard against a server that never ends paging.
 const MAX_PAGES: usize = 100_000;
 
+/// Idle download buffers kept for reuse (four 8 MiB read-ahead pieces).
+const IDLE_BUFFERS: usize = 32 << 20;
+
 pub struct Client {
     api: Api,
     cfg: ClientConfig,
     info: OnceCell<DriveInfo>,
+    /// Download bodies' buffers, reused (read-ahead fetches one multi-MiB range after another).
+    buffers: Arc<BufferPool>,
 }
 
 impl Client {
@@ -82,6 +89,7 @@ impl Client {
             api,
             cfg,
             info: OnceCell::new(),
+            buffers: BufferPool::new(IDLE_BUFFERS),
         })
     }
 
@@ -386,7 +394,15 @@ impl Drive for Client {
     }
 
     async fn download_range(&self, url: &DownloadUrl, offset: u64, len: u64) -> Result<Bytes> {
-        data::download_range(&self.api.http, self.cfg.retry, url, offset, len).await
+        data::download_range(
+            &self.api.http,
+            &self.buffers,
+            self.cfg.retry,
+            url,
+            offset,
+            len,
+        )
+        .await
     }
 
     async fn create_folder(

@@ -4,7 +4,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+
+use super::bufpool::BufferPool;
 
 use super::config::RetryPolicy;
 use super::errors::{map_data_error, parse_error_body};
@@ -53,6 +55,7 @@ enum Attempt {
 
 pub async fn download_range(
     http: &reqwest::Client,
+    pool: &BufferPool,
     retry: RetryPolicy,
     url: &DownloadUrl,
     offset: u64,
@@ -64,7 +67,7 @@ pub async fn download_range(
     let mut retrier = Retrier::new(retry);
     loop {
         retrier.attempts += 1;
-        let err = match download_once(http, url, offset, len).await {
+        let err = match download_once(http, pool, url, offset, len).await {
             Attempt::Done(b) => return Ok(b),
             Attempt::Fail(e) => return Err(e),
             Attempt::Retry(e) => e,
@@ -85,9 +88,13 @@ const MAX_ERROR_BODY: u64 = 64 * 1024;
 /// Content-Length (each network read is copied while still in cache, rather than gathering
 /// the frames and copying them all at the end). A longer body is cut off: dropping the
 /// response closes the connection, which also frees the server's download slot.
-async fn read_body(mut resp: reqwest::Response, limit: u64) -> reqwest::Result<Bytes> {
+async fn read_body(
+    mut resp: reqwest::Response,
+    limit: u64,
+    pool: &BufferPool,
+) -> reqwest::Result<Bytes> {
     let hint = resp.content_length().unwrap_or(0).min(limit);
-    let mut buf = BytesMut::with_capacity(usize::try_from(hint).unwrap_or(0));
+    let mut buf = pool.get(usize::try_from(hint).unwrap_or(0));
     while let Some(chunk) = resp.chunk().await? {
         let room = usize::try_from(limit - buf.len() as u64).unwrap_or(usize::MAX);
         if chunk.len() > room {
@@ -96,11 +103,12 @@ async fn read_body(mut resp: reqwest::Response, limit: u64) -> reqwest::Result<B
         }
         buf.extend_from_slice(&chunk);
     }
-    Ok(buf.freeze())
+    Ok(pool.freeze(buf))
 }
 
 async fn download_once(
     http: &reqwest::Client,
+    pool: &BufferPool,
     url: &DownloadUrl,
     offset: u64,
     len: u64,
@@ -129,7 +137,7 @@ async fn download_once(
         200 | 206 => len,
         _ => MAX_ERROR_BODY,
     };
-    let body = match read_body(resp, limit).await {
+    let body = match read_body(resp, limit, pool).await {
         Ok(b) => b,
         Err(e) => {
             return Attempt::Retry(Error::Network(format!(

@@ -13,6 +13,7 @@
 //! - `client`  — `Client`, tying it together and implementing `Drive`.
 
 mod auth;
+mod bufpool;
 mod client;
 mod config;
 mod data;
