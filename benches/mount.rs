@@ -558,17 +558,11 @@ impl Mount {
             Some(_) => std::env::temp_dir().join(format!("alipanfs-bench-{name}.log")),
             None => root.join("alipanfs.log"),
         };
-        let defaults = EmulatorConfig::default();
         let child = Command::new(BIN)
             .arg("mount")
             .arg("--foreground")
             .arg(&dir)
-            .arg("--api-url")
-            .arg(emu.api_url())
-            .arg("--client-id")
-            .arg(&defaults.client_id)
-            .arg("--client-secret")
-            .arg(&defaults.client_secret)
+            .args(emu.mount_args())
             .arg("--token-file")
             .arg(root.join("state/token.json"))
             .arg("--cache-dir")

@@ -187,6 +187,19 @@ impl Emulator {
     pub fn token_helper_url(&self) -> String {
         format!("{}/alist/ali_open/token", self.shared.base_url)
     }
+    /// The options that point `alipanfs mount` at this emulator with its app's credentials
+    /// (the refresh token goes in the environment, as a user would pass it).
+    pub fn mount_args(&self) -> Vec<String> {
+        let st = self.shared.lock();
+        vec![
+            "--api-url".into(),
+            self.shared.base_url.clone(),
+            "--client-id".into(),
+            st.knobs.client_id.clone(),
+            "--client-secret".into(),
+            st.knobs.client_secret.clone(),
+        ]
+    }
     /// The currently valid refresh token (the initial one until a refresh rotates it).
     pub fn refresh_token(&self) -> String {
         self.shared.lock().tokens.current_refresh.clone()

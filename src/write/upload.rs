@@ -118,6 +118,8 @@ async fn finish_stream(
     local: &Path,
     stream: &WriteStream,
 ) -> Streamed {
+    // The fs closed the stream at release already; closing again is a no-op then, and a stream
+    // never closed would keep `hashed` waiting forever.
     match tokio::fs::metadata(local).await {
         Ok(meta) => stream.close(meta.len()),
         Err(e) => stream.abandon(&format!("staged file unreadable: {e}")),
@@ -135,19 +137,7 @@ async fn finish_stream(
         return Streamed::Fallback(None);
     };
     if cfg.rapid_upload {
-        let req = NewFile {
-            parent_file_id: target.parent_file_id.clone(),
-            name: target.name.clone(),
-            size: Some(info.size),
-            check_name_mode: CheckNameMode::Ignore,
-            part_count: 1,
-            local_modified_at: target.mtime,
-            hashes: UploadHashes::Full {
-                content_hash: info.sha1.clone(),
-                local_file: local.to_path_buf(),
-            },
-        };
-        match parts::retry_transient("create", || drive.create_file(&req)).await {
+        match create(drive, target, &info, 1, full_hashes(&info, local)).await {
             Ok(session) if session.rapid_upload => {
                 stream.abandon("rapid upload");
                 tracing::info!(name = %target.name, file_id = %session.file_id, "rapid upload: content already on the drive");
@@ -250,7 +240,34 @@ async fn open_session(
     info: &LocalInfo,
     part_count: u32,
 ) -> Result<UploadSession> {
-    let new_file = |hashes: UploadHashes| NewFile {
+    let create = |hashes: UploadHashes| create(drive, target, info, part_count, hashes);
+    if !cfg.rapid_upload {
+        return create(UploadHashes::None).await;
+    }
+    if info.size >= cfg.pre_hash_min_size {
+        match create(UploadHashes::PreHash(info.pre_hash.clone())).await {
+            Err(Error::PreHashMatched) => create(full_hashes(info, local)).await,
+            // No match: the probe itself opened a normal session; use it.
+            other => other,
+        }
+    } else {
+        create(full_hashes(info, local)).await
+    }
+}
+
+/// The create call for `target` (beside any same-named sibling), with the content's size.
+/// The client does not replay a create whose request went out (it is not idempotent); we do, on
+/// transient errors: a lost session is invisible and expires. A lost answer to a *rapid* create
+/// can leave a duplicate sibling with the same content, the lesser evil next to failing the
+/// upload (the queue would retry it anyway).
+async fn create(
+    drive: &dyn Drive,
+    target: &UploadTarget,
+    info: &LocalInfo,
+    part_count: u32,
+    hashes: UploadHashes,
+) -> Result<UploadSession> {
+    let req = NewFile {
         parent_file_id: target.parent_file_id.clone(),
         name: target.name.clone(),
         size: Some(info.size),
@@ -259,29 +276,14 @@ async fn open_session(
         local_modified_at: target.mtime,
         hashes,
     };
-    let full = || UploadHashes::Full {
+    parts::retry_transient("create", || drive.create_file(&req)).await
+}
+
+/// Content hash and proof: a rapid upload when the drive has the content.
+fn full_hashes(info: &LocalInfo, local: &Path) -> UploadHashes {
+    UploadHashes::Full {
         content_hash: info.sha1.clone(),
         local_file: local.to_path_buf(),
-    };
-    // The client does not replay a create whose request went out (it is not idempotent); we
-    // do, on transient errors: a lost session is invisible and expires. A lost answer to a
-    // *rapid* create can leave a duplicate sibling with the same content, the lesser evil next to
-    // failing the upload (the queue would retry it anyway).
-    let create = |hashes: UploadHashes| {
-        let req = new_file(hashes);
-        async move { parts::retry_transient("create", || drive.create_file(&req)).await }
-    };
-    if !cfg.rapid_upload {
-        return create(UploadHashes::None).await;
-    }
-    if info.size >= cfg.pre_hash_min_size {
-        match create(UploadHashes::PreHash(info.pre_hash.clone())).await {
-            Err(Error::PreHashMatched) => create(full()).await,
-            // No match: the probe itself opened a normal session; use it.
-            other => other,
-        }
-    } else {
-        create(full()).await
     }
 }
 
