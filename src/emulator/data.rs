@@ -4,6 +4,7 @@
 
 use super::errors::{self, oss_error, oss_expired, oss_signature, Resp};
 use super::limits::Fault;
+use super::mapped;
 use super::state::Shared;
 use super::util::{self, hmac_sha1, parse_query};
 use axum::body::Body;
@@ -16,9 +17,11 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
-const CHUNK: usize = 64 * 1024;
+/// Download bodies go out in mapped chunks of this size (the first one smaller).
+const CHUNK: usize = 4 << 20;
+const FIRST_CHUNK: usize = 256 << 10;
 
 impl Shared {
     fn sign(&self, input: &str) -> String {
@@ -258,7 +261,7 @@ fn stream_file(
     guard: Option<StreamGuard>,
 ) -> Body {
     struct S {
-        file: Option<tokio::fs::File>,
+        file: Option<Arc<std::fs::File>>,
         path: std::path::PathBuf,
         pos: u64,
         sent: u64,
@@ -288,22 +291,9 @@ fn stream_file(
             s.len = 0;
             return Some((Err(e), s));
         }
-        if s.file.is_none() {
-            let opened = async {
-                let mut f = tokio::fs::File::open(&s.path).await?;
-                f.seek(std::io::SeekFrom::Start(s.pos)).await?;
-                Ok::<_, std::io::Error>(f)
-            }
-            .await;
-            match opened {
-                Ok(f) => s.file = Some(f),
-                Err(e) => {
-                    s.len = 0;
-                    return Some((Err(e), s));
-                }
-            }
-        }
-        let mut want = (s.len - s.sent).min(CHUNK as u64) as usize;
+        // A small first chunk so the first byte leaves quickly, then large ones.
+        let chunk = if s.sent == 0 { FIRST_CHUNK } else { CHUNK };
+        let mut want = (s.len - s.sent).min(chunk as u64) as usize;
         if let Some(bw) = s.bw {
             // Small chunks under a bandwidth cap so pacing stays smooth.
             want = want.min((bw / 10).max(1) as usize);
@@ -311,28 +301,29 @@ fn stream_file(
         if let Some(c) = s.cut {
             want = want.min((c - s.sent).max(1) as usize);
         }
-        let mut buf = vec![0u8; want];
-        let file = s.file.as_mut()?;
-        match file.read(&mut buf).await {
-            Ok(0) => {
-                s.len = 0;
-                Some((
-                    Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "blob shorter than expected",
-                    )),
-                    s,
-                ))
-            }
-            Ok(n) => {
-                buf.truncate(n);
-                s.sent += n as u64;
-                s.pos += n as u64;
+        let (file, pos) = (s.file.clone(), s.pos);
+        let path = s.path.clone();
+        // Opening and pre-faulting may touch the disk: off the runtime's workers.
+        let mapped = tokio::task::spawn_blocking(move || {
+            let file = match file {
+                Some(f) => f,
+                None => Arc::new(std::fs::File::open(&path)?),
+            };
+            let bytes = mapped::map_region(&file, pos, want)?;
+            Ok::<_, std::io::Error>((file, bytes))
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        match mapped {
+            Ok((file, bytes)) => {
+                s.file = Some(file);
+                s.sent += want as u64;
+                s.pos += want as u64;
                 if let Some(bw) = s.bw {
                     let due = s.began + Duration::from_secs_f64(s.sent as f64 / bw as f64);
                     tokio::time::sleep_until(due.into()).await;
                 }
-                Some((Ok(Bytes::from(buf)), s))
+                Some((Ok(bytes), s))
             }
             Err(e) => {
                 s.len = 0;

@@ -15,6 +15,7 @@ mod errors;
 mod files;
 mod limits;
 mod listing;
+mod mapped;
 mod server;
 mod state;
 mod upload;
