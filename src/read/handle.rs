@@ -122,6 +122,7 @@ impl ReadHandle {
             max_read_ahead: cfg.max_read_ahead,
             max_forward_skip: MAX_FORWARD_SKIP,
             behind: BEHIND,
+            extend_step: cfg.request_size,
         };
         let shared = Arc::new(Shared {
             state: Mutex::new(State {

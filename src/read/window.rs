@@ -20,6 +20,9 @@ pub struct WindowConfig {
     pub max_forward_skip: u64,
     /// Bytes kept before the current read, for short backward seeks.
     pub behind: u64,
+    /// Once the window is this large, it is topped up whenever this much of it is consumed
+    /// (one download request's worth), rather than when half of it is.
+    pub extend_step: u64,
 }
 
 /// What the handle must do for one read.
@@ -118,9 +121,11 @@ impl Window {
         let fetch_start = self.buffered.end;
         let demand_end = end.max(fetch_start);
         let mut new_end = demand_end;
-        // Extend once half of the current read-ahead is consumed, so each extension is a
-        // sizeable request rather than a trickle of small ones.
-        if self.sequential && self.buffered.end < end.saturating_add(self.ahead / 2) {
+        // Extend once half of the current read-ahead (or one request's worth) is consumed, so
+        // each extension is a sizeable request rather than a trickle of small ones, and a large
+        // window keeps downloads flowing steadily instead of in bursts of half its size.
+        let step = (self.ahead / 2).min(self.cfg.extend_step.max(1));
+        if self.sequential && self.buffered.end < end.saturating_add(self.ahead - step) {
             new_end = new_end.max(end.saturating_add(self.ahead));
             self.ahead = self.ahead.saturating_mul(2).min(self.cfg.max_read_ahead);
         }
@@ -157,6 +162,7 @@ mod tests {
             max_read_ahead: 1024 * KB,
             max_forward_skip: 64 * KB,
             behind: 64 * KB,
+            extend_step: 256 * KB,
         }
     }
 
@@ -341,10 +347,38 @@ mod tests {
             prop_assert_eq!(w.ahead(), c.max_read_ahead);
             prop_assert_eq!(m.direct_bytes, 0);
             prop_assert_eq!(m.fetched_bytes, size);
-            // Growing windows: few, large requests rather than one per read.
-            prop_assert!(fetches.len() as u64 <= 8 + 2 * size / c.max_read_ahead + 1,
+            // Growing windows: few, large requests rather than one per read (at most one per
+            // step consumed once the window is full).
+            let step = c.extend_step.min(c.max_read_ahead / 2);
+            prop_assert!(fetches.len() as u64 <= 8 + 2 * size / step + 1,
                 "{} fetches", fetches.len());
             prop_assert!(fetches.windows(2).take(4).all(|p| p[1] >= p[0] || p[1] < len));
+        }
+    }
+
+    /// A full window is topped up a step at a time, so downloads flow steadily: every
+    /// extension is at least a step, and the reader never has less than the window minus a
+    /// step (and its own read) ahead of it.
+    #[test]
+    fn a_full_window_is_topped_up_a_step_at_a_time() {
+        let c = cfg();
+        let size = 16 * c.max_read_ahead;
+        let mut w = Window::new(c, size);
+        let len = 128 * KB;
+        let mut pos = 0;
+        while pos < size {
+            let plan = w.read(pos, len);
+            let end = (pos + len).min(size);
+            let full = w.ahead() == c.max_read_ahead && pos >= 2 * c.max_read_ahead;
+            if full && plan.fetch.end < size {
+                assert!(w.buffered().end >= end + c.max_read_ahead - c.extend_step - len);
+                let fetched = plan.fetch.end - plan.fetch.start;
+                assert!(
+                    fetched == 0 || fetched >= c.extend_step,
+                    "{fetched} at {pos}"
+                );
+            }
+            pos = end;
         }
     }
 
