@@ -231,6 +231,37 @@ async fn bandwidth_cap_paces_the_body() {
     assert!(took >= Duration::from_millis(400), "{took:?}");
 }
 
+/// Parallel connections share the link: three 200 kB bodies over a 1 MB/s link take 0.6 s
+/// together, where a per-connection cap of the same rate would let them finish in 0.2 s.
+#[tokio::test]
+async fn link_bandwidth_is_shared_by_all_downloads() {
+    let h = start(|c| {
+        c.faults = Faults {
+            link_bandwidth: Some(1_000_000),
+            ..Default::default()
+        };
+    })
+    .await;
+    let id = h.emu.seed_pattern_file("root", "link.bin", 600_000, 4);
+    let url = download_url(&h, &id, 900).await;
+    let t = Instant::now();
+    let bodies = futures_util::future::join_all((0..3u64).map(|i| {
+        let (c, url) = (h.c.clone(), url.clone());
+        let range = format!("bytes={}-{}", i * 200_000, i * 200_000 + 199_999);
+        async move {
+            let r = c.get(&url).header("range", range).send().await.unwrap();
+            assert_eq!(r.status(), 206);
+            r.bytes().await.unwrap()
+        }
+    }))
+    .await;
+    let took = t.elapsed();
+    for (i, b) in bodies.iter().enumerate() {
+        assert_eq!(b.to_vec(), pattern_bytes(4, i as u64 * 200_000, 200_000));
+    }
+    assert!(took >= Duration::from_millis(550), "{took:?}");
+}
+
 #[tokio::test]
 async fn sequential_parts_and_complete() {
     let h = start(|_| {}).await;

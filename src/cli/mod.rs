@@ -143,6 +143,10 @@ pub struct EmulatorArgs {
     /// Bandwidth cap of each download connection, e.g. 50M (bytes per second).
     #[arg(long, value_parser = options::parse_size)]
     pub bandwidth: Option<u64>,
+    /// Bandwidth all download connections share, like the user's link, e.g. 100M (bytes per
+    /// second).
+    #[arg(long, value_parser = options::parse_size)]
+    pub link_bandwidth: Option<u64>,
 }
 
 pub fn main() -> i32 {
@@ -334,6 +338,7 @@ fn run_emulator(args: EmulatorArgs) -> Result<()> {
             failure_rate: args.failure_rate,
             latency: Duration::from_millis(args.latency_ms),
             bandwidth_per_conn: args.bandwidth,
+            link_bandwidth: args.link_bandwidth,
             ..Faults::default()
         },
         ..EmulatorConfig::default()

@@ -63,6 +63,9 @@ pub async fn handle(sh: Arc<Shared>, method: &Method, rest: &str, body: Body) ->
                 bandwidth_per_conn: int(&v, "bandwidth_per_conn")
                     .filter(|b| *b > 0)
                     .map(|b| b as u64),
+                link_bandwidth: int(&v, "link_bandwidth")
+                    .filter(|b| *b > 0)
+                    .map(|b| b as u64),
                 xml_error_rate: float(&v, "xml_error_rate").unwrap_or(0.0),
             };
             sh.lock().knobs.faults = f;

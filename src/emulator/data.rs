@@ -28,6 +28,22 @@ impl Shared {
         hex::encode(hmac_sha1(&self.url_key, input.as_bytes()))
     }
 
+    /// Reserves `bytes` of the emulated link (`rate` bytes/s, shared by every download, first
+    /// come first served) and returns once they have crossed it.
+    async fn cross_link(&self, rate: u64, bytes: u64) {
+        // Link time left idle within the last LINK_BUFFER is still usable, as a real line's
+        // buffers let one connection keep it busy across the gaps between its chunks.
+        const LINK_BUFFER: Duration = Duration::from_millis(20);
+        let due = {
+            let mut free = self.link_free_at.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            let start = (*free).max(now.checked_sub(LINK_BUFFER).unwrap_or(now));
+            *free = start + Duration::from_secs_f64(bytes as f64 / rate.max(1) as f64);
+            *free
+        };
+        tokio::time::sleep_until(due.into()).await;
+    }
+
     pub fn download_url(&self, sha1: &str, file_id: &str, expires: u64) -> String {
         let path = format!("/data/{file_id}/{sha1}");
         let sig = self.sign(&format!("GET\n{path}\n{expires}"));
@@ -165,7 +181,7 @@ pub async fn get(
     if let Err(r) = check_signed(&sh, &q, |exp| format!("GET\n{p}\n{exp}")) {
         return r;
     }
-    let (size, bw, cap) = {
+    let (size, pacing, cap) = {
         let st = sh.lock();
         let Some(b) = st.blobs.get(sha) else {
             return oss_error(
@@ -176,11 +192,12 @@ pub async fn get(
                 &[],
             );
         };
-        (
-            b.size,
-            st.knobs.faults.bandwidth_per_conn,
-            st.knobs.max_concurrent_downloads,
-        )
+        let f = &st.knobs.faults;
+        let pacing = Pacing {
+            per_conn: f.bandwidth_per_conn.filter(|b| *b > 0),
+            link: f.link_bandwidth.filter(|b| *b > 0).map(|b| (sh.clone(), b)),
+        };
+        (b.size, pacing, st.knobs.max_concurrent_downloads)
     };
     if let Some(failed) = injected_failure(fault) {
         return failed;
@@ -225,7 +242,7 @@ pub async fn get(
         } else {
             None
         };
-        stream_file(sh.blob_path(sha), start, len, bw, cut, guard)
+        stream_file(sh.blob_path(sha), start, len, pacing, cut, guard)
     };
     let mut r = Response::new(body);
     *r.status_mut() = errors::status(status);
@@ -252,11 +269,19 @@ pub async fn get(
     r
 }
 
+/// Bandwidth caps on one download body.
+struct Pacing {
+    /// Bytes/s of this body alone.
+    per_conn: Option<u64>,
+    /// Bytes/s of the link it shares with every other body.
+    link: Option<(Arc<Shared>, u64)>,
+}
+
 fn stream_file(
     path: std::path::PathBuf,
     start: u64,
     len: u64,
-    bw: Option<u64>,
+    pacing: Pacing,
     cut: Option<u64>,
     guard: Option<StreamGuard>,
 ) -> Body {
@@ -266,7 +291,7 @@ fn stream_file(
         pos: u64,
         sent: u64,
         len: u64,
-        bw: Option<u64>,
+        pacing: Pacing,
         cut: Option<u64>,
         began: Instant,
         _guard: Option<StreamGuard>,
@@ -277,7 +302,7 @@ fn stream_file(
         pos: start,
         sent: 0,
         len,
-        bw: bw.filter(|b| *b > 0),
+        pacing,
         cut,
         began: Instant::now(),
         _guard: guard,
@@ -294,9 +319,13 @@ fn stream_file(
         // A small first chunk so the first byte leaves quickly, then large ones.
         let chunk = if s.sent == 0 { FIRST_CHUNK } else { CHUNK };
         let mut want = (s.len - s.sent).min(chunk as u64) as usize;
-        if let Some(bw) = s.bw {
-            // Small chunks under a bandwidth cap so pacing stays smooth.
+        // Small chunks under a bandwidth cap so pacing stays smooth: 100 ms of a connection's
+        // cap, 10 ms of the link's (so that bodies sharing it take turns often).
+        if let Some(bw) = s.pacing.per_conn {
             want = want.min((bw / 10).max(1) as usize);
+        }
+        if let Some((_, link)) = &s.pacing.link {
+            want = want.min((link / 100).max(1) as usize);
         }
         if let Some(c) = s.cut {
             want = want.min((c - s.sent).max(1) as usize);
@@ -319,7 +348,10 @@ fn stream_file(
                 s.file = Some(file);
                 s.sent += want as u64;
                 s.pos += want as u64;
-                if let Some(bw) = s.bw {
+                if let Some((sh, link)) = &s.pacing.link {
+                    sh.cross_link(*link, want as u64).await;
+                }
+                if let Some(bw) = s.pacing.per_conn {
                     let due = s.began + Duration::from_secs_f64(s.sent as f64 / bw as f64);
                     tokio::time::sleep_until(due.into()).await;
                 }

@@ -93,6 +93,9 @@ pub struct Faults {
     pub latency: Duration,
     /// Bytes/s cap per data-GET response body.
     pub bandwidth_per_conn: Option<u64>,
+    /// Bytes/s shared by all data-GET bodies at once: the user's link, which parallel
+    /// connections cannot widen.
+    pub link_bandwidth: Option<u64>,
     /// Fraction answering 502 with an HTML/XML gateway body.
     pub xml_error_rate: f64,
 }

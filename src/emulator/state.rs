@@ -150,6 +150,8 @@ pub struct State {
 pub struct Shared {
     pub st: Mutex<State>,
     pub active_downloads: AtomicUsize,
+    /// When the emulated link (`Faults::link_bandwidth`) is next free.
+    pub link_free_at: Mutex<Instant>,
     pub data_dir: PathBuf,
     pub addr: SocketAddr,
     pub base_url: String,
@@ -233,6 +235,7 @@ impl Shared {
         Ok(Shared {
             st: Mutex::new(st),
             active_downloads: AtomicUsize::new(0),
+            link_free_at: Mutex::new(Instant::now()),
             data_dir: cfg.data_dir,
             addr,
             base_url: format!("http://{addr}"),
