@@ -199,18 +199,26 @@ fn bench_client(emu: &Emulator, dir: &Path) -> BoxResult<Client> {
 fn seq_read_row(emu: &Emulator, mount: &Mount, url: &str, report: &mut Report) -> BoxResult<()> {
     eprintln!("row 1: sequential read of 1 GiB, {SEQ_ROUNDS} rounds");
     let (mut curl, mut ours) = (Vec::new(), Vec::new());
+    // CPU seconds: each client's, and this process's (the emulator, plus the reader thread
+    // in the mount's case) while that client ran.
     let (mut curl_cpu, mut daemon_cpu) = (0.0, 0.0);
+    let (mut curl_emu_cpu, mut mount_emu_cpu) = (0.0, 0.0);
     for round in 0..SEQ_ROUNDS {
-        let before = children_cpu_seconds();
+        let (before, before_self) = (
+            cpu_seconds(libc::RUSAGE_CHILDREN),
+            cpu_seconds(libc::RUSAGE_SELF),
+        );
         curl.push(curl_download(url, "%{speed_download}")? / MIB as f64);
-        curl_cpu += children_cpu_seconds() - before;
+        curl_cpu += cpu_seconds(libc::RUSAGE_CHILDREN) - before;
+        curl_emu_cpu += cpu_seconds(libc::RUSAGE_SELF) - before_self;
         emu.reset_calls();
-        let before = mount.cpu_seconds()?;
+        let (before, before_self) = (mount.cpu_seconds()?, cpu_seconds(libc::RUSAGE_SELF));
         ours.push(mib_per_s(
             GIB,
             timed(|| read_all(&mount.path("big.bin"), GIB))?,
         ));
         daemon_cpu += mount.cpu_seconds()? - before;
+        mount_emu_cpu += cpu_seconds(libc::RUSAGE_SELF) - before_self;
         if round == 0 {
             report.note(format!("row 1 API calls of the cold read: {}", counts(emu)));
         }
@@ -231,13 +239,28 @@ fn seq_read_row(emu: &Emulator, mount: &Mount, url: &str, report: &mut Report) -
         "row 1 rounds, mount/curl MiB/s: {}",
         rounds.join(", ")
     ));
-    let (daemon_cpu, curl_cpu) = (daemon_cpu / SEQ_ROUNDS as f64, curl_cpu / SEQ_ROUNDS as f64);
+    let per_gib = |cpu: f64| cpu / SEQ_ROUNDS as f64;
+    let (daemon_cpu, curl_cpu) = (per_gib(daemon_cpu), per_gib(curl_cpu));
+    let (mount_emu_cpu, curl_emu_cpu) = (per_gib(mount_emu_cpu), per_gib(curl_emu_cpu));
     report.row(
         "1b. client CPU per GiB read in row 1 (s)",
         format!("{daemon_cpu:.2} (daemon)"),
         format!("{curl_cpu:.2} (curl)"),
         format!("{:.1}x", daemon_cpu / curl_cpu.max(1e-9)),
     );
+    // All the machine's cores are shared by the emulator and the clients: what both paths cost
+    // in all bounds how fast the mount could go here.
+    let mount_total = daemon_cpu + mount_emu_cpu;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    report.note(format!(
+        "row 1b, CPU seconds per GiB on the whole machine: through the mount {mount_total:.2} \
+         (daemon {daemon_cpu:.2}, emulator and reader {mount_emu_cpu:.2}); with curl {:.2} \
+         (curl {curl_cpu:.2}, emulator {curl_emu_cpu:.2}). With {cores} cores the mount path \
+         cannot pass {:.0} MiB/s here, {:.2}x of curl's median",
+        curl_cpu + curl_emu_cpu,
+        cores * 1024.0 / mount_total.max(1e-9),
+        cores * 1024.0 / mount_total.max(1e-9) / curl_median.max(1e-9),
+    ));
     Ok(())
 }
 
@@ -247,11 +270,12 @@ fn median(v: &[f64]) -> f64 {
     s.get(s.len() / 2).copied().unwrap_or(0.0)
 }
 
-/// User + system CPU seconds of this process's children that have been waited for.
-fn children_cpu_seconds() -> f64 {
+/// User + system CPU seconds of this process (`RUSAGE_SELF`) or of its children that have been
+/// waited for (`RUSAGE_CHILDREN`).
+fn cpu_seconds(who: libc::c_int) -> f64 {
     // SAFETY: getrusage fills the zeroed struct it is given.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    unsafe { libc::getrusage(who, &mut ru) };
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     secs(ru.ru_utime) + secs(ru.ru_stime)
 }
