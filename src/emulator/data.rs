@@ -158,6 +158,28 @@ fn range_of(headers: &HeaderMap, size: u64) -> RangeOutcome {
     RangeOutcome::Partial(start, end)
 }
 
+/// OSS's 404 for an object that does not exist.
+fn no_such_key() -> Resp {
+    oss_error(
+        404,
+        "NoSuchKey",
+        "The specified key does not exist.",
+        "0026-00000001",
+        &[],
+    )
+}
+
+/// OSS's 404 for a multipart upload that does not exist (or was completed or aborted).
+fn no_such_upload() -> Resp {
+    oss_error(
+        404,
+        "NoSuchUpload",
+        "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.",
+        "0042-00000002",
+        &[],
+    )
+}
+
 pub async fn get(
     sh: Arc<Shared>,
     method: &Method,
@@ -169,13 +191,7 @@ pub async fn get(
     let q = parse_query(query);
     let mut segs = path.trim_start_matches("/data/").split('/');
     let (Some(_file_id), Some(sha), None) = (segs.next(), segs.next(), segs.next()) else {
-        return oss_error(
-            404,
-            "NoSuchKey",
-            "The specified key does not exist.",
-            "0026-00000001",
-            &[],
-        );
+        return no_such_key();
     };
     let p = path.to_string();
     if let Err(r) = check_signed(&sh, &q, |exp| format!("GET\n{p}\n{exp}")) {
@@ -184,13 +200,7 @@ pub async fn get(
     let (size, pacing, cap) = {
         let st = sh.lock();
         let Some(b) = st.blobs.get(sha) else {
-            return oss_error(
-                404,
-                "NoSuchKey",
-                "The specified key does not exist.",
-                "0026-00000001",
-                &[],
-            );
+            return no_such_key();
         };
         let f = &st.knobs.faults;
         let pacing = Pacing {
@@ -404,13 +414,7 @@ pub async fn put(
     let q = parse_query(query);
     let mut segs = path.trim_start_matches("/upload/").split('/');
     let (Some(_file_id), Some(upload_id), None) = (segs.next(), segs.next(), segs.next()) else {
-        return oss_error(
-            404,
-            "NoSuchUpload",
-            "The specified upload does not exist.",
-            "0042-00000002",
-            &[],
-        );
+        return no_such_upload();
     };
     let part: u32 = match q.get("partNumber").and_then(|p| p.parse().ok()) {
         Some(p) => p,
@@ -438,7 +442,7 @@ pub async fn put(
     let (offset, mut sha) = {
         let mut st = sh.lock();
         let Some(u) = st.uploads.get_mut(upload_id).filter(|u| !u.done) else {
-            return oss_error(404, "NoSuchUpload", "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.", "0042-00000002", &[]);
+            return no_such_upload();
         };
         let committed = u.parts.len() as u32;
         if part <= committed {
@@ -513,13 +517,7 @@ pub async fn put(
     {
         let mut st = sh.lock();
         let Some(u) = st.uploads.get_mut(upload_id).filter(|u| !u.done) else {
-            return oss_error(
-                404,
-                "NoSuchUpload",
-                "The specified upload does not exist.",
-                "0042-00000002",
-                &[],
-            );
+            return no_such_upload();
         };
         u.parts.push(super::state::PartRec {
             number: part,
