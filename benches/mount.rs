@@ -5,7 +5,8 @@
 //! `ALIPANFS_BENCH_ONLY` runs a subset: a comma-separated list of `read` (rows 1-4 and 6),
 //! `write` (rows 5 and 7) and row numbers, e.g. `ALIPANFS_BENCH_ONLY=read` or `=1,2`. Rows 1-4
 //! share one mount, so a read row alone still runs on a fresh, cold mount. Row 1 includes 1b
-//! (CPU per GiB) and row 2 includes 2b (reads over an emulated link that all connections share).
+//! (CPU per GiB) and 1c (the FUSE floor: a do-nothing file system in this process read the same
+//! way), and row 2 includes 2b (reads over an emulated link that all connections share).
 //! `ALIPANFS_BENCH_MOUNT_ARGS` adds options to every mount (whitespace-separated), to compare
 //! settings, e.g. `ALIPANFS_BENCH_MOUNT_ARGS="--upload-while-writing off"`.
 //! `ALIPANFS_BENCH_DAEMON_LOG` is passed to the mounts as `RUST_LOG`, and their logs are then
@@ -196,7 +197,13 @@ fn bench_client(emu: &Emulator, dir: &Path) -> BoxResult<Client> {
 /// Row 1: the 1 GiB file read by curl and through the mount, alternated for `SEQ_ROUNDS`
 /// rounds so both see the same machine load, compared by their medians. The first read through
 /// the mount is cold. Also row 1b: the CPU time each client spent per GiB.
-fn seq_read_row(emu: &Emulator, mount: &Mount, url: &str, report: &mut Report) -> BoxResult<()> {
+fn seq_read_row(
+    emu: &Emulator,
+    mount: &Mount,
+    url: &str,
+    dir: &Path,
+    report: &mut Report,
+) -> BoxResult<()> {
     eprintln!("row 1: sequential read of 1 GiB, {SEQ_ROUNDS} rounds");
     let (mut curl, mut ours) = (Vec::new(), Vec::new());
     // CPU seconds: each client's, and this process's (the emulator, plus the reader thread
@@ -261,7 +268,151 @@ fn seq_read_row(emu: &Emulator, mount: &Mount, url: &str, report: &mut Report) -
         cores * 1024.0 / mount_total.max(1e-9),
         cores * 1024.0 / mount_total.max(1e-9) / curl_median.max(1e-9),
     ));
+    fuse_floor_row(dir, curl_median, curl_cpu + curl_emu_cpu, report)
+}
+
+/// Row 1c: the FUSE floor. A file system in this process that does nothing but answer each
+/// read from memory, mounted like alipanfs (4 threads, direct I/O), read exactly as in row 1:
+/// what the kernel's side of a FUSE read costs before any network or daemon work.
+/// `curl_path_cpu` is row 1's CPU per GiB of curl and the emulator serving it: a mount that
+/// cost nothing but the FUSE floor and that would be bound by their sum.
+fn fuse_floor_row(
+    dir: &Path,
+    curl_median: f64,
+    curl_path_cpu: f64,
+    report: &mut Report,
+) -> BoxResult<()> {
+    eprintln!("row 1c: FUSE alone, 1 GiB answered from memory");
+    let mnt = dir.join("floor");
+    std::fs::create_dir_all(&mnt)?;
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        fuser::MountOption::FSName("floor".into()),
+        fuser::MountOption::RO,
+    ];
+    config.n_threads = Some(4);
+    config.clone_fd = true;
+    let session = fuser::Session::new(floor::Floor::new(GIB), &mnt, &config)?.spawn()?;
+    let result = (|| {
+        let before = cpu_seconds(libc::RUSAGE_SELF);
+        let took = timed(|| read_all(&mnt.join(floor::NAME), GIB))?;
+        Ok::<_, Box<dyn std::error::Error>>((
+            mib_per_s(GIB, took),
+            cpu_seconds(libc::RUSAGE_SELF) - before,
+        ))
+    })();
+    session.umount_and_join()?;
+    let (speed, cpu) = result?;
+    report.row(
+        "1c. FUSE alone: 1 GiB answered from memory (MiB/s)",
+        format!("{speed:.0}"),
+        format!("{curl_median:.0} (curl, row 1)"),
+        format!(
+            "{:.2}x; {cpu:.2} CPU-s per GiB (server and reader)",
+            speed / curl_median.max(1e-9)
+        ),
+    );
+    let least = cpu + curl_path_cpu;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    report.note(format!(
+        "row 1c: a mount whose only costs were this floor, the socket and the emulator would need \
+         {least:.2} CPU-s per GiB ({cpu:.2} + {curl_path_cpu:.2} for curl's path), so {cores} cores \
+         would cap it at {:.0} MiB/s, {:.2}x of curl's median",
+        cores * 1024.0 / least.max(1e-9),
+        cores * 1024.0 / least.max(1e-9) / curl_median.max(1e-9),
+    ));
     Ok(())
+}
+
+/// The FUSE floor's file system: one read-only file of `size` bytes, answered from one 64 MiB
+/// buffer, round and round.
+mod floor {
+    use fuser::{
+        FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
+        OpenFlags, ReplyAttr, ReplyData, ReplyEntry, ReplyOpen, Request,
+    };
+    use std::ffi::OsStr;
+    use std::time::{Duration, SystemTime};
+
+    pub const NAME: &str = "floor.bin";
+    const FILE: u64 = 2;
+    const TTL: Duration = Duration::from_secs(60);
+
+    pub struct Floor {
+        size: u64,
+        block: Vec<u8>,
+    }
+
+    impl Floor {
+        pub fn new(size: u64) -> Floor {
+            Floor {
+                size,
+                // As much as alipanfs's default read-ahead window holds, so that replies copy
+                // from memory no fresher in the CPU's caches than a read-ahead piece is.
+                block: (0..64 * super::MIB as usize).map(|i| i as u8).collect(),
+            }
+        }
+
+        fn attr(&self, ino: u64) -> FileAttr {
+            let dir = ino == 1;
+            FileAttr {
+                ino: INodeNo(ino),
+                size: if dir { 0 } else { self.size },
+                blocks: 0,
+                atime: SystemTime::UNIX_EPOCH,
+                mtime: SystemTime::UNIX_EPOCH,
+                ctime: SystemTime::UNIX_EPOCH,
+                crtime: SystemTime::UNIX_EPOCH,
+                kind: if dir {
+                    FileType::Directory
+                } else {
+                    FileType::RegularFile
+                },
+                perm: if dir { 0o755 } else { 0o444 },
+                nlink: 1,
+                uid: 0,
+                gid: 0,
+                rdev: 0,
+                blksize: 1 << 20,
+                flags: 0,
+            }
+        }
+    }
+
+    impl Filesystem for Floor {
+        fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+            if parent.0 == 1 && name == NAME {
+                reply.entry(&TTL, &self.attr(FILE), Generation(0));
+            } else {
+                reply.error(fuser::Errno::from_i32(libc::ENOENT));
+            }
+        }
+
+        fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+            reply.attr(&TTL, &self.attr(ino.0));
+        }
+
+        fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+            reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO);
+        }
+
+        fn read(
+            &self,
+            _req: &Request,
+            _ino: INodeNo,
+            _fh: FileHandle,
+            offset: u64,
+            size: u32,
+            _flags: OpenFlags,
+            _lock_owner: Option<LockOwner>,
+            reply: ReplyData,
+        ) {
+            let len = (size as u64).min(self.size.saturating_sub(offset)) as usize;
+            let at = (offset % self.block.len() as u64) as usize;
+            let len = len.min(self.block.len() - at);
+            reply.data(&self.block[at..at + len]);
+        }
+    }
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -298,7 +449,7 @@ fn read_rows(
 
     let mount = Mount::start(emu, dir, "read")?;
     if only.runs("read", 1) {
-        seq_read_row(emu, &mount, &big_url.url, report)?;
+        seq_read_row(emu, &mount, &big_url.url, dir, report)?;
     }
     if only.runs("read", 4) {
         ttfb_row(emu, &mount, &ttfb_url, report)?;
