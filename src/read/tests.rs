@@ -2,13 +2,14 @@
 
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures_util::future::join_all;
 use proptest::prelude::*;
 
 use super::testdrive::{byte, expected, Inject, TestDrive};
 use super::{ReadConfig, ReadHandle, Reader};
+use crate::drive::DownloadUrl;
 use crate::error::Error;
 
 const KB: u64 = 1024;
@@ -545,4 +546,46 @@ proptest! {
             Ok(())
         })?;
     }
+}
+
+/// A listing offers one URL per small file. Offering 20,000 fresh ones keeps them all (each
+/// still saves a getDownloadUrl), with a logarithmic number of sweeps: sweeping the whole map at
+/// every insertion past 1,024 made listing a folder of 10k small files quadratic.
+#[tokio::test]
+async fn offered_urls_are_kept_without_sweeping_at_every_insertion() {
+    let (d, r) = setup(TestDrive::new(&[("f00007", MB)]), cfg());
+    let fresh = SystemTime::now() + Duration::from_secs(3600);
+    // The test drive's own URL form, so the offered URL of f00007 can serve a read.
+    let url = |id: &str| format!("http://test/{id}?gen=0&x-oss-signature=secret");
+    for i in 0..20_000 {
+        let id = format!("f{i:05}");
+        r.offer_url(
+            &id,
+            DownloadUrl {
+                url: url(&id),
+                expires_at: fresh,
+            },
+        );
+    }
+    let calls = d.url_calls.load(SeqCst);
+    let (held, sweeps) = r.fetcher.urls.stats();
+    assert_eq!(held, 20_000);
+    assert!(sweeps <= 6, "{sweeps} sweeps");
+    r.open("f00007", MB).read(0, 10).await.unwrap();
+    assert_eq!(d.url_calls.load(SeqCst), calls, "the offered URL was used");
+    // Past the hard cap, URLs nobody is using are dropped.
+    for i in 20_000..40_000 {
+        let id = format!("f{i:05}");
+        r.offer_url(
+            &id,
+            DownloadUrl {
+                url: url(&id),
+                expires_at: fresh,
+            },
+        );
+    }
+    let (held, sweeps) = r.fetcher.urls.stats();
+    assert!(held < 32 * 1024, "{held} held");
+    // Doubling to the cap, one sweep that empties it, doubling again: still logarithmic.
+    assert!(sweeps <= 12, "{sweeps} sweeps");
 }

@@ -15,6 +15,9 @@ use crate::error::Result;
 
 /// Beyond this many entries, entries nobody is using and whose URL is stale are pruned.
 const PRUNE_ABOVE: usize = 1024;
+/// Beyond this many, URLs nobody is using go too, fresh or not (a listing offers one per small
+/// file: a folder of 100k of them must not keep 100k URLs).
+const MAX_SLOTS: usize = 32 * 1024;
 
 #[derive(Clone)]
 struct Cached {
@@ -29,7 +32,17 @@ type Slot = Arc<tokio::sync::Mutex<Option<Cached>>>;
 pub(crate) struct UrlCache {
     drive: Arc<dyn Drive>,
     margin: Duration,
-    slots: Mutex<HashMap<String, Slot>>,
+    slots: Mutex<Slots>,
+}
+
+struct Slots {
+    by_file: HashMap<String, Slot>,
+    /// Prune when the map reaches this size; set to twice what a prune leaves, so that a map of
+    /// fresh URLs is not swept again at every insertion (quadratic: listing a folder of 10k
+    /// small files, each offering a URL, cost 50 million entry visits).
+    prune_at: usize,
+    /// Sweeps so far (tests check they stay logarithmic).
+    prunes: usize,
 }
 
 impl UrlCache {
@@ -37,26 +50,28 @@ impl UrlCache {
         UrlCache {
             drive,
             margin,
-            slots: Mutex::new(HashMap::new()),
+            slots: Mutex::new(Slots {
+                by_file: HashMap::new(),
+                prune_at: PRUNE_ABOVE,
+                prunes: 0,
+            }),
         }
     }
 
+    fn lock_slots(&self) -> std::sync::MutexGuard<'_, Slots> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn slot(&self, file_id: &str) -> Slot {
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(s) = slots.get(file_id) {
+        let mut slots = self.lock_slots();
+        if let Some(s) = slots.by_file.get(file_id) {
             return s.clone();
         }
-        if slots.len() >= PRUNE_ABOVE {
-            let now = Instant::now();
-            slots.retain(|_, s| {
-                Arc::strong_count(s) > 1
-                    || s.try_lock()
-                        .map(|c| c.as_ref().is_some_and(|c| c.renew_at > now))
-                        .unwrap_or(true)
-            });
+        if slots.by_file.len() >= slots.prune_at {
+            slots.prune();
         }
         let s = Slot::default();
-        slots.insert(file_id.to_string(), s.clone());
+        slots.by_file.insert(file_id.to_string(), s.clone());
         s
     }
 
@@ -114,8 +129,14 @@ impl UrlCache {
 
     /// Drops the cached URL: the next read asks the drive again.
     pub fn forget(&self, file_id: &str) {
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        slots.remove(file_id);
+        self.lock_slots().by_file.remove(file_id);
+    }
+
+    /// Entries held and sweeps made so far.
+    #[cfg(test)]
+    pub fn stats(&self) -> (usize, usize) {
+        let slots = self.lock_slots();
+        (slots.by_file.len(), slots.prunes)
     }
 
     async fn fetch(&self, file_id: &str) -> Result<Cached> {
@@ -135,5 +156,24 @@ impl UrlCache {
             url,
             renew_at: now + (lifetime - margin),
         })
+    }
+}
+
+impl Slots {
+    /// Drops stale entries nobody is using, then, if still too many, every entry nobody is using.
+    fn prune(&mut self) {
+        let now = Instant::now();
+        let in_use = |s: &Slot| Arc::strong_count(s) > 1;
+        self.by_file.retain(|_, s| {
+            in_use(s)
+                || s.try_lock()
+                    .map(|c| c.as_ref().is_some_and(|c| c.renew_at > now))
+                    .unwrap_or(true)
+        });
+        if self.by_file.len() >= MAX_SLOTS {
+            self.by_file.retain(|_, s| in_use(s));
+        }
+        self.prune_at = (self.by_file.len() * 2).clamp(PRUNE_ABOVE, MAX_SLOTS);
+        self.prunes += 1;
     }
 }
