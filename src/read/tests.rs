@@ -556,17 +556,20 @@ async fn offered_urls_are_kept_without_sweeping_at_every_insertion() {
     let (d, r) = setup(TestDrive::new(&[("f00007", MB)]), cfg());
     let fresh = SystemTime::now() + Duration::from_secs(3600);
     // The test drive's own URL form, so the offered URL of f00007 can serve a read.
-    let url = |id: &str| format!("http://test/{id}?gen=0&x-oss-signature=secret");
-    for i in 0..20_000 {
-        let id = format!("f{i:05}");
-        r.offer_url(
-            &id,
-            DownloadUrl {
-                url: url(&id),
-                expires_at: fresh,
-            },
-        );
-    }
+    let offer = |files: std::ops::Range<u32>| {
+        for i in files {
+            let id = format!("f{i:05}");
+            let url = format!("http://test/{id}?gen=0&x-oss-signature=secret");
+            r.offer_url(
+                &id,
+                DownloadUrl {
+                    url,
+                    expires_at: fresh,
+                },
+            );
+        }
+    };
+    offer(0..20_000);
     let calls = d.url_calls.load(SeqCst);
     let (held, sweeps) = r.fetcher.urls.stats();
     assert_eq!(held, 20_000);
@@ -574,16 +577,7 @@ async fn offered_urls_are_kept_without_sweeping_at_every_insertion() {
     r.open("f00007", MB).read(0, 10).await.unwrap();
     assert_eq!(d.url_calls.load(SeqCst), calls, "the offered URL was used");
     // Past the hard cap, URLs nobody is using are dropped.
-    for i in 20_000..40_000 {
-        let id = format!("f{i:05}");
-        r.offer_url(
-            &id,
-            DownloadUrl {
-                url: url(&id),
-                expires_at: fresh,
-            },
-        );
-    }
+    offer(20_000..40_000);
     let (held, sweeps) = r.fetcher.urls.stats();
     assert!(held < 32 * 1024, "{held} held");
     // Doubling to the cap, one sweep that empties it, doubling again: still logarithmic.
