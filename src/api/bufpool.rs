@@ -14,7 +14,6 @@ use bytes::Bytes;
 pub const MIN_POOLED: usize = 1 << 20;
 
 pub struct BufferPool {
-    me: Weak<BufferPool>,
     idle: Mutex<Vec<Vec<u8>>>,
     max_bytes: usize,
 }
@@ -41,8 +40,7 @@ impl Drop for Pooled {
 
 impl BufferPool {
     pub fn new(max_bytes: usize) -> Arc<BufferPool> {
-        Arc::new_cyclic(|me| BufferPool {
-            me: me.clone(),
+        Arc::new(BufferPool {
             idle: Mutex::new(Vec::new()),
             max_bytes,
         })
@@ -64,13 +62,13 @@ impl BufferPool {
     }
 
     /// The filled buffer as `Bytes`; a poolable one comes back here once all its slices are gone.
-    pub fn freeze(&self, buf: Vec<u8>) -> Bytes {
+    pub fn freeze(self: &Arc<Self>, buf: Vec<u8>) -> Bytes {
         if buf.capacity() < MIN_POOLED {
             return Bytes::from(buf);
         }
         Bytes::from_owner(Pooled {
             buf,
-            pool: self.me.clone(),
+            pool: Arc::downgrade(self),
         })
     }
 

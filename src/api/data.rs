@@ -6,6 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
+use std::sync::Arc;
+
 use super::bufpool::BufferPool;
 
 use super::config::RetryPolicy;
@@ -55,7 +57,7 @@ enum Attempt {
 
 pub async fn download_range(
     http: &reqwest::Client,
-    pool: &BufferPool,
+    pool: &Arc<BufferPool>,
     retry: RetryPolicy,
     url: &DownloadUrl,
     offset: u64,
@@ -91,7 +93,7 @@ const MAX_ERROR_BODY: u64 = 64 * 1024;
 async fn read_body(
     mut resp: reqwest::Response,
     limit: u64,
-    pool: &BufferPool,
+    pool: &Arc<BufferPool>,
 ) -> reqwest::Result<Bytes> {
     let hint = resp.content_length().unwrap_or(0).min(limit);
     let mut buf = pool.get(usize::try_from(hint).unwrap_or(0));
@@ -108,7 +110,7 @@ async fn read_body(
 
 async fn download_once(
     http: &reqwest::Client,
-    pool: &BufferPool,
+    pool: &Arc<BufferPool>,
     url: &DownloadUrl,
     offset: u64,
     len: u64,

@@ -8,8 +8,11 @@
 //! in this session, so the caller starts a fresh session.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
 
 use crate::drive::{Drive, PartUrl, UploadedPart};
 use crate::error::{Error, Result};
@@ -29,7 +32,7 @@ const URL_RENEWALS: u32 = 5;
 /// Resyncs (PartNotSequential / PartAlreadyExist) in a row without progress before restarting.
 const RESYNCS: u32 = 3;
 /// Parts up to this size are read ahead (two in memory) while the previous one is sent.
-pub const MAX_READ_AHEAD_PART: u64 = 64 << 20;
+const MAX_READ_AHEAD_PART: u64 = 64 << 20;
 /// Longest renewal margin: a URL valid for less than this is renewed before use.
 const MAX_EXPIRY_MARGIN: Duration = Duration::from_secs(60);
 
@@ -173,21 +176,16 @@ impl<'a> PartSender<'a> {
         let mut next = 1u32;
         let mut resyncs = 0u32;
         // The following part, read from disk while the current one is on the wire.
-        let mut ready: Option<(u32, bytes::Bytes)> = None;
+        let mut ready: Option<(u32, Bytes)> = None;
         while next <= count {
             let body = match ready.take() {
                 Some((n, body)) if n == next => body,
                 _ => self.read_part(next).await?,
             };
-            let (local, following) = (self.local, next + 1);
-            let read_ahead = (following <= count && self.part_size <= MAX_READ_AHEAD_PART)
-                .then(|| (self.part_offset(following), self.expected_len(following)));
-            let (sent, read) = tokio::join!(self.send_body(next, body), async move {
-                match read_ahead {
-                    Some((offset, len)) => Some(local::read_range(local, offset, len).await),
-                    None => None,
-                }
-            });
+            let following = next + 1;
+            let start = self.part_offset(following);
+            let after = (following <= count).then(|| start..start + self.expected_len(following));
+            let (sent, read) = self.send_reading_next(next, body, after).await;
             match sent? {
                 Sent::Done => {
                     next += 1;
@@ -231,18 +229,37 @@ impl<'a> PartSender<'a> {
         Ok(next)
     }
 
+    /// Sends part `n` and meanwhile reads `next` (a byte range of the local file), so that the
+    /// following part's body is ready when this one is sent. Not for parts over
+    /// `MAX_READ_AHEAD_PART`: two of them would sit in memory.
+    pub async fn send_reading_next(
+        &mut self,
+        n: u32,
+        body: Bytes,
+        next: Option<Range<u64>>,
+    ) -> (Result<Sent, PartsError>, Option<Result<Bytes>>) {
+        let local = self.local;
+        let next = next.filter(|_| self.part_size <= MAX_READ_AHEAD_PART);
+        tokio::join!(self.send_body(n, body), async move {
+            match next {
+                Some(r) => Some(local::read_range(local, r.start, r.end - r.start).await),
+                None => None,
+            }
+        })
+    }
+
     fn part_offset(&self, n: u32) -> u64 {
         u64::from(n - 1) * self.part_size
     }
 
-    async fn read_part(&self, n: u32) -> Result<bytes::Bytes, PartsError> {
+    async fn read_part(&self, n: u32) -> Result<Bytes, PartsError> {
         local::read_range(self.local, self.part_offset(n), self.expected_len(n))
             .await
             .map_err(PartsError::Fail)
     }
 
     /// PUT `body` as part `n`: renews its URL when stale or expired, retries transient errors.
-    pub async fn send_body(&mut self, n: u32, body: bytes::Bytes) -> Result<Sent, PartsError> {
+    pub async fn send_body(&mut self, n: u32, body: Bytes) -> Result<Sent, PartsError> {
         let mut attempts = 0u32;
         let mut renewals = 0u32;
         let mut delay = Duration::from_millis(200);

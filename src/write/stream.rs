@@ -438,17 +438,12 @@ async fn send_parts(
         }
         // Claimed now only if the writer is already past it: never waits.
         let following = match next_part(&mut inner.lock(), end, part_size) {
-            Some(Step::Next(next_end)) if part_size <= parts::MAX_READ_AHEAD_PART => Some(next_end),
+            Some(Step::Next(next_end)) => Some(end..next_end),
             _ => None,
         };
-        let (sent, read) = tokio::join!(sender.send_body(number, body), async {
-            match following {
-                Some(next_end) => {
-                    Some((next_end, read_part(path, end, next_end, number + 1).await))
-                }
-                None => None,
-            }
-        });
+        let (sent, read) = sender
+            .send_reading_next(number, body, following.clone())
+            .await;
         match sent {
             Ok(Sent::Done) => {}
             Ok(Sent::Resync(why)) => return Err(format!("part {number}: {why}")),
@@ -458,8 +453,9 @@ async fn send_parts(
         }
         pos = end;
         number += 1;
-        if let Some((next_end, read)) = read {
-            ready = Some((next_end, read?));
+        if let (Some(next), Some(read)) = (following, read) {
+            let body = read.map_err(|e| format!("reading part {number}: {e}"))?;
+            ready = Some((next.end, body));
         }
     }
 }
