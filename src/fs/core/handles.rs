@@ -1,0 +1,332 @@
+//! Open handles: open, read, write, fsync, release, and the preparation of local content.
+
+use super::*;
+
+impl FsCore {
+    // ----- open, read, write, release ------------------------------------------------------
+
+    pub(super) fn add_handle(&self, handle: Handle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().unwrap().insert(fh, handle);
+        fh
+    }
+
+    pub(super) fn track_open(&self, ino: u64, delta: i32) {
+        if let Some(node) = self.table.lock().unwrap().get_mut(ino) {
+            node.open_handles = node.open_handles.saturating_add_signed(delta);
+        }
+    }
+
+    /// Open a file. `write` for O_WRONLY/O_RDWR, `truncate` for O_TRUNC.
+    pub async fn open(&self, ino: u64, write: bool, truncate: bool) -> Result<u64> {
+        let node = self.node(ino)?;
+        if node.is_dir() {
+            return Err(Error::IsADirectory(node.name));
+        }
+        let handle = if write || truncate {
+            self.writable()?;
+            let content = self.local_for_writing(ino, truncate).await?;
+            Handle::Local {
+                ino,
+                content,
+                writable: true,
+            }
+        } else if let Some(content) = node.local.clone() {
+            Handle::Local {
+                ino,
+                content,
+                writable: false,
+            }
+        } else {
+            Handle::Remote {
+                ino,
+                reader: Arc::new(self.reader.open(&node.file_id, node.size)),
+            }
+        };
+        self.track_open(ino, 1);
+        Ok(self.add_handle(handle))
+    }
+
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Bytes> {
+        enum Source {
+            Remote(Arc<ReadHandle>),
+            Local(Arc<LocalContent>),
+        }
+        let source = match self.handles.lock().unwrap().get(&fh) {
+            Some(Handle::Remote { reader, .. }) => Source::Remote(reader.clone()),
+            Some(Handle::Local { content, .. }) => Source::Local(content.clone()),
+            _ => return Err(Error::Io(std::io::Error::from_raw_os_error(libc::EBADF))),
+        };
+        match source {
+            Source::Remote(reader) => reader.read(offset, size).await,
+            Source::Local(content) => Ok(Bytes::from(content.read_at(offset, size as usize)?)),
+        }
+    }
+
+    pub(super) fn writable_handle(&self, fh: u64) -> Result<(u64, Arc<LocalContent>)> {
+        match self.handles.lock().unwrap().get(&fh) {
+            Some(Handle::Local {
+                ino,
+                content,
+                writable: true,
+            }) => Ok((*ino, content.clone())),
+            _ => Err(Error::Io(std::io::Error::from_raw_os_error(libc::EBADF))),
+        }
+    }
+
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+        let (ino, content) = self.writable_handle(fh)?;
+        let end = offset + data.len() as u64;
+        let size = self.table.lock().unwrap().get(ino).map_or(0, |n| n.size);
+        // The new copy is uploaded beside the old one, so the whole new size must be free.
+        let free = self.free_bytes.load(Ordering::Relaxed);
+        if end > size && end > free {
+            return Err(Error::QuotaExhausted(format!(
+                "a file of {end} bytes does not fit in the drive's {free} free bytes"
+            )));
+        }
+        content.write_at(offset, data)?;
+        if let Some(node) = self.table.lock().unwrap().get_mut(ino) {
+            node.size = node.size.max(end);
+            node.mtime = SystemTime::now();
+        }
+        Ok(data.len() as u32)
+    }
+
+    pub fn fsync(&self, fh: u64) -> Result<()> {
+        if let Ok((_, content)) = self.writable_handle(fh) {
+            content.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Close a handle. The last writer of dirty content seals it and queues the upload; the
+    /// file keeps showing the new content until the drive has it.
+    pub fn release(&self, fh: u64) -> Result<()> {
+        let Some(handle) = self.handles.lock().unwrap().remove(&fh) else {
+            return Ok(());
+        };
+        match handle {
+            Handle::Dir(_) => {}
+            Handle::Remote { ino, .. } => self.track_open(ino, -1),
+            Handle::Local {
+                ino,
+                content,
+                writable,
+            } => {
+                self.track_open(ino, -1);
+                if writable
+                    && content.remove_writer() == 0
+                    && content.is_dirty()
+                    && !content.is_sealed()
+                {
+                    self.submit_upload(ino, &content)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn submit_upload(&self, ino: u64, content: &Arc<LocalContent>) -> Result<()> {
+        content.seal();
+        let _gate = self.upload_gate.lock().unwrap();
+        let target = {
+            let table = self.table.lock().unwrap();
+            let Some(node) = table.get(ino) else {
+                return Ok(()); // deleted while open: nothing to upload
+            };
+            let Some(parent) = table.get(node.parent).filter(|_| node.parent != 0) else {
+                return Ok(());
+            };
+            UploadTarget {
+                parent_file_id: parent.file_id.clone(),
+                name: node.remote_name.clone(),
+                mtime: Some(node.mtime),
+                replaces: (!node.is_local_only()).then(|| node.file_id.clone()),
+            }
+        };
+        info!(ino, name = %target.name, "queued upload");
+        let stream = content.stream().cloned();
+        if let (Some(stream), Ok(len)) = (&stream, content.len()) {
+            // The stream sends the last part now, not when the queue gets to this job.
+            stream.close(len);
+        }
+        self.uploads
+            .submit_streamed(ino, target, content.path.clone(), stream);
+        Ok(())
+    }
+
+    /// Local content a writer may change: the node's unsealed content, or a new staging file
+    /// filled with the current content (copied from a sealed one, downloaded from the drive, or
+    /// empty when truncating).
+    pub(super) async fn local_for_writing(
+        &self,
+        ino: u64,
+        truncate: bool,
+    ) -> Result<Arc<LocalContent>> {
+        let _guard = self.prepare_lock.lock().await;
+        let node = self.node(ino)?;
+        if let Some(content) = node.local.as_ref().filter(|c| !c.is_sealed()) {
+            if truncate {
+                content.set_len(0)?;
+                self.set_size(ino, 0);
+            }
+            content.add_writer();
+            return Ok(content.clone());
+        }
+        let staged = self.staging.create()?;
+        let content = Arc::new(if truncate {
+            let stream = self
+                .stream_target(node.parent, &node.remote_name)
+                .and_then(|t| self.uploads.follow(&staged.path, t));
+            LocalContent::streamed(staged.path.clone(), staged.file, stream)
+        } else {
+            LocalContent::new(staged.path.clone(), staged.file)
+        });
+        if truncate {
+            content.mark_dirty();
+        } else if let Some(sealed) = node.local.as_ref() {
+            let (src, dst) = (sealed.clone(), content.clone());
+            tokio::task::spawn_blocking(move || src.copy_into(&dst_file(&dst)?))
+                .await
+                .map_err(|e| Error::Io(std::io::Error::other(e)))??;
+        } else if node.size > 0 {
+            self.download_into(&node, &content).await?;
+        }
+        content.add_writer();
+        let mut table = self.table.lock().unwrap();
+        table.set_local(ino, Some(content.clone()));
+        if truncate {
+            if let Some(n) = table.get_mut(ino) {
+                n.size = 0;
+            }
+        }
+        Ok(content)
+    }
+
+    /// Fetch a remote file's content into a staging file (read-modify-write of an existing file).
+    pub(super) async fn download_into(&self, node: &Node, content: &LocalContent) -> Result<()> {
+        let reader = self.reader.open(&node.file_id, node.size);
+        let mut offset = 0u64;
+        while offset < node.size {
+            let chunk = reader.read(offset, 4 << 20).await?;
+            if chunk.is_empty() {
+                return Err(Error::BadResponse(format!(
+                    "{} ended at {offset} of {}",
+                    node.name, node.size
+                )));
+            }
+            content.write_at(offset, &chunk)?;
+            offset += chunk.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Where a file named `name` in folder `parent` uploads to, for uploading while writing.
+    pub(super) fn stream_target(&self, parent: u64, name: &str) -> Option<StreamTarget> {
+        let table = self.table.lock().unwrap();
+        let folder = table.get(parent).filter(|_| parent != 0)?;
+        Some(StreamTarget {
+            parent_file_id: folder.file_id.clone(),
+            name: name.to_string(),
+        })
+    }
+
+    pub(super) fn set_size(&self, ino: u64, size: u64) {
+        if let Some(n) = self.table.lock().unwrap().get_mut(ino) {
+            n.size = size;
+            n.mtime = SystemTime::now();
+        }
+    }
+
+    /// Create and open a new file.
+    pub async fn create(&self, parent: u64, name: &str) -> Result<(Attr, u64)> {
+        self.writable()?;
+        names::validate(name)?;
+        let listing = self.listing(parent).await?;
+        if listing.get(name).is_some() {
+            return Err(Error::AlreadyExists(name.to_string()));
+        }
+        let staged = self.staging.create()?;
+        let stream = self
+            .stream_target(parent, name)
+            .and_then(|t| self.uploads.follow(&staged.path, t));
+        let content = Arc::new(LocalContent::streamed(
+            staged.path.clone(),
+            staged.file,
+            stream,
+        ));
+        content.mark_dirty();
+        content.add_writer();
+        let node = {
+            let mut table = self.table.lock().unwrap();
+            let ino = table.insert_local_file(parent, name, content.clone(), SystemTime::now());
+            let node = table.get_mut(ino).expect("just inserted");
+            node.lookups += 1;
+            node.open_handles += 1;
+            node.clone()
+        };
+        listing.insert(name, node.ino);
+        let fh = self.add_handle(Handle::Local {
+            ino: node.ino,
+            content,
+            writable: true,
+        });
+        Ok((self.attr_of(&node), fh))
+    }
+
+    /// setattr: size (truncate), mtime; mode/uid/gid only to the values they already have.
+    pub async fn setattr(
+        &self,
+        ino: u64,
+        size: Option<u64>,
+        mtime: Option<SystemTime>,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> Result<Attr> {
+        let node = self.node(ino)?;
+        let current = self.attr_of(&node);
+        if let Some(mode) = mode {
+            if (mode & 0o7777) as u16 != current.perm {
+                return Err(Error::NotSupported(
+                    "chmod: the drive stores no permissions".into(),
+                ));
+            }
+        }
+        if uid.is_some_and(|u| u != current.uid) || gid.is_some_and(|g| g != current.gid) {
+            return Err(Error::NotSupported(
+                "chown: the drive stores no owners".into(),
+            ));
+        }
+        if let Some(size) = size {
+            self.writable()?;
+            if node.is_dir() {
+                return Err(Error::IsADirectory(node.name));
+            }
+            let content = self.local_for_writing(ino, size == 0).await?;
+            content.set_len(size)?;
+            self.set_size(ino, size);
+            // A truncate by path (no open writer besides ours) is a complete change: upload it.
+            if content.remove_writer() == 0 {
+                self.submit_upload(ino, &content)?;
+            }
+        }
+        if let Some(mtime) = mtime {
+            // Kept with local content and sent as local_modified_at by its upload; for a file with
+            // no local content the drive has no call to change it, so it lasts until re-listing.
+            if let Some(n) = self.table.lock().unwrap().get_mut(ino) {
+                n.mtime = mtime;
+                // The streamed session was created with the mtime of its start.
+                if let Some(stream) = n.local.as_ref().and_then(|c| c.stream()) {
+                    stream.abandon("mtime set explicitly");
+                }
+            }
+        }
+        self.getattr(ino).await
+    }
+}
+
+fn dst_file(content: &LocalContent) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new().write(true).open(&content.path)
+}

@@ -1,0 +1,230 @@
+//! Folder listings (the only source of attributes), lookup, getattr and readdir.
+
+use super::*;
+
+/// A folder's children by display name. Edited in place by changes made through the mount.
+#[derive(Debug, Default)]
+pub struct Listing {
+    entries: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Listing {
+    pub(super) fn get(&self, name: &str) -> Option<u64> {
+        self.entries.lock().unwrap().get(name).copied()
+    }
+    pub(super) fn insert(&self, name: &str, ino: u64) {
+        self.entries.lock().unwrap().insert(name.to_string(), ino);
+    }
+    pub(super) fn remove(&self, name: &str) {
+        self.entries.lock().unwrap().remove(name);
+    }
+    pub(super) fn inos(&self) -> Vec<u64> {
+        self.entries.lock().unwrap().values().copied().collect()
+    }
+    pub(super) fn len(&self) -> usize {
+        self.entries.lock().unwrap().len()
+    }
+}
+
+impl FsCore {
+    /// The cached listing of a folder, listing it (single-flight) when absent or expired.
+    pub(super) async fn listing(&self, dir: u64) -> Result<Arc<Listing>> {
+        self.listings
+            .try_get_with(dir, self.load_listing(dir))
+            .await
+            .map_err(Error::unshare)
+    }
+
+    pub(super) async fn load_listing(&self, dir: u64) -> Result<Arc<Listing>> {
+        let folder = self.folder(dir)?;
+        if folder.is_local_only() {
+            return Ok(Arc::new(Listing::default()));
+        }
+        let items = self.drive.list_folder(&folder.file_id).await?;
+        let display = names::display_names(&items);
+        let listing = Listing::default();
+        let mut table = self.table.lock().unwrap();
+        // Files written through the mount and not uploaded yet are shown with their local
+        // content; a remote item of the same name (the old copy, or the new one whose upload is
+        // finishing) is hidden behind them.
+        let local: HashMap<String, u64> = table
+            .local_children(dir)
+            .into_iter()
+            .filter_map(|ino| table.get(ino).map(|n| (n.name.clone(), ino)))
+            .collect();
+        for (item, name) in items.iter().zip(display) {
+            if local
+                .get(&name)
+                .is_some_and(|&ino| table.get(ino).is_some_and(|n| n.file_id != item.file_id))
+            {
+                continue;
+            }
+            let ino = table.upsert_remote(item, dir, &name);
+            listing.insert(&name, ino);
+            if let Some(url) = &item.download_url {
+                self.reader.offer_url(&item.file_id, url.clone());
+            }
+        }
+        for (name, ino) in local {
+            listing.insert(&name, ino);
+        }
+        debug!(dir, file_id = %folder.file_id, entries = listing.len(), "listed folder");
+        Ok(Arc::new(listing))
+    }
+
+    pub(super) async fn child(&self, parent: u64, name: &str) -> Result<Node> {
+        self.folder(parent)?;
+        let listing = self.listing(parent).await?;
+        let ino = listing
+            .get(name)
+            .ok_or_else(|| Error::NotFound(name.to_string()))?;
+        self.node(ino)
+    }
+
+    // ----- lookup, attributes, directories --------------------------------------------------
+
+    pub async fn lookup(&self, parent: u64, name: &str) -> Result<Attr> {
+        let node = self.child(parent, name).await?;
+        let mut table = self.table.lock().unwrap();
+        let node = table
+            .get_mut(node.ino)
+            .ok_or_else(|| Error::NotFound(name.to_string()))?;
+        node.lookups += 1;
+        let node = node.clone();
+        drop(table);
+        Ok(self.attr_of(&node))
+    }
+
+    pub async fn forget(&self, ino: u64, n: u64) {
+        let (parent, name) = {
+            let mut table = self.table.lock().unwrap();
+            if !table.forget(ino, n) {
+                return;
+            }
+            match table.get(ino) {
+                Some(node) => (node.parent, node.name.clone()),
+                None => return,
+            }
+        };
+        // Keep the node while its parent's cached listing names it (readdir gave it out).
+        let listed = self
+            .listings
+            .get(&parent)
+            .await
+            .is_some_and(|l| l.get(&name) == Some(ino));
+        if !listed {
+            self.table.lock().unwrap().free_if_unreferenced(ino);
+        }
+    }
+
+    pub async fn getattr(&self, ino: u64) -> Result<Attr> {
+        let node = self.node(ino)?;
+        Ok(self.attr_of(&node))
+    }
+
+    /// Open a folder: its entries are fixed for the life of the handle, so readdir offsets are stable.
+    pub async fn opendir(&self, ino: u64) -> Result<u64> {
+        let listing = self.listing(ino).await?;
+        let table = self.table.lock().unwrap();
+        let mut entries: Vec<DirEntry> = listing
+            .entries
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(name, &child)| {
+                table.get(child).map(|n| DirEntry {
+                    ino: child,
+                    name: name.clone(),
+                    kind: n.kind,
+                })
+            })
+            .collect();
+        let parent = table.get(ino).map(|n| n.parent).unwrap_or(ROOT_INO);
+        drop(table);
+        entries.insert(
+            0,
+            DirEntry {
+                ino: parent,
+                name: "..".into(),
+                kind: ItemKind::Folder,
+            },
+        );
+        entries.insert(
+            0,
+            DirEntry {
+                ino,
+                name: ".".into(),
+                kind: ItemKind::Folder,
+            },
+        );
+        Ok(self.add_handle(Handle::Dir(Arc::new(entries))))
+    }
+
+    /// Entries of an open folder from `offset` on, with their attributes when `plus` (readdirplus
+    /// counts as a lookup of each entry but `.` and `..`).
+    pub fn readdir(
+        &self,
+        fh: u64,
+        offset: u64,
+        plus: bool,
+    ) -> Result<Vec<(DirEntry, Option<Attr>)>> {
+        let entries = match self.handles.lock().unwrap().get(&fh) {
+            Some(Handle::Dir(entries)) => entries.clone(),
+            _ => return Err(Error::NotADirectory(format!("handle {fh}"))),
+        };
+        let mut out = Vec::new();
+        for entry in entries.iter().skip(offset as usize) {
+            let attr = if plus && entry.name != "." && entry.name != ".." {
+                let mut table = self.table.lock().unwrap();
+                match table.get_mut(entry.ino) {
+                    Some(node) => Some(self.attr_of(node)),
+                    None => continue,
+                }
+            } else {
+                None
+            };
+            out.push((entry.clone(), attr));
+        }
+        Ok(out)
+    }
+
+    /// The adapter tells which readdirplus entries reached the kernel: those count as lookups.
+    pub fn count_lookup(&self, ino: u64) {
+        if let Some(node) = self.table.lock().unwrap().get_mut(ino) {
+            node.lookups += 1;
+        }
+    }
+
+    pub fn plus_attr(&self, ino: u64) -> Option<Attr> {
+        self.table.lock().unwrap().get(ino).map(|n| self.attr_of(n))
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        self.handles.lock().unwrap().remove(&fh);
+    }
+
+    pub async fn statfs(&self) -> Result<SpaceInfo> {
+        let drive = self.drive.clone();
+        let space = self
+            .space
+            .try_get_with((), async move { drive.space_info().await })
+            .await
+            .map_err(Error::unshare)?;
+        self.free_bytes.store(
+            space.total_bytes.saturating_sub(space.used_bytes),
+            Ordering::Relaxed,
+        );
+        Ok(space)
+    }
+
+    pub(super) async fn watch_space(core: std::sync::Weak<FsCore>) {
+        loop {
+            let Some(strong) = core.upgrade() else { return };
+            if let Err(e) = strong.statfs().await {
+                debug!(error = %e, "could not refresh the drive's free space");
+            }
+            drop(strong);
+            tokio::time::sleep(SPACE_REFRESH).await;
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! The filesystem's semantics, free of FUSE types: every operation is an async method that
+//! returns `Result`, and `fuse.rs` only translates. State: the inode table, the listing cache
+//! (moka, one entry per folder), open handles, and the upload queue's view of local content.
+//!
+//! Listings are the only source of attributes: lookup, getattr, readdir and readdirplus after a
+//! listing make no API call. A folder of N entries costs ceil(N/100) list calls per
+//! `dir_cache_ttl`. Changes made through the mount edit the cached listings in place (no
+//! re-listing after every create), so `tar -x` of 500 files costs one listing, not 500.
+
+mod handles;
+mod listing;
+mod namespace;
+mod uploads;
+
+pub use listing::Listing;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use moka::future::Cache;
+use tracing::{debug, error, info, warn};
+
+use crate::drive::{Drive, ItemKind, RemoteItem, SpaceInfo};
+use crate::error::{Error, Result};
+use crate::fs::inode::{InodeTable, Node, ROOT_INO};
+use crate::fs::local::LocalContent;
+use crate::fs::names;
+use crate::read::{ReadHandle, Reader};
+use crate::write::{Staging, StreamTarget, UploadEvent, UploadQueue, UploadTarget};
+
+/// What the fs core needs to know about the mount.
+#[derive(Debug, Clone)]
+pub struct FsConfig {
+    pub root_file_id: String,
+    pub read_only: bool,
+    pub uid: u32,
+    pub gid: u32,
+    pub umask: u32,
+    pub dir_cache_ttl: Duration,
+    /// Unlink/rmdir/replace delete permanently instead of moving to the recycle bin.
+    pub delete_permanently: bool,
+    /// At most this many folder listings are cached.
+    pub max_cached_dirs: u64,
+}
+
+/// A node's attributes, as the adapter turns them into a `FileAttr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: ItemKind,
+    pub size: u64,
+    pub mtime: SystemTime,
+    pub ctime: SystemTime,
+    pub crtime: SystemTime,
+    pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct DirEntry {
+    pub ino: u64,
+    pub name: String,
+    pub kind: ItemKind,
+}
+
+enum Handle {
+    Dir(Arc<Vec<DirEntry>>),
+    Remote {
+        ino: u64,
+        reader: Arc<ReadHandle>,
+    },
+    Local {
+        ino: u64,
+        content: Arc<LocalContent>,
+        writable: bool,
+    },
+}
+
+pub struct FsCore {
+    drive: Arc<dyn Drive>,
+    cfg: FsConfig,
+    table: Arc<Mutex<InodeTable>>,
+    listings: Cache<u64, Arc<Listing>>,
+    reader: Arc<Reader>,
+    staging: Staging,
+    uploads: Arc<UploadQueue>,
+    handles: Mutex<HashMap<u64, Handle>>,
+    next_fh: AtomicU64,
+    space: Cache<(), SpaceInfo>,
+    /// Serialises the preparation of local content (download for read-modify-write, copies).
+    prepare_lock: tokio::sync::Mutex<()>,
+    /// Makes "queue an upload under the node's current name" and "rename the node and its
+    /// queued upload" atomic with respect to each other (release and rename run concurrently).
+    upload_gate: Mutex<()>,
+    /// Nodes whose local content is a clean copy of their drive item, oldest first.
+    clean_copies: Mutex<std::collections::VecDeque<u64>>,
+    /// Free bytes on the drive at the last look (u64::MAX until known), so a write that cannot
+    /// fit fails with ENOSPC at once instead of an upload failing later.
+    free_bytes: AtomicU64,
+}
+
+/// Upload-queue keys of resumed uploads (inode numbers never get this high).
+const RESUMED_KEY_BASE: u64 = u64::MAX - 1;
+
+/// How often the free space estimate is refreshed.
+const SPACE_REFRESH: Duration = Duration::from_secs(30);
+
+impl FsCore {
+    /// Build the core and start listening to upload results. Must run inside a tokio runtime.
+    pub fn new(
+        drive: Arc<dyn Drive>,
+        cfg: FsConfig,
+        reader: Arc<Reader>,
+        staging: Staging,
+        uploads: Arc<UploadQueue>,
+    ) -> Arc<FsCore> {
+        let table = Arc::new(Mutex::new(InodeTable::new(
+            &cfg.root_file_id,
+            SystemTime::now(),
+        )));
+        let evict_table = table.clone();
+        let listings = Cache::builder()
+            .max_capacity(cfg.max_cached_dirs)
+            .time_to_live(cfg.dir_cache_ttl)
+            .eviction_listener(move |_dir, listing: Arc<Listing>, cause| {
+                // A listing that is replaced by a fresh one keeps its children; an expired or
+                // evicted one frees those the kernel does not hold.
+                if cause != moka::notification::RemovalCause::Replaced {
+                    let mut table = evict_table.lock().unwrap();
+                    for ino in listing.inos() {
+                        table.free_if_unreferenced(ino);
+                    }
+                }
+            })
+            .build();
+        let core = Arc::new(FsCore {
+            drive,
+            cfg,
+            table,
+            listings,
+            reader,
+            staging,
+            uploads,
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            space: Cache::builder()
+                .max_capacity(1)
+                .time_to_live(Duration::from_secs(10))
+                .build(),
+            prepare_lock: tokio::sync::Mutex::new(()),
+            upload_gate: Mutex::new(()),
+            clean_copies: Mutex::new(std::collections::VecDeque::new()),
+            free_bytes: AtomicU64::new(u64::MAX),
+        });
+        tokio::spawn(Self::watch_space(Arc::downgrade(&core)));
+        core.resume_journaled_uploads();
+        let events = core.uploads.subscribe();
+        tokio::spawn(Self::follow_uploads(Arc::downgrade(&core), events));
+        core
+    }
+
+    /// Uploads a previous run queued and could not finish (stopped, crashed, network gone) are
+    /// in the staging folder with their journal: queue them again. They show up in the mount
+    /// once uploaded.
+    pub(super) fn resume_journaled_uploads(&self) {
+        match self.staging.journaled_jobs() {
+            Ok(jobs) => {
+                for (i, (target, staged)) in jobs.into_iter().enumerate() {
+                    warn!(name = %target.name, staged = %staged.display(), "resuming an upload left by a previous run");
+                    self.uploads
+                        .submit(RESUMED_KEY_BASE - i as u64, target, staged);
+                }
+            }
+            Err(e) => {
+                error!(dir = %self.staging.dir().display(), error = %e, "cannot read the upload journal")
+            }
+        }
+    }
+
+    pub fn config(&self) -> &FsConfig {
+        &self.cfg
+    }
+
+    pub fn uploads(&self) -> &Arc<UploadQueue> {
+        &self.uploads
+    }
+
+    // ----- attributes and names -------------------------------------------------------------
+
+    pub(super) fn attr_of(&self, node: &Node) -> Attr {
+        let base = if node.is_dir() { 0o777 } else { 0o666 };
+        Attr {
+            ino: node.ino,
+            kind: node.kind,
+            size: if node.is_dir() { 0 } else { node.size },
+            mtime: node.mtime,
+            ctime: node.ctime,
+            crtime: node.crtime,
+            perm: (base & !self.cfg.umask) as u16,
+            uid: self.cfg.uid,
+            gid: self.cfg.gid,
+        }
+    }
+
+    pub(super) fn node(&self, ino: u64) -> Result<Node> {
+        self.table
+            .lock()
+            .unwrap()
+            .get(ino)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("inode {ino}")))
+    }
+
+    pub(super) fn folder(&self, ino: u64) -> Result<Node> {
+        let node = self.node(ino)?;
+        if !node.is_dir() {
+            return Err(Error::NotADirectory(node.name));
+        }
+        Ok(node)
+    }
+
+    pub(super) fn writable(&self) -> Result<()> {
+        if self.cfg.read_only {
+            Err(Error::ReadOnly)
+        } else {
+            Ok(())
+        }
+    }
+}

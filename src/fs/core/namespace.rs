@@ -1,0 +1,263 @@
+//! Namespace changes: mkdir, unlink, rmdir, rename.
+
+use super::*;
+
+impl FsCore {
+    // ----- namespace changes ---------------------------------------------------------------
+
+    pub async fn mkdir(&self, parent: u64, name: &str) -> Result<Attr> {
+        self.writable()?;
+        names::validate(name)?;
+        let folder = self.folder(parent)?;
+        let listing = self.listing(parent).await?;
+        if listing.get(name).is_some() {
+            return Err(Error::AlreadyExists(name.to_string()));
+        }
+        let created = self
+            .drive
+            .create_folder(&folder.file_id, name, crate::drive::CheckNameMode::Refuse)
+            .await?;
+        if created.exist {
+            return Err(Error::AlreadyExists(name.to_string()));
+        }
+        let now = SystemTime::now();
+        let item = RemoteItem {
+            file_id: created.file_id,
+            parent_file_id: folder.file_id,
+            name: created.name,
+            kind: ItemKind::Folder,
+            size: 0,
+            content_hash: None,
+            created_at: now,
+            updated_at: now,
+            local_modified_at: None,
+            download_url: None,
+        };
+        let node = {
+            let mut table = self.table.lock().unwrap();
+            let ino = table.upsert_remote(&item, parent, name);
+            let node = table.get_mut(ino).expect("just inserted");
+            node.lookups += 1;
+            node.clone()
+        };
+        listing.insert(name, node.ino);
+        // The new folder is empty: cache that instead of listing it.
+        self.listings
+            .insert(node.ino, Arc::new(Listing::default()))
+            .await;
+        Ok(self.attr_of(&node))
+    }
+
+    /// Remove a drive item: to the recycle bin, or permanently with --delete-permanently.
+    pub(super) async fn remove_remote(&self, file_id: &str) -> Result<()> {
+        let result = if self.cfg.delete_permanently {
+            self.drive.delete(file_id).await
+        } else {
+            self.drive.trash(file_id).await
+        };
+        match result {
+            Ok(_) | Err(Error::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn unlink(&self, parent: u64, name: &str) -> Result<()> {
+        self.writable()?;
+        let node = self.child(parent, name).await?;
+        if node.is_dir() {
+            return Err(Error::IsADirectory(name.to_string()));
+        }
+        {
+            let _gate = self.upload_gate.lock().unwrap();
+            self.uploads.cancel(node.ino);
+            if let Some(n) = self.table.lock().unwrap().get_mut(node.ino) {
+                n.parent = 0; // a release racing with us must not queue it again
+            }
+        }
+        // An upload that completed just before the cancel left a drive item: remove that one.
+        let node = self.adopt_upload(node.ino)?;
+        if !node.is_local_only() {
+            self.remove_remote(&node.file_id).await?;
+        }
+        self.forget_removed(parent, name, &node).await;
+        Ok(())
+    }
+
+    /// Point a node at the result of its last completed upload, if the upload event has not
+    /// been applied yet (renames and deletes must act on the newest drive item).
+    pub(super) fn adopt_upload(&self, ino: u64) -> Result<Node> {
+        if let Some(file_id) = self.uploads.uploaded_file_id(ino) {
+            let mut table = self.table.lock().unwrap();
+            if table.get(ino).is_some_and(|n| n.file_id != file_id) {
+                table.rekey(ino, &file_id);
+            }
+        }
+        self.node(ino)
+    }
+
+    pub async fn rmdir(&self, parent: u64, name: &str) -> Result<()> {
+        self.writable()?;
+        let node = self.child(parent, name).await?;
+        if !node.is_dir() {
+            return Err(Error::NotADirectory(name.to_string()));
+        }
+        if self.listing(node.ino).await?.len() > 0 {
+            return Err(Error::NotEmpty(name.to_string()));
+        }
+        self.remove_remote(&node.file_id).await?;
+        self.forget_removed(parent, name, &node).await;
+        Ok(())
+    }
+
+    pub(super) async fn forget_removed(&self, parent: u64, name: &str, node: &Node) {
+        if let Some(listing) = self.listings.get(&parent).await {
+            listing.remove(name);
+        }
+        self.listings.invalidate(&node.ino).await;
+        self.reader.forget_file(&node.file_id);
+        let mut table = self.table.lock().unwrap();
+        table.set_local(node.ino, None);
+        if node.lookups == 0 && node.open_handles == 0 {
+            table.remove(node.ino);
+        } else if let Some(n) = table.get_mut(node.ino) {
+            // The kernel still holds it: keep the number, detach it from the tree.
+            n.parent = 0;
+        }
+    }
+
+    /// rename(2): replaces an existing target as POSIX says. Order: the target goes to the
+    /// recycle bin first (its content stays recoverable there), then the source takes the name;
+    /// if the second step fails, the source is untouched under its old name.
+    pub async fn rename(
+        &self,
+        parent: u64,
+        name: &str,
+        new_parent: u64,
+        new_name: &str,
+        no_replace: bool,
+    ) -> Result<()> {
+        self.writable()?;
+        names::validate(new_name)?;
+        let node = self.child(parent, name).await?;
+        let target_folder = self.folder(new_parent)?;
+        let target_listing = self.listing(new_parent).await?;
+        if let Some(target_ino) = target_listing.get(new_name) {
+            if target_ino == node.ino {
+                return Ok(());
+            }
+            if no_replace {
+                return Err(Error::AlreadyExists(new_name.to_string()));
+            }
+            let target = self.node(target_ino)?;
+            match (node.is_dir(), target.is_dir()) {
+                (false, true) => return Err(Error::IsADirectory(new_name.to_string())),
+                (true, false) => return Err(Error::NotADirectory(new_name.to_string())),
+                (true, true) if self.listing(target_ino).await?.len() > 0 => {
+                    return Err(Error::NotEmpty(new_name.to_string()))
+                }
+                _ => {}
+            }
+            self.uploads.cancel(target_ino);
+            let target = self.adopt_upload(target_ino)?;
+            if !target.is_local_only() {
+                self.remove_remote(&target.file_id).await?;
+            }
+            self.forget_removed(new_parent, new_name, &target).await;
+        }
+        if node.is_dir() && self.is_ancestor(node.ino, new_parent) {
+            return Err(Error::InvalidName(format!(
+                "cannot move {name} into itself"
+            )));
+        }
+        // The newest drive item of the node (its upload may have landed a moment ago).
+        let node = self.adopt_upload(node.ino)?;
+        let old_remote_name = node.remote_name.clone();
+        let mut renamed_remote = false;
+        if !node.is_local_only() {
+            let to = (&target_folder.file_id, new_parent, new_name);
+            self.rename_remote(&node.file_id, &old_remote_name, parent, to)
+                .await?;
+            renamed_remote = true;
+        }
+        let queued = {
+            let _gate = self.upload_gate.lock().unwrap();
+            let folder_id = target_folder.file_id.clone();
+            let new_name_owned = new_name.to_string();
+            let queued = self.uploads.set_target(node.ino, move |t| {
+                t.parent_file_id = folder_id;
+                t.name = new_name_owned;
+            });
+            if let Some(n) = self.table.lock().unwrap().get_mut(node.ino) {
+                n.parent = new_parent;
+                n.name = new_name.to_string();
+                n.remote_name = new_name.to_string();
+                n.ctime = SystemTime::now();
+            }
+            queued
+        };
+        debug!(
+            ino = node.ino,
+            from = name,
+            to = new_name,
+            queued,
+            renamed_remote,
+            "renamed"
+        );
+        if !queued && !renamed_remote {
+            // A first upload that landed between our two looks is renamed like any drive item.
+            let landed = self.adopt_upload(node.ino)?;
+            if !landed.is_local_only() {
+                let to = (&target_folder.file_id, new_parent, new_name);
+                self.rename_remote(&landed.file_id, &old_remote_name, parent, to)
+                    .await?;
+            }
+        }
+        if let Some(listing) = self.listings.get(&parent).await {
+            listing.remove(name);
+        }
+        target_listing.insert(new_name, node.ino);
+        Ok(())
+    }
+
+    /// Rename and/or move a drive item.
+    /// `to` is (folder file_id, folder inode, name).
+    pub(super) async fn rename_remote(
+        &self,
+        file_id: &str,
+        remote_name: &str,
+        parent: u64,
+        to: (&String, u64, &str),
+    ) -> Result<()> {
+        let (folder_id, new_parent, new_name) = to;
+        if parent == new_parent {
+            if remote_name != new_name {
+                self.drive.rename(file_id, new_name).await?;
+            }
+            return Ok(());
+        }
+        let renamed = (remote_name != new_name).then_some(new_name);
+        let result = self.drive.move_item(file_id, folder_id, renamed).await?;
+        if result.exist {
+            return Err(Error::AlreadyExists(new_name.to_string()));
+        }
+        // Sources disagree on whether move's `new_name` always applies or only on a clash:
+        // check, and rename when it did not.
+        if renamed.is_some() && self.drive.get(file_id).await?.name != new_name {
+            self.drive.rename(file_id, new_name).await?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn is_ancestor(&self, ancestor: u64, mut ino: u64) -> bool {
+        let table = self.table.lock().unwrap();
+        loop {
+            if ino == ancestor {
+                return true;
+            }
+            match table.get(ino) {
+                Some(n) if n.ino != ROOT_INO && n.parent != 0 => ino = n.parent,
+                _ => return false,
+            }
+        }
+    }
+}
