@@ -174,6 +174,7 @@ pub fn build_core(drive: Arc<dyn Drive>, s: &Settings) -> Result<Arc<FsCore>> {
         umask: s.umask,
         dir_cache_ttl: s.dir_cache_ttl,
         delete_permanently: s.delete_permanently,
+        strict_permissions: s.strict_permissions,
         max_cached_dirs: 10_000,
     };
     Ok(FsCore::new(drive, cfg, reader, staging, uploads))

@@ -85,6 +85,10 @@ pub struct MountOptions {
     /// Delete files permanently instead of moving them to the recycle bin.
     #[arg(long)]
     pub delete_permanently: bool,
+    /// Refuse chmod/chown to values other than those shown (ENOTSUP), instead of keeping them
+    /// for the life of the mount (the drive stores no permissions).
+    #[arg(long)]
+    pub strict_permissions: bool,
     /// A file written from its start in order begins uploading once it has this many bytes,
     /// before it is closed; `off` uploads only after close, so content the drive already has is
     /// always a rapid upload that sends nothing [default: 128M].
@@ -132,6 +136,7 @@ pub struct Settings {
     pub cache_dir: PathBuf,
     pub part_size: Option<u64>,
     pub delete_permanently: bool,
+    pub strict_permissions: bool,
     /// None: uploads start at close.
     pub upload_while_writing: Option<u64>,
     pub list_rate: f64,
@@ -166,6 +171,7 @@ impl MountOptions {
             cache_dir: self.cache_dir.or(lower.cache_dir),
             part_size: self.part_size.or(lower.part_size),
             delete_permanently: self.delete_permanently || lower.delete_permanently,
+            strict_permissions: self.strict_permissions || lower.strict_permissions,
             upload_while_writing: self.upload_while_writing.or(lower.upload_while_writing),
             list_rate: self.list_rate.or(lower.list_rate),
             download_url_rate: self.download_url_rate.or(lower.download_url_rate),
@@ -208,6 +214,7 @@ impl MountOptions {
                 "rw" => o.read_only = false,
                 "allow_other" | "allow_root" => o.allow_other = true,
                 "delete_permanently" => o.delete_permanently = true,
+                "strict_permissions" => o.strict_permissions = true,
                 // For mount(8), fstab and systemd only.
                 "_netdev" | "nofail" | "auto" | "noauto" | "user" | "nouser" | "users" | "defaults" | "exec"
                 | "noexec" | "suid" | "nosuid" | "dev" | "nodev" | "atime" | "noatime" | "relatime"
@@ -293,6 +300,7 @@ impl MountOptions {
             cache_dir: self.cache_dir.unwrap_or_else(cache_dir),
             part_size: self.part_size,
             delete_permanently: self.delete_permanently,
+            strict_permissions: self.strict_permissions,
             upload_while_writing: match self.upload_while_writing {
                 Some(OFF) => None,
                 Some(size) => Some(size.max(1)),

@@ -63,7 +63,7 @@ fn file_attr(a: &Attr) -> FileAttr {
         crtime: a.crtime,
         kind: file_type(a.kind),
         perm: a.perm,
-        nlink: if a.kind == ItemKind::Folder { 2 } else { 1 },
+        nlink: a.nlink,
         uid: a.uid,
         gid: a.gid,
         rdev: 0,
@@ -275,8 +275,8 @@ impl Filesystem for FuseAdapter {
         _req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        mode: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
         let name = match name_str(name, "mkdir") {
@@ -287,7 +287,7 @@ impl Filesystem for FuseAdapter {
         self.spawn(
             "mkdir",
             reply,
-            async move { core.mkdir(parent.0, &name).await },
+            async move { core.mkdir(parent.0, &name, mode & !umask).await },
             move |reply, attr| reply.entry(&ttl, &file_attr(&attr), Generation(0)),
         );
     }
@@ -593,8 +593,8 @@ impl Filesystem for FuseAdapter {
         _req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        mode: u32,
+        umask: u32,
         _flags: i32,
         reply: ReplyCreate,
     ) {
@@ -603,7 +603,7 @@ impl Filesystem for FuseAdapter {
             Err(e) => return reply.error(e),
         };
         let (core, ttl) = (self.core.clone(), self.ttl);
-        let work = async move { core.create(parent.0, &name).await };
+        let work = async move { core.create(parent.0, &name, mode & !umask).await };
         self.spawn("create", reply, work, move |reply, (attr, fh)| {
             let flags = FopenFlags::empty();
             reply.created(

@@ -38,6 +38,17 @@ pub struct Node {
     pub open_handles: u32,
     /// Content written through the mount that is newer than the drive's copy.
     pub local: Option<Arc<LocalContent>>,
+    /// Permissions set through the mount (create mode, chmod, chown). The drive stores none, so
+    /// they live as long as the mount; `None` shows the `--uid/--gid/--umask` defaults.
+    pub perms: Option<Perms>,
+}
+
+/// Mode bits and owner given to a node through the mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Perms {
+    pub mode: u16,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 impl Node {
@@ -45,13 +56,23 @@ impl Node {
         self.kind == ItemKind::Folder
     }
 
+    /// Unlinked (or never attached): no folder names it any more, though handles may be open.
+    pub fn is_detached(&self) -> bool {
+        self.parent == 0
+    }
+
     pub fn is_local_only(&self) -> bool {
         self.file_id.starts_with(LOCAL_ID_PREFIX)
     }
 
-    /// True when nothing but a cached listing refers to the node.
+    /// True when nothing but a cached listing refers to the node. A node with permissions set
+    /// through the mount is kept, so they last as long as the mount.
     fn is_unreferenced(&self) -> bool {
-        self.ino != ROOT_INO && self.lookups == 0 && self.open_handles == 0 && self.local.is_none()
+        self.ino != ROOT_INO
+            && self.lookups == 0
+            && self.open_handles == 0
+            && self.local.is_none()
+            && self.perms.is_none()
     }
 }
 
@@ -84,6 +105,7 @@ impl InodeTable {
             lookups: 1,
             open_handles: 0,
             local: None,
+            perms: None,
         };
         table.by_file_id.insert(root.file_id.clone(), ROOT_INO);
         table.nodes.insert(ROOT_INO, root);
@@ -142,6 +164,7 @@ impl InodeTable {
             lookups: 0,
             open_handles: 0,
             local: None,
+            perms: None,
         };
         self.by_file_id.insert(node.file_id.clone(), ino);
         self.nodes.insert(ino, node);
@@ -171,6 +194,7 @@ impl InodeTable {
             lookups: 0,
             open_handles: 0,
             local: Some(local),
+            perms: None,
         };
         self.by_file_id.insert(node.file_id.clone(), ino);
         self.with_local.insert(ino);

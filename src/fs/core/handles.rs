@@ -7,12 +7,12 @@ impl FsCore {
 
     pub(super) fn add_handle(&self, handle: Handle) -> u64 {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.handles.lock().unwrap().insert(fh, handle);
+        lock(&self.handles).insert(fh, handle);
         fh
     }
 
     pub(super) fn track_open(&self, ino: u64, delta: i32) {
-        if let Some(node) = self.table.lock().unwrap().get_mut(ino) {
+        if let Some(node) = lock(&self.table).get_mut(ino) {
             node.open_handles = node.open_handles.saturating_add_signed(delta);
         }
     }
@@ -52,7 +52,7 @@ impl FsCore {
             Remote(Arc<ReadHandle>),
             Local(Arc<LocalContent>),
         }
-        let source = match self.handles.lock().unwrap().get(&fh) {
+        let source = match lock(&self.handles).get(&fh) {
             Some(Handle::Remote { reader, .. }) => Source::Remote(reader.clone()),
             Some(Handle::Local { content, .. }) => Source::Local(content.clone()),
             _ => return Err(Error::Io(std::io::Error::from_raw_os_error(libc::EBADF))),
@@ -64,7 +64,7 @@ impl FsCore {
     }
 
     pub(super) fn writable_handle(&self, fh: u64) -> Result<(u64, Arc<LocalContent>)> {
-        match self.handles.lock().unwrap().get(&fh) {
+        match lock(&self.handles).get(&fh) {
             Some(Handle::Local {
                 ino,
                 content,
@@ -77,7 +77,7 @@ impl FsCore {
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
         let (ino, content) = self.writable_handle(fh)?;
         let end = offset + data.len() as u64;
-        let size = self.table.lock().unwrap().get(ino).map_or(0, |n| n.size);
+        let size = lock(&self.table).get(ino).map_or(0, |n| n.size);
         // The new copy is uploaded beside the old one, so the whole new size must be free.
         let free = self.free_bytes.load(Ordering::Relaxed);
         if end > size && end > free {
@@ -86,7 +86,7 @@ impl FsCore {
             )));
         }
         content.write_at(offset, data)?;
-        if let Some(node) = self.table.lock().unwrap().get_mut(ino) {
+        if let Some(node) = lock(&self.table).get_mut(ino) {
             node.size = node.size.max(end);
             node.mtime = SystemTime::now();
         }
@@ -103,7 +103,7 @@ impl FsCore {
     /// Close a handle. The last writer of dirty content seals it and queues the upload; the
     /// file keeps showing the new content until the drive has it.
     pub fn release(&self, fh: u64) -> Result<()> {
-        let Some(handle) = self.handles.lock().unwrap().remove(&fh) else {
+        let Some(handle) = lock(&self.handles).remove(&fh) else {
             return Ok(());
         };
         match handle {
@@ -129,9 +129,9 @@ impl FsCore {
 
     pub(super) fn submit_upload(&self, ino: u64, content: &Arc<LocalContent>) -> Result<()> {
         content.seal();
-        let _gate = self.upload_gate.lock().unwrap();
+        let _gate = lock(&self.upload_gate);
         let target = {
-            let table = self.table.lock().unwrap();
+            let table = lock(&self.table);
             let Some(node) = table.get(ino) else {
                 return Ok(()); // deleted while open: nothing to upload
             };
@@ -194,7 +194,7 @@ impl FsCore {
             self.download_into(&node, &content).await?;
         }
         content.add_writer();
-        let mut table = self.table.lock().unwrap();
+        let mut table = lock(&self.table);
         table.set_local(ino, Some(content.clone()));
         if truncate {
             if let Some(n) = table.get_mut(ino) {
@@ -224,7 +224,7 @@ impl FsCore {
 
     /// Where a file named `name` in folder `parent` uploads to, for uploading while writing.
     pub(super) fn stream_target(&self, parent: u64, name: &str) -> Option<StreamTarget> {
-        let table = self.table.lock().unwrap();
+        let table = lock(&self.table);
         let folder = table.get(parent).filter(|_| parent != 0)?;
         Some(StreamTarget {
             parent_file_id: folder.file_id.clone(),
@@ -233,14 +233,14 @@ impl FsCore {
     }
 
     pub(super) fn set_size(&self, ino: u64, size: u64) {
-        if let Some(n) = self.table.lock().unwrap().get_mut(ino) {
+        if let Some(n) = lock(&self.table).get_mut(ino) {
             n.size = size;
             n.mtime = SystemTime::now();
         }
     }
 
     /// Create and open a new file.
-    pub async fn create(&self, parent: u64, name: &str) -> Result<(Attr, u64)> {
+    pub async fn create(&self, parent: u64, name: &str, mode: u32) -> Result<(Attr, u64)> {
         self.writable()?;
         names::validate(name)?;
         let listing = self.listing(parent).await?;
@@ -259,11 +259,12 @@ impl FsCore {
         content.mark_dirty();
         content.add_writer();
         let node = {
-            let mut table = self.table.lock().unwrap();
+            let mut table = lock(&self.table);
             let ino = table.insert_local_file(parent, name, content.clone(), SystemTime::now());
             let node = table.get_mut(ino).expect("just inserted");
             node.lookups += 1;
             node.open_handles += 1;
+            node.perms = self.perms_for_new(ItemKind::File, mode);
             node.clone()
         };
         listing.insert(name, node.ino);
@@ -275,7 +276,38 @@ impl FsCore {
         Ok((self.attr_of(&node), fh))
     }
 
-    /// setattr: size (truncate), mtime; mode/uid/gid only to the values they already have.
+    /// chmod/chown: kept with the node for the life of the mount (the kernel checks who may,
+    /// through `default_permissions`); with `--strict-permissions`, refused unless unchanged.
+    fn set_perms(
+        &self,
+        node: &Node,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> Result<()> {
+        let shown = self.attr_of(node);
+        let wanted = Perms {
+            mode: mode.map_or(shown.perm, |m| (m & 0o7777) as u16),
+            uid: uid.unwrap_or(shown.uid),
+            gid: gid.unwrap_or(shown.gid),
+        };
+        if (wanted.mode, wanted.uid, wanted.gid) == (shown.perm, shown.uid, shown.gid) {
+            return Ok(());
+        }
+        if self.cfg.strict_permissions {
+            return Err(Error::NotSupported(
+                "chmod/chown: the drive stores no permissions (--strict-permissions)".into(),
+            ));
+        }
+        let mut table = lock(&self.table);
+        if let Some(n) = table.get_mut(node.ino) {
+            n.perms = (wanted != self.default_perms(n.kind)).then_some(wanted);
+            n.ctime = SystemTime::now();
+        }
+        Ok(())
+    }
+
+    /// setattr: size (truncate), mtime, and mode/owner (see `set_perms`).
     pub async fn setattr(
         &self,
         ino: u64,
@@ -286,18 +318,8 @@ impl FsCore {
         gid: Option<u32>,
     ) -> Result<Attr> {
         let node = self.node(ino)?;
-        let current = self.attr_of(&node);
-        if let Some(mode) = mode {
-            if (mode & 0o7777) as u16 != current.perm {
-                return Err(Error::NotSupported(
-                    "chmod: the drive stores no permissions".into(),
-                ));
-            }
-        }
-        if uid.is_some_and(|u| u != current.uid) || gid.is_some_and(|g| g != current.gid) {
-            return Err(Error::NotSupported(
-                "chown: the drive stores no owners".into(),
-            ));
+        if mode.is_some() || uid.is_some() || gid.is_some() {
+            self.set_perms(&node, mode, uid, gid)?;
         }
         if let Some(size) = size {
             self.writable()?;
@@ -315,7 +337,7 @@ impl FsCore {
         if let Some(mtime) = mtime {
             // Kept with local content and sent as local_modified_at by its upload; for a file with
             // no local content the drive has no call to change it, so it lasts until re-listing.
-            if let Some(n) = self.table.lock().unwrap().get_mut(ino) {
+            if let Some(n) = lock(&self.table).get_mut(ino) {
                 n.mtime = mtime;
                 // The streamed session was created with the mtime of its start.
                 if let Some(stream) = n.local.as_ref().and_then(|c| c.stream()) {

@@ -10,19 +10,19 @@ pub struct Listing {
 
 impl Listing {
     pub(super) fn get(&self, name: &str) -> Option<u64> {
-        self.entries.lock().unwrap().get(name).copied()
+        lock(&self.entries).get(name).copied()
     }
     pub(super) fn insert(&self, name: &str, ino: u64) {
-        self.entries.lock().unwrap().insert(name.to_string(), ino);
+        lock(&self.entries).insert(name.to_string(), ino);
     }
     pub(super) fn remove(&self, name: &str) {
-        self.entries.lock().unwrap().remove(name);
+        lock(&self.entries).remove(name);
     }
     pub(super) fn inos(&self) -> Vec<u64> {
-        self.entries.lock().unwrap().values().copied().collect()
+        lock(&self.entries).values().copied().collect()
     }
     pub(super) fn len(&self) -> usize {
-        self.entries.lock().unwrap().len()
+        lock(&self.entries).len()
     }
 }
 
@@ -43,7 +43,7 @@ impl FsCore {
         let items = self.drive.list_folder(&folder.file_id).await?;
         let display = names::display_names(&items);
         let listing = Listing::default();
-        let mut table = self.table.lock().unwrap();
+        let mut table = lock(&self.table);
         // Files written through the mount and not uploaded yet are shown with their local
         // content; a remote item of the same name (the old copy, or the new one whose upload is
         // finishing) is hidden behind them.
@@ -85,7 +85,7 @@ impl FsCore {
 
     pub async fn lookup(&self, parent: u64, name: &str) -> Result<Attr> {
         let node = self.child(parent, name).await?;
-        let mut table = self.table.lock().unwrap();
+        let mut table = lock(&self.table);
         let node = table
             .get_mut(node.ino)
             .ok_or_else(|| Error::NotFound(name.to_string()))?;
@@ -97,7 +97,7 @@ impl FsCore {
 
     pub async fn forget(&self, ino: u64, n: u64) {
         let (parent, name) = {
-            let mut table = self.table.lock().unwrap();
+            let mut table = lock(&self.table);
             if !table.forget(ino, n) {
                 return;
             }
@@ -113,7 +113,7 @@ impl FsCore {
             .await
             .is_some_and(|l| l.get(&name) == Some(ino));
         if !listed {
-            self.table.lock().unwrap().free_if_unreferenced(ino);
+            lock(&self.table).free_if_unreferenced(ino);
         }
     }
 
@@ -125,7 +125,7 @@ impl FsCore {
     /// Open a folder: its entries are fixed for the life of the handle, so readdir offsets are stable.
     pub async fn opendir(&self, ino: u64) -> Result<u64> {
         let listing = self.listing(ino).await?;
-        let table = self.table.lock().unwrap();
+        let table = lock(&self.table);
         let mut entries: Vec<DirEntry> = listing
             .entries
             .lock()
@@ -168,14 +168,14 @@ impl FsCore {
         offset: u64,
         plus: bool,
     ) -> Result<Vec<(DirEntry, Option<Attr>)>> {
-        let entries = match self.handles.lock().unwrap().get(&fh) {
+        let entries = match lock(&self.handles).get(&fh) {
             Some(Handle::Dir(entries)) => entries.clone(),
             _ => return Err(Error::NotADirectory(format!("handle {fh}"))),
         };
         let mut out = Vec::new();
         for entry in entries.iter().skip(offset as usize) {
             let attr = if plus && entry.name != "." && entry.name != ".." {
-                let mut table = self.table.lock().unwrap();
+                let mut table = lock(&self.table);
                 match table.get_mut(entry.ino) {
                     Some(node) => Some(self.attr_of(node)),
                     None => continue,
@@ -190,17 +190,17 @@ impl FsCore {
 
     /// The adapter tells which readdirplus entries reached the kernel: those count as lookups.
     pub fn count_lookup(&self, ino: u64) {
-        if let Some(node) = self.table.lock().unwrap().get_mut(ino) {
+        if let Some(node) = lock(&self.table).get_mut(ino) {
             node.lookups += 1;
         }
     }
 
     pub fn plus_attr(&self, ino: u64) -> Option<Attr> {
-        self.table.lock().unwrap().get(ino).map(|n| self.attr_of(n))
+        lock(&self.table).get(ino).map(|n| self.attr_of(n))
     }
 
     pub fn releasedir(&self, fh: u64) {
-        self.handles.lock().unwrap().remove(&fh);
+        lock(&self.handles).remove(&fh);
     }
 
     pub async fn statfs(&self) -> Result<SpaceInfo> {

@@ -25,8 +25,9 @@ use tracing::{debug, error, info, warn};
 
 use crate::drive::{Drive, ItemKind, RemoteItem, SpaceInfo};
 use crate::error::{Error, Result};
-use crate::fs::inode::{InodeTable, Node, ROOT_INO};
+use crate::fs::inode::{InodeTable, Node, Perms, ROOT_INO};
 use crate::fs::local::LocalContent;
+use crate::fs::lock;
 use crate::fs::names;
 use crate::read::{ReadHandle, Reader};
 use crate::write::{Staging, StreamTarget, UploadEvent, UploadQueue, UploadTarget};
@@ -42,6 +43,8 @@ pub struct FsConfig {
     pub dir_cache_ttl: Duration,
     /// Unlink/rmdir/replace delete permanently instead of moving to the recycle bin.
     pub delete_permanently: bool,
+    /// chmod/chown to other values than shown are refused (ENOTSUP) instead of kept.
+    pub strict_permissions: bool,
     /// At most this many folder listings are cached.
     pub max_cached_dirs: u64,
 }
@@ -58,6 +61,8 @@ pub struct Attr {
     pub perm: u16,
     pub uid: u32,
     pub gid: u32,
+    /// 0 for a file unlinked while open, 2 for folders, else 1.
+    pub nlink: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -130,7 +135,7 @@ impl FsCore {
                 // A listing that is replaced by a fresh one keeps its children; an expired or
                 // evicted one frees those the kernel does not hold.
                 if cause != moka::notification::RemovalCause::Replaced {
-                    let mut table = evict_table.lock().unwrap();
+                    let mut table = lock(&evict_table);
                     for ino in listing.inos() {
                         table.free_if_unreferenced(ino);
                     }
@@ -192,7 +197,7 @@ impl FsCore {
     // ----- attributes and names -------------------------------------------------------------
 
     pub(super) fn attr_of(&self, node: &Node) -> Attr {
-        let base = if node.is_dir() { 0o777 } else { 0o666 };
+        let perms = node.perms.unwrap_or_else(|| self.default_perms(node.kind));
         Attr {
             ino: node.ino,
             kind: node.kind,
@@ -200,7 +205,37 @@ impl FsCore {
             mtime: node.mtime,
             ctime: node.ctime,
             crtime: node.crtime,
-            perm: (base & !self.cfg.umask) as u16,
+            perm: perms.mode,
+            uid: perms.uid,
+            gid: perms.gid,
+            nlink: match node.kind {
+                ItemKind::Folder => 2,
+                _ if node.is_detached() => 0,
+                _ => 1,
+            },
+        }
+    }
+
+    /// Permissions of a node created through the mount with `mode` (None when they are the
+    /// defaults, so the node need not be kept for them).
+    pub(super) fn perms_for_new(&self, kind: ItemKind, mode: u32) -> Option<Perms> {
+        let defaults = self.default_perms(kind);
+        let wanted = Perms {
+            mode: (mode & 0o7777) as u16,
+            ..defaults
+        };
+        (wanted != defaults).then_some(wanted)
+    }
+
+    /// What a node shows until something is set through the mount: `--uid/--gid/--umask`.
+    pub(super) fn default_perms(&self, kind: ItemKind) -> Perms {
+        let base = if kind == ItemKind::Folder {
+            0o777
+        } else {
+            0o666
+        };
+        Perms {
+            mode: (base & !self.cfg.umask) as u16,
             uid: self.cfg.uid,
             gid: self.cfg.gid,
         }

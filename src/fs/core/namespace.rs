@@ -5,7 +5,7 @@ use super::*;
 impl FsCore {
     // ----- namespace changes ---------------------------------------------------------------
 
-    pub async fn mkdir(&self, parent: u64, name: &str) -> Result<Attr> {
+    pub async fn mkdir(&self, parent: u64, name: &str, mode: u32) -> Result<Attr> {
         self.writable()?;
         names::validate(name)?;
         let folder = self.folder(parent)?;
@@ -34,10 +34,11 @@ impl FsCore {
             download_url: None,
         };
         let node = {
-            let mut table = self.table.lock().unwrap();
+            let mut table = lock(&self.table);
             let ino = table.upsert_remote(&item, parent, name);
             let node = table.get_mut(ino).expect("just inserted");
             node.lookups += 1;
+            node.perms = self.perms_for_new(ItemKind::Folder, mode);
             node.clone()
         };
         listing.insert(name, node.ino);
@@ -68,9 +69,9 @@ impl FsCore {
             return Err(Error::IsADirectory(name.to_string()));
         }
         {
-            let _gate = self.upload_gate.lock().unwrap();
+            let _gate = lock(&self.upload_gate);
             self.uploads.cancel(node.ino);
-            if let Some(n) = self.table.lock().unwrap().get_mut(node.ino) {
+            if let Some(n) = lock(&self.table).get_mut(node.ino) {
                 n.parent = 0; // a release racing with us must not queue it again
             }
         }
@@ -87,7 +88,7 @@ impl FsCore {
     /// been applied yet (renames and deletes must act on the newest drive item).
     pub(super) fn adopt_upload(&self, ino: u64) -> Result<Node> {
         if let Some(file_id) = self.uploads.uploaded_file_id(ino) {
-            let mut table = self.table.lock().unwrap();
+            let mut table = lock(&self.table);
             if table.get(ino).is_some_and(|n| n.file_id != file_id) {
                 table.rekey(ino, &file_id);
             }
@@ -115,7 +116,7 @@ impl FsCore {
         }
         self.listings.invalidate(&node.ino).await;
         self.reader.forget_file(&node.file_id);
-        let mut table = self.table.lock().unwrap();
+        let mut table = lock(&self.table);
         table.set_local(node.ino, None);
         if node.lookups == 0 && node.open_handles == 0 {
             table.remove(node.ino);
@@ -180,14 +181,14 @@ impl FsCore {
             renamed_remote = true;
         }
         let queued = {
-            let _gate = self.upload_gate.lock().unwrap();
+            let _gate = lock(&self.upload_gate);
             let folder_id = target_folder.file_id.clone();
             let new_name_owned = new_name.to_string();
             let queued = self.uploads.set_target(node.ino, move |t| {
                 t.parent_file_id = folder_id;
                 t.name = new_name_owned;
             });
-            if let Some(n) = self.table.lock().unwrap().get_mut(node.ino) {
+            if let Some(n) = lock(&self.table).get_mut(node.ino) {
                 n.parent = new_parent;
                 n.name = new_name.to_string();
                 n.remote_name = new_name.to_string();
@@ -249,7 +250,7 @@ impl FsCore {
     }
 
     pub(super) fn is_ancestor(&self, ancestor: u64, mut ino: u64) -> bool {
-        let table = self.table.lock().unwrap();
+        let table = lock(&self.table);
         loop {
             if ino == ancestor {
                 return true;

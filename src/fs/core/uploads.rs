@@ -21,15 +21,15 @@ impl FsCore {
             };
             let Some(core) = core.upgrade() else { return };
             match event.outcome {
-                Ok(item) if core.table.lock().unwrap().get(event.key).is_none() => {
+                Ok(item) if lock(&core.table).get(event.key).is_none() => {
                     // A resumed upload (or a file deleted meanwhile): show it on next listing.
-                    let dir = core.table.lock().unwrap().ino_of(&item.parent_file_id);
+                    let dir = lock(&core.table).ino_of(&item.parent_file_id);
                     if let Some(dir) = dir {
                         core.listings.invalidate(&dir).await;
                     }
                 }
                 Ok(item) => {
-                    let mut table = core.table.lock().unwrap();
+                    let mut table = lock(&core.table);
                     let old_id = table.get(event.key).map(|n| n.file_id.clone());
                     table.rekey(event.key, &item.file_id);
                     let current = table.get(event.key).and_then(|n| n.local.clone());
@@ -73,12 +73,12 @@ impl FsCore {
     /// Keep a just-uploaded node's local content as a clean copy, within the bounds above; the
     /// oldest clean copies go back to being read from the drive.
     pub(super) fn keep_clean_copy(&self, ino: u64, size: u64) {
-        let mut table = self.table.lock().unwrap();
+        let mut table = lock(&self.table);
         if size > MAX_CLEAN_COPY_SIZE {
             table.set_local(ino, None);
             return;
         }
-        let mut clean = self.clean_copies.lock().unwrap();
+        let mut clean = lock(&self.clean_copies);
         clean.push_back(ino);
         while clean.len() > MAX_CLEAN_COPIES {
             let Some(old) = clean.pop_front() else { break };
