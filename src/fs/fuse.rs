@@ -12,11 +12,13 @@ use fuser::{
     ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
     Request, TimeOrNow, WriteFlags,
 };
+use futures_util::FutureExt;
+use std::panic::AssertUnwindSafe;
 use tracing::{debug, warn};
 
 use crate::drive::ItemKind;
 use crate::error::Error;
-use crate::fs::core::{Attr, FsCore};
+use crate::fs::core::{Attr, DirSlot, FsCore};
 
 /// Block size reported to statfs and as stat's block unit.
 const BLOCK_SIZE: u32 = 4096;
@@ -42,6 +44,7 @@ impl FuseAdapter {
         ttl: Duration,
         max_readahead: u32,
     ) -> Self {
+        log_panics();
         FuseAdapter {
             core,
             rt,
@@ -50,6 +53,18 @@ impl FuseAdapter {
             direct_io_reads: false,
         }
     }
+}
+
+/// Panics reach the log with their backtrace (once per process), so a panic that fails one
+/// operation with EIO is never silent.
+fn log_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let backtrace = std::backtrace::Backtrace::force_capture();
+            tracing::error!("panic: {info}; the operation fails with EIO\n{backtrace}");
+        }));
+    });
 }
 
 fn file_attr(a: &Attr) -> FileAttr {
@@ -139,6 +154,20 @@ error_reply!(
 );
 
 impl FuseAdapter {
+    /// Run a core operation that blocks on the disk (fsync) on tokio's blocking pool.
+    fn blocking(
+        &self,
+        op: &'static str,
+        reply: ReplyEmpty,
+        work: impl FnOnce(&FsCore) -> crate::error::Result<()> + Send + 'static,
+    ) {
+        let core = self.core.clone();
+        self.rt.spawn_blocking(move || match work(&core) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(op, &e)),
+        });
+    }
+
     /// Run a core operation on tokio (never on the FUSE thread) and answer with `ok`, or with
     /// the errno of its error.
     fn spawn<R: ErrorReply, T: Send + 'static>(
@@ -149,9 +178,12 @@ impl FuseAdapter {
         ok: impl FnOnce(R, T) + Send + 'static,
     ) {
         self.rt.spawn(async move {
-            match work.await {
-                Ok(value) => ok(reply, value),
-                Err(e) => reply.fail(errno(op, &e)),
+            // A panic fails this operation with EIO (the hook logged it with its backtrace);
+            // the mount goes on.
+            match AssertUnwindSafe(work).catch_unwind().await {
+                Ok(Ok(value)) => ok(reply, value),
+                Ok(Err(e)) => reply.fail(errno(op, &e)),
+                Err(_) => reply.fail(fuser::Errno::from_i32(libc::EIO)),
             }
         });
     }
@@ -410,11 +442,12 @@ impl Filesystem for FuseAdapter {
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        // close() waits for this: the written content is made durable and journaled here.
+        self.blocking("flush", reply, move |core| core.flush(fh.0));
     }
 
     fn release(
@@ -441,11 +474,7 @@ impl Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let core = self.core.clone();
-        self.rt.spawn_blocking(move || match core.fsync(fh.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("fsync", &e)),
-        });
+        self.blocking("fsync", reply, move |core| core.flush(fh.0));
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -468,9 +497,16 @@ impl Filesystem for FuseAdapter {
     ) {
         match self.core.readdir(fh.0, offset, false) {
             Ok(entries) => {
-                for (i, (entry, _)) in entries.iter().enumerate() {
-                    let next = offset + i as u64 + 1;
-                    if reply.add(INodeNo(entry.ino), next, file_type(entry.kind), &entry.name) {
+                for DirSlot {
+                    next_offset, entry, ..
+                } in &entries
+                {
+                    if reply.add(
+                        INodeNo(entry.ino),
+                        *next_offset,
+                        file_type(entry.kind),
+                        &entry.name,
+                    ) {
                         break;
                     }
                 }
@@ -490,8 +526,12 @@ impl Filesystem for FuseAdapter {
     ) {
         match self.core.readdir(fh.0, offset, true) {
             Ok(entries) => {
-                for (i, (entry, attr)) in entries.iter().enumerate() {
-                    let next = offset + i as u64 + 1;
+                for DirSlot {
+                    next_offset,
+                    entry,
+                    attr,
+                } in &entries
+                {
                     let attr = match attr {
                         Some(a) => *a,
                         None => match self.core.plus_attr(entry.ino) {
@@ -501,7 +541,7 @@ impl Filesystem for FuseAdapter {
                     };
                     if reply.add(
                         INodeNo(entry.ino),
-                        next,
+                        *next_offset,
                         &entry.name,
                         &self.ttl,
                         &file_attr(&attr),

@@ -22,6 +22,8 @@ pub struct LocalContent {
     sealed: AtomicBool,
     writers: AtomicU32,
     dirty: AtomicBool,
+    /// Changed since the last FLUSH/fsync recorded it as closed in the journal.
+    unflushed: AtomicBool,
     /// Uploading while written (a file written from empty); told of every change.
     stream: Option<Arc<WriteStream>>,
 }
@@ -34,6 +36,7 @@ impl LocalContent {
             sealed: AtomicBool::new(false),
             writers: AtomicU32::new(0),
             dirty: AtomicBool::new(false),
+            unflushed: AtomicBool::new(false),
             stream: None,
         }
     }
@@ -76,7 +79,7 @@ impl LocalContent {
     }
 
     pub fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        self.dirty.store(true, Ordering::SeqCst);
+        self.mark_dirty();
         let written = self.file.write_all_at(data, offset);
         if let Some(s) = &self.stream {
             match &written {
@@ -89,7 +92,7 @@ impl LocalContent {
     }
 
     pub fn set_len(&self, len: u64) -> io::Result<()> {
-        self.dirty.store(true, Ordering::SeqCst);
+        self.mark_dirty();
         let done = self.file.set_len(len);
         if let Some(s) = &self.stream {
             match &done {
@@ -122,6 +125,17 @@ impl LocalContent {
 
     pub fn mark_dirty(&self) {
         self.dirty.store(true, Ordering::SeqCst);
+        self.unflushed.store(true, Ordering::SeqCst);
+    }
+
+    /// True (once) when the content changed since the last call: a FLUSH has something to
+    /// record. Put back with `mark_unflushed` when recording failed.
+    pub fn take_unflushed(&self) -> bool {
+        self.unflushed.swap(false, Ordering::SeqCst)
+    }
+
+    pub fn mark_unflushed(&self) {
+        self.unflushed.store(true, Ordering::SeqCst);
     }
 
     pub fn is_dirty(&self) -> bool {

@@ -4,6 +4,7 @@
 pub mod core;
 pub mod fuse;
 pub mod inode;
+mod keyed;
 pub mod local;
 pub mod names;
 

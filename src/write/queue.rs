@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use crate::drive::{Drive, RemoteItem};
 use crate::error::Error;
 use crate::write::parts;
-use crate::write::staging::{remove_staged, write_sidecar};
+use crate::write::staging::{remove_staged, write_sidecar, Closed};
 use crate::write::stream::{StreamTarget, Streams, WriteStream};
 use crate::write::upload::{upload_file, UploadConfig, UploadTarget};
 
@@ -38,6 +38,10 @@ pub const MAX_CONCURRENT: usize = 2;
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const QUOTA_BACKOFF: Duration = Duration::from_secs(60);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// A new job waits this long before it starts, so the utimensat and rename that tools make
+/// right after close (rsync's temporary files, `cp -p`, `tar -x`) reach a job that is still
+/// waiting, instead of aborting an upload under way. The journal makes the wait crash-safe.
+const SETTLE: Duration = Duration::from_millis(200);
 
 /// The outcome of one upload attempt of `staged` for `key`.
 #[derive(Debug, Clone)]
@@ -52,6 +56,9 @@ pub struct UploadEvent {
 struct Job {
     target: UploadTarget,
     staged: PathBuf,
+    /// Bytes to upload (counted as used space until the drive has them).
+    size: u64,
+    queued_at: Instant,
     /// The upload begun while the file was written, if any: used by the first attempt only.
     stream: Option<Arc<WriteStream>>,
 }
@@ -72,6 +79,9 @@ struct Slot {
     running: Option<Job>,
     /// Wakes the key's task from a retry backoff when a newer job arrives.
     wake: Arc<Notify>,
+    /// Stops the running attempt at once (a cancel, or a retarget the attempt cannot follow).
+    /// New for each running job, so a stale signal never stops the next one.
+    abort: Arc<Notify>,
     /// The file was deleted through the mount: drop what waits, and remove what a running
     /// upload produces.
     cancelled: bool,
@@ -154,12 +164,15 @@ impl UploadQueue {
         if let Some(old) = target.replaces.take() {
             target.replaces = Some(self.lock_replaced().resolve(old));
         }
-        if let Err(e) = write_sidecar(&staged, &target) {
+        if let Err(e) = write_sidecar(&staged, &target, Closed::Now) {
             tracing::warn!(path = %staged.display(), "could not journal upload job (it will still run): {e}");
         }
+        let size = std::fs::metadata(&staged).map_or(0, |m| m.len());
         let job = Job {
             target,
             staged,
+            size,
+            queued_at: Instant::now(),
             stream,
         };
         let mut slots = self.lock();
@@ -168,6 +181,7 @@ impl UploadQueue {
             waiting: None,
             running: None,
             wake: Arc::new(Notify::new()),
+            abort: Arc::new(Notify::new()),
             cancelled: false,
         });
         slot.cancelled = false;
@@ -196,6 +210,15 @@ impl UploadQueue {
         self.lock()
             .values()
             .map(|s| usize::from(s.waiting.is_some()) + usize::from(s.running.is_some()))
+            .sum()
+    }
+
+    /// Bytes of the jobs not uploaded yet: `statfs` counts them as used.
+    pub fn pending_bytes(&self) -> u64 {
+        self.lock()
+            .values()
+            .flat_map(|s| s.waiting.iter().chain(s.running.iter()))
+            .map(|j| j.size)
             .sum()
     }
 
@@ -240,13 +263,31 @@ impl UploadQueue {
         }
         slot.cancelled = true;
         slot.wake.notify_one();
+        slot.abort.notify_one();
         drop(slots);
         self.changed.notify_waiters();
         true
     }
 
-    /// Change where a queued job goes (rename/move while queued). A waiting job is updated (and
-    /// re-journaled); a running one is moved/renamed on the drive right after it completes.
+    /// Wait until no upload of `key` is under way. After `cancel`, the running attempt stops at
+    /// once (an upload whose completion raced the cancel is removed from the drive before this
+    /// returns), so nothing of a deleted file lands on the drive afterwards.
+    pub async fn settle(&self, key: u64) {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !self.lock().get(&key).is_some_and(|s| s.running.is_some()) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Change where a queued job goes (rename/move, or a new mtime, while queued). A waiting job
+    /// is updated and re-journaled; a running attempt is stopped and started again with the new
+    /// target, so the old name is never created on the drive after the rename returned (an
+    /// upload that had already landed is renamed right after it completes).
     /// Returns false when the key has no job: the change is then the caller's to make.
     pub fn set_target(&self, key: u64, f: impl FnOnce(&mut UploadTarget)) -> bool {
         let mut slots = self.lock();
@@ -258,16 +299,28 @@ impl UploadQueue {
             (None, None) => return false,
         };
         f(&mut target);
+        let mut journal = Vec::new();
         if let Some(j) = slot.waiting.as_mut() {
             j.target = target.clone();
-            if let Err(e) = write_sidecar(&j.staged, &j.target) {
-                tracing::warn!(path = %j.staged.display(), "could not update upload journal: {e}");
-            }
+            journal.push((j.staged.clone(), j.target.clone()));
         }
         if let Some(j) = slot.running.as_mut() {
+            let before = (&j.target.parent_file_id, &j.target.name, j.target.mtime);
+            if before != (&target.parent_file_id, &target.name, target.mtime) {
+                slot.abort.notify_one();
+            }
             // Keep the running job's `replaces`: it must retire what it was started against.
             let replaces = j.target.replaces.clone();
             j.target = UploadTarget { replaces, ..target };
+            if !journal.iter().any(|(staged, _)| *staged == j.staged) {
+                journal.push((j.staged.clone(), j.target.clone()));
+            }
+        }
+        drop(slots);
+        for (staged, target) in journal {
+            if let Err(e) = write_sidecar(&staged, &target, Closed::Keep) {
+                tracing::warn!(path = %staged.display(), "could not update upload journal: {e}");
+            }
         }
         true
     }
@@ -275,22 +328,41 @@ impl UploadQueue {
     /// The key's task: run waiting jobs until none is left, then retire the slot.
     async fn run_key(self: Arc<Self>, key: u64) {
         loop {
-            let job = {
+            let next = {
                 let mut slots = self.lock();
                 let Some(slot) = slots.get_mut(&key) else {
                     return;
                 };
-                match slot.waiting.take() {
-                    Some(job) => {
+                let young = slot
+                    .waiting
+                    .as_ref()
+                    .map(|j| SETTLE.saturating_sub(j.queued_at.elapsed()))
+                    .filter(|wait| !wait.is_zero());
+                match (young, slot.waiting.take()) {
+                    (Some(wait), Some(job)) => {
+                        slot.waiting = Some(job);
+                        Err(Some(wait))
+                    }
+                    (_, Some(job)) => {
                         slot.running = Some(job.clone());
-                        job
+                        slot.abort = Arc::new(Notify::new());
+                        Ok(job)
                     }
-                    None => {
+                    (_, None) => {
                         slots.remove(&key);
-                        drop(slots);
-                        self.changed.notify_waiters();
-                        return;
+                        Err(None)
                     }
+                }
+            };
+            let job = match next {
+                Ok(job) => job,
+                Err(Some(wait)) => {
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                Err(None) => {
+                    self.changed.notify_waiters();
+                    return;
                 }
             };
             self.run_job(key, job).await;
@@ -305,27 +377,49 @@ impl UploadQueue {
         let mut stream = job.stream.clone();
         loop {
             attempt += 1;
-            let result = {
+            let Some(abort) = self.lock().get(&key).map(|s| s.abort.clone()) else {
+                return;
+            };
+            let first = stream.take();
+            let upload = async {
                 let _permit = self.permits.acquire().await;
                 // A newer version may have arrived while we queued for a slot: skip straight to it.
                 if self.is_superseded(key) {
-                    tracing::info!(key, path = %job.staged.display(), "older version skipped: a newer version is queued");
-                    self.drop_job(key, &job);
-                    return;
+                    return None;
                 }
                 let target = self
                     .running_target(key)
                     .unwrap_or_else(|| job.target.clone());
-                let first = stream.take();
-                upload_file(
+                let result = upload_file(
                     &*self.drive,
                     &self.cfg,
                     &target,
                     &job.staged,
                     first.as_deref(),
                 )
-                .await
-                .map(|item| (item, target))
+                .await;
+                Some(result.map(|item| (item, target)))
+            };
+            let result = tokio::select! {
+                result = upload => result,
+                () = abort.notified() => {
+                    if let Some(s) = &first {
+                        s.abandon("stopped by a rename or delete");
+                    }
+                    if self.is_cancelled(key) {
+                        tracing::info!(key, path = %job.staged.display(), "upload stopped: the file was deleted");
+                        self.drop_job(key, &job);
+                        return;
+                    }
+                    tracing::debug!(key, "upload stopped for its new name or mtime; queued again");
+                    self.requeue(key, &job);
+                    return;
+                }
+            };
+            let Some(result) = result else {
+                tracing::info!(key, path = %job.staged.display(), "older version skipped: a newer version is queued");
+                self.drop_job(key, &job);
+                return;
             };
             match result {
                 Ok((mut item, uploaded)) => {
@@ -400,6 +494,36 @@ impl UploadQueue {
         }
     }
 
+    /// A retargeted job goes back to waiting (with the settle delay again, so that a burst of
+    /// renames costs one upload), unless a newer version already waits.
+    fn requeue(&self, key: u64, job: &Job) {
+        let mut slots = self.lock();
+        let Some(slot) = slots.get_mut(&key) else {
+            return;
+        };
+        let Some(running) = slot.running.take() else {
+            return;
+        };
+        if slot.waiting.is_none() {
+            slot.waiting = Some(Job {
+                queued_at: Instant::now(),
+                stream: None,
+                ..running
+            });
+        } else if !slot
+            .waiting
+            .as_ref()
+            .is_some_and(|w| w.staged == job.staged)
+        {
+            drop(slots);
+            remove_staged(&job.staged);
+        }
+    }
+
+    fn is_cancelled(&self, key: u64) -> bool {
+        self.lock().get(&key).is_some_and(|s| s.cancelled)
+    }
+
     fn is_superseded(&self, key: u64) -> bool {
         self.lock()
             .get(&key)
@@ -436,6 +560,9 @@ impl UploadQueue {
         let mut slots = self.lock();
         if let Some(slot) = slots.get_mut(&key) {
             slot.running = None;
+            if slot.waiting.is_none() {
+                slot.cancelled = false;
+            }
             let reused = slot
                 .waiting
                 .as_ref()
@@ -483,17 +610,21 @@ impl UploadQueue {
             .insert(key, item.file_id.clone());
         slot.running = None;
         let mut reused = false;
+        let mut journal = None;
         if let Some(w) = slot.waiting.as_mut() {
             reused = w.staged == job.staged;
             // The newer version meant to replace "the current copy"; that is ours now.
             if w.target.replaces == uploaded.replaces {
                 w.target.replaces = Some(item.file_id.clone());
-                if let Err(e) = write_sidecar(&w.staged, &w.target) {
-                    tracing::warn!(path = %w.staged.display(), "could not update upload journal: {e}");
-                }
+                journal = Some((w.staged.clone(), w.target.clone()));
             }
         }
         drop(slots);
+        if let Some((staged, target)) = journal {
+            if let Err(e) = write_sidecar(&staged, &target, Closed::Keep) {
+                tracing::warn!(path = %staged.display(), "could not update upload journal: {e}");
+            }
+        }
         if !reused {
             remove_staged(&job.staged);
         }

@@ -182,17 +182,54 @@ async fn set_target_renames_waiting_and_running_jobs() {
     f.q.set_target(99, |t| t.name = "nobody".into()); // unknown key: no-op
     f.drive.set_hold(false);
     assert_eq!(f.q.drain(Duration::from_secs(10)).await, 0);
-    let first = next_event(&mut f.rx).await.outcome.unwrap();
-    assert_eq!(
-        (first.parent_file_id.as_str(), first.name.as_str()),
-        ("dir", "new.txt")
-    );
+    // The rename stopped the running upload of the first version, which a newer one
+    // supersedes anyway: only the second version is uploaded, under the new name.
     let second = next_event(&mut f.rx).await.outcome.unwrap();
     assert_eq!(
         f.drive.visible("dir", "new.txt"),
         vec![(second.file_id, b"second".to_vec())]
     );
     assert!(f.drive.visible("root", "old.txt").is_empty());
+    assert!(gone(&a) && gone(&b));
+}
+
+#[tokio::test]
+async fn a_rename_stops_a_running_upload_and_it_restarts_under_the_new_name() {
+    let mut f = fixture();
+    f.drive.set_hold(true);
+    let a = stage(&f.st, b"only");
+    f.q.submit(6, target("old.txt"), a.clone());
+    let drive = f.drive.clone();
+    until("A running", || drive.waiting_in_create()).await;
+    assert!(f.q.set_target(6, |t| t.name = "new.txt".into()));
+    // settle returns once the attempt under the old name has stopped.
+    tokio::time::timeout(Duration::from_secs(5), f.q.settle(6))
+        .await
+        .expect("the running attempt stops at once");
+    assert!(read_sidecar(&sidecar_path(&a)).unwrap().closed);
+    f.drive.set_hold(false);
+    assert_eq!(f.q.drain(Duration::from_secs(10)).await, 0);
+    let item = next_event(&mut f.rx).await.outcome.unwrap();
+    assert_eq!(item.name, "new.txt");
+    assert!(f.drive.visible("root", "old.txt").is_empty());
+}
+
+#[tokio::test]
+async fn a_cancel_stops_a_running_upload_and_nothing_lands() {
+    let f = fixture();
+    f.drive.set_hold(true);
+    let a = stage(&f.st, b"doomed");
+    f.q.submit(7, target("gone.txt"), a.clone());
+    let drive = f.drive.clone();
+    until("A running", || drive.waiting_in_create()).await;
+    assert!(f.q.cancel(7));
+    tokio::time::timeout(Duration::from_secs(5), f.q.settle(7))
+        .await
+        .expect("the running attempt stops at once");
+    assert!(gone(&a));
+    f.drive.set_hold(false);
+    assert_eq!(f.q.drain(Duration::from_secs(10)).await, 0);
+    assert!(f.drive.visible("root", "gone.txt").is_empty());
 }
 
 #[tokio::test]
@@ -207,7 +244,7 @@ async fn quota_keeps_the_job_pending() {
     assert!(f.q.is_pending(6));
     assert!(a.exists() && sidecar_path(&a).exists());
     // The journal lets a later start replay it.
-    let jobs = f.st.journaled_jobs().unwrap();
+    let jobs = f.st.recover().unwrap();
     assert_eq!(jobs, vec![(target("q"), a)]);
 }
 

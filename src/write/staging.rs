@@ -1,16 +1,22 @@
 //! The local staging area under `--cache-dir`: one plain file per written version, plus a small
-//! JSON sidecar per queued upload so a later start can replay what was not uploaded yet.
+//! JSON journal entry (sidecar) per version, so a later start can upload what a crash left.
 //!
-//! Layout (all in one flat folder, mode 0700):
+//! Layout (`<cache-dir>/staging`, mode 0700):
 //! - `stage-<pid>-<seq>-<random>`: the bytes of one version of one file, written by the fs.
-//! - `stage-...job.json`: written by the upload queue when that version is submitted, removed (with the
-//!   staged file) once it is uploaded or superseded. Its presence means "close() promised this upload".
+//! - `stage-...job.json`: the journal entry of that version: where it goes (parent file_id, name,
+//!   the file it replaces, mtime) and whether its content is *closed*. The fs writes it when the
+//!   staging file is created (closed: false), rewrites it when the file is renamed, and marks it
+//!   closed, durably (data fsync, then the entry written to a temp file, fsynced, renamed, and the
+//!   folder fsynced), at every FLUSH and fsync: close() waits for FLUSH, so once close() has
+//!   returned the version survives a crash or a power cut. The upload queue rewrites it when a
+//!   queued job is retargeted, and removes it with the staged file once the upload is verified.
 //!
-//! Replay after a crash: `Staging::journaled_jobs()` lists every sidecar whose staged file still exists,
-//! with the target it names; the fs submits each of them to a fresh `UploadQueue` (new keys). Staged
-//! files without a sidecar were never closed (or were superseded while the process died) and carry no
-//! promise; they are left for the user to inspect rather than silently deleted.
-//! Known gap: a crash between a successful upload and the sidecar's removal replays an upload
+//! Recovery at start (`Staging::recover`): every closed entry whose staged file exists is queued
+//! again under its current name (a file still open at the crash is uploaded as of its last
+//! flush). A staged file with no entry, an unreadable one, or one never closed carries no
+//! promise but may be someone's data: it is moved to `<cache-dir>/lost+found/` with one WARN
+//! line, never deleted silently.
+//! Known gap: a crash between a successful upload and the entry's removal replays an upload
 //! that already happened; it then lands as a rapid upload beside the first (a visible duplicate
 //! with the same content), never as lost data.
 
@@ -32,6 +38,8 @@ const SIDECAR_SUFFIX: &str = ".job.json";
 #[derive(Debug)]
 pub struct Staging {
     dir: PathBuf,
+    /// Where staged files that carry no upload promise are moved at start.
+    lost_found: PathBuf,
     seq: AtomicU64,
 }
 
@@ -67,8 +75,12 @@ impl Staging {
         let probe = dir.join(format!(".probe-{}", std::process::id()));
         File::create(&probe).map_err(|e| unusable("cannot create files in it", e))?;
         let _ = std::fs::remove_file(&probe);
+        let lost_found = dir
+            .parent()
+            .map_or_else(|| dir.join("lost+found"), |p| p.join("lost+found"));
         Ok(Staging {
             dir,
+            lost_found,
             seq: AtomicU64::new(0),
         })
     }
@@ -104,32 +116,85 @@ impl Staging {
         )))
     }
 
-    /// Every journaled (submitted, not yet uploaded) job whose staged file still exists.
-    /// Unreadable sidecars are skipped with a warning, never fatal.
-    pub fn journaled_jobs(&self) -> Result<Vec<(UploadTarget, PathBuf)>> {
+    pub fn lost_found(&self) -> &Path {
+        &self.lost_found
+    }
+
+    /// What a previous run left: the closed versions to upload (sorted by staged path, which
+    /// is creation order within one run). Staged files without a closed journal entry go to
+    /// lost+found (one WARN each); orphan entries and temp files are removed.
+    pub fn recover(&self) -> Result<Vec<(UploadTarget, PathBuf)>> {
         let mut jobs = Vec::new();
         for entry in std::fs::read_dir(&self.dir)? {
             let path = entry?.path();
             let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
                 continue;
             };
-            let Some(staged_name) = name.strip_suffix(SIDECAR_SUFFIX) else {
-                continue;
-            };
-            let staged = self.dir.join(staged_name);
-            if !staged.exists() {
+            if name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(&path);
                 continue;
             }
-            match read_sidecar(&path) {
-                Ok(job) => jobs.push((job.into_target(), staged)),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), "skipping unreadable upload journal entry: {e}")
+            if let Some(staged_name) = name.strip_suffix(SIDECAR_SUFFIX) {
+                if !self.dir.join(staged_name).exists() {
+                    let _ = std::fs::remove_file(&path);
                 }
+                continue;
+            }
+            if !name.starts_with("stage-") {
+                continue;
+            }
+            match read_sidecar(&sidecar_path(&path)) {
+                Ok(job) if job.closed => jobs.push((job.into_target(), path)),
+                Ok(job) => self.keep_lost(
+                    &path,
+                    &format!(
+                        "{} was never closed before the previous run stopped",
+                        job.name
+                    ),
+                ),
+                Err(e) => self.keep_lost(&path, &format!("no readable journal entry ({e})")),
             }
         }
-        jobs.sort_by(|a, b| a.1.cmp(&b.1));
-        Ok(jobs)
+        Ok(newest_per_name(jobs))
     }
+
+    /// Move a staged file that carries no upload promise to lost+found, saying so once.
+    fn keep_lost(&self, staged: &Path, why: &str) {
+        let moved = std::fs::create_dir_all(&self.lost_found).and_then(|()| {
+            let to = self.lost_found.join(staged.file_name().unwrap_or_default());
+            std::fs::rename(staged, &to).map(|()| to)
+        });
+        match moved {
+            Ok(to) => {
+                let _ = std::fs::remove_file(sidecar_path(staged));
+                tracing::warn!(kept = %to.display(), "a staged file was not uploaded: {why}; it is kept for you to inspect")
+            }
+            Err(e) => {
+                tracing::warn!(staged = %staged.display(), "a staged file was not uploaded ({why}) and could not be moved to lost+found: {e}")
+            }
+        }
+    }
+}
+
+/// Two closed versions of one file (an older one still queued when a newer one was closed):
+/// only the newest is uploaded, as the queue would have done; the older staged files go.
+fn newest_per_name(mut jobs: Vec<(UploadTarget, PathBuf)>) -> Vec<(UploadTarget, PathBuf)> {
+    let written = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    jobs.sort_by_cached_key(|(_, staged)| (written(staged), staged.clone()));
+    let mut newest: std::collections::HashMap<(String, String), usize> = Default::default();
+    for (i, (target, _)) in jobs.iter().enumerate() {
+        newest.insert((target.parent_file_id.clone(), target.name.clone()), i);
+    }
+    let mut kept = Vec::new();
+    for (i, (target, staged)) in jobs.into_iter().enumerate() {
+        if newest[&(target.parent_file_id.clone(), target.name.clone())] == i {
+            kept.push((target, staged));
+        } else {
+            tracing::info!(name = %target.name, staged = %staged.display(), "an older version superseded by a newer closed one is not uploaded");
+            remove_staged(&staged);
+        }
+    }
+    kept
 }
 
 /// What a sidecar holds: enough to redo the upload without the fs.
@@ -144,10 +209,18 @@ pub struct JobRecord {
     pub mtime: Option<u64>,
     #[serde(default)]
     pub size: u64,
+    /// The content was complete at a FLUSH or fsync (entries written before this field existed
+    /// were written at submit, so closed).
+    #[serde(default = "closed_by_default")]
+    pub closed: bool,
+}
+
+fn closed_by_default() -> bool {
+    true
 }
 
 impl JobRecord {
-    pub fn new(target: &UploadTarget, size: u64) -> JobRecord {
+    pub fn new(target: &UploadTarget, size: u64, closed: bool) -> JobRecord {
         JobRecord {
             parent_file_id: target.parent_file_id.clone(),
             name: target.name.clone(),
@@ -158,6 +231,7 @@ impl JobRecord {
                     .map(|d| d.as_millis() as u64)
             }),
             size,
+            closed,
         }
     }
 
@@ -178,13 +252,39 @@ pub fn sidecar_path(staged: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Write the sidecar atomically (temp file, fsync, rename) so a crash never leaves half a record.
-pub fn write_sidecar(staged: &Path, target: &UploadTarget) -> Result<()> {
+/// Serialises journal writes, so a rename and a flush of the same version cannot interleave
+/// their read-modify-write. No lock that lookup, getattr or read take is ever held around it.
+static JOURNAL_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// How a journal entry is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// Closed content: the data is fsynced and the entry made durable before this returns.
+    Now,
+    /// Still being written: the entry says where it goes, without fsync.
+    NotYet,
+    /// Keep what the entry says (a retarget); durable only if it was closed.
+    Keep,
+}
+
+/// Write the journal entry of `staged` atomically (temp file, rename): a crash never leaves
+/// half an entry.
+pub fn write_sidecar(staged: &Path, target: &UploadTarget, closed: Closed) -> Result<()> {
+    let _serial = JOURNAL_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let path = sidecar_path(staged);
+    let closed = match closed {
+        Closed::Now => true,
+        Closed::NotYet => false,
+        Closed::Keep => read_sidecar(&path).is_ok_and(|r| r.closed),
+    };
+    if closed {
+        // The bytes first: an entry must never promise content the disk does not hold.
+        File::open(staged)?.sync_data()?;
+    }
     let size = std::fs::metadata(staged).map(|m| m.len()).unwrap_or(0);
-    let record = JobRecord::new(target, size);
+    let record = JobRecord::new(target, size, closed);
     let json = serde_json::to_vec_pretty(&record)
         .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
-    let path = sidecar_path(staged);
     let tmp = {
         let mut s = path.as_os_str().to_owned();
         s.push(".tmp");
@@ -198,9 +298,16 @@ pub fn write_sidecar(staged: &Path, target: &UploadTarget) -> Result<()> {
             .mode(0o600)
             .open(&tmp)?;
         f.write_all(&json)?;
-        f.sync_all()?;
+        if closed {
+            f.sync_all()?;
+        }
     }
     std::fs::rename(&tmp, &path)?;
+    if closed {
+        if let Some(dir) = path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+    }
     Ok(())
 }
 
@@ -209,8 +316,10 @@ pub fn read_sidecar(path: &Path) -> Result<JobRecord> {
     serde_json::from_slice(&bytes).map_err(|e| Error::BadResponse(format!("journal entry: {e}")))
 }
 
-/// Remove a staged file and its sidecar; already-missing files are fine.
+/// Remove a staged file and its sidecar; already-missing files are fine. Open handles keep
+/// reading the bytes through their descriptors.
 pub fn remove_staged(staged: &Path) {
+    let _serial = JOURNAL_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     for p in [sidecar_path(staged), staged.to_path_buf()] {
         if let Err(e) = std::fs::remove_file(&p) {
             if e.kind() != std::io::ErrorKind::NotFound {
@@ -258,9 +367,9 @@ mod tests {
     }
 
     #[test]
-    fn sidecars_round_trip_and_are_replayable() {
+    fn closed_entries_are_replayed_and_the_rest_goes_to_lost_and_found() {
         let tmp = tempfile::tempdir().unwrap();
-        let st = Staging::new(tmp.path().to_path_buf()).unwrap();
+        let st = Staging::new(tmp.path().join("staging")).unwrap();
         let mut f = st.create().unwrap();
         f.file.write_all(b"abc").unwrap();
         let target = UploadTarget {
@@ -269,17 +378,39 @@ mod tests {
             mtime: Some(UNIX_EPOCH + Duration::from_millis(1_700_000_000_123)),
             replaces: Some("old".into()),
         };
-        write_sidecar(&f.path, &target).unwrap();
+        write_sidecar(&f.path, &target, Closed::NotYet).unwrap();
+        assert!(!read_sidecar(&sidecar_path(&f.path)).unwrap().closed);
+        write_sidecar(&f.path, &target, Closed::Now).unwrap();
+        // A retarget keeps the entry closed.
+        let renamed = UploadTarget {
+            name: "y.txt".into(),
+            ..target.clone()
+        };
+        write_sidecar(&f.path, &renamed, Closed::Keep).unwrap();
         let rec = read_sidecar(&sidecar_path(&f.path)).unwrap();
-        assert_eq!(rec.size, 3);
-        // A sidecar without staged file, and a garbage one, are ignored.
-        std::fs::write(tmp.path().join("gone.job.json"), b"{}").unwrap();
-        let g = st.create().unwrap();
-        std::fs::write(sidecar_path(&g.path), b"not json").unwrap();
-        let _ = st.create().unwrap(); // never submitted: no sidecar, not replayed
+        assert_eq!(
+            (rec.size, rec.closed, rec.name.as_str()),
+            (3, true, "y.txt")
+        );
 
-        let jobs = st.journaled_jobs().unwrap();
-        assert_eq!(jobs, vec![(target, f.path.clone())]);
+        // An entry without staged file is removed; a garbage one, one never closed, and a
+        // staged file without entry go to lost+found.
+        let orphan = st.dir().join("gone.job.json");
+        std::fs::write(&orphan, b"{}").unwrap();
+        let garbage = st.create().unwrap();
+        std::fs::write(sidecar_path(&garbage.path), b"not json").unwrap();
+        let open = st.create().unwrap();
+        write_sidecar(&open.path, &target, Closed::NotYet).unwrap();
+        let bare = st.create().unwrap();
+
+        let jobs = st.recover().unwrap();
+        assert_eq!(jobs, vec![(renamed, f.path.clone())]);
+        assert!(!orphan.exists());
+        for lost in [&garbage.path, &open.path, &bare.path] {
+            assert!(!lost.exists() && !sidecar_path(lost).exists());
+            assert!(st.lost_found().join(lost.file_name().unwrap()).exists());
+        }
+        assert_eq!(st.lost_found(), tmp.path().join("lost+found"));
 
         remove_staged(&f.path);
         assert!(!f.path.exists());

@@ -93,11 +93,40 @@ impl FsCore {
         Ok(data.len() as u32)
     }
 
-    pub fn fsync(&self, fh: u64) -> Result<()> {
-        if let Ok((_, content)) = self.writable_handle(fh) {
-            content.sync()?;
+    /// FLUSH (sent at every close(), which waits for it) and fsync: a writer's content is made
+    /// durable and journaled as closed, so it is uploaded even if the daemon dies before the
+    /// kernel's RELEASE, which comes after close() has returned. Blocking disk I/O: the adapter
+    /// runs it off the FUSE and tokio threads, and no lock of the fs is held meanwhile.
+    pub fn flush(&self, fh: u64) -> Result<()> {
+        let Ok((ino, content)) = self.writable_handle(fh) else {
+            return Ok(());
+        };
+        if content.is_sealed() || !content.take_unflushed() {
+            return Ok(());
         }
-        Ok(())
+        self.journal(ino, &content, Closed::Now)
+            .inspect_err(|_| content.mark_unflushed())
+    }
+
+    /// Where node `ino`'s content uploads to now; None once it is unlinked.
+    pub(super) fn upload_target(&self, ino: u64) -> Option<UploadTarget> {
+        let table = lock(&self.table);
+        let node = table.get(ino).filter(|n| !n.is_detached())?;
+        let parent = table.get(node.parent)?;
+        Some(UploadTarget {
+            parent_file_id: parent.file_id.clone(),
+            name: node.remote_name.clone(),
+            mtime: Some(node.mtime),
+            replaces: (!node.is_local_only()).then(|| node.file_id.clone()),
+        })
+    }
+
+    /// Write the journal entry of node `ino`'s local content (see `write::staging`).
+    pub(super) fn journal(&self, ino: u64, content: &LocalContent, closed: Closed) -> Result<()> {
+        match self.upload_target(ino) {
+            Some(target) => write_sidecar(&content.path, &target, closed),
+            None => Ok(()),
+        }
     }
 
     /// Close a handle. The last writer of dirty content seals it and queues the upload; the
@@ -115,12 +144,16 @@ impl FsCore {
                 writable,
             } => {
                 self.track_open(ino, -1);
-                if writable
-                    && content.remove_writer() == 0
-                    && content.is_dirty()
-                    && !content.is_sealed()
-                {
-                    self.submit_upload(ino, &content)?;
+                if writable && content.remove_writer() == 0 && !content.is_sealed() {
+                    if content.is_dirty() {
+                        self.submit_upload(ino, &content)?;
+                    } else {
+                        // Opened for writing, never written: a copy of the drive's content
+                        // that carries no upload. Keep it for reads (through its descriptor)
+                        // and off the journal; a later writer copies it.
+                        content.seal();
+                        remove_staged(&content.path);
+                    }
                 }
             }
         }
@@ -130,20 +163,8 @@ impl FsCore {
     pub(super) fn submit_upload(&self, ino: u64, content: &Arc<LocalContent>) -> Result<()> {
         content.seal();
         let _gate = lock(&self.upload_gate);
-        let target = {
-            let table = lock(&self.table);
-            let Some(node) = table.get(ino) else {
-                return Ok(()); // deleted while open: nothing to upload
-            };
-            let Some(parent) = table.get(node.parent).filter(|_| node.parent != 0) else {
-                return Ok(());
-            };
-            UploadTarget {
-                parent_file_id: parent.file_id.clone(),
-                name: node.remote_name.clone(),
-                mtime: Some(node.mtime),
-                replaces: (!node.is_local_only()).then(|| node.file_id.clone()),
-            }
+        let Some(target) = self.upload_target(ino) else {
+            return Ok(()); // deleted while open: nothing to upload
         };
         info!(ino, name = %target.name, "queued upload");
         let stream = content.stream().cloned();
@@ -164,7 +185,8 @@ impl FsCore {
         ino: u64,
         truncate: bool,
     ) -> Result<Arc<LocalContent>> {
-        let _guard = self.prepare_lock.lock().await;
+        // Per inode: opening one big file for read-modify-write never holds up another file.
+        let _guard = self.prepare_locks.lock(ino).await;
         let node = self.node(ino)?;
         if let Some(content) = node.local.as_ref().filter(|c| !c.is_sealed()) {
             if truncate {
@@ -194,13 +216,16 @@ impl FsCore {
             self.download_into(&node, &content).await?;
         }
         content.add_writer();
-        let mut table = lock(&self.table);
-        table.set_local(ino, Some(content.clone()));
-        if truncate {
-            if let Some(n) = table.get_mut(ino) {
-                n.size = 0;
+        {
+            let mut table = lock(&self.table);
+            table.set_local(ino, Some(content.clone()));
+            if truncate {
+                if let Some(n) = table.get_mut(ino) {
+                    n.size = 0;
+                }
             }
         }
+        self.journal(ino, &content, Closed::NotYet)?;
         Ok(content)
     }
 
@@ -268,6 +293,12 @@ impl FsCore {
             node.clone()
         };
         listing.insert(name, node.ino);
+        self.touch_dir(parent);
+        if let Err(e) = self.journal(node.ino, &content, Closed::NotYet) {
+            lock(&self.table).set_local(node.ino, None);
+            self.forget_removed(parent, name, &node).await;
+            return Err(e);
+        }
         let fh = self.add_handle(Handle::Local {
             ino: node.ino,
             content,
@@ -335,8 +366,9 @@ impl FsCore {
             }
         }
         if let Some(mtime) = mtime {
-            // Kept with local content and sent as local_modified_at by its upload; for a file with
-            // no local content the drive has no call to change it, so it lasts until re-listing.
+            // Kept with local content and sent as local_modified_at by its upload (a queued one
+            // is retargeted: rsync and `cp -p` set it right after close); for a file with no
+            // local content the drive has no call to change it, so it lasts until re-listing.
             if let Some(n) = lock(&self.table).get_mut(ino) {
                 n.mtime = mtime;
                 // The streamed session was created with the mtime of its start.
@@ -344,6 +376,7 @@ impl FsCore {
                     stream.abandon("mtime set explicitly");
                 }
             }
+            self.uploads.set_target(ino, |t| t.mtime = Some(mtime));
         }
         self.getattr(ino).await
     }

@@ -73,6 +73,10 @@ impl FsCore {
     }
 
     pub(super) async fn child(&self, parent: u64, name: &str) -> Result<Node> {
+        if name.len() > names::MAX_NAME_BYTES {
+            // No such name can exist on the drive: say so before any listing call.
+            return Err(Error::InvalidName(name.to_string()));
+        }
         self.folder(parent)?;
         let listing = self.listing(parent).await?;
         let ino = listing
@@ -160,20 +164,16 @@ impl FsCore {
         Ok(self.add_handle(Handle::Dir(Arc::new(entries))))
     }
 
-    /// Entries of an open folder from `offset` on, with their attributes when `plus` (readdirplus
+    /// Entries of an open folder from `offset` on (each with the offset of the one after it, so
+    /// an entry skipped because it vanished meanwhile never shifts the offsets of the rest), with their attributes when `plus` (readdirplus
     /// counts as a lookup of each entry but `.` and `..`).
-    pub fn readdir(
-        &self,
-        fh: u64,
-        offset: u64,
-        plus: bool,
-    ) -> Result<Vec<(DirEntry, Option<Attr>)>> {
+    pub fn readdir(&self, fh: u64, offset: u64, plus: bool) -> Result<Vec<DirSlot>> {
         let entries = match lock(&self.handles).get(&fh) {
             Some(Handle::Dir(entries)) => entries.clone(),
             _ => return Err(Error::NotADirectory(format!("handle {fh}"))),
         };
         let mut out = Vec::new();
-        for entry in entries.iter().skip(offset as usize) {
+        for (index, entry) in entries.iter().enumerate().skip(offset as usize) {
             let attr = if plus && entry.name != "." && entry.name != ".." {
                 let mut table = lock(&self.table);
                 match table.get_mut(entry.ino) {
@@ -183,7 +183,11 @@ impl FsCore {
             } else {
                 None
             };
-            out.push((entry.clone(), attr));
+            out.push(DirSlot {
+                next_offset: index as u64 + 1,
+                entry: entry.clone(),
+                attr,
+            });
         }
         Ok(out)
     }
@@ -214,7 +218,13 @@ impl FsCore {
             space.total_bytes.saturating_sub(space.used_bytes),
             Ordering::Relaxed,
         );
-        Ok(space)
+        // What was written through the mount counts at once, not when its upload lands (the
+        // drive's figure is asked again after each landing, see `follow_uploads`).
+        let pending = self.uploads.pending_bytes();
+        Ok(SpaceInfo {
+            used_bytes: space.used_bytes.saturating_add(pending),
+            ..space
+        })
     }
 
     pub(super) async fn watch_space(core: std::sync::Weak<FsCore>) {

@@ -26,10 +26,12 @@ use tracing::{debug, error, info, warn};
 use crate::drive::{Drive, ItemKind, RemoteItem, SpaceInfo};
 use crate::error::{Error, Result};
 use crate::fs::inode::{InodeTable, Node, Perms, ROOT_INO};
+use crate::fs::keyed::KeyedLocks;
 use crate::fs::local::LocalContent;
 use crate::fs::lock;
 use crate::fs::names;
 use crate::read::{ReadHandle, Reader};
+use crate::write::staging::{remove_staged, write_sidecar, Closed};
 use crate::write::{Staging, StreamTarget, UploadEvent, UploadQueue, UploadTarget};
 
 /// What the fs core needs to know about the mount.
@@ -65,6 +67,15 @@ pub struct Attr {
     pub nlink: u32,
 }
 
+/// One readdir answer: an entry, the offset that resumes after it, and its attributes for
+/// readdirplus.
+#[derive(Debug, Clone)]
+pub struct DirSlot {
+    pub next_offset: u64,
+    pub entry: DirEntry,
+    pub attr: Option<Attr>,
+}
+
 #[derive(Debug, Clone)]
 pub struct DirEntry {
     pub ino: u64,
@@ -96,8 +107,9 @@ pub struct FsCore {
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
     space: Cache<(), SpaceInfo>,
-    /// Serialises the preparation of local content (download for read-modify-write, copies).
-    prepare_lock: tokio::sync::Mutex<()>,
+    /// Serialises the preparation of one inode's local content (download for read-modify-write,
+    /// copies), per inode.
+    prepare_locks: KeyedLocks,
     /// Makes "queue an upload under the node's current name" and "rename the node and its
     /// queued upload" atomic with respect to each other (release and rename run concurrently).
     upload_gate: Mutex<()>,
@@ -156,7 +168,7 @@ impl FsCore {
                 .max_capacity(1)
                 .time_to_live(Duration::from_secs(10))
                 .build(),
-            prepare_lock: tokio::sync::Mutex::new(()),
+            prepare_locks: KeyedLocks::default(),
             upload_gate: Mutex::new(()),
             clean_copies: Mutex::new(std::collections::VecDeque::new()),
             free_bytes: AtomicU64::new(u64::MAX),
@@ -172,7 +184,7 @@ impl FsCore {
     /// in the staging folder with their journal: queue them again. They show up in the mount
     /// once uploaded.
     pub(super) fn resume_journaled_uploads(&self) {
-        match self.staging.journaled_jobs() {
+        match self.staging.recover() {
             Ok(jobs) => {
                 for (i, (target, staged)) in jobs.into_iter().enumerate() {
                     warn!(name = %target.name, staged = %staged.display(), "resuming an upload left by a previous run");
@@ -238,6 +250,16 @@ impl FsCore {
             mode: (base & !self.cfg.umask) as u16,
             uid: self.cfg.uid,
             gid: self.cfg.gid,
+        }
+    }
+
+    /// An entry was created, removed or renamed in folder `dir` through the mount: its mtime and
+    /// ctime move, as POSIX says (until the next listing brings the drive's own times).
+    pub(super) fn touch_dir(&self, dir: u64) {
+        if let Some(n) = lock(&self.table).get_mut(dir) {
+            let now = SystemTime::now();
+            n.mtime = now;
+            n.ctime = now;
         }
     }
 

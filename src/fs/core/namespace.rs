@@ -42,6 +42,7 @@ impl FsCore {
             node.clone()
         };
         listing.insert(name, node.ino);
+        self.touch_dir(parent);
         // The new folder is empty: cache that instead of listing it.
         self.listings
             .insert(node.ino, Arc::new(Listing::default()))
@@ -68,20 +69,40 @@ impl FsCore {
         if node.is_dir() {
             return Err(Error::IsADirectory(name.to_string()));
         }
-        {
-            let _gate = lock(&self.upload_gate);
-            self.uploads.cancel(node.ino);
-            if let Some(n) = lock(&self.table).get_mut(node.ino) {
-                n.parent = 0; // a release racing with us must not queue it again
-            }
-        }
+        self.detach_pending(node.ino).await;
         // An upload that completed just before the cancel left a drive item: remove that one.
         let node = self.adopt_upload(node.ino)?;
         if !node.is_local_only() {
-            self.remove_remote(&node.file_id).await?;
+            if let Err(e) = self.remove_remote(&node.file_id).await {
+                if let Some(n) = lock(&self.table).get_mut(node.ino) {
+                    n.parent = parent; // still on the drive: still in the folder
+                }
+                return Err(e);
+            }
         }
         self.forget_removed(parent, name, &node).await;
         Ok(())
+    }
+
+    /// A file is about to be deleted (unlink, or replaced by a rename): nothing of it may reach
+    /// the drive once the call returns. Its queued upload is cancelled and a running one stopped
+    /// (waited for: an upload that completed meanwhile is removed by the queue); it leaves the
+    /// tree, so a writer still open uploads nothing at close; its unsubmitted staging file and
+    /// journal entry go (open handles keep their descriptor), so a crash does not bring it back.
+    pub(super) async fn detach_pending(&self, ino: u64) {
+        let local = {
+            let _gate = lock(&self.upload_gate);
+            self.uploads.cancel(ino);
+            let mut table = lock(&self.table);
+            table.get_mut(ino).and_then(|n| {
+                n.parent = 0;
+                n.local.clone()
+            })
+        };
+        if let Some(content) = local.filter(|c| !c.is_sealed()) {
+            remove_staged(&content.path);
+        }
+        self.uploads.settle(ino).await;
     }
 
     /// Point a node at the result of its last completed upload, if the upload event has not
@@ -116,13 +137,16 @@ impl FsCore {
         }
         self.listings.invalidate(&node.ino).await;
         self.reader.forget_file(&node.file_id);
+        self.touch_dir(parent);
         let mut table = lock(&self.table);
         table.set_local(node.ino, None);
-        if node.lookups == 0 && node.open_handles == 0 {
-            table.remove(node.ino);
-        } else if let Some(n) = table.get_mut(node.ino) {
+        match table.get_mut(node.ino) {
+            Some(n) if n.lookups == 0 && n.open_handles == 0 => {
+                table.remove(node.ino);
+            }
             // The kernel still holds it: keep the number, detach it from the tree.
-            n.parent = 0;
+            Some(n) => n.parent = 0,
+            None => {}
         }
     }
 
@@ -142,6 +166,11 @@ impl FsCore {
         let node = self.child(parent, name).await?;
         let target_folder = self.folder(new_parent)?;
         let target_listing = self.listing(new_parent).await?;
+        if node.is_dir() && self.is_ancestor(node.ino, new_parent) {
+            return Err(Error::InvalidName(format!(
+                "cannot move {name} into itself"
+            )));
+        }
         if let Some(target_ino) = target_listing.get(new_name) {
             if target_ino == node.ino {
                 return Ok(());
@@ -158,17 +187,19 @@ impl FsCore {
                 }
                 _ => {}
             }
-            self.uploads.cancel(target_ino);
+            if !target.is_dir() {
+                self.detach_pending(target_ino).await;
+            }
             let target = self.adopt_upload(target_ino)?;
             if !target.is_local_only() {
-                self.remove_remote(&target.file_id).await?;
+                if let Err(e) = self.remove_remote(&target.file_id).await {
+                    if let Some(n) = lock(&self.table).get_mut(target_ino) {
+                        n.parent = new_parent; // still on the drive: still in the folder
+                    }
+                    return Err(e);
+                }
             }
             self.forget_removed(new_parent, new_name, &target).await;
-        }
-        if node.is_dir() && self.is_ancestor(node.ino, new_parent) {
-            return Err(Error::InvalidName(format!(
-                "cannot move {name} into itself"
-            )));
         }
         // The newest drive item of the node (its upload may have landed a moment ago).
         let node = self.adopt_upload(node.ino)?;
@@ -196,6 +227,15 @@ impl FsCore {
             }
             queued
         };
+        // A version still being written goes under the new name after a crash too.
+        if let Some(content) = node.local.as_ref().filter(|c| !c.is_sealed()) {
+            self.journal(node.ino, content, Closed::Keep)?;
+        }
+        if queued {
+            // An upload under way under the old name is stopped (and queued again under the
+            // new one) before we return, so the old name is free on the drive at once.
+            self.uploads.settle(node.ino).await;
+        }
         debug!(
             ino = node.ino,
             from = name,
@@ -217,6 +257,8 @@ impl FsCore {
             listing.remove(name);
         }
         target_listing.insert(new_name, node.ino);
+        self.touch_dir(parent);
+        self.touch_dir(new_parent);
         Ok(())
     }
 

@@ -29,22 +29,25 @@ impl FsCore {
                     }
                 }
                 Ok(item) => {
-                    let mut table = lock(&core.table);
-                    let old_id = table.get(event.key).map(|n| n.file_id.clone());
-                    table.rekey(event.key, &item.file_id);
-                    let current = table.get(event.key).and_then(|n| n.local.clone());
-                    let landed_current = current.as_ref().is_some_and(|c| c.path == event.staged);
-                    if landed_current {
-                        // The staged bytes are now exactly the drive item's (file_ids are
-                        // immutable): keep them as a clean local copy, so reading back what
-                        // was just written costs no getDownloadUrl (about 1 call/s allowed).
-                        if let Some(n) = table.get_mut(event.key) {
-                            n.size = item.size;
-                            n.mtime = item.mtime();
-                            n.ctime = item.updated_at;
+                    let (old_id, landed_current) = {
+                        let mut table = lock(&core.table);
+                        let old_id = table.get(event.key).map(|n| n.file_id.clone());
+                        table.rekey(event.key, &item.file_id);
+                        let current = table.get(event.key).and_then(|n| n.local.clone());
+                        let landed_current =
+                            current.as_ref().is_some_and(|c| c.path == event.staged);
+                        if landed_current {
+                            // The staged bytes are now exactly the drive item's (file_ids are
+                            // immutable): keep them as a clean local copy, so reading back what
+                            // was just written costs no getDownloadUrl (about 1 call/s allowed).
+                            if let Some(n) = table.get_mut(event.key) {
+                                n.size = item.size;
+                                n.mtime = item.mtime();
+                                n.ctime = item.updated_at;
+                            }
                         }
-                    }
-                    drop(table);
+                        (old_id, landed_current)
+                    };
                     if landed_current {
                         core.keep_clean_copy(event.key, item.size);
                     }
@@ -54,6 +57,7 @@ impl FsCore {
                     if let Some(url) = &item.download_url {
                         core.reader.offer_url(&item.file_id, url.clone());
                     }
+                    core.space.invalidate(&()).await;
                     debug!(ino = event.key, file_id = %item.file_id, "upload landed");
                 }
                 Err(message) => {
