@@ -513,15 +513,6 @@ fn what_the_drive_cannot_store_is_refused_with_the_right_errno() {
         errno(std::fs::hard_link(m.path("f.txt"), m.path("hard"))),
         Some(libc::EPERM)
     );
-    assert_eq!(
-        errno(std::fs::set_permissions(
-            m.path("f.txt"),
-            std::fs::Permissions::from_mode(0o700)
-        )),
-        Some(libc::ENOTSUP)
-    );
-    // Setting the mode it already has is fine (cp -p, rsync do that).
-    std::fs::set_permissions(m.path("f.txt"), std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = std::process::Command::new("mkfifo")
         .arg(m.path("fifo"))
         .output()
@@ -532,7 +523,101 @@ fn what_the_drive_cannot_store_is_refused_with_the_right_errno() {
         errno(std::fs::write(m.path(&name_too_long), b"x")),
         Some(libc::ENAMETOOLONG)
     );
+    // In lookup too (stat, open for reading), not ENOENT.
+    assert_eq!(
+        std::fs::metadata(m.path(&name_too_long))
+            .unwrap_err()
+            .raw_os_error(),
+        Some(libc::ENAMETOOLONG)
+    );
     assert_eq!(std::fs::read_to_string(m.path("f.txt")).unwrap(), "f");
+}
+
+#[test]
+fn modes_and_owners_set_through_the_mount_last_as_long_as_the_mount() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let m = mount_with(
+        |_| {},
+        |e| {
+            e.seed_file("root", "f.txt", b"f");
+        },
+        &[],
+    );
+    let mode = |p: &str| std::fs::metadata(m.path(p)).unwrap().mode() & 0o7777;
+    assert_eq!(mode("f.txt"), 0o644);
+    std::fs::set_permissions(m.path("f.txt"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    assert_eq!(mode("f.txt"), 0o700);
+    std::os::unix::fs::chown(m.path("f.txt"), Some(1234), Some(4321)).unwrap();
+    let meta = std::fs::metadata(m.path("f.txt")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (1234, 4321));
+    // A file created with a mode keeps it; rsync's fchmod of its open temporary file works.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(m.path(".tmp.x"))
+        .unwrap();
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .unwrap();
+    drop(f);
+    assert_eq!(mode(".tmp.x"), 0o600);
+    std::fs::create_dir(m.path("d")).unwrap();
+    std::fs::set_permissions(m.path("d"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    assert_eq!(mode("d"), 0o750);
+    // The drive stores none of it: a remount shows the defaults again.
+    m.restart(&[]);
+    assert_eq!(mode("f.txt"), 0o644);
+    assert_eq!(std::fs::metadata(m.path("f.txt")).unwrap().uid(), unsafe {
+        libc::getuid()
+    });
+    // --strict-permissions refuses a change, and accepts the values shown.
+    m.restart(&["--strict-permissions"]);
+    let refused = std::fs::set_permissions(m.path("f.txt"), std::fs::Permissions::from_mode(0o700));
+    assert_eq!(refused.unwrap_err().raw_os_error(), Some(libc::ENOTSUP));
+    std::fs::set_permissions(m.path("f.txt"), std::fs::Permissions::from_mode(0o644)).unwrap();
+}
+
+#[test]
+fn unlinked_open_files_and_folder_times_follow_posix() {
+    use std::io::{Read, Seek, Write};
+    use std::os::unix::fs::MetadataExt;
+    let m = mount_with(|_| {}, |_| {}, &[]);
+    std::fs::create_dir(m.path("d")).unwrap();
+    let before = std::fs::metadata(m.path("d")).unwrap().mtime_nsec();
+    let dir_mtime = || std::fs::metadata(m.path("d")).unwrap().modified().unwrap();
+    let t0 = dir_mtime();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(m.path("d/open"))
+        .unwrap();
+    let t1 = dir_mtime();
+    assert!(t1 > t0, "create moves the folder's mtime ({before})");
+    f.write_all(b"still here").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::remove_file(m.path("d/open")).unwrap();
+    assert!(dir_mtime() > t1, "unlink moves the folder's mtime");
+    assert_eq!(f.metadata().unwrap().nlink(), 0);
+    // The open handle keeps working; nothing reaches the drive.
+    f.write_all(b", written after unlink").unwrap();
+    f.rewind().unwrap();
+    let mut back = String::new();
+    f.read_to_string(&mut back).unwrap();
+    assert_eq!(back, "still here, written after unlink");
+    drop(f);
+    std::fs::write(m.path("d/landed"), b"x").unwrap();
+    m.wait_for(
+        "d/landed uploaded",
+        std::time::Duration::from_secs(20),
+        || m.remote("d/landed").is_some(),
+    );
+    assert!(m.remote("d/open").is_none());
+    assert_eq!(
+        std::fs::read_dir(m.path("d")).unwrap().count(),
+        1,
+        "only d/landed is listed"
+    );
 }
 
 #[test]
