@@ -196,7 +196,13 @@ impl Shared {
                 faults: cfg.faults,
                 strict_content_type: cfg.strict_content_type,
             },
-            user_id: util::rand_hex(32, false),
+            // A JWT bootstrap token names the user: every token issued later carries its `sub`,
+            // as clients (alist, alipanfs) refuse a refresh that changes it.
+            user_id: cfg
+                .refresh_token
+                .as_deref()
+                .and_then(super::auth::token_sub)
+                .unwrap_or_else(|| util::rand_hex(32, false)),
             user_name: "emulator-user".into(),
             drives: vec![
                 ("default".into(), "9600002".into()),
