@@ -307,28 +307,35 @@ pub fn load(st: &mut State, data_dir: &Path) -> Result<Option<Loaded>> {
     }))
 }
 
-/// The session of `rec`, its part file cut back to the committed parts and re-hashed.
+/// The session of `rec`, its part file cut back to the committed parts and re-hashed; `None`
+/// when the file lost committed bytes.
 fn restore_upload(path: &Path, rec: UploadRec) -> Option<Upload> {
     let mut hasher = Sha1::new();
-    if !rec.done && rec.committed_len > 0 {
-        let f = std::fs::OpenOptions::new()
+    if !rec.done {
+        match std::fs::OpenOptions::new()
             .write(true)
             .read(true)
             .open(path)
-            .ok()?;
-        if f.metadata().ok()?.len() < rec.committed_len {
-            return None;
-        }
-        // Bytes of a part that was still arriving when the emulator stopped.
-        f.set_len(rec.committed_len).ok()?;
-        let mut r = std::io::BufReader::with_capacity(1 << 20, f);
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = r.read(&mut buf).ok()?;
-            if n == 0 {
-                break;
+        {
+            Ok(f) => {
+                if f.metadata().ok()?.len() < rec.committed_len {
+                    return None;
+                }
+                // Bytes of a part that was still arriving when the emulator stopped.
+                f.set_len(rec.committed_len).ok()?;
+                let mut r = std::io::BufReader::with_capacity(1 << 20, f);
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = r.read(&mut buf).ok()?;
+                    if n == 0 {
+                        break;
+                    }
+                    hasher.update(&buf[..n]);
+                }
             }
-            hasher.update(&buf[..n]);
+            // No part arrived yet.
+            Err(_) if rec.committed_len == 0 => {}
+            Err(_) => return None,
         }
     }
     Some(Upload {
@@ -465,7 +472,7 @@ mod tests {
     }
 
     #[test]
-    fn unfinished_uploads_expire_with_their_parts() {
+    fn torn_parts_are_cut_back_and_sessions_expire() {
         let dir = tempfile::tempdir().unwrap();
         let sh = shared(dir.path());
         let uid = "0123456789ABCDEF0123456789ABCDEF".to_string();

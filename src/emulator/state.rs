@@ -330,8 +330,8 @@ impl Shared {
                 // The last snapshot may still name `tmp` (an unfinished upload): keep it until
                 // the next. A blob file already there (released, not yet unlinked) has the
                 // same content.
-                if !dest.exists() {
-                    let _ = std::fs::hard_link(tmp, &dest);
+                if !dest.exists() && std::fs::hard_link(tmp, &dest).is_err() {
+                    let _ = std::fs::copy(tmp, &dest);
                 }
                 self.discard_file(st, tmp.to_path_buf());
             } else {
