@@ -406,7 +406,13 @@ fn a_mount_rides_out_an_emulator_killed_mid_upload() {
     let outage = killed.elapsed();
     // Same port and data dir; no throttle this time.
     let current = h.start_emulator(&[]);
-    assert!(!current.is_empty());
+    // It offers the refresh token the client holds (rotated at mount time), not a new one.
+    let store: Value = serde_json::from_str(
+        &std::fs::read_to_string(h.temp.path().join("state/token.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(store["refresh_token"], current.as_str());
+    assert_ne!(current, token);
     let restarted = killed.elapsed();
     wait_for(
         "every file with its SHA-1 on the restarted drive",
