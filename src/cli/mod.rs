@@ -106,7 +106,8 @@ pub struct EmulatorArgs {
     /// temporary folder, not kept].
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// The first valid refresh token (default: a generated one, printed at start).
+    /// The first valid refresh token (default: a generated one, printed at start); a JWT's `sub`
+    /// names the emulated user. Ignored when --data already holds a drive.
     #[arg(long)]
     pub refresh_token: Option<String>,
     /// Seed a sample tree (folders, text, a large file, a video).
