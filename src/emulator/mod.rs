@@ -6,7 +6,8 @@
 //! open questions are in `src/emulator/README.md`.
 //!
 //! State lives behind one `std::sync::Mutex` so synchronous tests can call the introspection
-//! methods; no lock is ever held across an `.await`.
+//! methods; no lock is ever held across an `.await`. With `EmulatorConfig::persist` it is also
+//! saved to `data_dir/state.json` before every change is acknowledged (`persist.rs`).
 
 mod admin;
 mod auth;
