@@ -15,7 +15,7 @@ async fn refresh_rotates_and_a_used_token_is_refused() {
     assert_eq!(initial_claims, 3);
     // The initial refresh token was consumed by `start`: reuse is refused.
     let used = h.refresh_with("definitely.not.known").await;
-    assert_err(&used, 400, "AccessDenied");
+    assert_envelope(&used, 400, "AccessDenied");
     let r = h.refresh_with(&h.refresh).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body["token_type"], "Bearer");
@@ -24,10 +24,10 @@ async fn refresh_rotates_and_a_used_token_is_refused() {
     assert_ne!(new_rt, h.refresh);
     assert_eq!(h.emu.refresh_token(), new_rt);
     let again = h.refresh_with(&h.refresh).await;
-    assert_err(&again, 400, "AccessDenied");
+    assert_envelope(&again, 400, "AccessDenied");
     assert_eq!(again.body["message"], "invalid token");
     // Malformed refresh token.
-    assert_err(&h.refresh_with("garbage").await, 400, "RefreshTokenInvalid");
+    assert_envelope(&h.refresh_with("garbage").await, 400, "RefreshTokenInvalid");
     // The previous access token still works within the grace period, the new one too.
     let new_at = r.body["access_token"].as_str().unwrap();
     assert_eq!(h.call("user/getDriveInfo", json!({})).await.status, 200);
@@ -102,16 +102,25 @@ async fn bad_credentials_and_garbage_tokens() {
         let url = h.url("/oauth/access_token");
         async move { reply(c.post(url).json(&body).send().await.unwrap()).await }
     };
+    // Every OAuth error is the API envelope (code, message, requestId) plus `error`.
     let r = post(json!({"client_id": "other", "client_secret": SECRET, "grant_type": "refresh_token", "refresh_token": h.refresh})).await;
-    assert_err(&r, 400, "InvalidClientId");
+    assert_envelope(&r, 400, "InvalidClientId");
     assert_eq!(r.body["error"], "InvalidClientId: invalid client_id");
     let r = post(json!({"client_id": APP, "client_secret": "nope", "grant_type": "refresh_token", "refresh_token": h.refresh})).await;
-    assert_err(&r, 400, "InvalidClientSecret");
+    assert_envelope(&r, 400, "InvalidClientSecret");
     let r =
         post(json!({"client_id": APP, "client_secret": SECRET, "grant_type": "password"})).await;
-    assert_err(&r, 400, "InvalidGrantType");
+    assert_envelope(&r, 400, "InvalidGrantType");
     let r = post(json!({"client_id": APP, "client_secret": SECRET, "grant_type": "authorization_code", "code": "x"})).await;
-    assert_err(&r, 400, "InvalidCode");
+    assert_envelope(&r, 400, "InvalidCode");
+    let r = post(
+        json!({"client_id": APP, "client_secret": SECRET, "grant_type": "authorization_code"}),
+    )
+    .await;
+    assert_envelope(&r, 400, "InvalidCode");
+    let r = post(json!({"client_id": APP, "client_secret": SECRET, "grant_type": "refresh_token"}))
+        .await;
+    assert_envelope(&r, 400, "RefreshTokenInvalid");
     // A failed attempt did not consume the refresh token.
     assert_eq!(h.refresh_with(&h.refresh).await.status, 200);
 }
@@ -144,18 +153,11 @@ async fn form_bodies_helper_and_auth_codes() {
     };
     let r = helper(rt.clone()).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_err(&helper(rt).await, 400, "AccessDenied");
+    assert_envelope(&helper(rt).await, 400, "AccessDenied");
+    assert_envelope(&helper("garbage".into()).await, 400, "RefreshTokenInvalid");
     // The sub claim stays the user's across refreshes.
-    let sub = |t: &str| -> Value {
-        use base64::Engine;
-        let p = t.split('.').nth(1).unwrap();
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(p)
-            .unwrap();
-        serde_json::from_slice::<Value>(&bytes).unwrap()["sub"].clone()
-    };
     assert_eq!(
-        sub(r.body["access_token"].as_str().unwrap()),
+        sub_of(r.body["access_token"].as_str().unwrap()),
         json!(h.emu.user_id())
     );
     // Authorization code grant.
@@ -175,6 +177,83 @@ async fn form_bodies_helper_and_auth_codes() {
     .await;
     assert_eq!(r.body["id"], json!(h.emu.user_id()));
     assert!(r.body["phone"].is_null());
+}
+
+/// The `sub` claim of a JWT-shaped token.
+fn sub_of(token: &str) -> Value {
+    use base64::Engine;
+    let p = token.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(p)
+        .unwrap();
+    serde_json::from_slice::<Value>(&bytes).unwrap()["sub"].clone()
+}
+
+#[tokio::test]
+async fn a_jwt_bootstrap_token_names_the_user() {
+    use base64::Engine;
+    let b64 = |v: Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string().as_bytes())
+    };
+    let user = "0123456789abcdef0123456789abcdef";
+    let bootstrap = format!(
+        "{}.{}.c2lnbmF0dXJl",
+        b64(json!({"typ": "JWT", "alg": "HS256"})),
+        b64(json!({"sub": user, "aud": APP, "exp": 4_000_000_000u64, "iat": 1_700_000_000u64}))
+    );
+    let bt = bootstrap.clone();
+    let h = start(move |c| c.refresh_token = Some(bt)).await;
+    assert_eq!(h.emu.user_id(), user);
+    // `start` spent the bootstrap token; every token since then names the same user.
+    assert_eq!(sub_of(&h.token), json!(user));
+    assert_eq!(sub_of(&h.refresh), json!(user));
+    let mut rt = h.refresh.clone();
+    for _ in 0..3 {
+        let r = h.refresh_with(&rt).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(
+            sub_of(r.body["access_token"].as_str().unwrap()),
+            json!(user)
+        );
+        rt = r.body["refresh_token"].as_str().unwrap().to_string();
+        assert_eq!(sub_of(&rt), json!(user));
+    }
+    let info = reply(
+        h.c.get(h.url("/oauth/users/info"))
+            .bearer_auth(&h.token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(info.body["id"], user);
+    // The real client, which refuses a refresh that changes `sub`, signs in and names the user.
+    let state = tempfile::tempdir().unwrap();
+    // An empty config file, so no user config on this machine takes part.
+    std::fs::write(state.path().join("none.toml"), "").unwrap();
+    let mut args: Vec<String> = vec!["about".into()];
+    args.extend(h.emu.mount_args());
+    args.push("--token-file".into());
+    args.push(state.path().join("token.json").display().to_string());
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_alipanfs"))
+        .args(&args)
+        .env("ALIPANFS_REFRESH_TOKEN", &rt)
+        .env("ALIPANFS_CONFIG", state.path().join("none.toml"))
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("user:") && l.contains(user)),
+        "{stdout}"
+    );
 }
 
 #[tokio::test]

@@ -731,3 +731,166 @@ async fn rapid_upload_works_across_drives_and_expiry_is_clamped() {
         content
     );
 }
+
+/// Starts an emulator persisting into `dir` on `port` (0: any), retrying while the previous
+/// one still holds the port.
+async fn start_persisted(dir: &std::path::Path, port: u16) -> Emulator {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let cfg = EmulatorConfig {
+            data_dir: dir.to_path_buf(),
+            persist: true,
+            rate_list_per_sec: 0.0,
+            rate_download_url_per_sec: 0.0,
+            rate_other_per_sec: 0.0,
+            ..Default::default()
+        };
+        match Emulator::start(([127, 0, 0, 1], port).into(), cfg).await {
+            Ok(emu) => return emu,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("emulator restart failed: {e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_persisted_drive_comes_back_after_a_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let emu = start_persisted(data.path(), 0).await;
+    let port = emu.addr().port();
+    let c = reqwest::Client::builder()
+        .user_agent("alipanfs-tests")
+        .build()
+        .unwrap();
+    let mut h = H {
+        drive: emu.drive_id("default").unwrap(),
+        emu,
+        c,
+        token: String::new(),
+        refresh: String::new(),
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let r = h.refresh_with(&h.emu.refresh_token()).await;
+    h.token = r.body["access_token"].as_str().unwrap().to_string();
+    h.refresh = r.body["refresh_token"].as_str().unwrap().to_string();
+    let docs = h.mkdir("root", "docs").await;
+    let kept = pattern_bytes(11, 0, 300_000);
+    let a = h.upload(&docs, "a.bin", &kept, 100_000).await;
+    let gone = h.upload("root", "gone.txt", b"to the bin", 100).await;
+    h.ok(
+        "openFile/recyclebin/trash",
+        json!({"drive_id": h.drive, "file_id": gone["file_id"]}),
+    )
+    .await;
+    h.c.post(h.url("/__emulator/quota"))
+        .json(&json!({"total_bytes": 1u64 << 40}))
+        .send()
+        .await
+        .unwrap();
+    let url = download_url(&h, a["file_id"].as_str().unwrap(), 900).await;
+    // An unfinished upload: part 1 of 2 sent.
+    let b = h
+        .ok("openFile/create", json!({"drive_id": h.drive, "parent_file_id": "root", "name": "half.bin",
+            "type": "file", "size": 200, "part_info_list": [{"part_number": 1}, {"part_number": 2}]}))
+        .await;
+    let part_urls: Vec<String> = b["part_info_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["upload_url"].as_str().unwrap().to_string())
+        .collect();
+    let content = pattern_bytes(12, 0, 200);
+    let r =
+        h.c.put(&part_urls[0])
+            .body(content[..100].to_vec())
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 200);
+    let tree = h.emu.tree();
+    let refresh = h.emu.refresh_token();
+    assert_eq!(refresh, h.refresh);
+
+    h.emu.shutdown();
+    h.emu = start_persisted(data.path(), port).await;
+    h.c = reqwest::Client::builder()
+        .user_agent("alipanfs-tests")
+        .build()
+        .unwrap();
+    assert_eq!(h.emu.tree(), tree);
+    // The client's tokens stay valid: the access token as is, the rotated refresh token once.
+    assert_eq!(h.emu.refresh_token(), refresh);
+    assert_eq!(h.call("user/getDriveInfo", json!({})).await.status, 200);
+    assert_eq!(h.refresh_with(&refresh).await.status, 200);
+    let space = h.ok("user/getSpaceInfo", json!({})).await;
+    assert_eq!(space["personal_space_info"]["total_size"], 1u64 << 40);
+    // A URL handed out before the restart still serves the body.
+    let body = h.c.get(&url).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(body.as_ref(), kept.as_slice());
+    // The unfinished upload goes on where it stopped.
+    let r =
+        h.c.put(&part_urls[1])
+            .body(content[100..].to_vec())
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 200);
+    let done = h
+        .ok(
+            "openFile/complete",
+            json!({"drive_id": h.drive, "file_id": b["file_id"], "upload_id": b["upload_id"]}),
+        )
+        .await;
+    assert_eq!(
+        done["content_hash"],
+        hashing::sha1_of_reader(content.as_slice()).unwrap()
+    );
+}
+
+#[tokio::test]
+async fn unfinished_uploads_expire_with_their_parts() {
+    let h = start(|c| c.upload_ttl = Duration::from_secs(1)).await;
+    let b = h
+        .ok("openFile/create", json!({"drive_id": h.drive, "parent_file_id": "root", "name": "slow.bin",
+            "type": "file", "size": 20, "part_info_list": [{"part_number": 1}, {"part_number": 2}]}))
+        .await;
+    let parts = b["part_info_list"].as_array().unwrap().clone();
+    let r =
+        h.c.put(parts[0]["upload_url"].as_str().unwrap())
+            .body(vec![1u8; 10])
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 200);
+    let session =
+        json!({"drive_id": h.drive, "file_id": b["file_id"], "upload_id": b["upload_id"]});
+    let expired = wait_until(Duration::from_secs(10), || async {
+        h.call("openFile/listUploadedParts", session.clone())
+            .await
+            .status
+            == 400
+    })
+    .await;
+    assert!(expired);
+    assert_envelope(
+        &h.call("openFile/listUploadedParts", session.clone()).await,
+        400,
+        "NotFound.UploadId",
+    );
+    let r =
+        h.c.put(parts[1]["upload_url"].as_str().unwrap())
+            .body(vec![2u8; 10])
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(!h
+        .dir
+        .path()
+        .join("uploads")
+        .join(b["upload_id"].as_str().unwrap())
+        .exists());
+}

@@ -101,10 +101,13 @@ pub struct EmulatorArgs {
     /// Address to listen on (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
-    /// Folder holding the emulated drive's file bodies [default: a new temporary folder].
+    /// Folder keeping the whole emulated drive (tree, trash, quota, tokens, unfinished uploads,
+    /// file bodies); started again on it, the emulator serves the same drive [default: a new
+    /// temporary folder, not kept].
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// The first valid refresh token (default: a generated one, printed at start).
+    /// The first valid refresh token (default: a generated one, printed at start); a JWT's `sub`
+    /// names the emulated user. Ignored when --data already holds a drive.
     #[arg(long)]
     pub refresh_token: Option<String>,
     /// Seed a sample tree (folders, text, a large file, a video).
@@ -119,6 +122,9 @@ pub struct EmulatorArgs {
     /// Upload part URL lifetime in seconds.
     #[arg(long, default_value_t = 3600)]
     pub upload_url_ttl: u64,
+    /// Unfinished uploads (and their parts) are dropped this many seconds after create [default: 10 days].
+    #[arg(long)]
+    pub upload_ttl: Option<u64>,
     /// list calls per second per user (0 = unlimited).
     #[arg(long, default_value_t = 4.0)]
     pub list_rate: f64,
@@ -147,6 +153,9 @@ pub struct EmulatorArgs {
     /// second).
     #[arg(long, value_parser = options::parse_size)]
     pub link_bandwidth: Option<u64>,
+    /// Bandwidth cap of each part upload, e.g. 1M (bytes per second).
+    #[arg(long, value_parser = options::parse_size)]
+    pub upload_bandwidth: Option<u64>,
 }
 
 pub fn main() -> i32 {
@@ -316,6 +325,7 @@ async fn demo_emulator() -> Result<crate::emulator::Emulator> {
 
 fn run_emulator(args: EmulatorArgs) -> Result<()> {
     use crate::emulator::{EmulatorConfig, Faults};
+    let persist = args.data.is_some();
     let data_dir = match args.data {
         Some(dir) => dir,
         None => tempfile::Builder::new()
@@ -325,10 +335,14 @@ fn run_emulator(args: EmulatorArgs) -> Result<()> {
     };
     let cfg = EmulatorConfig {
         data_dir,
+        persist,
         refresh_token: args.refresh_token,
         access_token_ttl: Duration::from_secs(args.access_token_ttl),
         download_url_ttl_cap: Duration::from_secs(args.download_url_ttl),
         upload_url_ttl: Duration::from_secs(args.upload_url_ttl),
+        upload_ttl: args
+            .upload_ttl
+            .map_or(crate::emulator::DEFAULT_UPLOAD_TTL, Duration::from_secs),
         rate_list_per_sec: args.list_rate,
         rate_download_url_per_sec: args.download_url_rate,
         rate_other_per_sec: args.api_rate,
@@ -339,6 +353,7 @@ fn run_emulator(args: EmulatorArgs) -> Result<()> {
             latency: Duration::from_millis(args.latency_ms),
             bandwidth_per_conn: args.bandwidth,
             link_bandwidth: args.link_bandwidth,
+            upload_bandwidth: args.upload_bandwidth,
             ..Faults::default()
         },
         ..EmulatorConfig::default()

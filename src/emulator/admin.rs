@@ -1,5 +1,6 @@
 //! Introspection and control over HTTP for scripts: `/__emulator/{calls,tree,reset_calls,faults,
-//! quota,force_429,seed,rate_limits}`. Exempt from faults, counting and auth.
+//! quota,force_429,seed,rate_limits}`. Exempt from faults, counting and auth. Quota and seeds are
+//! drive state: saved at once when the emulator persists.
 
 use super::errors::{json_response, Resp};
 use super::state::Shared;
@@ -67,6 +68,9 @@ pub async fn handle(sh: Arc<Shared>, method: &Method, rest: &str, body: Body) ->
                     .filter(|b| *b > 0)
                     .map(|b| b as u64),
                 xml_error_rate: float(&v, "xml_error_rate").unwrap_or(0.0),
+                upload_bandwidth: int(&v, "upload_bandwidth")
+                    .filter(|b| *b > 0)
+                    .map(|b| b as u64),
             };
             sh.lock().knobs.faults = f;
             ok()
@@ -74,7 +78,12 @@ pub async fn handle(sh: Arc<Shared>, method: &Method, rest: &str, body: Body) ->
         ("POST", "quota") => match int(&v, "total_bytes") {
             Some(q) if q >= 0 => {
                 sh.lock().knobs.quota_bytes = q as u64;
-                ok()
+                match sh.commit().await {
+                    Ok(()) => ok(),
+                    Err(msg) => {
+                        json_response(500, &json!({"code": "InternalError", "message": msg}))
+                    }
+                }
             }
             _ => bad("total_bytes is required"),
         },

@@ -24,11 +24,13 @@ pub struct Ctx {
     pub token: String,
 }
 
-/// OAuth errors carry an extra `error` field and no requestId (as seen in xiaoya-alist#341).
+/// OAuth errors: the API envelope (section 0: `requestId` on every error, as in the real
+/// `AccessDenied` body of WD#771) plus the extra `error` field seen in xiaoya-alist#341.
 pub fn oauth_err(status: u16, code: &str, message: &str) -> Resp {
     json_response(
         status,
-        &json!({"code": code, "message": message, "error": format!("{code}: {message}")}),
+        &json!({"code": code, "message": message, "error": format!("{code}: {message}"),
+                "requestId": util::request_id()}),
     )
 }
 
@@ -111,6 +113,8 @@ impl State {
             let end = t.revoke_at.map_or(t.exp, |r| r.min(t.exp));
             end + keep > now
         });
+        // A used refresh token answers exactly as an unknown one does: no need to keep it.
+        self.tokens.refresh.retain(|_, t| !t.used);
         let access = self.mint_access_token(chain);
         let refresh = self.mint_refresh_token(Some(chain));
         json!({"token_type": "Bearer", "access_token": access, "refresh_token": refresh,
@@ -256,11 +260,23 @@ impl State {
     }
 }
 
-/// `exp` of a token minted here, for tests.
-#[cfg(test)]
+/// The payload of a JWT-shaped token (unverified: the server only ever looks tokens up).
 pub fn claims(token: &str) -> Option<Value> {
-    let p = token.split('.').nth(1)?;
+    let mut segs = token.split('.');
+    let (Some(_), Some(p), Some(_), None) = (segs.next(), segs.next(), segs.next(), segs.next())
+    else {
+        return None;
+    };
     serde_json::from_slice(&util::b64url_decode(p)?).ok()
+}
+
+/// The user a bootstrap refresh token names: its non-empty string `sub` claim.
+pub fn token_sub(token: &str) -> Option<String> {
+    claims(token)?
+        .get("sub")?
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
 }
 
 #[cfg(test)]

@@ -428,7 +428,13 @@ pub async fn put(
     if qid != upload_id {
         return oss_signature();
     }
-    let strict = sh.lock().knobs.strict_content_type;
+    let (strict, rate) = {
+        let st = sh.lock();
+        (
+            st.knobs.strict_content_type,
+            st.knobs.faults.upload_bandwidth,
+        )
+    };
     let has_ctype = headers
         .get("content-type")
         .and_then(|h| h.to_str().ok())
@@ -477,6 +483,7 @@ pub async fn put(
         f.set_len(offset).await?;
         f.seek(std::io::SeekFrom::Start(offset)).await?;
         let mut n = 0u64;
+        let start = Instant::now();
         let mut stream = body.into_data_stream();
         let mut dropped = false;
         while let Some(chunk) = stream.next().await {
@@ -489,6 +496,10 @@ pub async fn put(
             sha.update(&chunk);
             md5.update(&chunk);
             n += chunk.len() as u64;
+            if let Some(rate) = rate {
+                let due = start + Duration::from_secs_f64(n as f64 / rate.max(1) as f64);
+                tokio::time::sleep_until(due.into()).await;
+            }
         }
         if dropped || fault == Fault::Drop {
             return Err(std::io::Error::new(
@@ -497,6 +508,10 @@ pub async fn put(
             ));
         }
         f.flush().await?;
+        if sh.persist.is_some() {
+            // The snapshot about to name this part must not outlive its bytes.
+            f.sync_data().await?;
+        }
         Ok::<u64, std::io::Error>(n)
     }
     .await;
@@ -528,6 +543,9 @@ pub async fn put(
         u.hasher = sha;
         u.in_progress = None;
         guard.armed = false;
+    }
+    if let Err(msg) = sh.commit().await {
+        return oss_error(500, "InternalError", &msg, "0000-00000001", &[]);
     }
     let mut r = Response::new(Body::empty());
     if let Ok(v) = HeaderValue::from_str(&etag) {

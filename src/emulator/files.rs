@@ -446,7 +446,8 @@ pub fn delete(sh: &Shared, st: &mut State, v: &Value) -> ApiResult {
                     dead.push(uid.clone());
                 }
                 for uid in dead {
-                    let _ = std::fs::remove_file(sh.upload_path(&uid));
+                    let path = sh.upload_path(&uid);
+                    sh.discard_file(st, path);
                 }
             } else if let Some(h) = gone.sha1 {
                 sh.release_blob(st, &h);

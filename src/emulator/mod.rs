@@ -6,7 +6,8 @@
 //! open questions are in `src/emulator/README.md`.
 //!
 //! State lives behind one `std::sync::Mutex` so synchronous tests can call the introspection
-//! methods; no lock is ever held across an `.await`.
+//! methods; no lock is ever held across an `.await`. With `EmulatorConfig::persist` it is also
+//! saved to `data_dir/state.json` before every change is acknowledged (`persist.rs`).
 
 mod admin;
 mod auth;
@@ -16,6 +17,7 @@ mod files;
 mod limits;
 mod listing;
 mod mapped;
+mod persist;
 mod server;
 mod state;
 mod upload;
@@ -30,11 +32,18 @@ use std::time::Duration;
 
 pub use state::{pattern_bytes, TreeEntry};
 
+/// How long unfinished uploads live: the PDS CreateFile page the reference cites (section 5.10)
+/// says 10 days; the Open API's own value is unconfirmed.
+pub const DEFAULT_UPLOAD_TTL: Duration = Duration::from_secs(10 * 24 * 3600);
+
 /// How the emulator behaves; `Default` carries the real service's values.
 #[derive(Clone, Debug)]
 pub struct EmulatorConfig {
     /// File bodies live on disk here (content-addressed under `blobs/`).
     pub data_dir: PathBuf,
+    /// Keep the whole drive state in `data_dir/state.json` and load it on start (off by default:
+    /// snapshots cost a write per change, which the in-process test emulators do not need).
+    pub persist: bool,
     /// First valid refresh token; `None` = generate one.
     pub refresh_token: Option<String>,
     pub client_id: String,
@@ -45,6 +54,8 @@ pub struct EmulatorConfig {
     /// `x-oss-expires = now + min(expire_sec or 900, 14400, cap)`.
     pub download_url_ttl_cap: Duration,
     pub upload_url_ttl: Duration,
+    /// Unfinished upload sessions (and their parts) are dropped this long after create.
+    pub upload_ttl: Duration,
     /// Token-bucket rates per (user, app); 0 = unlimited.
     pub rate_list_per_sec: f64,
     pub rate_download_url_per_sec: f64,
@@ -66,6 +77,7 @@ impl Default for EmulatorConfig {
                 std::process::id(),
                 util::rand_hex(8, false)
             )),
+            persist: false,
             refresh_token: None,
             client_id: "alipanfs-emulator-app".into(),
             client_secret: "alipanfs-emulator-secret".into(),
@@ -73,6 +85,7 @@ impl Default for EmulatorConfig {
             access_token_grace: Duration::from_secs(300),
             download_url_ttl_cap: Duration::from_secs(14400),
             upload_url_ttl: Duration::from_secs(3600),
+            upload_ttl: DEFAULT_UPLOAD_TTL,
             rate_list_per_sec: 4.0,
             rate_download_url_per_sec: 1.0,
             rate_other_per_sec: 15.0,
@@ -98,6 +111,8 @@ pub struct Faults {
     pub link_bandwidth: Option<u64>,
     /// Fraction answering 502 with an HTML/XML gateway body.
     pub xml_error_rate: f64,
+    /// Bytes/s cap on each part-upload (PUT) body, so tests can catch an upload in flight.
+    pub upload_bandwidth: Option<u64>,
 }
 
 /// A running emulator; dropping it stops the server like `shutdown`.
@@ -259,6 +274,7 @@ impl Emulator {
     }
     pub fn set_quota(&self, total_bytes: u64) {
         self.shared.lock().knobs.quota_bytes = total_bytes;
+        self.shared.save_now();
     }
     /// The next `n` `/adrive/` API calls answer 429 TooManyRequests.
     pub fn force_429(&self, n: u32) {
@@ -323,7 +339,8 @@ impl Drop for Emulator {
 /// Entry point of `alipanfs emulator`: prints the address and refresh token, runs until Ctrl-C.
 pub async fn run_cli(listen: SocketAddr, cfg: EmulatorConfig, seed_demo: bool) -> Result<()> {
     let emu = Emulator::start(listen, cfg).await?;
-    if seed_demo {
+    // A drive loaded from `--data` keeps its own tree.
+    if seed_demo && emu.shared.lock().nodes.is_empty() {
         let shared = emu.shared.clone();
         tokio::task::spawn_blocking(move || shared.seed_demo_tree())
             .await

@@ -5,7 +5,7 @@ use super::errors::{self, json_response, spring, ApiErr, Resp};
 use super::files;
 use super::limits::{roll, Fault};
 use super::state::Shared;
-use super::util::parse_query;
+use super::util::{self, parse_query};
 use super::{admin, data, listing, upload};
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -16,6 +16,8 @@ use std::sync::Arc;
 
 /// API bodies are small JSON documents.
 const MAX_API_BODY: usize = 8 << 20;
+/// How often API calls look for expired upload sessions.
+const UPLOAD_SWEEP_MS: i64 = 1000;
 
 pub fn router(sh: Arc<Shared>) -> Router {
     Router::new().fallback(dispatch).with_state(sh)
@@ -119,9 +121,14 @@ async fn dispatch(State(sh): State<Arc<Shared>>, req: Request) -> Resp {
                 Err(e) => return e.into_response(),
             };
             let helper = path.starts_with("/alist/");
-            sh.lock().token_endpoint(&v, helper)
+            let r = sh.lock().token_endpoint(&v, helper);
+            // A rotated refresh token must be on disk before the client holds it.
+            committed(&sh, r).await
         }
-        (Method::GET, "/oauth/authorize") => sh.lock().authorize(&parse_query(&query)),
+        (Method::GET, "/oauth/authorize") => {
+            let r = sh.lock().authorize(&parse_query(&query));
+            committed(&sh, r).await
+        }
         (Method::GET, "/oauth/users/info") | (Method::GET, "/oauth/users/scopes") => {
             let st = sh.lock();
             match st.check_access(&headers) {
@@ -139,12 +146,39 @@ async fn dispatch(State(sh): State<Arc<Shared>>, req: Request) -> Resp {
                 Err(e) => return e.into_response(),
             };
             match api(&sh, &key, &headers, &v) {
+                Ok(v) if changes_state(&key) => committed(&sh, json_response(200, &v)).await,
                 Ok(v) => json_response(200, &v),
                 Err(e) => e.into_response(),
             }
         }
         (_, "/oauth/access_token") | (_, "/alist/ali_open/token") => spring(405, &path),
         _ => spring(404, &path),
+    }
+}
+
+/// API calls whose success changes the drive (the others only read it).
+fn changes_state(key: &str) -> bool {
+    matches!(
+        key,
+        "openFile/create"
+            | "openFile/complete"
+            | "openFile/update"
+            | "openFile/move"
+            | "openFile/copy"
+            | "openFile/recyclebin/trash"
+            | "openFile/delete"
+    )
+}
+
+/// `r` once the change it reports is saved (with persistence), else a 500: a client must never
+/// see a success that a restart would undo.
+async fn committed(sh: &Arc<Shared>, r: Resp) -> Resp {
+    if !r.status().is_success() && !r.status().is_redirection() {
+        return r;
+    }
+    match sh.commit().await {
+        Ok(()) => r,
+        Err(msg) => ApiErr::new(500, "InternalError", msg).into_response(),
     }
 }
 
@@ -213,6 +247,9 @@ fn api(sh: &Shared, key: &str, headers: &HeaderMap, v: &Value) -> Result<Value, 
     let st = &mut *guard;
     let ctx = st.check_access(headers)?;
     st.take_token(&ctx.user_id, &ctx.client_id, key)?;
+    if util::now_ms().saturating_sub(st.last_sweep_ms) >= UPLOAD_SWEEP_MS {
+        upload::expire(sh, st);
+    }
     match key {
         "user/getDriveInfo" => Ok(files::drive_info(st)),
         "user/getSpaceInfo" => Ok(files::space_info(st)),

@@ -4,6 +4,7 @@
 use super::util::{self, new_file_id};
 use super::{EmulatorConfig, Faults};
 use crate::error::Result;
+use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
@@ -37,6 +38,8 @@ pub struct Knobs {
     pub access_token_grace: Duration,
     pub download_url_ttl_cap: Duration,
     pub upload_url_ttl: Duration,
+    /// Unfinished upload sessions are dropped (with their parts) this long after create.
+    pub upload_ttl: Duration,
     pub rate_list: f64,
     pub rate_download_url: f64,
     pub rate_other: f64,
@@ -46,7 +49,9 @@ pub struct Knobs {
     pub strict_content_type: bool,
 }
 
-#[derive(Clone, Debug)]
+// Persisted as is (`persist.rs`); defaults let an older state file load.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Node {
     pub file_id: String,
     pub drive_id: String,
@@ -75,6 +80,8 @@ pub struct Blob {
     pub refs: u64,
 }
 
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct PartRec {
     pub number: u32,
     pub size: u64,
@@ -95,24 +102,41 @@ pub struct Upload {
     pub rapid: bool,
     pub declared_size: Option<u64>,
     pub part_sizes: BTreeMap<u32, u64>,
+    /// Sessions expire `Knobs::upload_ttl` after this.
+    pub created_ms: i64,
 }
 
+fn epoch() -> SystemTime {
+    SystemTime::UNIX_EPOCH
+}
+
+#[derive(Clone, Serialize, Deserialize)]
 pub struct AccessTok {
+    #[serde(default)]
     pub client_id: String,
+    #[serde(default)]
     pub chain: u64,
+    #[serde(default = "epoch")]
     pub exp: SystemTime,
+    #[serde(default)]
     /// Set when a later refresh superseded this token: valid until then (the grace period).
     pub revoke_at: Option<SystemTime>,
 }
 
+#[derive(Clone, Serialize, Deserialize)]
 pub struct RefreshTok {
+    #[serde(default)]
     pub client_id: String,
+    #[serde(default)]
     pub chain: u64,
+    #[serde(default = "epoch")]
     pub exp: SystemTime,
+    #[serde(default)]
     pub used: bool,
 }
 
-#[derive(Default)]
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Tokens {
     pub access: HashMap<String, AccessTok>,
     pub refresh: HashMap<String, RefreshTok>,
@@ -145,6 +169,12 @@ pub struct State {
     pub force_429: u32,
     pub calls: BTreeMap<String, u64>,
     pub jwt_key: [u8; 32],
+    /// When `upload::expire` last ran.
+    pub last_sweep_ms: i64,
+    /// Released blobs and finished part files the last snapshot may still name: unlinked after
+    /// the next one (`persist.rs`; always empty without persistence).
+    pub doomed_blobs: Vec<String>,
+    pub doomed_files: Vec<PathBuf>,
 }
 
 pub struct Shared {
@@ -159,6 +189,8 @@ pub struct Shared {
     pub url_key: [u8; 32],
     /// The default temporary data_dir, created here: removed when the emulator goes away.
     owns_dir: bool,
+    /// Set when the state is kept in `data_dir/state.json`.
+    pub persist: Option<super::persist::Persist>,
 }
 
 impl Drop for Shared {
@@ -188,6 +220,7 @@ impl Shared {
                 access_token_grace: cfg.access_token_grace,
                 download_url_ttl_cap: cfg.download_url_ttl_cap,
                 upload_url_ttl: cfg.upload_url_ttl,
+                upload_ttl: cfg.upload_ttl,
                 rate_list: cfg.rate_list_per_sec,
                 rate_download_url: cfg.rate_download_url_per_sec,
                 rate_other: cfg.rate_other_per_sec,
@@ -196,7 +229,13 @@ impl Shared {
                 faults: cfg.faults,
                 strict_content_type: cfg.strict_content_type,
             },
-            user_id: util::rand_hex(32, false),
+            // A JWT bootstrap token names the user: every token issued later carries its `sub`,
+            // as clients (alist, alipanfs) refuse a refresh that changes it.
+            user_id: cfg
+                .refresh_token
+                .as_deref()
+                .and_then(super::auth::token_sub)
+                .unwrap_or_else(|| util::rand_hex(32, false)),
             user_name: "emulator-user".into(),
             drives: vec![
                 ("default".into(), "9600002".into()),
@@ -213,8 +252,23 @@ impl Shared {
             force_429: 0,
             calls: BTreeMap::new(),
             jwt_key: rand::random(),
+            last_sweep_ms: 0,
+            doomed_blobs: Vec::new(),
+            doomed_files: Vec::new(),
+        };
+        let persist = cfg
+            .persist
+            .then(|| super::persist::Persist::new(&cfg.data_dir));
+        // A saved drive is served as it was, its current refresh token included (the bootstrap
+        // token of the config was spent by the first run).
+        let loaded = match persist {
+            Some(_) => super::persist::load(&mut st, &cfg.data_dir)?,
+            None => None,
         };
         let initial = match cfg.refresh_token {
+            _ if loaded.is_some() && !st.tokens.current_refresh.is_empty() => {
+                st.tokens.current_refresh.clone()
+            }
             Some(t) => t,
             None => st.mint_refresh_token(None),
         };
@@ -232,16 +286,25 @@ impl Shared {
             );
         }
         st.tokens.current_refresh = initial;
-        Ok(Shared {
+        let sh = Shared {
             st: Mutex::new(st),
             active_downloads: AtomicUsize::new(0),
             link_free_at: Mutex::new(Instant::now()),
             data_dir: cfg.data_dir,
             addr,
             base_url: format!("http://{addr}"),
-            url_key: rand::random(),
+            url_key: loaded.and_then(|l| l.url_key).unwrap_or_else(rand::random),
             owns_dir,
-        })
+            persist,
+        };
+        {
+            let mut st = sh.lock();
+            super::upload::expire(&sh, &mut st);
+        }
+        // The first snapshot holds the bootstrap token before anyone can use it.
+        sh.touch();
+        sh.save()?;
+        Ok(sh)
     }
 
     /// Poison-tolerant: a panicking test thread must not wedge the server.
@@ -261,9 +324,19 @@ impl Shared {
     pub fn adopt_blob(&self, st: &mut State, tmp: &Path, sha1: &str, size: u64, pre_hash: &str) {
         let dest = self.blob_path(sha1);
         if st.blobs.contains_key(sha1) {
-            let _ = std::fs::remove_file(tmp);
+            self.discard_file(st, tmp.to_path_buf());
         } else {
-            let _ = std::fs::rename(tmp, &dest);
+            if self.persist.is_some() {
+                // The last snapshot may still name `tmp` (an unfinished upload): keep it until
+                // the next. A blob file already there (released, not yet unlinked) has the
+                // same content.
+                if !dest.exists() && std::fs::hard_link(tmp, &dest).is_err() {
+                    let _ = std::fs::copy(tmp, &dest);
+                }
+                self.discard_file(st, tmp.to_path_buf());
+            } else {
+                let _ = std::fs::rename(tmp, &dest);
+            }
             st.blobs.insert(
                 sha1.to_string(),
                 Blob {
@@ -286,7 +359,7 @@ impl Shared {
         };
         if gone {
             st.blobs.remove(sha1);
-            let _ = std::fs::remove_file(self.blob_path(sha1));
+            self.discard_blob(st, sha1);
         }
     }
 
@@ -320,10 +393,14 @@ impl Shared {
             // Seeding is a test/demo helper: a full disk here is a broken test setup.
             Err(e) => panic!("emulator seed write failed: {e}"),
         };
-        let mut st = self.lock();
-        self.adopt_blob(&mut st, &tmp, &sha1, size, &pre);
-        let drive = st.drive_of_kind("default").unwrap_or_default();
-        st.insert_file(&drive, parent, name, size, &sha1, None, None)
+        let id = {
+            let mut st = self.lock();
+            self.adopt_blob(&mut st, &tmp, &sha1, size, &pre);
+            let drive = st.drive_of_kind("default").unwrap_or_default();
+            st.insert_file(&drive, parent, name, size, &sha1, None, None)
+        };
+        self.save_now();
+        id
     }
 
     pub fn seed_bytes(&self, parent: &str, name: &str, content: &[u8]) -> String {
@@ -343,9 +420,13 @@ impl Shared {
     }
 
     pub fn seed_folder(&self, parent: &str, name: &str) -> String {
-        let mut st = self.lock();
-        let drive = st.drive_of_kind("default").unwrap_or_default();
-        st.insert_folder(&drive, parent, name)
+        let id = {
+            let mut st = self.lock();
+            let drive = st.drive_of_kind("default").unwrap_or_default();
+            st.insert_folder(&drive, parent, name)
+        };
+        self.save_now();
+        id
     }
 
     pub fn seed_demo_tree(&self) {

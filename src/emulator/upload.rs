@@ -150,6 +150,7 @@ pub fn create(sh: &Shared, st: &mut State, ctx: &Ctx, v: &Value) -> ApiResult {
                             rapid: true,
                             declared_size: Some(sz),
                             part_sizes: BTreeMap::new(),
+                            created_ms: util::now_ms(),
                         },
                     );
                     return Ok(
@@ -189,6 +190,7 @@ pub fn create(sh: &Shared, st: &mut State, ctx: &Ctx, v: &Value) -> ApiResult {
                 .iter()
                 .filter_map(|(n, s)| s.map(|s| (*n, s)))
                 .collect(),
+            created_ms: util::now_ms(),
         },
     );
     Ok(
@@ -197,6 +199,32 @@ pub fn create(sh: &Shared, st: &mut State, ctx: &Ctx, v: &Value) -> ApiResult {
         "rapid_upload": false, "upload_id": upload_id, "revision_id": "", "location": "cn-beijing",
         "part_info_list": infos}),
     )
+}
+
+/// Drops upload sessions older than `Knobs::upload_ttl` (none with a part still arriving): an
+/// unfinished one takes its pending item and its parts with it.
+pub fn expire(sh: &Shared, st: &mut State) {
+    let now = util::now_ms();
+    st.last_sweep_ms = now;
+    let ttl = i64::try_from(st.knobs.upload_ttl.as_millis()).unwrap_or(i64::MAX);
+    let dead: Vec<String> = st
+        .uploads
+        .iter()
+        .filter(|(_, u)| u.in_progress.is_none() && now.saturating_sub(u.created_ms) >= ttl)
+        .map(|(id, _)| id.clone())
+        .collect();
+    for id in dead {
+        let Some(u) = st.uploads.remove(&id) else {
+            continue;
+        };
+        if !u.done {
+            if st.nodes.get(&u.file_id).is_some_and(|n| n.pending) {
+                st.unlink(&u.file_id);
+            }
+            let path = sh.upload_path(&id);
+            sh.discard_file(st, path);
+        }
+    }
 }
 
 fn no_upload(id: &str) -> ApiErr {
