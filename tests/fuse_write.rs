@@ -503,7 +503,6 @@ fn what_the_drive_cannot_store_is_refused_with_the_right_errno() {
         },
         &[],
     );
-    use std::os::unix::fs::PermissionsExt;
     let errno = |r: std::io::Result<()>| r.unwrap_err().raw_os_error();
     assert_eq!(
         errno(std::os::unix::fs::symlink("f.txt", m.path("link"))),
