@@ -31,7 +31,7 @@ use crate::error::Error;
 use crate::write::parts;
 use crate::write::staging::{remove_staged, write_sidecar, Closed};
 use crate::write::stream::{StreamTarget, Streams, WriteStream};
-use crate::write::upload::{upload_file, UploadConfig, UploadTarget};
+use crate::write::upload::{adopt_landed, upload_file, UploadConfig, UploadTarget};
 
 /// Uploads running at once (each is sequential inside; two keep one slow file from blocking all).
 pub const MAX_CONCURRENT: usize = 2;
@@ -59,6 +59,8 @@ struct Job {
     /// Bytes to upload (counted as used space until the drive has them).
     size: u64,
     queued_at: Instant,
+    /// Replayed from the journal at start: it may have landed before the crash.
+    resumed: bool,
     /// The upload begun while the file was written, if any: used by the first attempt only.
     stream: Option<Arc<WriteStream>>,
 }
@@ -103,6 +105,9 @@ pub struct UploadQueue {
     completed: Mutex<HashMap<u64, String>>,
     streams: Arc<Streams>,
     runtime: tokio::runtime::Handle,
+    /// Folders of replayed jobs as listed before this run uploaded into them (see
+    /// `adopt_landed`), listed once each.
+    replay_folders: tokio::sync::Mutex<HashMap<String, Arc<Vec<RemoteItem>>>>,
 }
 
 impl UploadQueue {
@@ -126,6 +131,7 @@ impl UploadQueue {
             completed: Mutex::new(HashMap::new()),
             streams,
             runtime: tokio::runtime::Handle::current(),
+            replay_folders: Default::default(),
         })
     }
 
@@ -144,6 +150,27 @@ impl UploadQueue {
     /// once; the job is journaled before this returns.
     pub fn submit(&self, key: u64, target: UploadTarget, staged: PathBuf) {
         self.submit_streamed(key, target, staged, None);
+    }
+
+    /// `submit` of a version a previous run journaled and did not finish: before sending it,
+    /// the queue checks whether it landed before the crash (`adopt_landed`). Replayed jobs
+    /// must all be submitted before this run uploads anything else into their folders.
+    pub fn submit_replayed(&self, key: u64, target: UploadTarget, staged: PathBuf) {
+        self.submit(key, target, staged);
+        if let Some(job) = self.lock().get_mut(&key).and_then(|s| s.waiting.as_mut()) {
+            job.resumed = true;
+        }
+    }
+
+    /// The listing of a replayed job's folder, as it was before this run uploaded into it.
+    async fn replay_folder(&self, folder: &str) -> crate::error::Result<Arc<Vec<RemoteItem>>> {
+        let mut folders = self.replay_folders.lock().await;
+        if let Some(items) = folders.get(folder) {
+            return Ok(items.clone());
+        }
+        let items = Arc::new(self.drive.list_folder(folder).await?);
+        folders.insert(folder.to_string(), items.clone());
+        Ok(items)
     }
 
     /// A writer for a file that starts empty at `staged`: follow it, uploading as it writes
@@ -173,6 +200,7 @@ impl UploadQueue {
             staged,
             size,
             queued_at: Instant::now(),
+            resumed: false,
             stream,
         };
         let mut slots = self.lock();
@@ -390,6 +418,23 @@ impl UploadQueue {
                 let target = self
                     .running_target(key)
                     .unwrap_or_else(|| job.target.clone());
+                if job.resumed && attempt == 1 {
+                    let landed = match self.replay_folder(&target.parent_file_id).await {
+                        Ok(siblings) => {
+                            adopt_landed(&*self.drive, &self.cfg, &target, &job.staged, &siblings)
+                                .await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    match landed {
+                        Ok(Some(item)) => return Some(Ok((item, target))),
+                        Ok(None) => {}
+                        Err(e) => tracing::debug!(
+                            key,
+                            "could not check for an upload landed before the restart: {e}"
+                        ),
+                    }
+                }
                 let result = upload_file(
                     &*self.drive,
                     &self.cfg,

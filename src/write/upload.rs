@@ -379,6 +379,37 @@ async fn verify(drive: &dyn Drive, item: &RemoteItem, info: &LocalInfo) -> Resul
 
 /// Step 4: remove the replaced copy. Its failure is logged, not returned: the new content is safe,
 /// and failing the upload would only make the queue upload another copy.
+/// A version replayed after a crash may have landed before the crash let us record it. Its
+/// folder (`siblings`, listed before this run uploaded anything there) then holds a file with its
+/// name, size and SHA-1 that is not the copy it replaces: that is our upload. Adopt it (and
+/// retire the replaced copy) instead of uploading a duplicate.
+pub async fn adopt_landed(
+    drive: &dyn Drive,
+    cfg: &UploadConfig,
+    target: &UploadTarget,
+    local: &Path,
+    siblings: &[RemoteItem],
+) -> Result<Option<RemoteItem>> {
+    let info = local::hash_file(local).await?;
+    let landed = siblings
+        .iter()
+        .find(|i| {
+            !i.is_dir()
+                && i.name == target.name
+                && i.size == info.size
+                && i.content_hash
+                    .as_deref()
+                    .is_some_and(|h| h.eq_ignore_ascii_case(&info.sha1))
+                && target.replaces.as_deref() != Some(i.file_id.as_str())
+        })
+        .cloned();
+    if let Some(item) = &landed {
+        tracing::info!(name = %target.name, file_id = %item.file_id, "a replayed upload had landed before the restart: adopted, not sent again");
+        retire_replaced(drive, cfg, target, item).await;
+    }
+    Ok(landed)
+}
+
 async fn retire_replaced(
     drive: &dyn Drive,
     cfg: &UploadConfig,

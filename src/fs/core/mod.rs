@@ -189,7 +189,7 @@ impl FsCore {
                 for (i, (target, staged)) in jobs.into_iter().enumerate() {
                     warn!(name = %target.name, staged = %staged.display(), "resuming an upload left by a previous run");
                     self.uploads
-                        .submit(RESUMED_KEY_BASE - i as u64, target, staged);
+                        .submit_replayed(RESUMED_KEY_BASE - i as u64, target, staged);
                 }
             }
             Err(e) => {
