@@ -22,7 +22,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
@@ -160,10 +160,14 @@ impl Staging {
 
     /// Move a staged file that carries no upload promise to lost+found, saying so once.
     fn keep_lost(&self, staged: &Path, why: &str) {
-        let moved = std::fs::create_dir_all(&self.lost_found).and_then(|()| {
-            let to = self.lost_found.join(staged.file_name().unwrap_or_default());
-            std::fs::rename(staged, &to).map(|()| to)
-        });
+        let moved = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700) // someone's unsent data, as private as the staging folder
+            .create(&self.lost_found)
+            .and_then(|()| {
+                let to = self.lost_found.join(staged.file_name().unwrap_or_default());
+                std::fs::rename(staged, &to).map(|()| to)
+            });
         match moved {
             Ok(to) => {
                 let _ = std::fs::remove_file(sidecar_path(staged));
@@ -270,7 +274,22 @@ pub enum Closed {
 /// Write the journal entry of `staged` atomically (temp file, rename): a crash never leaves
 /// half an entry.
 pub fn write_sidecar(staged: &Path, target: &UploadTarget, closed: Closed) -> Result<()> {
+    write_sidecar_of(staged, closed, || Some(target.clone()))
+}
+
+/// `write_sidecar` with the target read under the journal's lock (None: write nothing), so two
+/// writers that read the target from shared state (a FLUSH and a rename of the same file) can
+/// only write in the order they read it: the last entry written is the newest target.
+pub fn write_sidecar_of(
+    staged: &Path,
+    closed: Closed,
+    target: impl FnOnce() -> Option<UploadTarget>,
+) -> Result<()> {
     let _serial = JOURNAL_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(target) = target() else {
+        return Ok(());
+    };
+    let target = &target;
     let path = sidecar_path(staged);
     let closed = match closed {
         Closed::Now => true,

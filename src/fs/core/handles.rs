@@ -123,10 +123,7 @@ impl FsCore {
 
     /// Write the journal entry of node `ino`'s local content (see `write::staging`).
     pub(super) fn journal(&self, ino: u64, content: &LocalContent, closed: Closed) -> Result<()> {
-        match self.upload_target(ino) {
-            Some(target) => write_sidecar(&content.path, &target, closed),
-            None => Ok(()),
-        }
+        write_sidecar_of(&content.path, closed, || self.upload_target(ino))
     }
 
     /// Close a handle. The last writer of dirty content seals it and queues the upload; the
@@ -166,7 +163,7 @@ impl FsCore {
         let Some(target) = self.upload_target(ino) else {
             return Ok(()); // deleted while open: nothing to upload
         };
-        info!(ino, name = %target.name, "queued upload");
+        info!(ino, name = %target.name, mtime = ?target.mtime, "queued upload");
         let stream = content.stream().cloned();
         if let (Some(stream), Ok(len)) = (&stream, content.len()) {
             // The stream sends the last part now, not when the queue gets to this job.
@@ -376,6 +373,9 @@ impl FsCore {
                     stream.abandon("mtime set explicitly");
                 }
             }
+            // Under the gate: a RELEASE queueing this file right now finishes first, so the
+            // queued job gets the new mtime.
+            let _gate = lock(&self.upload_gate);
             self.uploads.set_target(ino, |t| t.mtime = Some(mtime));
         }
         self.getattr(ino).await

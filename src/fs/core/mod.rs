@@ -31,7 +31,7 @@ use crate::fs::local::LocalContent;
 use crate::fs::lock;
 use crate::fs::names;
 use crate::read::{ReadHandle, Reader};
-use crate::write::staging::{remove_staged, write_sidecar, Closed};
+use crate::write::staging::{remove_staged, write_sidecar_of, Closed};
 use crate::write::{Staging, StreamTarget, UploadEvent, UploadQueue, UploadTarget};
 
 /// What the fs core needs to know about the mount.
