@@ -167,16 +167,21 @@ async fn form_bodies_helper_and_auth_codes() {
         .send().await.unwrap();
     assert_eq!(r.status(), 200);
     // users/info
-    let r = reply(
+    let r = users_info(&h).await;
+    assert_eq!(r.body["id"], json!(h.emu.user_id()));
+    assert!(r.body["phone"].is_null());
+}
+
+/// `/oauth/users/info` with the harness's access token.
+async fn users_info(h: &H) -> Reply {
+    reply(
         h.c.get(h.url("/oauth/users/info"))
             .bearer_auth(&h.token)
             .send()
             .await
             .unwrap(),
     )
-    .await;
-    assert_eq!(r.body["id"], json!(h.emu.user_id()));
-    assert!(r.body["phone"].is_null());
+    .await
 }
 
 /// The `sub` claim of a JWT-shaped token.
@@ -218,14 +223,7 @@ async fn a_jwt_bootstrap_token_names_the_user() {
         rt = r.body["refresh_token"].as_str().unwrap().to_string();
         assert_eq!(sub_of(&rt), json!(user));
     }
-    let info = reply(
-        h.c.get(h.url("/oauth/users/info"))
-            .bearer_auth(&h.token)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let info = users_info(&h).await;
     assert_eq!(info.body["id"], user);
     // The real client, which refuses a refresh that changes `sub`, signs in and names the user.
     let state = tempfile::tempdir().unwrap();

@@ -16,7 +16,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod common;
+
 use alipanfs::emulator::{pattern_bytes, EmulatorConfig};
+use common::is_mounted;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_alipanfs");
@@ -50,16 +53,6 @@ fn lazy_unmount(dir: &Path) {
         .arg("-z")
         .arg(dir)
         .status();
-}
-
-fn is_mounted(dir: &Path) -> bool {
-    let want = dir.to_string_lossy().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|info| {
-            info.lines()
-                .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
-        })
-        .unwrap_or(false)
 }
 
 /// Polls `cond` every 50 ms until it holds; panics with `what` and `log` after `timeout`.
