@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use crate::drive::{Drive, RemoteItem};
 use crate::error::Error;
 use crate::write::parts;
-use crate::write::staging::{remove_staged, write_sidecar, Closed};
+use crate::write::staging::{remove_staged, write_sidecar, write_sidecar_of, Closed};
 use crate::write::stream::{StreamTarget, Streams, WriteStream};
 use crate::write::upload::{adopt_landed, upload_file, UploadConfig, UploadTarget};
 
@@ -213,15 +213,19 @@ impl UploadQueue {
             cancelled: false,
         });
         slot.cancelled = false;
+        let mut superseded = None;
         if let Some(old) = slot.waiting.replace(job.clone()) {
             old.drop_stream();
             if old.staged != job.staged && !is_running(slot, &old.staged) {
                 tracing::debug!(key, old = %old.staged.display(), "superseded by a newer version");
-                remove_staged(&old.staged);
+                superseded = Some(old.staged);
             }
         }
         slot.wake.notify_one();
         drop(slots);
+        if let Some(old) = superseded {
+            remove_staged(&old);
+        }
         if spawn {
             if let Some(me) = self.me.upgrade() {
                 self.runtime.spawn(async move { me.run_key(key).await });
@@ -283,16 +287,20 @@ impl UploadQueue {
         let Some(slot) = slots.get_mut(&key) else {
             return false;
         };
+        let mut dropped = None;
         if let Some(job) = slot.waiting.take() {
             job.drop_stream();
             if !is_running(slot, &job.staged) {
-                remove_staged(&job.staged);
+                dropped = Some(job.staged);
             }
         }
         slot.cancelled = true;
         slot.wake.notify_one();
         slot.abort.notify_one();
         drop(slots);
+        if let Some(staged) = dropped {
+            remove_staged(&staged);
+        }
         self.changed.notify_waiters();
         true
     }
@@ -330,7 +338,7 @@ impl UploadQueue {
         let mut journal = Vec::new();
         if let Some(j) = slot.waiting.as_mut() {
             j.target = target.clone();
-            journal.push((j.staged.clone(), j.target.clone()));
+            journal.push(j.staged.clone());
         }
         if let Some(j) = slot.running.as_mut() {
             let before = (&j.target.parent_file_id, &j.target.name, j.target.mtime);
@@ -340,17 +348,33 @@ impl UploadQueue {
             // Keep the running job's `replaces`: it must retire what it was started against.
             let replaces = j.target.replaces.clone();
             j.target = UploadTarget { replaces, ..target };
-            if !journal.iter().any(|(staged, _)| *staged == j.staged) {
-                journal.push((j.staged.clone(), j.target.clone()));
+            if !journal.contains(&j.staged) {
+                journal.push(j.staged.clone());
             }
         }
         drop(slots);
-        for (staged, target) in journal {
-            if let Err(e) = write_sidecar(&staged, &target, Closed::Keep) {
-                tracing::warn!(path = %staged.display(), "could not update upload journal: {e}");
-            }
+        for staged in journal {
+            self.journal(&staged);
         }
         true
+    }
+
+    /// Rewrite the journal entry of a queued version from its job's target as it is when the
+    /// entry is written (not when it was changed), so concurrent changes cannot leave an older
+    /// target in the journal. Lock order: the journal's, then the slots'.
+    fn journal(&self, staged: &Path) {
+        let current = || {
+            self.lock().values().find_map(|s| {
+                [&s.waiting, &s.running]
+                    .into_iter()
+                    .flatten()
+                    .find(|j| j.staged == staged)
+                    .map(|j| j.target.clone())
+            })
+        };
+        if let Err(e) = write_sidecar_of(staged, Closed::Keep, current) {
+            tracing::warn!(path = %staged.display(), "could not update upload journal: {e}");
+        }
     }
 
     /// The key's task: run waiting jobs until none is left, then retire the slot.
@@ -612,6 +636,7 @@ impl UploadQueue {
                 .waiting
                 .as_ref()
                 .is_some_and(|w| w.staged == job.staged);
+            drop(slots);
             if !reused {
                 remove_staged(&job.staged);
             }
@@ -661,14 +686,12 @@ impl UploadQueue {
             // The newer version meant to replace "the current copy"; that is ours now.
             if w.target.replaces == uploaded.replaces {
                 w.target.replaces = Some(item.file_id.clone());
-                journal = Some((w.staged.clone(), w.target.clone()));
+                journal = Some(w.staged.clone());
             }
         }
         drop(slots);
-        if let Some((staged, target)) = journal {
-            if let Err(e) = write_sidecar(&staged, &target, Closed::Keep) {
-                tracing::warn!(path = %staged.display(), "could not update upload journal: {e}");
-            }
+        if let Some(staged) = journal {
+            self.journal(&staged);
         }
         if !reused {
             remove_staged(&job.staged);
