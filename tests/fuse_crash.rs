@@ -13,7 +13,7 @@ use alipanfs::hashing::sha1_hex;
 use common::*;
 use rand::{Rng, SeedableRng};
 
-const UPLOAD_WAIT: Duration = Duration::from_secs(240);
+const UPLOAD_WAIT: Duration = Duration::from_secs(120);
 
 fn crash_mount(seed: impl FnOnce(&Emulator), args: &[&str]) -> Mount {
     let (emulator, temp) = emulator_with(|_| {});
@@ -231,6 +231,9 @@ fn kill_9_right_after_renames_replaces_and_unlinks_of_pending_files() {
         std::fs::write(src.path().join(name), &data).unwrap();
         sha1_hex(&data)
     };
+    // Uploads run two at a time: two blockers queued first keep the others pending.
+    let sha_blk1 = put("blk1", 7, 32 << 20);
+    let sha_blk2 = put("blk2", 8, 32 << 20);
     let sha_a = put("a", 1, 700_000);
     let sha_c = put("c", 2, 3 << 20);
     let sha_new1 = put("new1", 3, 200_000);
@@ -244,10 +247,12 @@ fn kill_9_right_after_renames_replaces_and_unlinks_of_pending_files() {
     assert_eq!(std::fs::read_dir(&m.dir).unwrap().count(), 3);
     let pid = m.pid().unwrap();
     let script = [
-        // Rename of a pending file, within the root and into a folder made just now.
+        format!("mkdir '{}'", d("dir")),
+        format!("cat '{}' > '{}'", s("blk1"), d("blk1")),
+        format!("cat '{}' > '{}'", s("blk2"), d("blk2")),
+        // Rename of a pending file, within the root and into a folder.
         format!("cat '{}' > '{}'", s("a"), d("a")),
         format!("mv '{}' '{}'", d("a"), d("b")),
-        format!("mkdir '{}'", d("dir")),
         format!("cat '{}' > '{}'", s("c"), d("c")),
         format!("mv '{}' '{}'", d("c"), d("dir/c2")),
         // Replace in place: a drive file overwritten through the mount.
@@ -263,31 +268,48 @@ fn kill_9_right_after_renames_replaces_and_unlinks_of_pending_files() {
         format!("kill -9 {pid}"),
     ]
     .join(" && ");
-    slow(&m, 1500);
+    slow(&m, 3000);
     sh(&script);
     m.kill9();
+    let at_kill = m.drive_tree("/");
+    eprintln!("FIGURES at the kill: drive holds {at_kill:?}");
+    for name in ["a", "b", "c", "dir/c2", "tmp2", "u"] {
+        assert!(
+            !at_kill.contains_key(name),
+            "{name} was uploaded before the kill: the test proves nothing ({at_kill:?})"
+        );
+    }
     let mut c = Checks::default();
-    // The old content stays on the drive until the new one is verified.
-    let good_copy = |m: &Mount, c: &mut Checks, when: &str| {
+    // The old content stays on the drive until the new one is verified: at every moment the
+    // name holds the old or the new content (both for a moment is fine), never nothing or
+    // anything else. Each kind of failure is reported once.
+    let mut seen = std::collections::BTreeSet::new();
+    let mut good_copy = |m: &Mount, c: &mut Checks, when: &str| {
         for (name, old, new) in [
             ("r1.txt", &sha_old1, &sha_new1),
             ("r2.txt", &sha_old2, &sha_new2),
         ] {
             let live = live_at(m, name);
-            c.check(
-                live.len() == 1 && (live[0].as_ref() == Some(old) || live[0].as_ref() == Some(new)),
-                || format!("{when}: {name} on the drive is {live:?}, neither the old nor the new content alone"),
-            );
+            let ok = !live.is_empty()
+                && live
+                    .iter()
+                    .all(|s| s.as_ref() == Some(old) || s.as_ref() == Some(new));
+            if !ok && seen.insert((name, when.to_string(), live.clone())) {
+                c.check(false, || {
+                    format!("{when}: {name} on the drive is {live:?}: neither the old nor the new content")
+                });
+            }
         }
     };
     good_copy(&m, &mut c, "right after the kill");
-    eprintln!("FIGURES at the kill: drive holds {:?}", m.drive_tree("/"));
     m.emulator.set_faults(Faults::default());
     m.mount_again(&[]);
     let want = BTreeMap::from([
         ("b".to_string(), sha_a.clone()),
         ("r1.txt".to_string(), sha_new1.clone()),
         ("r2.txt".to_string(), sha_new2.clone()),
+        ("blk1".to_string(), sha_blk1.clone()),
+        ("blk2".to_string(), sha_blk2.clone()),
     ]);
     let deadline = Instant::now() + UPLOAD_WAIT;
     loop {
@@ -299,7 +321,7 @@ fn kill_9_right_after_renames_replaces_and_unlinks_of_pending_files() {
         if done || Instant::now() > deadline {
             c.check(done, || {
                 format!(
-                    "after {UPLOAD_WAIT:?} the drive holds {:?}, want b, r1.txt, r2.txt, dir/c2 with their new content",
+                    "after {UPLOAD_WAIT:?} the drive holds {:?}, want b, r1.txt, r2.txt, dir/c2, blk1, blk2 with their new content",
                     m.drive_tree("/")
                 )
             });
@@ -312,14 +334,17 @@ fn kill_9_right_after_renames_replaces_and_unlinks_of_pending_files() {
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
         .collect();
     listed.sort();
-    c.check(listed == ["b", "dir", "r1.txt", "r2.txt"], || {
-        format!("ls of the mount after the remount: {listed:?}")
-    });
+    c.check(
+        listed == ["b", "blk1", "blk2", "dir", "r1.txt", "r2.txt"],
+        || format!("ls of the mount after the remount: {listed:?}"),
+    );
     // Drain whatever is still queued, then the drive's final state.
     m.unmount();
     let tree: BTreeMap<String, Option<String>> = m.drive_tree("/");
     let want_tree = BTreeMap::from([
         ("b".to_string(), Some(sha_a)),
+        ("blk1".to_string(), Some(sha_blk1)),
+        ("blk2".to_string(), Some(sha_blk2)),
         ("dir".to_string(), None),
         ("dir/c2".to_string(), Some(sha_c)),
         ("r1.txt".to_string(), Some(sha_new1)),

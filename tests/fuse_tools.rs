@@ -92,6 +92,19 @@ fn generate_tree(root: &Path) -> Expected {
         std::fs::write(&path, &data).unwrap();
         let mode = modes[i % 3];
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        // Modified long before the copy, with nanoseconds: a mount that shows its upload time
+        // instead, or rounds to another second, makes rsync send the file again.
+        let mtime = std::time::UNIX_EPOCH
+            + Duration::new(
+                1_700_000_000 + 3_600 * i as u64,
+                123_456_789 + i as u32 * 1_000_003,
+            );
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
         expected.insert(rel, (mode, Some(sha1_hex(&data))));
     }
     expected
@@ -149,10 +162,13 @@ fn tree_diff(
 
 /// Check that the mount shows the expected tree under `tree/` (content read through it), then
 /// wait until every upload landed: the drive holds what the mount shows, each file with its
-/// SHA-1; and check that this is the expected tree.
-fn check_mount_and_drive(c: &mut Checks, m: &Mount, expected: &Expected, when: &str) {
+/// SHA-1; and check that this is the expected tree. Returns the API calls its own reads
+/// through the mount made.
+fn check_mount_and_drive(c: &mut Checks, m: &Mount, expected: &Expected, when: &str) -> CallCounts {
     let want = as_drive_tree(expected);
+    let before = m.calls();
     let shown = local_tree(&m.path("tree"));
+    let reads = m.calls().since(&before);
     c.check(shown == want, || {
         format!("{when}: the mount shows {}", tree_diff(&want, &shown))
     });
@@ -169,7 +185,7 @@ fn check_mount_and_drive(c: &mut Checks, m: &Mount, expected: &Expected, when: &
             c.check(got == want, || {
                 format!("{when}: the drive holds {}", tree_diff(&want, &got))
             });
-            return;
+            return reads;
         }
         if Instant::now() > deadline {
             panic!(
@@ -204,11 +220,14 @@ fn mode_diff(want: &BTreeMap<String, u32>, got: &BTreeMap<String, u32>) -> Strin
     )
 }
 
-fn diff_r(c: &mut Checks, src: &Path, dst: &Path, when: &str) {
+/// `diff -r src dst`; returns the API calls its reads of the mount made.
+fn diff_r(c: &mut Checks, m: &Mount, src: &Path, dst: &Path, when: &str) -> CallCounts {
+    let before = m.calls();
     let t = Instant::now();
     let (status, out) = sh_status(&format!("diff -r '{}' '{}'", src.display(), dst.display()));
+    let calls = m.calls().since(&before);
     eprintln!(
-        "diff -r {when}: {status} in {:.1} s",
+        "FIGURES diff -r {when}: {status} in {:.1} s; API calls: {calls}",
         t.elapsed().as_secs_f64()
     );
     c.check(status.success(), || {
@@ -217,12 +236,33 @@ fn diff_r(c: &mut Checks, src: &Path, dst: &Path, when: &str) {
             out.lines().take(20).collect::<Vec<_>>().join("\n")
         )
     });
+    calls
 }
 
 /// (seconds, nanoseconds) of st_mtime.
 fn mtime_of(path: &Path) -> Option<(i64, i64)> {
     let md = std::fs::metadata(path).ok()?;
     Some((md.mtime(), md.mtime_nsec()))
+}
+
+/// Files whose st_mtime second in `dst` differs from the source's (what rsync compares).
+fn mtime_seconds_differ(c: &mut Checks, expected: &Expected, src: &Path, dst: &Path, when: &str) {
+    let wrong: Vec<String> = expected
+        .iter()
+        .filter(|(_, v)| v.1.is_some())
+        .filter_map(|(k, _)| {
+            let (want, got) = (mtime_of(&src.join(k)), mtime_of(&dst.join(k)));
+            (want.map(|t| t.0) != got.map(|t| t.0))
+                .then(|| format!("{k}: {got:?}, source {want:?}"))
+        })
+        .collect();
+    c.check(wrong.is_empty(), || {
+        format!(
+            "{when}: {} files show another st_mtime second than the source, first: {:?}",
+            wrong.len(),
+            &wrong[..wrong.len().min(5)]
+        )
+    });
 }
 
 fn stats_line(out: &str, key: &str) -> Option<u64> {
@@ -284,11 +324,12 @@ fn rsync_a_of_a_330_file_tree_lands_intact_and_a_second_rsync_transfers_nothing(
             mode_diff(&expected_modes(&expected), &got)
         )
     });
-    check_mount_and_drive(&mut c, &m, &expected, "after rsync #1");
+    let reads = check_mount_and_drive(&mut c, &m, &expected, "after rsync #1");
     eprintln!(
-        "FIGURES rsync #1 until every upload landed: {:.2} s; API calls: {}",
+        "FIGURES rsync #1 until every upload landed: {:.2} s; API calls: {} (and {} for the check's reads of the mount)",
         t.elapsed().as_secs_f64(),
-        m.calls().since(&before)
+        m.calls().since(&before).minus(&reads),
+        reads
     );
     let probe_files: Vec<String> = expected
         .iter()
@@ -305,6 +346,13 @@ fn rsync_a_of_a_330_file_tree_lands_intact_and_a_second_rsync_transfers_nothing(
         .map(|p| mtime_of(&m.path(&format!("tree/{p}"))))
         .collect();
 
+    mtime_seconds_differ(
+        &mut c,
+        &expected,
+        &tree,
+        &m.path("tree"),
+        "after rsync #1 and the uploads",
+    );
     let out = run_rsync(
         &mut c,
         &m,
@@ -330,6 +378,15 @@ fn rsync_a_of_a_330_file_tree_lands_intact_and_a_second_rsync_transfers_nothing(
         .map(|p| mtime_of(&m.path(&format!("tree/{p}"))))
         .collect();
     for (i, p) in probe_files.iter().enumerate() {
+        c.check(
+            mtimes_before[i].map(|t| t.0) == mtimes_src[i].map(|t| t.0),
+            || {
+                format!(
+                    "{p}: st_mtime before the remount {:?} is not the source's second {:?}",
+                    mtimes_before[i], mtimes_src[i]
+                )
+            },
+        );
         eprintln!(
             "st_mtime of {p}: source {:?}, mount before remount {:?}, after remount {:?}",
             mtimes_src[i], mtimes_before[i], mtimes_after[i]
@@ -344,8 +401,16 @@ fn rsync_a_of_a_330_file_tree_lands_intact_and_a_second_rsync_transfers_nothing(
             },
         );
     }
+    mtime_seconds_differ(
+        &mut c,
+        &expected,
+        &tree,
+        &m.path("tree"),
+        "after the remount",
+    );
     diff_r(
         &mut c,
+        &m,
         &tree,
         &m.path("tree"),
         "after a remount with a new cache dir",
@@ -396,7 +461,7 @@ fn copy_tree_with(tool: &str, cmd: impl FnOnce(&Path, &Path) -> String) {
             out.lines().take(20).collect::<Vec<_>>().join("\n")
         )
     });
-    diff_r(&mut c, &tree, &m.path("tree"), &format!("after {tool}"));
+    let diff_reads = diff_r(&mut c, &m, &tree, &m.path("tree"), &format!("after {tool}"));
     let got = modes_under(&m.path("tree"));
     c.check(got == expected_modes(&expected), || {
         format!(
@@ -404,11 +469,20 @@ fn copy_tree_with(tool: &str, cmd: impl FnOnce(&Path, &Path) -> String) {
             mode_diff(&expected_modes(&expected), &got)
         )
     });
-    check_mount_and_drive(&mut c, &m, &expected, &format!("after {tool}"));
+    let reads = check_mount_and_drive(&mut c, &m, &expected, &format!("after {tool}"));
     eprintln!(
-        "FIGURES {tool} until every upload landed: {:.2} s; API calls: {}",
+        "FIGURES {tool} until every upload landed: {:.2} s; API calls: {} (and {} for the reads of diff -r, {} for the check's)",
         t.elapsed().as_secs_f64(),
-        m.calls().since(&before)
+        m.calls().since(&before).minus(&reads).minus(&diff_reads),
+        diff_reads,
+        reads
+    );
+    mtime_seconds_differ(
+        &mut c,
+        &expected,
+        &tree,
+        &m.path("tree"),
+        &format!("after {tool} and the uploads"),
     );
     // Still the given modes once uploads are done (same mount session).
     let got = modes_under(&m.path("tree"));
