@@ -609,7 +609,13 @@ fn name_reuse_200_seeded_sequences_match_a_local_folder_step_by_step() {
     let local = tempfile::tempdir().unwrap();
     std::fs::create_dir(m.path("reuse")).unwrap();
     let (mnt, loc) = (m.path("reuse"), local.path().to_path_buf());
-    let mut rng = rand::rngs::StdRng::seed_from_u64(2026);
+    // NAME_REUSE_SEED=n runs other sequences (the seed is printed so a failure can be replayed).
+    let seed = std::env::var("NAME_REUSE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2026u64);
+    eprintln!("name reuse: seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut history: Vec<String> = Vec::new();
     let t = Instant::now();
     let before = m.calls();
