@@ -428,19 +428,6 @@ impl CallCounts {
         self.0.get(endpoint).copied().unwrap_or(0)
     }
 
-    /// These counts less `other`'s (e.g. the calls a check's own reads made).
-    pub fn minus(&self, other: &CallCounts) -> CallCounts {
-        CallCounts(
-            self.0
-                .iter()
-                .filter_map(|(k, v)| {
-                    let d = v.saturating_sub(other.get(k));
-                    (d > 0).then(|| (k.clone(), d))
-                })
-                .collect(),
-        )
-    }
-
     pub fn total(&self) -> u64 {
         self.0.values().sum()
     }
