@@ -4,6 +4,7 @@
 //! request stuck in the kernel fails that one test instead of hanging the suite.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -221,6 +222,58 @@ impl Mount {
     pub fn restart(&self, extra_args: &[&str]) {
         self.unmount();
         assert!(!is_mounted(&self.dir), "still mounted after SIGTERM");
+        self.spawn_again(extra_args);
+    }
+
+    /// The daemon's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.lock().unwrap().as_ref().map(|c| c.id())
+    }
+
+    /// SIGKILL the daemon (nothing drains, nothing is flushed), reap it, then lazily unmount the
+    /// dead kernel mount (`fusermount3 -u -z`), as an admin would after a crash.
+    pub fn kill9(&self) {
+        let mut guard = self.child.lock().unwrap();
+        if let Some(mut child) = guard.take() {
+            // SAFETY: plain kill(2) on our own child (maybe already a zombie: harmless).
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            let _ = child.wait();
+        }
+        drop(guard);
+        let status = Command::new("fusermount3")
+            .arg("-u")
+            .arg("-z")
+            .arg(&self.dir)
+            .status()
+            .expect("fusermount3 runs");
+        assert!(status.success(), "fusermount3 -u -z failed: {status}");
+        assert!(
+            !is_mounted(&self.dir),
+            "still mounted after the lazy unmount"
+        );
+    }
+
+    /// Mount again after `kill9` (or `unmount`) with the same token store, cache dir and
+    /// options: what a user does after a crash.
+    pub fn mount_again(&self, extra_args: &[&str]) {
+        assert!(self.pid().is_none(), "the daemon still runs");
+        assert!(!is_mounted(&self.dir), "still mounted");
+        self.spawn_again(extra_args);
+    }
+
+    /// Unmount (SIGTERM, uploads drain), then mount with the same token store and options but
+    /// an empty cache dir of its own: everything read afterwards comes from the drive.
+    pub fn remount_with_new_cache(&mut self, extra_args: &[&str]) {
+        self.unmount();
+        assert!(!is_mounted(&self.dir), "still mounted after SIGTERM");
+        let n = (1..)
+            .find(|i| !self.cache_dir.with_file_name(format!("cache-{i}")).exists())
+            .unwrap();
+        self.cache_dir = self.cache_dir.with_file_name(format!("cache-{n}"));
+        self.spawn_again(extra_args);
+    }
+
+    fn spawn_again(&self, extra_args: &[&str]) {
         let mut args = self.args.clone();
         args.extend(extra_args.iter().map(|a| a.to_string()));
         let child = spawn_daemon(
@@ -235,6 +288,27 @@ impl Mount {
         *self.child.lock().unwrap() = Some(child);
         self.wait_mounted()
             .unwrap_or_else(|e| panic!("remount failed: {e}"));
+    }
+
+    /// A snapshot of the emulator's per-endpoint call counters.
+    pub fn calls(&self) -> CallCounts {
+        CallCounts(self.emulator.calls())
+    }
+
+    /// Live (not trashed) drive entries under `prefix` (a drive path like `/tree`), keyed by
+    /// their path relative to it; `None` for folders, the uppercase SHA-1 for files.
+    pub fn drive_tree(&self, prefix: &str) -> BTreeMap<String, Option<String>> {
+        let prefix = format!("/{}", prefix.trim_matches('/'));
+        let prefix = if prefix == "/" { String::new() } else { prefix };
+        self.emulator
+            .tree()
+            .into_iter()
+            .filter(|e| !e.trashed)
+            .filter_map(|e| {
+                let rel = e.path.strip_prefix(&format!("{prefix}/"))?.to_string();
+                Some((rel, if e.is_dir { None } else { e.sha1.clone() }))
+            })
+            .collect()
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -330,4 +404,104 @@ pub fn sh(cmd: &str) -> String {
         );
     }
     String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// The emulator's call counters at one moment (`Mount::calls`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CallCounts(pub BTreeMap<String, u64>);
+
+impl CallCounts {
+    /// The calls made since `before` (endpoints with no new call left out).
+    pub fn since(&self, before: &CallCounts) -> CallCounts {
+        CallCounts(
+            self.0
+                .iter()
+                .filter_map(|(k, v)| {
+                    let d = v - before.0.get(k).copied().unwrap_or(0);
+                    (d > 0).then(|| (k.clone(), d))
+                })
+                .collect(),
+        )
+    }
+
+    pub fn get(&self, endpoint: &str) -> u64 {
+        self.0.get(endpoint).copied().unwrap_or(0)
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.values().sum()
+    }
+}
+
+impl std::fmt::Display for CallCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} calls:", self.total())?;
+        for (k, v) in &self.0 {
+            write!(f, " {k}={v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A local tree as `Mount::drive_tree` shows the drive: relative path -> `None` for folders,
+/// the uppercase SHA-1 for files.
+pub fn local_tree(root: &Path) -> BTreeMap<String, Option<String>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Option<String>>) {
+        for entry in std::fs::read_dir(dir).expect("read_dir") {
+            let entry = entry.expect("dir entry");
+            let path = entry.path();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .to_string();
+            if entry.file_type().expect("file type").is_dir() {
+                out.insert(rel, None);
+                walk(root, &path, out);
+            } else {
+                out.insert(rel, Some(sha1_of(&path)));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// Failures collected while a test goes on, so that one run shows every part that fails (the
+/// test still fails at the end through `finish`).
+#[derive(Default)]
+pub struct Checks(Vec<String>);
+
+impl Checks {
+    pub fn check(&mut self, ok: bool, what: impl FnOnce() -> String) -> bool {
+        if !ok {
+            let msg = what();
+            eprintln!("CHECK FAILED: {msg}");
+            self.0.push(msg);
+        }
+        ok
+    }
+
+    pub fn finish(self) {
+        if !self.0.is_empty() {
+            panic!(
+                "{} check(s) failed:\n- {}",
+                self.0.len(),
+                self.0.join("\n- ")
+            );
+        }
+    }
+}
+
+/// Run a shell command; its exit status and combined output, without panicking.
+pub fn sh_status(cmd: &str) -> (std::process::ExitStatus, String) {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .expect("bash runs");
+    let mut text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status, text)
 }
