@@ -41,6 +41,9 @@ pub struct Node {
     /// Permissions set through the mount (create mode, chmod, chown). The drive stores none, so
     /// they live as long as the mount; `None` shows the `--uid/--gid/--umask` defaults.
     pub perms: Option<Perms>,
+    /// A drive item this local-only file was renamed onto: its first upload retires it (until
+    /// then the old copy stays on the drive, hidden by this node).
+    pub displaces: Option<String>,
 }
 
 /// Mode bits and owner given to a node through the mount.
@@ -106,6 +109,7 @@ impl InodeTable {
             open_handles: 0,
             local: None,
             perms: None,
+            displaces: None,
         };
         table.by_file_id.insert(root.file_id.clone(), ROOT_INO);
         table.nodes.insert(ROOT_INO, root);
@@ -165,6 +169,7 @@ impl InodeTable {
             open_handles: 0,
             local: None,
             perms: None,
+            displaces: None,
         };
         self.by_file_id.insert(node.file_id.clone(), ino);
         self.nodes.insert(ino, node);
@@ -195,6 +200,7 @@ impl InodeTable {
             open_handles: 0,
             local: Some(local),
             perms: None,
+            displaces: None,
         };
         self.by_file_id.insert(node.file_id.clone(), ino);
         self.with_local.insert(ino);

@@ -334,6 +334,7 @@ impl UploadQueue {
             (Some(j), _) | (None, Some(j)) => j.target.clone(),
             (None, None) => return false,
         };
+        let base_replaces = target.replaces.clone();
         f(&mut target);
         let mut journal = Vec::new();
         if let Some(j) = slot.waiting.as_mut() {
@@ -345,8 +346,13 @@ impl UploadQueue {
             if before != (&target.parent_file_id, &target.name, target.mtime) {
                 slot.abort.notify_one();
             }
-            // Keep the running job's `replaces`: it must retire what it was started against.
-            let replaces = j.target.replaces.clone();
+            // Keep the running job's `replaces` (it must retire what it was started against),
+            // unless the change names a new one (a rename onto an existing file).
+            let named = (target.replaces != base_replaces).then(|| target.replaces.clone());
+            let replaces = named.unwrap_or_else(|| j.target.replaces.clone());
+            if replaces != j.target.replaces {
+                slot.abort.notify_one();
+            }
             j.target = UploadTarget { replaces, ..target };
             if !journal.contains(&j.staged) {
                 journal.push(j.staged.clone());

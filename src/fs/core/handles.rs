@@ -117,7 +117,11 @@ impl FsCore {
             parent_file_id: parent.file_id.clone(),
             name: node.remote_name.clone(),
             mtime: Some(node.mtime),
-            replaces: (!node.is_local_only()).then(|| node.file_id.clone()),
+            replaces: if node.is_local_only() {
+                node.displaces.clone()
+            } else {
+                Some(node.file_id.clone())
+            },
         })
     }
 

@@ -164,6 +164,8 @@ impl FsCore {
         self.writable()?;
         names::validate(new_name)?;
         let node = self.child(parent, name).await?;
+        // The drive item a pending source takes the place of (retired by its upload).
+        let mut displaced: Option<String> = None;
         let target_folder = self.folder(new_parent)?;
         let target_listing = self.listing(new_parent).await?;
         if node.is_dir() && self.is_ancestor(node.ino, new_parent) {
@@ -191,7 +193,13 @@ impl FsCore {
                 self.detach_pending(target_ino).await;
             }
             let target = self.adopt_upload(target_ino)?;
-            if !target.is_local_only() {
+            let source_pending = !node.is_dir() && self.adopt_upload(node.ino)?.is_local_only();
+            if !target.is_local_only() && source_pending {
+                // A file not on the drive yet replaces one that is: the old copy stays there
+                // until the new one is uploaded and verified (its upload retires it), so no
+                // moment, crash included, leaves the name without one good copy.
+                displaced = Some(target.file_id.clone());
+            } else if !target.is_local_only() {
                 if let Err(e) = self.remove_remote(&target.file_id).await {
                     if let Some(n) = lock(&self.table).get_mut(target_ino) {
                         n.parent = new_parent; // still on the drive: still in the folder
@@ -203,6 +211,12 @@ impl FsCore {
         }
         // The newest drive item of the node (its upload may have landed a moment ago).
         let node = self.adopt_upload(node.ino)?;
+        if displaced.is_some() && !node.is_local_only() {
+            // Its first upload landed meanwhile: replace on the drive like any drive item.
+            if let Some(old) = displaced.take() {
+                self.remove_remote(&old).await?;
+            }
+        }
         let old_remote_name = node.remote_name.clone();
         let mut renamed_remote = false;
         if !node.is_local_only() {
@@ -215,15 +229,22 @@ impl FsCore {
             let _gate = lock(&self.upload_gate);
             let folder_id = target_folder.file_id.clone();
             let new_name_owned = new_name.to_string();
+            let replaces = displaced.clone();
             let queued = self.uploads.set_target(node.ino, move |t| {
                 t.parent_file_id = folder_id;
                 t.name = new_name_owned;
+                if replaces.is_some() {
+                    t.replaces = replaces;
+                }
             });
             if let Some(n) = lock(&self.table).get_mut(node.ino) {
                 n.parent = new_parent;
                 n.name = new_name.to_string();
                 n.remote_name = new_name.to_string();
                 n.ctime = SystemTime::now();
+                if displaced.is_some() {
+                    n.displaces = displaced.clone();
+                }
             }
             queued
         };
@@ -248,6 +269,9 @@ impl FsCore {
             // A first upload that landed between our two looks is renamed like any drive item.
             let landed = self.adopt_upload(node.ino)?;
             if !landed.is_local_only() {
+                if let Some(old) = &displaced {
+                    self.remove_remote(old).await?;
+                }
                 let to = (&target_folder.file_id, new_parent, new_name);
                 self.rename_remote(&landed.file_id, &old_remote_name, parent, to)
                     .await?;
