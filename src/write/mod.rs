@@ -18,7 +18,7 @@ mod queue_tests;
 #[cfg(test)]
 mod stream_tests;
 #[cfg(test)]
-mod testdrive;
+pub(crate) mod testdrive;
 #[cfg(test)]
 mod upload_tests;
 

@@ -176,10 +176,24 @@ impl Drive for MockDrive {
         unsupported("drive_info")
     }
     async fn space_info(&self) -> Result<SpaceInfo> {
-        unsupported("space_info")
+        self.enter("space_info")?;
+        let st = self.state();
+        Ok(SpaceInfo {
+            used_bytes: st.used(),
+            total_bytes: st.quota.unwrap_or(1 << 40),
+        })
     }
-    async fn list_folder(&self, _: &str) -> Result<Vec<RemoteItem>> {
-        unsupported("list_folder")
+    async fn list_folder(&self, parent: &str) -> Result<Vec<RemoteItem>> {
+        self.enter("list_folder")?;
+        let st = self.state();
+        let mut v: Vec<RemoteItem> = st
+            .files
+            .iter()
+            .filter(|(id, (it, _))| it.parent_file_id == parent && !st.trashed.contains(*id))
+            .map(|(_, (it, _))| it.clone())
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name).then(a.file_id.cmp(&b.file_id)));
+        Ok(v)
     }
     async fn get(&self, file_id: &str) -> Result<RemoteItem> {
         self.enter("get")?;
@@ -192,14 +206,61 @@ impl Drive for MockDrive {
     async fn get_by_path(&self, _: &str) -> Result<RemoteItem> {
         unsupported("get_by_path")
     }
-    async fn download_url(&self, _: &str) -> Result<DownloadUrl> {
-        unsupported("download_url")
+    async fn download_url(&self, file_id: &str) -> Result<DownloadUrl> {
+        self.enter("download_url")?;
+        let st = self.state();
+        match st.files.get(file_id) {
+            Some((it, _)) if !st.trashed.contains(file_id) && it.kind == ItemKind::File => {
+                Ok(DownloadUrl {
+                    url: format!("mock-dl://{file_id}"),
+                    expires_at: SystemTime::now() + Duration::from_secs(3600),
+                })
+            }
+            _ => Err(Error::NotFound(file_id.into())),
+        }
     }
-    async fn download_range(&self, _: &DownloadUrl, _: u64, _: u64) -> Result<Bytes> {
-        unsupported("download_range")
+    async fn download_range(&self, url: &DownloadUrl, offset: u64, len: u64) -> Result<Bytes> {
+        self.enter("download_range")?;
+        let id = url
+            .url
+            .strip_prefix("mock-dl://")
+            .ok_or_else(|| Error::BadResponse("bad url".into()))?;
+        let st = self.state();
+        let (_, content) = st.files.get(id).ok_or_else(|| Error::NotFound(id.into()))?;
+        let start = (offset as usize).min(content.len());
+        let end = (offset.saturating_add(len) as usize).min(content.len());
+        Ok(Bytes::copy_from_slice(&content[start..end]))
     }
-    async fn create_folder(&self, _: &str, _: &str, _: CheckNameMode) -> Result<CreatedFolder> {
-        unsupported("create_folder")
+    async fn create_folder(
+        &self,
+        parent: &str,
+        name: &str,
+        mode: CheckNameMode,
+    ) -> Result<CreatedFolder> {
+        self.enter("create_folder")?;
+        let mut st = self.state();
+        if mode == CheckNameMode::Refuse {
+            let existing = st.files.iter().find(|(id, (it, _))| {
+                it.parent_file_id == parent && it.name == name && !st.trashed.contains(*id)
+            });
+            if let Some((id, _)) = existing {
+                return Ok(CreatedFolder {
+                    file_id: id.clone(),
+                    name: name.into(),
+                    exist: true,
+                });
+            }
+        }
+        let id = st.new_id("d");
+        let mut item = st.item(&id, parent, name, &[], None);
+        item.kind = ItemKind::Folder;
+        item.content_hash = None;
+        st.files.insert(id.clone(), (item, Vec::new()));
+        Ok(CreatedFolder {
+            file_id: id,
+            name: name.into(),
+            exist: false,
+        })
     }
 
     async fn create_file(&self, req: &NewFile) -> Result<UploadSession> {

@@ -10,6 +10,8 @@
 mod handles;
 mod listing;
 mod namespace;
+#[cfg(test)]
+mod reftest;
 mod uploads;
 
 pub use listing::Listing;
