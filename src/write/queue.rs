@@ -278,31 +278,32 @@ impl UploadQueue {
         }
     }
 
-    /// The file was deleted through the mount: a waiting job is dropped with its staged file; a
-    /// running one finishes (an upload cannot be recalled) and its result is then removed from
-    /// the drive, without an event.
-    /// Returns false when the key has no job (nothing waits or runs).
-    pub fn cancel(&self, key: u64) -> bool {
+    /// The file is being deleted through the mount: the waiting job is dropped and a running
+    /// attempt stopped at once (an upload that completed at that moment is removed from the
+    /// drive, without an event). The versions taken out are returned with their staged files
+    /// and journal entries still on disk: the caller discards them once the deletion is done
+    /// on the drive, or submits them again if it failed, so a failed unlink loses nothing.
+    pub fn cancel(&self, key: u64) -> Vec<(UploadTarget, PathBuf)> {
         let mut slots = self.lock();
         let Some(slot) = slots.get_mut(&key) else {
-            return false;
+            return Vec::new();
         };
-        let mut dropped = None;
-        if let Some(job) = slot.waiting.take() {
+        let mut taken: Vec<(UploadTarget, PathBuf)> = Vec::new();
+        for job in [slot.waiting.take(), slot.running.clone()]
+            .into_iter()
+            .flatten()
+        {
             job.drop_stream();
-            if !is_running(slot, &job.staged) {
-                dropped = Some(job.staged);
+            if !taken.iter().any(|(_, staged)| *staged == job.staged) {
+                taken.push((job.target, job.staged));
             }
         }
         slot.cancelled = true;
         slot.wake.notify_one();
         slot.abort.notify_one();
         drop(slots);
-        if let Some(staged) = dropped {
-            remove_staged(&staged);
-        }
         self.changed.notify_waiters();
-        true
+        taken
     }
 
     /// Wait until no upload of `key` is under way. After `cancel`, the running attempt stops at
@@ -483,7 +484,7 @@ impl UploadQueue {
                     }
                     if self.is_cancelled(key) {
                         tracing::info!(key, path = %job.staged.display(), "upload stopped: the file was deleted");
-                        self.drop_job(key, &job);
+                        self.clear_cancelled(key);
                         return;
                     }
                     tracing::debug!(key, "upload stopped for its new name or mtime; queued again");
@@ -629,21 +630,33 @@ impl UploadQueue {
         }
     }
 
+    /// The running job stopped because of a cancel: its staged file is the canceller's.
+    fn clear_cancelled(&self, key: u64) {
+        if let Some(slot) = self.lock().get_mut(&key) {
+            slot.running = None;
+            if slot.waiting.is_none() {
+                slot.cancelled = false;
+            }
+        }
+    }
+
     /// Forget a job that will not be uploaded (superseded or unreadable), with its staged file.
     fn drop_job(&self, key: u64, job: &Job) {
         job.drop_stream();
         let mut slots = self.lock();
         if let Some(slot) = slots.get_mut(&key) {
             slot.running = None;
+            // After a cancel, the staged file is the canceller's (see `cancel`).
+            let keep = slot.cancelled
+                || slot
+                    .waiting
+                    .as_ref()
+                    .is_some_and(|w| w.staged == job.staged);
             if slot.waiting.is_none() {
                 slot.cancelled = false;
             }
-            let reused = slot
-                .waiting
-                .as_ref()
-                .is_some_and(|w| w.staged == job.staged);
             drop(slots);
-            if !reused {
+            if !keep {
                 remove_staged(&job.staged);
             }
         }
@@ -665,10 +678,9 @@ impl UploadQueue {
             return Finish::Done;
         };
         if slot.cancelled {
+            // The staged file is the canceller's (see `cancel`).
             slot.cancelled = false;
             slot.running = None;
-            drop(slots);
-            remove_staged(&job.staged);
             return Finish::Cancelled;
         }
         if let Some(want) = slot.running.as_ref().map(|j| &j.target) {

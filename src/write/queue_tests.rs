@@ -222,11 +222,13 @@ async fn a_cancel_stops_a_running_upload_and_nothing_lands() {
     f.q.submit(7, target("gone.txt"), a.clone());
     let drive = f.drive.clone();
     until("A running", || drive.waiting_in_create()).await;
-    assert!(f.q.cancel(7));
+    let taken = f.q.cancel(7);
+    assert_eq!(taken, vec![(target("gone.txt"), a.clone())]);
     tokio::time::timeout(Duration::from_secs(5), f.q.settle(7))
         .await
         .expect("the running attempt stops at once");
-    assert!(gone(&a));
+    // The staged version is the canceller's to discard (or to submit again).
+    assert!(a.exists() && sidecar_path(&a).exists());
     f.drive.set_hold(false);
     assert_eq!(f.q.drain(Duration::from_secs(10)).await, 0);
     assert!(f.drive.visible("root", "gone.txt").is_empty());

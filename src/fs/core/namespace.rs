@@ -69,17 +69,16 @@ impl FsCore {
         if node.is_dir() {
             return Err(Error::IsADirectory(name.to_string()));
         }
-        self.detach_pending(node.ino).await;
+        let detached = self.detach_pending(node.ino).await;
         // An upload that completed just before the cancel left a drive item: remove that one.
         let node = self.adopt_upload(node.ino)?;
         if !node.is_local_only() {
             if let Err(e) = self.remove_remote(&node.file_id).await {
-                if let Some(n) = lock(&self.table).get_mut(node.ino) {
-                    n.parent = parent; // still on the drive: still in the folder
-                }
+                self.reattach(detached);
                 return Err(e);
             }
         }
+        detached.discard();
         self.forget_removed(parent, name, &node).await;
         Ok(())
     }
@@ -87,22 +86,39 @@ impl FsCore {
     /// A file is about to be deleted (unlink, or replaced by a rename): nothing of it may reach
     /// the drive once the call returns. Its queued upload is cancelled and a running one stopped
     /// (waited for: an upload that completed meanwhile is removed by the queue); it leaves the
-    /// tree, so a writer still open uploads nothing at close; its unsubmitted staging file and
-    /// journal entry go (open handles keep their descriptor), so a crash does not bring it back.
-    pub(super) async fn detach_pending(&self, ino: u64) {
-        let local = {
+    /// tree, so a writer still open uploads nothing at close. Its staged versions stay on disk
+    /// until the caller knows the deletion is done on the drive (`Detached::discard`, so a crash
+    /// does not bring the file back) or failed (`reattach`, so a failed unlink loses nothing).
+    pub(super) async fn detach_pending(&self, ino: u64) -> Detached {
+        let detached = {
             let _gate = lock(&self.upload_gate);
-            self.uploads.cancel(ino);
+            let queued = self.uploads.cancel(ino);
             let mut table = lock(&self.table);
-            table.get_mut(ino).and_then(|n| {
-                n.parent = 0;
-                n.local.clone()
-            })
+            let (parent, local) = table
+                .get_mut(ino)
+                .map(|n| (std::mem::replace(&mut n.parent, 0), n.local.clone()))
+                .unwrap_or_default();
+            Detached {
+                ino,
+                parent,
+                queued,
+                unsealed: local.filter(|c| !c.is_sealed()),
+            }
         };
-        if let Some(content) = local.filter(|c| !c.is_sealed()) {
-            remove_staged(&content.path);
-        }
         self.uploads.settle(ino).await;
+        detached
+    }
+
+    /// The deletion failed on the drive: the file is back in its folder with every pending
+    /// version queued again, as if nothing had happened.
+    pub(super) fn reattach(&self, detached: Detached) {
+        let _gate = lock(&self.upload_gate);
+        if let Some(n) = lock(&self.table).get_mut(detached.ino) {
+            n.parent = detached.parent;
+        }
+        for (target, staged) in detached.queued {
+            self.uploads.submit(detached.ino, target, staged);
+        }
     }
 
     /// Point a node at the result of its last completed upload, if the upload event has not
@@ -189,9 +205,11 @@ impl FsCore {
                 }
                 _ => {}
             }
-            if !target.is_dir() {
-                self.detach_pending(target_ino).await;
-            }
+            let detached = if target.is_dir() {
+                None
+            } else {
+                Some(self.detach_pending(target_ino).await)
+            };
             let target = self.adopt_upload(target_ino)?;
             let source_pending = !node.is_dir() && self.adopt_upload(node.ino)?.is_local_only();
             if !target.is_local_only() && source_pending {
@@ -201,11 +219,14 @@ impl FsCore {
                 displaced = Some(target.file_id.clone());
             } else if !target.is_local_only() {
                 if let Err(e) = self.remove_remote(&target.file_id).await {
-                    if let Some(n) = lock(&self.table).get_mut(target_ino) {
-                        n.parent = new_parent; // still on the drive: still in the folder
+                    if let Some(detached) = detached {
+                        self.reattach(detached);
                     }
                     return Err(e);
                 }
+            }
+            if let Some(detached) = detached {
+                detached.discard();
             }
             self.forget_removed(new_parent, new_name, &target).await;
         }
@@ -325,6 +346,29 @@ impl FsCore {
                 Some(n) if n.ino != ROOT_INO && n.parent != 0 => ino = n.parent,
                 _ => return false,
             }
+        }
+    }
+}
+
+/// The pending versions of a file being deleted, kept until the deletion is settled.
+pub(super) struct Detached {
+    ino: u64,
+    /// The folder it was in (0 when it was already detached).
+    parent: u64,
+    queued: Vec<(UploadTarget, PathBuf)>,
+    /// The version still open for writing, if any.
+    unsealed: Option<Arc<LocalContent>>,
+}
+
+impl Detached {
+    /// The deletion is done on the drive: the staged versions and their journal entries go
+    /// (open handles keep reading theirs through the descriptor).
+    pub(super) fn discard(self) {
+        for (_, staged) in &self.queued {
+            remove_staged(staged);
+        }
+        if let Some(content) = &self.unsealed {
+            remove_staged(&content.path);
         }
     }
 }

@@ -37,22 +37,8 @@ use crate::write::{Staging, UploadConfig, UploadQueue};
 
 const DIRS: [&str; 3] = ["", "x", "y"];
 const NAMES: [&str; 4] = ["f", "g", "x", "y"];
-/// Drive calls the generated faults hit. `trash` is left out: a failed trash during unlink
-/// hits a known FsCore bug (see `reftest_known_bug_failed_unlink_loses_open_writer`) that
-/// would make every CI run flaky; `FAULT_OPS_ALL` includes it for the ignored test.
-const FAULT_OPS: [&str; 10] = [
-    "list_folder",
-    "create_folder",
-    "rename",
-    "move_item",
-    "get",
-    "download_url",
-    "download_range",
-    "create_file",
-    "upload_part",
-    "complete_upload",
-];
-const FAULT_OPS_ALL: [&str; 11] = [
+/// Drive calls the generated faults hit.
+const FAULT_OPS: [&str; 11] = [
     "list_folder",
     "create_folder",
     "trash",
@@ -123,7 +109,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         1 => prop::sample::select(vec![0u64, 2, 30]).prop_map(Op::Latency),
         1 => (0..FAULT_OPS.len(), 1..3u32).prop_map(|(o, n)| {
             let name = FAULT_OPS[o];
-            Op::Fault(FAULT_OPS_ALL.iter().position(|x| *x == name).unwrap(), n)
+            Op::Fault(FAULT_OPS.iter().position(|x| *x == name).unwrap(), n)
         }),
         1 => Just(Op::Crash),
     ]
@@ -495,7 +481,7 @@ impl World {
                 Ok(vec![])
             }
             Op::Fault(o, n) => {
-                self.drive.fail_next(FAULT_OPS_ALL[*o], *n, || {
+                self.drive.fail_next(FAULT_OPS[*o], *n, || {
                     Error::Network("injected (reftest)".into())
                 });
                 Ok(vec![])
@@ -909,26 +895,13 @@ proptest! {
     }
 }
 
-/// KNOWN BUG in FsCore (found by this test, not fixed here). Minimal sequence:
-///
-/// ```text
-/// Create("y") ; Close ; Fault("trash", 1) ; Wait(250 ms: y uploads) ; Open("y", write, no
-/// trunc) ; Unlink("y") -> EIO (the injected trash failure) ; Write(h, 0, [0]) ; Create("f") ;
-/// at the end: close(h) -> flush fails with ENOENT (os error 2)
-/// ```
-///
-/// Expected (tmpfs, and FsCore's own promise "still on the drive: still in the folder"): the
-/// failed unlink leaves `y` in place with its open writer intact, so the write and the close
-/// succeed and `y` ends up holding `[0]`. Got: `unlink` calls `detach_pending` before
-/// `remove_remote`; that removes the open writer's unsealed staging file and journal entry,
-/// and when the trash call then fails only `n.parent` is restored. The writer's next FLUSH
-/// (`write_sidecar` opens the staged path) fails with ENOENT, so close() reports an error and
-/// the written data never reaches the drive. A rename replacing a target whose trash fails
-/// takes the same path.
+/// Found by the property test (now fixed): a failed unlink destroyed the open writer's
+/// staging file, so its close failed and the data never reached the drive. Sequence:
+/// Create("y") ; Close ; Fault("trash", 1) ; Wait(250 ms: y uploads) ; Open("y", write) ;
+/// Unlink("y") -> EIO ; Write(h, 0, [0]) ; Create("f") ; close(h) must succeed with y = [0].
 #[test]
-#[ignore = "known FsCore bug: a failed unlink destroys the open writer's staging file"]
-fn reftest_known_bug_failed_unlink_loses_open_writer() {
-    let trash = FAULT_OPS_ALL.iter().position(|x| *x == "trash").unwrap();
+fn a_failed_unlink_keeps_the_open_writer() {
+    let trash = FAULT_OPS.iter().position(|x| *x == "trash").unwrap();
     let ops = [
         Op::Create(0, 3, vec![]),
         Op::Close(0),
