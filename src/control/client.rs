@@ -65,17 +65,17 @@ fn ask<T>(
     let mp = m.mountpoint.display();
     let mut line = serde_json::to_vec(req).map_err(|e| e.to_string())?;
     line.push(b'\n');
-    stream
-        .write_all(&line)
-        .map_err(|e| format!("the daemon of {mp} closed the connection: {e}"))?;
+    // A refused peer gets its answer before the daemon reads the request: read it anyway.
+    let sent = stream.write_all(&line);
     let mut reader = BufReader::new(stream);
     loop {
         let mut answer = String::new();
         match reader.read_line(&mut answer) {
             Ok(0) => {
-                return Err(format!(
-                    "the daemon of {mp} closed the connection without answering"
-                ))
+                return Err(match &sent {
+                    Err(e) => format!("the daemon of {mp} closed the connection: {e}"),
+                    Ok(()) => format!("the daemon of {mp} closed the connection without answering"),
+                })
             }
             Ok(_) => {}
             Err(e)
@@ -208,11 +208,7 @@ pub fn table(s: &Status) -> String {
             "UPLOAD", "SIZE", "SENT", "%", "STATE", "ATTEMPTS", "LAST ERROR"
         );
         for u in &s.uploads {
-            let pct = if u.size == 0 {
-                100
-            } else {
-                u.sent * 100 / u.size
-            };
+            let pct = (u.sent * 100).checked_div(u.size).unwrap_or(100);
             o += &format!(
                 "{:<40} {:>9} {:>9} {:>4}% {:<10} {:>8}  {}\n",
                 u.path,

@@ -272,19 +272,18 @@ async fn sync(
         .collect();
     // A file closed just before the call may still wait for the kernel's RELEASE, which
     // queues its upload: give it a moment. Whatever is still open after that is a writer's.
-    let open = loop {
-        let open = core
-            .unqueued_writes()
+    let (jobs, open) = loop {
+        let (jobs, open) = core.uploads_snapshot();
+        let open = open
             .into_iter()
             .filter(|(_, p)| under(p, &wanted))
             .collect::<Vec<_>>();
         if open.is_empty() || started.elapsed() >= RELEASE_GRACE {
-            break open;
+            break (jobs, open);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let mut watched: Vec<Watched> = core
-        .pending_uploads()
+    let mut watched: Vec<Watched> = jobs
         .into_iter()
         .filter(|u| under(&u.path, &wanted))
         .map(|u| Watched {
@@ -293,6 +292,12 @@ async fn sync(
             progress: u.job.progress,
         })
         .collect();
+    debug!(
+        ?wanted,
+        watched = watched.len(),
+        open = open.len(),
+        "sync: waiting"
+    );
     let mut failed = Vec::new();
     let mut last_progress = Instant::now();
     loop {

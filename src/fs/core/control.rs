@@ -52,6 +52,13 @@ impl FsCore {
             .collect()
     }
 
+    /// `pending_uploads` and `unqueued_writes` at one instant: a file being queued right now
+    /// is in exactly one of them (the upload gate orders this against `submit_upload`).
+    pub fn uploads_snapshot(&self) -> (Vec<PendingUpload>, Vec<(u64, String)>) {
+        let _gate = lock(&self.upload_gate);
+        (self.pending_uploads(), self.unqueued_writes())
+    }
+
     /// Files open for reading from the drive: path and size.
     pub fn open_reads(&self) -> Vec<(String, u64)> {
         let inos: Vec<u64> = lock(&self.handles)
