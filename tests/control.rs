@@ -125,6 +125,20 @@ fn sync_returns_once_the_drive_holds_the_file() {
     let mut f = std::fs::File::create(m.path("photos/a.jpg")).unwrap();
     f.write_all(&data).unwrap();
     drop(f);
+    // A bounded wait gives up naming the file (sync of the folder, from outside it).
+    let o = cli(&[
+        "sync",
+        "--timeout",
+        "0.5",
+        m.path("photos").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("photos/a.jpg") && err.contains("still uploading"),
+        "{}",
+        text(&o)
+    );
     let t = Instant::now();
     let o = cli(&["sync", m.path("photos/a.jpg").to_str().unwrap()]);
     let took = t.elapsed();

@@ -209,8 +209,8 @@ pub fn table(s: &Status) -> String {
         );
         for u in &s.uploads {
             let pct = (u.sent * 100).checked_div(u.size).unwrap_or(100);
-            o += &format!(
-                "{:<40} {:>9} {:>9} {:>4}% {:<10} {:>8}  {}\n",
+            let row = format!(
+                "{:<40} {:>9} {:>9} {:>4}% {:<10} {:>8}  {}",
                 u.path,
                 size(u.size),
                 size(u.sent),
@@ -219,9 +219,11 @@ pub fn table(s: &Status) -> String {
                 u.attempts,
                 u.last_error.as_deref().unwrap_or("")
             );
+            o += row.trim_end();
+            o += "\n";
         }
         for w in &s.writing {
-            o += &format!("{w:<40} {:>9} {:>9} {:>5} {:<10}\n", "", "", "", "writing");
+            o += &format!("{w:<40} {:>9} {:>9} {:>5} writing\n", "", "", "");
         }
     }
     if !s.downloads.is_empty() {
