@@ -251,6 +251,34 @@ fn another_user_cannot_use_the_control_socket() {
     ));
     // The owner still gets through, and the daemon survived the refusals.
     assert!(status_json(&m)["mountpoint"] == mp);
+    // A bad request gets an error answer, not a dead daemon.
+    let index: serde_json::Value = std::fs::read_dir(&sockets)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+        .find(|v: &serde_json::Value| v["mountpoint"] == mp)
+        .expect("an index file names the mount point");
+    let socket = PathBuf::from(index["socket"].as_str().unwrap());
+    for bad in ["not json\n", "{\"op\":\"format_drive\"}\n"] {
+        let mut conn = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        conn.write_all(bad.as_bytes()).unwrap();
+        let mut answer = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(conn), &mut answer).unwrap();
+        let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!(answer["type"], "error", "{answer}");
+    }
+    assert!(status_json(&m)["mountpoint"] == mp);
+    // The socket and its index go at unmount.
+    m.unmount();
+    assert!(!socket.exists(), "socket removed at unmount");
+    let o = cli(&["status", mp]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no alipanfs mount found"),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]

@@ -157,11 +157,17 @@ fn status_once(mountpoint: Option<&Path>, json: bool) -> Result<(String, i32)> {
             }
             Err(e) => {
                 // Not this user's, or a dead daemon's leftover: say so, and go on.
-                out += &format!("{}: {e}\n\n", m.mountpoint.display());
-                eprintln!("alipanfs: {e}");
-                code = 1;
+                if json {
+                    eprintln!("alipanfs: {e}");
+                } else {
+                    out += &format!("{}: {e}\n\n", m.mountpoint.display());
+                }
             }
         }
+    }
+    // Exit 1 only when no mount answered.
+    if all.is_empty() {
+        code = 1;
     }
     if json {
         out = serde_json::to_string_pretty(&all).map_err(|e| e.to_string())? + "\n";
