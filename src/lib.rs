@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod control;
 pub mod drive;
 pub mod emulator;
 pub mod error;

@@ -114,6 +114,11 @@ impl Client {
         self.api.auth.status()
     }
 
+    /// API call counters (see `stats`).
+    pub fn api_stats(&self) -> &super::ApiStats {
+        &self.api.stats
+    }
+
     pub fn refresh_count(&self) -> u64 {
         self.api.auth.refresh_count()
     }

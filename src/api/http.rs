@@ -9,6 +9,7 @@ use super::config::{RateLimits, RetryPolicy};
 use super::errors::{is_token_error, map_api_error, parse_error_body};
 use super::limiter::{Class, RateLimiter};
 use super::retry::{parse_retry_after_ms, retry_after_wait, Retrier};
+use super::stats::ApiStats;
 use super::wire::decode;
 use crate::error::{Error, Result};
 
@@ -29,6 +30,7 @@ pub struct Api {
     pub auth: Auth,
     pub retry: RetryPolicy,
     pub timeout: Duration,
+    pub stats: ApiStats,
     list: RateLimiter,
     download_url: RateLimiter,
     other: RateLimiter,
@@ -49,6 +51,7 @@ impl Api {
             auth,
             retry,
             timeout,
+            stats: ApiStats::default(),
             list: RateLimiter::new(limits.list_per_sec),
             download_url: RateLimiter::new(limits.download_url_per_sec),
             other: RateLimiter::new(limits.other_per_sec),
@@ -73,12 +76,31 @@ impl Api {
         replay: Replay,
         body: impl Fn(&str) -> Result<serde_json::Value>,
     ) -> Result<T> {
+        let result = self.call_counted(endpoint, class, replay, body).await;
+        // A matched pre-hash probe is an answer, not a failure.
+        if result
+            .as_ref()
+            .is_err_and(|e| !matches!(e, Error::PreHashMatched))
+        {
+            self.stats.error(endpoint);
+        }
+        result
+    }
+
+    async fn call_counted<T: DeserializeOwned>(
+        &self,
+        endpoint: &'static str,
+        class: Class,
+        replay: Replay,
+        body: impl Fn(&str) -> Result<serde_json::Value>,
+    ) -> Result<T> {
         let url = format!("{}/adrive/v1.0/{endpoint}", self.base);
         let mut retrier = Retrier::new(self.retry);
         let mut token_replayed = false;
         let (mut token, mut gen) = self.auth.access_token().await?;
         loop {
-            self.limiter(class).acquire().await;
+            let waited = self.limiter(class).acquire().await;
+            self.stats.call(endpoint, waited);
             retrier.attempts += 1;
             let json = body(&token)?;
             let started = tokio::time::Instant::now();
@@ -144,6 +166,7 @@ impl Api {
                 continue;
             }
             if status == 429 || err.code == "TooManyRequests" {
+                self.stats.throttled(endpoint);
                 let wait = match retry_after {
                     Some(ms) => retry_after_wait(ms),
                     None => retrier.backoff(),

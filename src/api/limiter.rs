@@ -50,11 +50,13 @@ impl RateLimiter {
         slot - now
     }
 
-    pub async fn acquire(&self) {
+    /// Waits for the next slot; returns how long that was (for the status counters).
+    pub async fn acquire(&self) -> Duration {
         let wait = self.reserve();
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
+        wait
     }
 }
 

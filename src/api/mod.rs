@@ -9,6 +9,7 @@
 //! - `errors`  — error bodies (JSON, OSS XML, HTML, empty) → `crate::error::Error`;
 //! - `wire`    — tolerant serde types of the wire format and their conversion to domain types;
 //! - `http`    — one API call: limiter, bearer token, retries, token replay, logging;
+//! - `stats`   — per-endpoint call, wait, 429 and error counters for `alipanfs status`;
 //! - `data`    — the data plane: ranged downloads and part uploads on signed URLs;
 //! - `client`  — `Client`, tying it together and implementing `Drive`.
 
@@ -21,10 +22,12 @@ mod errors;
 mod http;
 mod limiter;
 mod retry;
+mod stats;
 mod token;
 pub mod wire;
 
 pub use client::Client;
 pub use config::{ClientConfig, RateLimits, RetryPolicy};
 pub use data::oss_expires;
+pub use stats::{ApiStats, EndpointStats};
 pub use token::{jwt_sub, store_refresh_token, TokenStatus, TokenStore};

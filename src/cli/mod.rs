@@ -1,4 +1,4 @@
-//! The command line: `alipanfs mount | emulator | about | token set | completions | man`.
+//! The command line: `alipanfs mount | status | sync | emulator | about | token set | completions | man`.
 
 pub mod daemon;
 pub mod helper;
@@ -41,6 +41,10 @@ pub struct Cli {
 pub enum Command {
     /// Mount the drive at MOUNTPOINT.
     Mount(MountArgs),
+    /// Show what a running mount is doing: uploads, reads, API calls, token age.
+    Status(StatusArgs),
+    /// Wait until files closed before the call are on the drive and verified.
+    Sync(SyncArgs),
     /// Serve an emulator of the Open API on 127.0.0.1 (for tests, benchmarks and the demo).
     Emulator(EmulatorArgs),
     /// Show the signed-in user, drive, space and token store.
@@ -75,6 +79,27 @@ pub struct MountArgs {
     pub demo: bool,
     #[command(flatten)]
     pub options: MountOptions,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// The mount point, or a path inside the mount [default: every mount of this user].
+    pub mountpoint: Option<PathBuf>,
+    /// Print JSON (one object for a MOUNTPOINT, else an array).
+    #[arg(long)]
+    pub json: bool,
+    /// Redraw every second until interrupted.
+    #[arg(long)]
+    pub watch: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SyncArgs {
+    /// Files or folders inside a mount [default: the whole mount of the current directory].
+    pub paths: Vec<PathBuf>,
+    /// Give up after this many seconds, naming what is still uploading (exit 1).
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<f64>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -169,6 +194,14 @@ pub fn main() -> i32 {
         }
     };
     let cli = Cli::parse_from(&argv);
+    // The control commands print their own one-line errors, without log lines.
+    match &cli.command {
+        Command::Status(a) => {
+            return crate::control::client::status(a.mountpoint.as_deref(), a.json, a.watch)
+        }
+        Command::Sync(a) => return crate::control::client::sync(&a.paths, a.timeout),
+        _ => {}
+    }
     init_logging(&cli.log_level);
     match run(cli, argv) {
         Ok(()) => 0,
@@ -222,6 +255,7 @@ fn settings(cli: MountOptions, o: &[String], config: Option<PathBuf>) -> Result<
 fn run(cli: Cli, argv: Vec<std::ffi::OsString>) -> Result<()> {
     match cli.command {
         Command::Mount(args) => run_mount(args, argv),
+        Command::Status(_) | Command::Sync(_) => Ok(()), // handled in `main`
         Command::Emulator(args) => run_emulator(args),
         Command::About(args) => run_about(args),
         Command::Token(TokenCommand::Set { token_file }) => {
@@ -299,6 +333,16 @@ fn run_mount(args: MountArgs, argv: Vec<std::ffi::OsString>) -> Result<()> {
     let core = rt.block_on(async {
         mount::build_core(client.clone() as Arc<dyn crate::drive::Drive>, &s)
     })?;
+    // `status` and `sync` talk to this; the mount works without it. Dropped (socket removed)
+    // once the mount has ended and its uploads drained.
+    let _control = rt
+        .block_on(async {
+            crate::control::server::start(core.clone(), client.clone(), &mountpoint)
+        })
+        .inspect_err(|e| {
+            tracing::warn!("no control socket (status and sync will not see this mount): {e}")
+        })
+        .ok();
     let result = mount::serve(&rt, core, &mountpoint, &s, || {
         notify::ready();
         daemon::report_ready();

@@ -128,6 +128,29 @@ impl InodeTable {
         self.by_file_id.get(file_id).copied()
     }
 
+    /// Node `ino`'s path below the mount root ("" for the root), by display names; None for
+    /// an unknown or unlinked node.
+    pub fn path_of(&self, ino: u64) -> Option<String> {
+        let mut names = Vec::new();
+        let mut at = ino;
+        // Bounded walk: parents never cycle, but a bug must not hang the control socket.
+        for _ in 0..4096 {
+            if at == ROOT_INO {
+                names.reverse();
+                return Some(names.join("/"));
+            }
+            let node = self.nodes.get(&at).filter(|n| !n.is_detached())?;
+            names.push(node.name.as_str());
+            at = node.parent;
+        }
+        None
+    }
+
+    /// Nodes holding local content (written through the mount, not on the drive yet).
+    pub fn with_local(&self) -> impl Iterator<Item = u64> + '_ {
+        self.with_local.iter().copied()
+    }
+
     pub fn len(&self) -> usize {
         self.nodes.len()
     }

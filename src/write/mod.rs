@@ -8,6 +8,7 @@
 
 pub mod local;
 pub mod parts;
+pub mod progress;
 pub mod queue;
 pub mod staging;
 pub mod stream;
@@ -22,7 +23,8 @@ pub(crate) mod testdrive;
 #[cfg(test)]
 mod upload_tests;
 
-pub use queue::{UploadEvent, UploadQueue};
+pub use progress::{JobProgress, Outcome};
+pub use queue::{JobInfo, UploadEvent, UploadQueue};
 pub use staging::{StagedFile, Staging};
 pub use stream::{StreamTarget, Streams, WriteStream};
 pub use upload::{upload_file, UploadConfig, UploadTarget};

@@ -226,6 +226,7 @@ impl<'a> PartSender<'a> {
             )))
         })?;
         tracing::debug!(file_id = self.file_id, why, next, "resynced upload parts");
+        super::progress::sent_so_far(self.part_offset(next).min(self.size));
         Ok(next)
     }
 
@@ -267,6 +268,7 @@ impl<'a> PartSender<'a> {
             let url = self.url_for(n).await?;
             match self.drive.upload_part(&url, body.clone()).await {
                 Ok(_etag) => {
+                    super::progress::part_sent(body.len() as u64);
                     // Sent parts never need their URL again; keep the map small on huge files.
                     self.urls.remove(&n);
                     return Ok(Sent::Done);

@@ -29,6 +29,7 @@ use tokio::time::Instant;
 use crate::drive::{Drive, RemoteItem};
 use crate::error::Error;
 use crate::write::parts;
+use crate::write::progress::{self, JobProgress, Outcome};
 use crate::write::staging::{remove_staged, write_sidecar, write_sidecar_of, Closed};
 use crate::write::stream::{StreamTarget, Streams, WriteStream};
 use crate::write::upload::{adopt_landed, upload_file, UploadConfig, UploadTarget};
@@ -63,6 +64,19 @@ struct Job {
     resumed: bool,
     /// The upload begun while the file was written, if any: used by the first attempt only.
     stream: Option<Arc<WriteStream>>,
+    /// Attempts, bytes sent and outcome, for `status` and `sync`.
+    progress: Arc<JobProgress>,
+}
+
+/// A job as `status` and `sync` see it.
+#[derive(Debug, Clone)]
+pub struct JobInfo {
+    pub key: u64,
+    pub parent_file_id: String,
+    pub name: String,
+    pub size: u64,
+    pub running: bool,
+    pub progress: Arc<JobProgress>,
 }
 
 impl Job {
@@ -202,6 +216,7 @@ impl UploadQueue {
             queued_at: Instant::now(),
             resumed: false,
             stream,
+            progress: JobProgress::new(),
         };
         let mut slots = self.lock();
         let spawn = !slots.contains_key(&key);
@@ -216,6 +231,7 @@ impl UploadQueue {
         let mut superseded = None;
         if let Some(old) = slot.waiting.replace(job.clone()) {
             old.drop_stream();
+            old.progress.end(Outcome::Superseded);
             if old.staged != job.staged && !is_running(slot, &old.staged) {
                 tracing::debug!(key, old = %old.staged.display(), "superseded by a newer version");
                 superseded = Some(old.staged);
@@ -252,6 +268,27 @@ impl UploadQueue {
             .flat_map(|s| s.waiting.iter().chain(s.running.iter()))
             .map(|j| j.size)
             .sum()
+    }
+
+    /// Every job waiting or running, with its progress record.
+    pub fn jobs(&self) -> Vec<JobInfo> {
+        let slots = self.lock();
+        let mut out = Vec::new();
+        for (key, slot) in slots.iter() {
+            for (job, running) in [(&slot.running, true), (&slot.waiting, false)] {
+                if let Some(j) = job {
+                    out.push(JobInfo {
+                        key: *key,
+                        parent_file_id: j.target.parent_file_id.clone(),
+                        name: j.target.name.clone(),
+                        size: j.size,
+                        running,
+                        progress: j.progress.clone(),
+                    });
+                }
+            }
+        }
+        out
     }
 
     pub fn is_pending(&self, key: u64) -> bool {
@@ -294,6 +331,7 @@ impl UploadQueue {
             .flatten()
         {
             job.drop_stream();
+            job.progress.end(Outcome::Cancelled);
             if !taken.iter().any(|(_, staged)| *staged == job.staged) {
                 taken.push((job.target, job.staged));
             }
@@ -439,6 +477,7 @@ impl UploadQueue {
             let Some(abort) = self.lock().get(&key).map(|s| s.abort.clone()) else {
                 return;
             };
+            job.progress.begin_attempt();
             let first = stream.take();
             let upload = async {
                 let _permit = self.permits.acquire().await;
@@ -477,12 +516,13 @@ impl UploadQueue {
                 Some(result.map(|item| (item, target)))
             };
             let result = tokio::select! {
-                result = upload => result,
+                result = progress::scope(job.progress.clone(), upload) => result,
                 () = abort.notified() => {
                     if let Some(s) = &first {
                         s.abandon("stopped by a rename or delete");
                     }
                     if self.is_cancelled(key) {
+                        job.progress.end(Outcome::Cancelled);
                         tracing::info!(key, path = %job.staged.display(), "upload stopped: the file was deleted");
                         self.clear_cancelled(key);
                         return;
@@ -493,6 +533,7 @@ impl UploadQueue {
                 }
             };
             let Some(result) = result else {
+                job.progress.end(Outcome::Superseded);
                 tracing::info!(key, path = %job.staged.display(), "older version skipped: a newer version is queued");
                 self.drop_job(key, &job);
                 return;
@@ -513,6 +554,7 @@ impl UploadQueue {
                         }
                     };
                     if outcome == Finish::Cancelled {
+                        job.progress.end(Outcome::Cancelled);
                         tracing::info!(key, file_id = %item.file_id, "file deleted while uploading; removing the upload");
                         let removed = if self.cfg.delete_permanently {
                             self.drive.delete(&item.file_id).await
@@ -536,6 +578,9 @@ impl UploadQueue {
                 {
                     // Nothing left to upload: retrying would fail forever.
                     tracing::error!(key, path = %job.staged.display(), "staged file vanished; upload abandoned");
+                    job.progress
+                        .failed(format!("staged file vanished: {e}"), true);
+                    job.progress.end(Outcome::Abandoned);
                     let _ = self.events.send(UploadEvent {
                         key,
                         staged: job.staged.clone(),
@@ -546,6 +591,8 @@ impl UploadQueue {
                 }
                 Err(e) => {
                     let quota = matches!(e, Error::QuotaExhausted(_));
+                    job.progress
+                        .failed(e.to_string(), quota || !e.is_transient());
                     if quota {
                         backoff = backoff.max(QUOTA_BACKOFF);
                         tracing::error!(key, path = %job.staged.display(), attempt,
@@ -560,6 +607,7 @@ impl UploadQueue {
                         outcome: Err(e.to_string()),
                     });
                     if self.wait_or_superseded(key, backoff).await {
+                        job.progress.end(Outcome::Superseded);
                         tracing::info!(key, path = %job.staged.display(), "failed older version dropped: a newer version is queued");
                         self.drop_job(key, &job);
                         return;
@@ -591,6 +639,7 @@ impl UploadQueue {
             .as_ref()
             .is_some_and(|w| w.staged == job.staged)
         {
+            job.progress.end(Outcome::Superseded);
             drop(slots);
             remove_staged(&job.staged);
         }
@@ -696,6 +745,7 @@ impl UploadQueue {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(key, item.file_id.clone());
+        job.progress.end(Outcome::Uploaded);
         slot.running = None;
         let mut reused = false;
         let mut journal = None;

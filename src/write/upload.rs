@@ -206,6 +206,7 @@ async fn upload_content(
                 ))
             }
         };
+        crate::write::progress::sent_so_far(0);
         let mut sender = PartSender::new(
             drive,
             local,

@@ -162,8 +162,10 @@ impl FsCore {
     }
 
     pub(super) fn submit_upload(&self, ino: u64, content: &Arc<LocalContent>) -> Result<()> {
-        content.seal();
+        // Sealed under the gate, so `control`'s snapshot sees a file either still unsealed or
+        // already queued, never in between.
         let _gate = lock(&self.upload_gate);
+        content.seal();
         let Some(target) = self.upload_target(ino) else {
             return Ok(()); // deleted while open: nothing to upload
         };

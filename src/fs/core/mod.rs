@@ -7,12 +7,15 @@
 //! `dir_cache_ttl`. Changes made through the mount edit the cached listings in place (no
 //! re-listing after every create), so `tar -x` of 500 files costs one listing, not 500.
 
+mod control;
 mod handles;
 mod listing;
 mod namespace;
 #[cfg(test)]
 mod reftest;
 mod uploads;
+
+pub use control::PendingUpload;
 
 pub use listing::Listing;
 

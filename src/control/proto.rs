@@ -1,0 +1,107 @@
+//! The control protocol. The client sends one JSON line (`Request`); the daemon answers one
+//! JSON line (`Response`), except `sync`, which answers `SyncProgress` lines (about once a
+//! second, so the client can tell a live daemon from a hung one) and then one `SyncDone`.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    /// Wait for the files under `paths` (relative to the mount root, "" for all of it).
+    Sync {
+        paths: Vec<String>,
+        #[serde(default)]
+        timeout_secs: Option<f64>,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Response {
+    Status(Status),
+    SyncProgress { pending: Vec<String> },
+    SyncDone(SyncResult),
+    Error { message: String },
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Status {
+    pub mountpoint: String,
+    pub pid: u32,
+    pub uploads: Vec<Upload>,
+    /// Files written and not queued yet (still open, or their close is being processed).
+    #[serde(default)]
+    pub writing: Vec<String>,
+    /// Files open for reading from the drive.
+    pub downloads: Vec<Download>,
+    pub api: Vec<Endpoint>,
+    pub throttled_last_minute: u64,
+    pub errors_last_minute: u64,
+    /// Seconds since the refresh token was last rotated (or the token store written).
+    pub token_age_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Upload {
+    pub path: String,
+    pub size: u64,
+    pub sent: u64,
+    /// waiting, uploading, retrying, blocked (needs the user: full drive, refused name).
+    pub state: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Download {
+    pub path: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Endpoint {
+    pub endpoint: String,
+    pub calls: u64,
+    pub limiter_waits: u64,
+    pub limiter_wait_ms: u64,
+    pub throttled: u64,
+    pub errors: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SyncResult {
+    /// Files whose upload failed and will not succeed without the user.
+    pub failed: Vec<FileError>,
+    /// Files still uploading when the timeout ran out.
+    pub pending: Vec<String>,
+    /// Files still open for writing: not closed before the call, so not waited for.
+    pub open: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileError {
+    pub path: String,
+    pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_one_json_line() {
+        let r = Request::Sync {
+            paths: vec!["a b/c".into()],
+            timeout_secs: Some(1.5),
+        };
+        let line = serde_json::to_string(&r).unwrap();
+        assert!(!line.contains('\n'));
+        assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), r);
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"op":"status"}"#).unwrap(),
+            Request::Status
+        );
+        assert!(serde_json::from_str::<Request>(r#"{"op":"format_drive"}"#).is_err());
+    }
+}

@@ -1,0 +1,122 @@
+//! What `alipanfs status` and `alipanfs sync` see of an upload job: one small record per job,
+//! shared (Arc) between the queue, which writes it, and the control socket, which reads it.
+//!
+//! Bytes sent are counted where parts go out (`parts::PartSender`) through a task-local, so
+//! the upload code needs no extra parameter: the queue runs each attempt inside `scope`.
+//! Parts sent by a stream (upload while writing) run on the stream's own task and are not
+//! counted until the queue's attempt takes over.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// How a job ended (or that it has not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Outcome {
+    Pending = 0,
+    /// On the drive and verified.
+    Uploaded = 1,
+    /// A newer version of the file replaced this job.
+    Superseded = 2,
+    /// The file was deleted through the mount.
+    Cancelled = 3,
+    /// Given up (the staged file vanished).
+    Abandoned = 4,
+}
+
+#[derive(Debug, Default)]
+pub struct JobProgress {
+    sent: AtomicU64,
+    attempts: AtomicU32,
+    outcome: AtomicU8,
+    /// The last attempt failed and the next has not begun (backoff).
+    failed_last: AtomicBool,
+    /// The last attempt's error, and whether retrying cannot help by itself (a full drive, a
+    /// refused name): `sync` reports such a job instead of waiting for it.
+    last_error: Mutex<Option<(String, bool)>>,
+}
+
+impl JobProgress {
+    pub fn new() -> Arc<JobProgress> {
+        Arc::new(JobProgress::default())
+    }
+
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    pub fn attempts(&self) -> u32 {
+        self.attempts.load(Ordering::Relaxed)
+    }
+
+    pub fn outcome(&self) -> Outcome {
+        match self.outcome.load(Ordering::Acquire) {
+            1 => Outcome::Uploaded,
+            2 => Outcome::Superseded,
+            3 => Outcome::Cancelled,
+            4 => Outcome::Abandoned,
+            _ => Outcome::Pending,
+        }
+    }
+
+    /// The last attempt's error and whether it needs the user (quota, refused name).
+    pub fn last_error(&self) -> Option<(String, bool)> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The last attempt failed and the job waits to retry.
+    pub fn is_backing_off(&self) -> bool {
+        self.failed_last.load(Ordering::Relaxed)
+    }
+
+    /// The last attempt failed with an error that retrying alone will not fix.
+    pub fn is_blocked(&self) -> Option<String> {
+        if !self.is_backing_off() {
+            return None;
+        }
+        self.last_error().filter(|(_, user)| *user).map(|(e, _)| e)
+    }
+
+    pub(crate) fn begin_attempt(&self) {
+        self.failed_last.store(false, Ordering::Relaxed);
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+        self.sent.store(0, Ordering::Relaxed);
+    }
+
+    pub(crate) fn failed(&self, error: String, needs_user: bool) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some((error, needs_user));
+        self.failed_last.store(true, Ordering::Relaxed);
+    }
+
+    /// The first end wins: a job is superseded or uploaded once.
+    pub(crate) fn end(&self, outcome: Outcome) {
+        let _ = self.outcome.compare_exchange(
+            Outcome::Pending as u8,
+            outcome as u8,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+}
+
+tokio::task_local! {
+    static CURRENT: Arc<JobProgress>;
+}
+
+/// Run an upload attempt with `progress` as the record its parts count into.
+pub async fn scope<F: std::future::Future>(progress: Arc<JobProgress>, f: F) -> F::Output {
+    CURRENT.scope(progress, f).await
+}
+
+/// A part of `len` bytes was accepted by the drive.
+pub fn part_sent(len: u64) {
+    let _ = CURRENT.try_with(|p| p.sent.fetch_add(len, Ordering::Relaxed));
+}
+
+/// A fresh session, or a resync, restarts the count at `offset`.
+pub fn sent_so_far(offset: u64) {
+    let _ = CURRENT.try_with(|p| p.sent.store(offset, Ordering::Relaxed));
+}
