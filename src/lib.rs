@@ -16,6 +16,7 @@ pub mod hashing;
 pub mod read;
 pub mod redact;
 pub mod timefmt;
+pub mod units;
 pub mod write;
 
 pub use error::{Error, Result};

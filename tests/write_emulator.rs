@@ -270,3 +270,40 @@ async fn empty_file() {
     assert_eq!(entry.sha1, Some(hashing::sha1_hex(b"")));
     assert_eq!(e.emu.call_count("data/put"), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_part_is_put_at_most_part_send_attempts_times_per_upload() {
+    use alipanfs::api::retry::PART_SEND_ATTEMPTS;
+    let e = env(|_| {}).await;
+    // Every part PUT fails (500 or a dropped connection); API calls pass.
+    e.emu.set_faults(Faults {
+        put_failure_rate: 1.0,
+        ..Faults::default()
+    });
+    let content = data(250 * KIB, 77);
+    let local = e.file("doomed.bin", &content);
+    e.emu.reset_calls();
+    let err = upload_file(
+        &*e.drive,
+        &small_parts(),
+        &target("doomed.bin"),
+        &local,
+        None,
+    )
+    .await
+    .expect_err("no part can land");
+    let puts = e.emu.part_puts();
+    eprintln!("PUTs per (upload, part): {puts:?}; error: {err}");
+    assert!(!puts.is_empty(), "parts were tried");
+    // One upload attempt: whatever sessions it opened, part 1 (the only one reached) went out at
+    // most N times in all, and exactly N (the retries are used, not multiplied).
+    let per_part: u64 = puts
+        .iter()
+        .filter(|((_, part), _)| *part == 1)
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(per_part, u64::from(PART_SEND_ATTEMPTS), "{puts:?}");
+    assert!(puts.keys().all(|(_, part)| *part == 1), "{puts:?}");
+    assert_eq!(e.emu.call_count("data/put"), u64::from(PART_SEND_ATTEMPTS));
+    assert!(e.visible("doomed.bin").is_empty());
+}

@@ -490,7 +490,7 @@ impl Drive for Client {
     }
 
     async fn upload_part(&self, part: &PartUrl, body: Bytes) -> Result<Option<String>> {
-        data::upload_part(&self.api.http, self.cfg.retry, part, body).await
+        data::upload_part(&self.api.http, part, body).await
     }
 
     async fn uploaded_parts(&self, file_id: &str, upload_id: &str) -> Result<Vec<UploadedPart>> {

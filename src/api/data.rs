@@ -12,7 +12,7 @@ use super::bufpool::BufferPool;
 
 use super::config::RetryPolicy;
 use super::errors::{map_data_error, parse_error_body};
-use super::retry::Retrier;
+use super::retry::{parse_retry_after_ms, Retrier};
 use crate::drive::{DownloadUrl, PartUrl};
 use crate::error::{Error, Result};
 use crate::redact;
@@ -209,64 +209,61 @@ async fn download_once(
     }
 }
 
-/// PUTs one part with Content-Length and no Content-Type (the signature covers it).
-/// Retried only when the bytes surely did not land (connection refused, 5xx); otherwise the
-/// caller checks `listUploadedParts` (a replay would meet 409 PartAlreadyExist anyway).
+/// PUTs one part with Content-Length and no Content-Type (the signature covers it), once: the
+/// part sender owns the retries (`retry::PART_SEND_ATTEMPTS`), so the layers do not multiply.
+/// A 5xx is an `Error::Api` and a dropped connection an `Error::Network`, both transient; a
+/// replay after a lost answer meets 409 PartAlreadyExist, which the sender checks against
+/// `listUploadedParts`.
 pub async fn upload_part(
     http: &reqwest::Client,
-    retry: RetryPolicy,
     part: &PartUrl,
     body: Bytes,
 ) -> Result<Option<String>> {
-    let mut retrier = Retrier::new(retry);
-    loop {
-        retrier.attempts += 1;
-        let started = tokio::time::Instant::now();
-        let sent = http
-            .put(&part.upload_url)
-            .header(reqwest::header::CONTENT_LENGTH, body.len())
-            .body(body.clone())
-            .send()
-            .await;
-        let err = match sent {
-            Err(e) if e.is_connect() => Error::Network(format!("upload part: {}", e.without_url())),
-            Err(e) => return Err(Error::Network(format!("upload part: {}", e.without_url()))),
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                let etag = resp
-                    .headers()
-                    .get(reqwest::header::ETAG)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
-                let bytes = resp.bytes().await.unwrap_or_default();
-                tracing::debug!(
-                    url = %redact::url(&part.upload_url),
-                    part = part.part_number,
-                    status,
-                    size = body.len(),
-                    ms = started.elapsed().as_millis() as u64,
-                    "data put"
-                );
-                if (200..300).contains(&status) {
-                    return Ok(etag);
-                }
-                let e = parse_error_body(&bytes);
-                if status < 500 {
-                    return Err(map_data_error(status, e));
-                }
-                Error::Api {
-                    status,
-                    code: e.code,
-                    message: e.message,
-                }
-            }
-        };
-        let wait = retrier.backoff();
-        if !retrier.may_retry_after(wait) {
-            return Err(err);
-        }
-        tokio::time::sleep(wait).await;
+    let started = tokio::time::Instant::now();
+    let sent = http
+        .put(&part.upload_url)
+        .header(reqwest::header::CONTENT_LENGTH, body.len())
+        .body(body.clone())
+        .send()
+        .await;
+    let resp = sent.map_err(|e| Error::Network(format!("upload part: {}", e.without_url())))?;
+    let status = resp.status().as_u16();
+    let etag = resp
+        .headers()
+        .get(reqwest::header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let retry_after = resp
+        .headers()
+        .get("x-retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after_ms);
+    let bytes = resp.bytes().await.unwrap_or_default();
+    tracing::debug!(
+        url = %redact::url(&part.upload_url),
+        part = part.part_number,
+        status,
+        size = body.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "data put"
+    );
+    if (200..300).contains(&status) {
+        return Ok(etag);
     }
+    let e = parse_error_body(&bytes);
+    if status == 429 {
+        return Err(Error::RateLimited {
+            retry_after: retry_after.map(Duration::from_millis),
+        });
+    }
+    if status < 500 {
+        return Err(map_data_error(status, e));
+    }
+    Err(Error::Api {
+        status,
+        code: e.code,
+        message: e.message,
+    })
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! - `token`   — the on-disk token store (atomic, 0600) and JWT `sub` decoding;
 //! - `auth`    — access-token lifetime, single-flight refresh, rotation persisted before use;
 //! - `limiter` — client-side token buckets per endpoint class;
-//! - `retry`   — backoff arithmetic;
+//! - `retry`   — the one retry policy: backoff with jitter, budgets, per-layer attempt counts;
 //! - `errors`  — error bodies (JSON, OSS XML, HTML, empty) → `crate::error::Error`;
 //! - `wire`    — tolerant serde types of the wire format and their conversion to domain types;
 //! - `http`    — one API call: limiter, bearer token, retries, token replay, logging;
@@ -21,7 +21,7 @@ mod data;
 mod errors;
 mod http;
 mod limiter;
-mod retry;
+pub mod retry;
 mod stats;
 mod token;
 pub mod wire;

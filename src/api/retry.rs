@@ -1,10 +1,69 @@
-//! Backoff arithmetic for retries (the loop itself lives in `http` and `data`).
+//! The one retry policy: backoff with jitter, the retry budgets, and how often each layer
+//! retries. Every retry loop in the crate takes its waits from here (`Retrier` for API calls,
+//! `Backoff` for the loops above them: part PUTs, idempotent calls repeated by the writer, the
+//! upload queue, the read path, startup), so there is one formula to reason about.
+//!
+//! Layers do not multiply: a data PUT (`data::upload_part`) is sent once per call, and only the
+//! part sender retries it, at most [`PART_SEND_ATTEMPTS`] times per part and session.
 
 use std::time::Duration;
 
 use rand::Rng;
 
 use super::config::RetryPolicy;
+
+/// Times one part is PUT within one upload session before that upload attempt gives up (the
+/// upload queue then retries the whole file later, with its own backoff). Counts every PUT of the
+/// part, the first included: transient errors (5xx, dropped connections, 429) use them up; a PUT
+/// answered "URL expired" is renewed and resent without counting (bounded separately). The
+/// data layer itself never retries a PUT, so this is the whole budget. README says this number.
+pub const PART_SEND_ATTEMPTS: u32 = 6;
+
+/// Exponential backoff with jitter: with d = base·2^(attempt-1) capped at `max`, the wait is
+/// uniformly in [d/2, d] (`unit` in [0, 1) is the jitter draw). `attempt` counts tries made
+/// (≥ 1). Jitter keeps many clients (or tasks) that failed together from retrying together.
+pub fn backoff(base: Duration, max: Duration, attempt: u32, unit: f64) -> Duration {
+    let exp = attempt.saturating_sub(1).min(20);
+    let full = base.saturating_mul(1u32 << exp).min(max);
+    full.mul_f64(0.5 + 0.5 * unit.clamp(0.0, 1.0))
+}
+
+/// [`backoff`] with a fresh jitter draw.
+pub fn jittered(base: Duration, max: Duration, attempt: u32) -> Duration {
+    backoff(base, max, attempt, rand::thread_rng().gen::<f64>())
+}
+
+/// `d` with jitter: uniformly in [d/2, d] (for a loop that grows its own wait, like the upload
+/// queue's, whose quota case jumps straight to a long wait).
+pub fn jitter(d: Duration) -> Duration {
+    d.mul_f64(0.5 + 0.5 * rand::thread_rng().gen::<f64>())
+}
+
+/// A backoff sequence for a loop that keeps its own count of tries: each `next` is the
+/// [`jittered`] wait after one more failed try.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    base: Duration,
+    max: Duration,
+    /// Failed tries so far.
+    pub failures: u32,
+}
+
+impl Backoff {
+    pub fn new(base: Duration, max: Duration) -> Self {
+        Backoff {
+            base,
+            max,
+            failures: 0,
+        }
+    }
+
+    /// The wait before the next try, counting one more failure.
+    pub fn next_wait(&mut self) -> Duration {
+        self.failures += 1;
+        jittered(self.base, self.max, self.failures)
+    }
+}
 
 /// Tracks one request's retries against the policy's attempt count and time budget.
 #[derive(Debug)]
@@ -24,8 +83,7 @@ impl Retrier {
         }
     }
 
-    /// Exponential backoff with jitter: uniformly in [d/2, d] where d = base·2^(n-1) capped at
-    /// max. Jitter keeps many clients (or tasks) that failed together from retrying together.
+    /// The policy's [`backoff`] after `attempts` tries.
     pub fn backoff(&self) -> Duration {
         backoff_for(&self.policy, self.attempts, rand::thread_rng().gen::<f64>())
     }
@@ -40,12 +98,7 @@ impl Retrier {
 
 /// `attempt` is the number of tries already made (≥ 1); `unit` in [0, 1) is the jitter draw.
 pub fn backoff_for(policy: &RetryPolicy, attempt: u32, unit: f64) -> Duration {
-    let exp = attempt.saturating_sub(1).min(20);
-    let full = policy
-        .base_delay
-        .saturating_mul(1u32 << exp)
-        .min(policy.max_delay);
-    full.mul_f64(0.5 + 0.5 * unit.clamp(0.0, 1.0))
+    backoff(policy.base_delay, policy.max_delay, attempt, unit)
 }
 
 /// The wait a 429 asks for: its `x-retry-after` (milliseconds) plus a little jitter, so a
@@ -90,6 +143,36 @@ mod tests {
         assert_eq!(backoff_for(&p, 5, 1.0), Duration::from_secs(1));
         assert_eq!(backoff_for(&p, 60, 1.0), Duration::from_secs(1));
         assert_eq!(backoff_for(&p, 60, 0.0), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn backoff_bounds_jitter_and_cap() {
+        let (base, max) = (Duration::from_millis(200), Duration::from_secs(10));
+        for attempt in 1..=40u32 {
+            let full = base.saturating_mul(1 << (attempt - 1).min(20)).min(max);
+            // Bounds: the jitter keeps every wait in [full/2, full].
+            assert_eq!(backoff(base, max, attempt, 0.0), full / 2);
+            assert_eq!(backoff(base, max, attempt, 1.0), full);
+            for _ in 0..20 {
+                let w = jittered(base, max, attempt);
+                assert!(w >= full / 2 && w <= full, "attempt {attempt}: {w:?}");
+            }
+        }
+        // Cap: never above max, however many tries (no overflow at huge counts either).
+        assert_eq!(backoff(base, max, u32::MAX, 1.0), max);
+        assert_eq!(backoff(base, max, 0, 1.0), base);
+        // Out-of-range draws are clamped.
+        assert_eq!(backoff(base, max, 1, 7.0), base);
+        assert_eq!(backoff(base, max, 1, -1.0), base / 2);
+        // Jitter: draws differ (200 identical draws from a uniform would be a broken rng).
+        let draws: std::collections::HashSet<Duration> =
+            (0..200).map(|_| jittered(base, max, 5)).collect();
+        assert!(draws.len() > 10, "jitter spreads the waits");
+        // The sequence doubles up to the cap.
+        let mut b = Backoff::new(base, max);
+        let waits: Vec<Duration> = (0..10).map(|_| b.next_wait()).collect();
+        assert_eq!(b.failures, 10);
+        assert!(waits[0] <= base && waits[9] >= max / 2 && waits.iter().all(|w| *w <= max));
     }
 
     #[tokio::test]

@@ -413,14 +413,14 @@ fn run_about(args: AboutArgs) -> Result<()> {
         let info = client.init().await?;
         let space = crate::drive::Drive::space_info(&client).await?;
         let status = client.token_status();
-        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        let size = crate::units::bytes;
         println!("user:        {} ({})", info.user_name, info.user_id);
         println!("drive:       {:?} (drive_id {})", s.drive, info.drive_id);
         println!(
-            "space:       {:.2} GiB used of {:.2} GiB ({:.2} GiB free)",
-            gib(space.used_bytes),
-            gib(space.total_bytes),
-            gib(space.total_bytes.saturating_sub(space.used_bytes))
+            "space:       {} used of {} ({} free)",
+            size(space.used_bytes),
+            size(space.total_bytes),
+            size(space.total_bytes.saturating_sub(space.used_bytes))
         );
         println!("token store: {}", status.store_path.display());
         match status.last_rotation {

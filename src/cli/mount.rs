@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, error, info, warn};
 
+use crate::api::retry::Backoff;
 use crate::api::{Client, ClientConfig, RateLimits};
 use crate::cli::notify;
 use crate::cli::options::Settings;
@@ -119,7 +120,7 @@ pub fn client_config(s: &Settings) -> ClientConfig {
 pub async fn connect(s: &Settings) -> Result<Arc<Client>> {
     let client = Arc::new(Client::new(client_config(s))?);
     let started = Instant::now();
-    let mut delay = Duration::from_secs(1);
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(10));
     loop {
         match client.init().await {
             Ok(info) => {
@@ -129,10 +130,10 @@ pub async fn connect(s: &Settings) -> Result<Arc<Client>> {
             Err(e @ (Error::Network(_) | Error::TimedOut(_)))
                 if started.elapsed() < s.startup_timeout =>
             {
+                let delay = backoff.next_wait();
                 warn!(error = %e, retry_in = ?delay, "drive API unreachable; retrying (is the network up?)");
                 tokio::time::sleep(delay.min(s.startup_timeout.saturating_sub(started.elapsed())))
                     .await;
-                delay = (delay * 2).min(Duration::from_secs(10));
             }
             Err(e @ (Error::Network(_) | Error::TimedOut(_))) => {
                 return Err(Error::Network(format!(

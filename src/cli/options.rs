@@ -43,11 +43,11 @@ pub struct MountOptions {
     #[arg(long, env = "ALIPANFS_TOKEN_URL")]
     pub token_url: Option<String>,
     /// Refuse every change with EROFS.
-    #[arg(long)]
-    pub read_only: bool,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    pub read_only: Option<bool>,
     /// Let other users (and root) use the mount; needs user_allow_other in /etc/fuse.conf for non-root.
-    #[arg(long)]
-    pub allow_other: bool,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    pub allow_other: Option<bool>,
     /// Owner shown for every file [default: the mounting user].
     #[arg(long)]
     pub uid: Option<u32>,
@@ -83,12 +83,12 @@ pub struct MountOptions {
     #[serde(deserialize_with = "de_size")]
     pub part_size: Option<u64>,
     /// Delete files permanently instead of moving them to the recycle bin.
-    #[arg(long)]
-    pub delete_permanently: bool,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    pub delete_permanently: Option<bool>,
     /// Refuse chmod/chown to values other than those shown (ENOTSUP), instead of keeping them
     /// for the life of the mount (the drive stores no permissions).
-    #[arg(long)]
-    pub strict_permissions: bool,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    pub strict_permissions: Option<bool>,
     /// A file written from its start in order begins uploading once it has this many bytes,
     /// before it is closed; `off` uploads only after close, so content the drive already has is
     /// always a rapid upload that sends nothing [default: 128M].
@@ -158,8 +158,8 @@ impl MountOptions {
             drive: self.drive.or(lower.drive),
             api_url: self.api_url.or(lower.api_url),
             token_url: self.token_url.or(lower.token_url),
-            read_only: self.read_only || lower.read_only,
-            allow_other: self.allow_other || lower.allow_other,
+            read_only: self.read_only.or(lower.read_only),
+            allow_other: self.allow_other.or(lower.allow_other),
             uid: self.uid.or(lower.uid),
             gid: self.gid.or(lower.gid),
             umask: self.umask.or(lower.umask),
@@ -170,8 +170,8 @@ impl MountOptions {
             max_downloads: self.max_downloads.or(lower.max_downloads),
             cache_dir: self.cache_dir.or(lower.cache_dir),
             part_size: self.part_size.or(lower.part_size),
-            delete_permanently: self.delete_permanently || lower.delete_permanently,
-            strict_permissions: self.strict_permissions || lower.strict_permissions,
+            delete_permanently: self.delete_permanently.or(lower.delete_permanently),
+            strict_permissions: self.strict_permissions.or(lower.strict_permissions),
             upload_while_writing: self.upload_while_writing.or(lower.upload_while_writing),
             list_rate: self.list_rate.or(lower.list_rate),
             download_url_rate: self.download_url_rate.or(lower.download_url_rate),
@@ -190,11 +190,14 @@ impl MountOptions {
             .map_err(|e| Error::Config(format!("config file {}: {}", path.display(), e.message())))
     }
 
-    /// Parse fstab-style options (`ro,allow_other,uid=1000,drive=resource`). Options that only
-    /// mean something to mount(8) or systemd are accepted and ignored; unknown ones are refused
-    /// by name.
+    /// Parse fstab-style options (`ro,allow_other,uid=1000,drive=resource`) into the same struct
+    /// as the config file, through the same serde attributes: `name=value` sets any long option
+    /// (`_` or `-`), a bare `name` sets a boolean (`name=false` clears it), and `ro`/`rw`,
+    /// `allow_root` are fstab's spellings. Options that only mean something to mount(8) or systemd
+    /// are accepted and ignored; unknown ones are refused by name; secrets are refused (everyone
+    /// can read mount options in /proc/mounts and ps).
     pub fn from_o_list(list: &[String]) -> Result<MountOptions> {
-        let mut o = MountOptions::default();
+        let mut map: Vec<(String, String)> = Vec::new();
         for item in list
             .iter()
             .flat_map(|l| l.split(','))
@@ -202,57 +205,61 @@ impl MountOptions {
             .filter(|s| !s.is_empty())
         {
             let (key, value) = match item.split_once('=') {
-                Some((k, v)) => (k.replace('-', "_"), Some(v.to_string())),
-                None => (item.replace('-', "_"), None),
+                Some((k, v)) => (k.trim().replace('_', "-"), Some(v.to_string())),
+                None => (item.replace('_', "-"), None),
             };
-            let need = |v: Option<String>| {
-                v.ok_or_else(|| Error::Config(format!("mount option {key} needs a value")))
-            };
-            let bad = |e: String| Error::Config(format!("mount option {key}: {e}"));
-            match key.as_str() {
-                "ro" | "read_only" => o.read_only = true,
-                "rw" => o.read_only = false,
-                "allow_other" | "allow_root" => o.allow_other = true,
-                "delete_permanently" => o.delete_permanently = true,
-                "strict_permissions" => o.strict_permissions = true,
+            let (key, value) = match key.as_str() {
+                "ro" => ("read-only".to_string(), value.or(Some("true".into()))),
+                "rw" => ("read-only".to_string(), Some("false".into())),
+                "allow-root" => ("allow-other".to_string(), value.or(Some("true".into()))),
                 // For mount(8), fstab and systemd only.
-                "_netdev" | "nofail" | "auto" | "noauto" | "user" | "nouser" | "users" | "defaults" | "exec"
-                | "noexec" | "suid" | "nosuid" | "dev" | "nodev" | "atime" | "noatime" | "relatime"
-                | "default_permissions" => {}
-                k if k.starts_with("x_systemd.") || k.starts_with("x_") || k.starts_with("comment") => {}
-                "uid" => o.uid = Some(need(value)?.parse().map_err(|e| bad(format!("{e}")))?),
-                "gid" => o.gid = Some(need(value)?.parse().map_err(|e| bad(format!("{e}")))?),
-                "umask" => o.umask = Some(parse_octal(&need(value)?).map_err(bad)?),
-                "token_file" => o.token_file = Some(need(value)?.into()),
-                "client_id" => o.client_id = Some(need(value)?),
-                "root_folder_id" => o.root_folder_id = Some(need(value)?),
-                "drive" => {
-                    let v = need(value)?;
-                    o.drive = Some(<DriveChoice as clap::ValueEnum>::from_str(&v, true).map_err(bad)?)
-                }
-                "api_url" => o.api_url = Some(need(value)?),
-                "token_url" => o.token_url = Some(need(value)?),
-                "attr_timeout" => o.attr_timeout = Some(need(value)?.parse().map_err(|e| bad(format!("{e}")))?),
-                "dir_cache_ttl" => o.dir_cache_ttl = Some(need(value)?.parse().map_err(|e| bad(format!("{e}")))?),
-                "max_read_ahead" => o.max_read_ahead = Some(parse_size(&need(value)?).map_err(bad)?),
-                "memory_limit" => o.memory_limit = Some(parse_size(&need(value)?).map_err(bad)?),
-                "max_downloads" => o.max_downloads = Some(need(value)?.parse().map_err(|e| bad(format!("{e}")))?),
-                "cache_dir" => o.cache_dir = Some(need(value)?.into()),
-                "part_size" => o.part_size = Some(parse_size(&need(value)?).map_err(bad)?),
-                "upload_while_writing" => {
-                    o.upload_while_writing = Some(parse_size_or_off(&need(value)?).map_err(bad)?)
-                }
-                "startup_timeout" => o.startup_timeout = Some(need(value)?.parse().map_err(|e| bad(format!("{e}")))?),
-                "refresh_token" | "client_secret" => {
+                "-netdev" | "nofail" | "auto" | "noauto" | "user" | "nouser" | "users" | "defaults"
+                | "exec" | "noexec" | "suid" | "nosuid" | "dev" | "nodev" | "atime" | "noatime"
+                | "relatime" | "default-permissions" => continue,
+                k if k.starts_with("x-") || k.starts_with("comment") => continue,
+                "refresh-token" | "client-secret" => {
                     return Err(Error::Config(format!(
-                        "mount option {key} is refused: options are visible to every user in /proc/mounts and ps; \
-                         use --token-file (alipanfs token set) or the config file"
+                        "mount option {} is refused: options are visible to every user in /proc/mounts and ps; \
+                         use --token-file (alipanfs token set) or the config file",
+                        key.replace('-', "_")
                     )))
                 }
-                _ => return Err(Error::Config(format!("unknown mount option: {item}"))),
-            }
+                _ => (key, value),
+            };
+            let value = match value {
+                Some(v) => v,
+                None => match long_options().into_iter().find(|(name, _)| *name == key) {
+                    Some((_, true)) => "true".into(),
+                    Some((_, false)) => {
+                        return Err(Error::Config(format!("mount option {key} needs a value")))
+                    }
+                    None => return Err(Error::Config(format!("unknown mount option: {item}"))),
+                },
+            };
+            map.retain(|(k, _)| *k != key);
+            map.push((key, value));
         }
-        Ok(o)
+        let parse = |entries: &[(String, String)]| {
+            let de = serde::de::value::MapDeserializer::<_, serde::de::value::Error>::new(
+                entries.iter().map(|(k, v)| (k.clone(), OValue(v.clone()))),
+            );
+            MountOptions::deserialize(de)
+        };
+        parse(&map).map_err(|e| {
+            let msg = e.to_string();
+            if let Some(rest) = msg.strip_prefix("unknown field `") {
+                let name = rest.split('`').next().unwrap_or(rest);
+                return Error::Config(format!("unknown mount option: {name}"));
+            }
+            // Name the option whose value was refused.
+            match map
+                .iter()
+                .find(|kv| parse(std::slice::from_ref(kv)).is_err())
+            {
+                Some((k, v)) => Error::Config(format!("mount option {k}={v}: {msg}")),
+                None => Error::Config(format!("mount options: {msg}")),
+            }
+        })
     }
 
     pub fn resolve(self) -> Result<Settings> {
@@ -287,8 +294,8 @@ impl MountOptions {
                 .trim_end_matches('/')
                 .to_string(),
             token_url: self.token_url.unwrap_or_else(|| DEFAULT_TOKEN_URL.into()),
-            read_only: self.read_only,
-            allow_other: self.allow_other,
+            read_only: self.read_only.unwrap_or(false),
+            allow_other: self.allow_other.unwrap_or(false),
             uid: self.uid.unwrap_or(uid),
             gid: self.gid.unwrap_or(gid),
             umask: self.umask.unwrap_or(0o022),
@@ -299,8 +306,8 @@ impl MountOptions {
             max_downloads: self.max_downloads.unwrap_or(3).max(1),
             cache_dir: self.cache_dir.unwrap_or_else(cache_dir),
             part_size: self.part_size,
-            delete_permanently: self.delete_permanently,
-            strict_permissions: self.strict_permissions,
+            delete_permanently: self.delete_permanently.unwrap_or(false),
+            strict_permissions: self.strict_permissions.unwrap_or(false),
             upload_while_writing: match self.upload_while_writing {
                 Some(OFF) => None,
                 Some(size) => Some(size.max(1)),
@@ -321,6 +328,95 @@ impl MountOptions {
             ));
         }
         Ok(settings)
+    }
+}
+
+/// Every long option of `MountOptions` as clap knows it, and whether it is a boolean (one that
+/// may be given without a value).
+pub fn long_options() -> Vec<(String, bool)> {
+    use clap::Args as _;
+    MountOptions::augment_args(clap::Command::new("alipanfs"))
+        .get_arguments()
+        .filter_map(|a| {
+            let long = a.get_long()?.to_string();
+            Some((long, a.get_num_args().is_some_and(|n| n.min_values() == 0)))
+        })
+        .collect()
+}
+
+/// One `-o` value: text that each field parses as its own type (the config file's types, from
+/// the words of a mount option list).
+struct OValue(String);
+
+impl<'de> serde::de::IntoDeserializer<'de, serde::de::value::Error> for OValue {
+    type Deserializer = OValue;
+    fn into_deserializer(self) -> OValue {
+        self
+    }
+}
+
+macro_rules! parse_as {
+    ($($method:ident => $visit:ident),* $(,)?) => {$(
+        fn $method<V: serde::de::Visitor<'de>>(self, v: V) -> std::result::Result<V::Value, Self::Error> {
+            match self.0.trim().parse() {
+                Ok(n) => v.$visit(n),
+                Err(_) => Err(serde::de::Error::custom(format!("'{}' is not a number", self.0))),
+            }
+        }
+    )*};
+}
+
+impl<'de> serde::de::Deserializer<'de> for OValue {
+    type Error = serde::de::value::Error;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(
+        self,
+        v: V,
+    ) -> std::result::Result<V::Value, Self::Error> {
+        v.visit_string(self.0)
+    }
+
+    fn deserialize_bool<V: serde::de::Visitor<'de>>(
+        self,
+        v: V,
+    ) -> std::result::Result<V::Value, Self::Error> {
+        match self.0.trim().to_ascii_lowercase().as_str() {
+            "" | "true" | "yes" | "on" | "1" => v.visit_bool(true),
+            "false" | "no" | "off" | "0" => v.visit_bool(false),
+            _ => Err(serde::de::Error::custom(format!(
+                "'{}' is not a boolean (true or false)",
+                self.0
+            ))),
+        }
+    }
+
+    parse_as!(
+        deserialize_u8 => visit_u8, deserialize_u16 => visit_u16, deserialize_u32 => visit_u32,
+        deserialize_u64 => visit_u64, deserialize_i8 => visit_i8, deserialize_i16 => visit_i16,
+        deserialize_i32 => visit_i32, deserialize_i64 => visit_i64, deserialize_f32 => visit_f32,
+        deserialize_f64 => visit_f64,
+    );
+
+    fn deserialize_option<V: serde::de::Visitor<'de>>(
+        self,
+        v: V,
+    ) -> std::result::Result<V::Value, Self::Error> {
+        v.visit_some(self)
+    }
+
+    fn deserialize_enum<V: serde::de::Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        v: V,
+    ) -> std::result::Result<V::Value, Self::Error> {
+        use serde::de::IntoDeserializer;
+        v.visit_enum(self.0.to_ascii_lowercase().into_deserializer())
+    }
+
+    serde::forward_to_deserialize_any! {
+        i128 u128 char str string bytes byte_buf unit unit_struct newtype_struct seq tuple
+        tuple_struct map struct identifier ignored_any
     }
 }
 
@@ -464,7 +560,7 @@ mod tests {
             "ro,allow_other,uid=1000,_netdev,x-systemd.automount,drive=resource".into(),
         ])
         .unwrap();
-        assert!(o.read_only && o.allow_other);
+        assert_eq!((o.read_only, o.allow_other), (Some(true), Some(true)));
         assert_eq!(o.uid, Some(1000));
         assert_eq!(o.drive, Some(DriveChoice::Resource));
         let err = MountOptions::from_o_list(&["ro,frobnicate".into()])
@@ -483,7 +579,7 @@ mod tests {
         assert_eq!(o.drive, Some(DriveChoice::Backup));
         assert_eq!(o.max_read_ahead, Some(32 << 20));
         assert_eq!(o.umask, Some(0o77));
-        assert!(o.read_only);
+        assert_eq!(o.read_only, Some(true));
         assert!(toml::from_str::<MountOptions>("no-such-option = 1").is_err());
         // The command line wins over the file.
         let cli = MountOptions {
@@ -531,5 +627,135 @@ mod tests {
         let s = MountOptions::default().resolve().unwrap();
         assert_eq!(s.root_folder_id, "root");
         assert_eq!(s.api_url, DEFAULT_API_URL);
+    }
+
+    /// A valid value for every long option, as TOML (the `-o` and command-line forms drop the
+    /// quotes). The test below fails for an option missing here, so none can be forgotten.
+    fn sample(long: &str) -> &'static str {
+        match long {
+            "refresh-token" => "\"eyJ.sample.token\"",
+            "token-file" => "\"/tmp/token.json\"",
+            "client-id" => "\"app-id\"",
+            "client-secret" => "\"app-secret\"",
+            "root-folder-id" => "\"0123abcd\"",
+            "drive" => "\"resource\"",
+            "api-url" => "\"http://127.0.0.1:9\"",
+            "token-url" => "\"http://127.0.0.1:9/token\"",
+            "read-only" | "allow-other" | "delete-permanently" | "strict-permissions" => "true",
+            "uid" => "1234",
+            "gid" => "4321",
+            "umask" => "\"077\"",
+            "attr-timeout" => "2.5",
+            "dir-cache-ttl" => "30",
+            "max-read-ahead" => "\"32M\"",
+            "memory-limit" => "\"512M\"",
+            "max-downloads" => "2",
+            "cache-dir" => "\"/tmp/alipanfs-cache\"",
+            "part-size" => "\"8M\"",
+            "upload-while-writing" => "\"off\"",
+            "list-rate" => "2.5",
+            "download-url-rate" => "0.5",
+            "api-rate" => "7",
+            "upload-drain-timeout" => "12",
+            "startup-timeout" => "9",
+            other => panic!("add a sample value for the new option --{other}"),
+        }
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        o: MountOptions,
+    }
+
+    fn from_cli(args: &[String]) -> MountOptions {
+        use clap::Parser as _;
+        let argv = std::iter::once("alipanfs".to_string()).chain(args.iter().cloned());
+        Cli::try_parse_from(argv).unwrap().o
+    }
+
+    #[test]
+    fn every_long_option_works_on_the_command_line_in_o_and_in_the_config_file() {
+        let longs = long_options();
+        assert!(longs.len() >= 28, "{longs:?}");
+        let default = format!("{:?}", MountOptions::default());
+        for (long, is_bool) in longs {
+            let toml_value = sample(&long);
+            let plain = toml_value.trim_matches('"');
+            let file: MountOptions = toml::from_str(&format!("{long} = {toml_value}"))
+                .unwrap_or_else(|e| panic!("config file {long}: {e}"));
+            let set = format!("{file:?}");
+            assert_ne!(set, default, "{long} in the config file set nothing");
+            let cli = from_cli(&[format!("--{long}={plain}")]);
+            assert_eq!(format!("{cli:?}"), set, "--{long}");
+            if is_bool {
+                assert_eq!(format!("{:?}", from_cli(&[format!("--{long}")])), set);
+            }
+            for key in [long.clone(), long.replace('-', "_")] {
+                let o = MountOptions::from_o_list(&[format!("{key}={plain}")]);
+                if long == "refresh-token" || long == "client-secret" {
+                    // Everyone can read /proc/mounts and ps: secrets never go in -o.
+                    let err = o.unwrap_err().to_string();
+                    assert!(err.contains("refused"), "{err}");
+                    continue;
+                }
+                let o = o.unwrap_or_else(|e| panic!("-o {key}={plain}: {e}"));
+                assert_eq!(format!("{o:?}"), set, "-o {key}={plain}");
+                if is_bool {
+                    let bare = MountOptions::from_o_list(std::slice::from_ref(&key)).unwrap();
+                    assert_eq!(format!("{bare:?}"), set, "-o {key}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn booleans_can_be_set_both_ways_and_precedence_holds() {
+        let file: MountOptions = toml::from_str(
+            "read-only = true\ndelete-permanently = true\nstrict-permissions = true\nallow-other = true\n",
+        )
+        .unwrap();
+        // -o rw beats the config file's read-only = true.
+        let o = MountOptions::from_o_list(&["rw".into()]).unwrap();
+        let s = o.or(file.clone()).resolve().unwrap();
+        assert!(!s.read_only);
+        assert!(s.delete_permanently && s.strict_permissions && s.allow_other);
+        let o = MountOptions::from_o_list(&[
+            "delete_permanently=false,strict-permissions=no,allow_other=0".into(),
+        ])
+        .unwrap();
+        let s = o.or(file.clone()).resolve().unwrap();
+        assert!(s.read_only && !s.delete_permanently && !s.strict_permissions && !s.allow_other);
+        // The command line beats -o and the file, both ways.
+        let cli = from_cli(&[
+            "--read-only=false".into(),
+            "--delete-permanently=false".into(),
+        ]);
+        let o = MountOptions::from_o_list(&["ro".into()]).unwrap();
+        let s = cli.or(o).or(file.clone()).resolve().unwrap();
+        assert!(!s.read_only && !s.delete_permanently);
+        let cli = from_cli(&["--read-only".into()]);
+        let o = MountOptions::from_o_list(&["rw".into()]).unwrap();
+        assert!(cli.or(o).resolve().unwrap().read_only);
+        // The last of repeated -o words wins, as mount(8) does.
+        let o = MountOptions::from_o_list(&["ro,rw".into()]).unwrap();
+        assert_eq!(o.read_only, Some(false));
+        let o = MountOptions::from_o_list(&["rw".into(), "ro".into()]).unwrap();
+        assert_eq!(o.read_only, Some(true));
+        // Nothing said: off.
+        assert!(!MountOptions::default().resolve().unwrap().read_only);
+        // Bad values are refused by option name.
+        let err = MountOptions::from_o_list(&["uid=me".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("uid"), "{err}");
+        let err = MountOptions::from_o_list(&["read_only=maybe".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("read"), "{err}");
+        let err = MountOptions::from_o_list(&["max_downloads".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("needs a value"), "{err}");
     }
 }

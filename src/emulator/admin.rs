@@ -71,6 +71,7 @@ pub async fn handle(sh: Arc<Shared>, method: &Method, rest: &str, body: Body) ->
                 upload_bandwidth: int(&v, "upload_bandwidth")
                     .filter(|b| *b > 0)
                     .map(|b| b as u64),
+                put_failure_rate: float(&v, "put_failure_rate").unwrap_or(0.0),
             };
             sh.lock().knobs.faults = f;
             ok()

@@ -428,6 +428,16 @@ pub async fn put(
     if qid != upload_id {
         return oss_signature();
     }
+    let fault = {
+        let mut st = sh.lock();
+        *st.part_puts
+            .entry((upload_id.to_string(), part))
+            .or_insert(0) += 1;
+        match (fault, st.knobs.faults.put_failure_rate) {
+            (Fault::None, r) if r > 0.0 => super::limits::roll(r, 0.0),
+            (f, _) => f,
+        }
+    };
     let (strict, rate) = {
         let st = sh.lock();
         (

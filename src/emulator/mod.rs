@@ -113,6 +113,9 @@ pub struct Faults {
     pub xml_error_rate: f64,
     /// Bytes/s cap on each part-upload (PUT) body, so tests can catch an upload in flight.
     pub upload_bandwidth: Option<u64>,
+    /// Fraction of part PUTs failing like `failure_rate`'s (500 or a dropped connection), on
+    /// top of it; API calls are spared, so an upload gets as far as its parts.
+    pub put_failure_rate: f64,
 }
 
 /// A running emulator; dropping it stops the server like `shutdown`.
@@ -237,7 +240,13 @@ impl Emulator {
         self.shared.lock().calls.clone()
     }
     pub fn reset_calls(&self) {
-        self.shared.lock().calls.clear();
+        let mut st = self.shared.lock();
+        st.calls.clear();
+        st.part_puts.clear();
+    }
+    /// PUTs that reached each part, keyed by (upload_id, part number), failed ones included.
+    pub fn part_puts(&self) -> BTreeMap<(String, u32), u64> {
+        self.shared.lock().part_puts.clone()
     }
     /// Every item including trashed ones (not pending uploads).
     pub fn tree(&self) -> Vec<TreeEntry> {

@@ -168,6 +168,8 @@ pub struct State {
     pub buckets: HashMap<(String, String, u8), Bucket>,
     pub force_429: u32,
     pub calls: BTreeMap<String, u64>,
+    /// (upload_id, part number) -> PUTs seen (signed ones), for retry-budget tests.
+    pub part_puts: BTreeMap<(String, u32), u64>,
     pub jwt_key: [u8; 32],
     /// When `upload::expire` last ran.
     pub last_sweep_ms: i64,
@@ -251,6 +253,7 @@ impl Shared {
             buckets: HashMap::new(),
             force_429: 0,
             calls: BTreeMap::new(),
+            part_puts: BTreeMap::new(),
             jwt_key: rand::random(),
             last_sweep_ms: 0,
             doomed_blobs: Vec::new(),

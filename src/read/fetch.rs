@@ -45,13 +45,9 @@ pub(crate) struct Fetcher {
     slots: Arc<Slots>,
 }
 
-/// Exponential backoff with jitter, capped.
-fn backoff(base: Duration, attempt: u32) -> Duration {
-    let exp = base
-        .saturating_mul(1u32 << attempt.min(16))
-        .min(BACKOFF_MAX);
-    let jitter = rand::random::<f64>() * 0.5 + 0.75;
-    exp.mul_f64(jitter)
+/// The crate's one backoff (`retry::jittered`) after `retries_so_far` failed retries.
+fn backoff(base: Duration, retries_so_far: u32) -> Duration {
+    crate::api::retry::jittered(base, BACKOFF_MAX, retries_so_far + 1)
 }
 
 /// How long to wait before retrying after `err`, if it is worth another try.

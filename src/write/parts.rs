@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 
+use crate::api::retry::{Backoff, PART_SEND_ATTEMPTS};
 use crate::drive::{Drive, PartUrl, UploadedPart};
 use crate::error::{Error, Result};
 use crate::write::local;
@@ -25,8 +26,14 @@ pub const DEFAULT_PART_SIZE: u64 = 16 << 20;
 
 /// Part URLs asked for at once when one is missing or stale (one API call instead of one per part).
 const URL_BATCH: u32 = 32;
-/// Attempts for one part on transient errors, with exponential backoff.
-const PART_ATTEMPTS: u32 = 6;
+/// Backoff between PUTs of one part (`retry::Backoff`: doubling with jitter, capped).
+const PART_BACKOFF_BASE: Duration = Duration::from_millis(200);
+const PART_BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Idempotent calls the writer repeats (create, complete, getUploadUrl, ...): tries and budget.
+const CALL_ATTEMPTS: u32 = 5;
+const CALL_BUDGET: Duration = Duration::from_secs(120);
+/// Long uploads log their progress this often, at INFO.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 /// Renewals of one part's URL before giving up (a badly skewed clock would otherwise loop).
 const URL_RENEWALS: u32 = 5;
 /// Resyncs (PartNotSequential / PartAlreadyExist) in a row without progress before restarting.
@@ -101,6 +108,13 @@ pub struct PartSender<'a> {
     pub size: u64,
     pub part_size: u64,
     urls: HashMap<u32, HeldUrl>,
+    progress: Progress,
+}
+
+/// Bytes acknowledged by the server and when the last progress line was logged.
+struct Progress {
+    started: Instant,
+    logged: Instant,
 }
 
 impl<'a> PartSender<'a> {
@@ -134,6 +148,10 @@ impl<'a> PartSender<'a> {
             size,
             part_size,
             urls,
+            progress: Progress {
+                started: Instant::now(),
+                logged: Instant::now(),
+            },
         }
     }
 
@@ -259,18 +277,22 @@ impl<'a> PartSender<'a> {
             .map_err(PartsError::Fail)
     }
 
-    /// PUT `body` as part `n`: renews its URL when stale or expired, retries transient errors.
+    /// PUT `body` as part `n`: renews its URL when stale or expired, and retries transient errors
+    /// (honouring a 429's `x-retry-after`) up to `PART_SEND_ATTEMPTS` PUTs in all.
     pub async fn send_body(&mut self, n: u32, body: Bytes) -> Result<Sent, PartsError> {
-        let mut attempts = 0u32;
+        let mut puts = 0u32;
         let mut renewals = 0u32;
-        let mut delay = Duration::from_millis(200);
+        let mut backoff = Backoff::new(PART_BACKOFF_BASE, PART_BACKOFF_MAX);
         loop {
             let url = self.url_for(n).await?;
-            match self.drive.upload_part(&url, body.clone()).await {
+            let len = body.len() as u64;
+            let result = self.drive.upload_part(&url, body.clone()).await;
+            match result {
                 Ok(_etag) => {
                     super::progress::part_sent(body.len() as u64);
                     // Sent parts never need their URL again; keep the map small on huge files.
                     self.urls.remove(&n);
+                    self.log_progress(self.part_offset(n) + len);
                     return Ok(Sent::Done);
                 }
                 Err(Error::UrlExpired) => {
@@ -288,19 +310,58 @@ impl<'a> PartSender<'a> {
                 Err(Error::PartAlreadyExist) => return Ok(Sent::Resync("PartAlreadyExist")),
                 Err(Error::PartNotSequential) => return Ok(Sent::Resync("PartNotSequential")),
                 Err(e @ Error::NoSuchUpload(_)) => return Err(PartsError::Restart(e)),
-                Err(e) if e.is_transient() && attempts + 1 < PART_ATTEMPTS => {
-                    attempts += 1;
+                Err(e) if e.is_transient() && puts + 1 < PART_SEND_ATTEMPTS => {
+                    puts += 1;
+                    let delay = match &e {
+                        Error::RateLimited {
+                            retry_after: Some(r),
+                        } => (*r).min(PART_BACKOFF_MAX),
+                        _ => backoff.next_wait(),
+                    };
                     tracing::warn!(
                         file_id = self.file_id,
                         part = n,
-                        attempt = attempts,
+                        attempt = puts,
                         "part upload failed, retrying in {delay:?}: {e}"
                     );
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(10));
                 }
                 Err(e) => return Err(PartsError::Fail(e)),
             }
+        }
+    }
+
+    /// Logs bytes sent / size and the rate, at most every `PROGRESS_EVERY`.
+    fn log_progress(&mut self, sent: u64) {
+        let now = Instant::now();
+        if now.duration_since(self.progress.logged) < PROGRESS_EVERY {
+            return;
+        }
+        self.progress.logged = now;
+        let secs = now
+            .duration_since(self.progress.started)
+            .as_secs_f64()
+            .max(0.001);
+        let rate = format!("{}/s", crate::units::bytes(((sent as f64) / secs) as u64));
+        if self.size == u64::MAX {
+            tracing::info!(
+                file_id = self.file_id,
+                sent,
+                rate,
+                "upload progress: {} sent",
+                crate::units::bytes(sent)
+            );
+        } else {
+            tracing::info!(
+                file_id = self.file_id,
+                sent,
+                size = self.size,
+                rate,
+                "upload progress: {} of {} ({:.0}%)",
+                crate::units::bytes(sent),
+                crate::units::bytes(self.size),
+                100.0 * sent as f64 / self.size.max(1) as f64
+            );
         }
     }
 
@@ -365,13 +426,14 @@ pub fn first_missing(parts: &[UploadedPart], expected: impl Fn(u32) -> u64) -> R
 }
 
 /// Retry an idempotent call a few times on transient errors (the Drive already retried; this
-/// covers longer hiccups without throwing away a half-sent upload).
+/// covers longer hiccups without throwing away a half-sent upload): `CALL_ATTEMPTS` tries within
+/// `CALL_BUDGET`, waiting `retry::Backoff`.
 pub async fn retry_transient<T, F, Fut>(what: &str, mut f: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
 {
-    let mut delay = Duration::from_millis(200);
+    let mut backoff = Backoff::new(PART_BACKOFF_BASE, PART_BACKOFF_MAX);
     let started = Instant::now();
     let mut attempt = 0u32;
     loop {
@@ -379,12 +441,12 @@ where
         match f().await {
             Err(e)
                 if e.is_transient()
-                    && attempt < 5
-                    && started.elapsed() < Duration::from_secs(120) =>
+                    && attempt < CALL_ATTEMPTS
+                    && started.elapsed() < CALL_BUDGET =>
             {
+                let delay = backoff.next_wait();
                 tracing::warn!(attempt, "{what} failed, retrying in {delay:?}: {e}");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
             }
             other => return other,
         }

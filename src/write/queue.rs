@@ -26,6 +26,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, Notify, Semaphore};
 use tokio::time::Instant;
 
+use crate::api::retry::jitter;
 use crate::drive::{Drive, RemoteItem};
 use crate::error::Error;
 use crate::write::parts;
@@ -595,18 +596,21 @@ impl UploadQueue {
                         .failed(e.to_string(), quota || !e.is_transient());
                     if quota {
                         backoff = backoff.max(QUOTA_BACKOFF);
+                    }
+                    let wait = jitter(backoff);
+                    if quota {
                         tracing::error!(key, path = %job.staged.display(), attempt,
-                            "UPLOAD BLOCKED: the drive is full; free space on the drive. Retrying in {backoff:?}: {e}");
+                            "UPLOAD BLOCKED: the drive is full; free space on the drive. Retrying in {wait:?}: {e}");
                     } else {
                         tracing::error!(key, path = %job.staged.display(), attempt,
-                            "upload failed, retrying in {backoff:?}: {e}");
+                            "upload failed, retrying in {wait:?}: {e}");
                     }
                     let _ = self.events.send(UploadEvent {
                         key,
                         staged: job.staged.clone(),
                         outcome: Err(e.to_string()),
                     });
-                    if self.wait_or_superseded(key, backoff).await {
+                    if self.wait_or_superseded(key, wait).await {
                         job.progress.end(Outcome::Superseded);
                         tracing::info!(key, path = %job.staged.display(), "failed older version dropped: a newer version is queued");
                         self.drop_job(key, &job);

@@ -17,6 +17,7 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use crate::api::retry::Backoff;
 use crate::drive::{
     CheckNameMode, Drive, ItemKind, NewFile, RemoteItem, UploadHashes, UploadSession,
 };
@@ -423,7 +424,7 @@ async fn retire_replaced(
     if old == item.file_id {
         return;
     }
-    let mut delay = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     for attempt in 1..=5 {
         let r = if cfg.delete_permanently {
             drive.delete(old).await
@@ -436,8 +437,7 @@ async fn retire_replaced(
                 return;
             }
             Err(e) if e.is_transient() && attempt < 5 => {
-                tokio::time::sleep(delay).await;
-                delay *= 2;
+                tokio::time::sleep(backoff.next_wait()).await;
             }
             Err(e) => {
                 tracing::error!(
