@@ -490,7 +490,9 @@ fn about_prints_user_drive_space_and_token_store() {
             || stdout.contains(&format!("drive_id {resource})")),
         "{stdout}"
     );
-    assert!(stdout.contains("GiB used of"), "{stdout}");
+    // Sizes in adaptive units: nothing written yet is "0 B", the quota is in TiB.
+    assert!(stdout.contains("space:       0 B used of "), "{stdout}");
+    assert!(stdout.contains("TiB free)"), "{stdout}");
     assert!(
         stdout.contains(&format!("token store: {}", store.display())),
         "{stdout}"

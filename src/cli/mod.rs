@@ -193,7 +193,7 @@ pub fn main() -> i32 {
             return 1;
         }
     };
-    let cli = Cli::parse_from(&argv);
+    let cli = Cli::parse_from(options::expand_negations(argv.clone()));
     // The control commands print their own one-line errors, without log lines.
     match &cli.command {
         Command::Status(a) => {

@@ -344,6 +344,27 @@ pub fn long_options() -> Vec<(String, bool)> {
         .collect()
 }
 
+/// `--no-NAME` for every switch NAME (`--no-read-only`, `--no-delete-permanently`, ...) is
+/// `--NAME=false`, so a switch set in the config file or `-o` can be undone on the command line.
+pub fn expand_negations(argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let switches: Vec<String> = long_options()
+        .into_iter()
+        .filter_map(|(long, switch)| switch.then_some(long))
+        .collect();
+    argv.into_iter()
+        .map(|arg| {
+            let negated = arg
+                .to_str()
+                .and_then(|a| a.strip_prefix("--no-"))
+                .filter(|name| switches.iter().any(|s| s == name));
+            match negated {
+                Some(name) => format!("--{name}=false").into(),
+                None => arg,
+            }
+        })
+        .collect()
+}
+
 /// One `-o` value: text that each field parses as its own type (the config file's types, from
 /// the words of a mount option list).
 struct OValue(String);
@@ -744,6 +765,28 @@ mod tests {
         assert_eq!(o.read_only, Some(true));
         // Nothing said: off.
         assert!(!MountOptions::default().resolve().unwrap().read_only);
+        // --no-NAME is NAME=false, for every switch.
+        let argv = |v: &[&str]| v.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        assert_eq!(
+            expand_negations(argv(&[
+                "alipanfs",
+                "mount",
+                "--no-delete-permanently",
+                "--no-such"
+            ])),
+            argv(&[
+                "alipanfs",
+                "mount",
+                "--delete-permanently=false",
+                "--no-such"
+            ])
+        );
+        for (long, switch) in long_options() {
+            if switch {
+                let out = expand_negations(argv(&[&format!("--no-{long}")]));
+                assert_eq!(out, argv(&[&format!("--{long}=false")]));
+            }
+        }
         // Bad values are refused by option name.
         let err = MountOptions::from_o_list(&["uid=me".into()])
             .unwrap_err()
