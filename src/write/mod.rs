@@ -3,8 +3,9 @@
 //! The fs writes into a local staging file (`staging`), and on release hands it to the
 //! `UploadQueue` (`queue`), which uploads it with `upload_file` (`upload`) and retries until it
 //! succeeds. The remote copy being replaced is removed only after the new one is complete and
-//! verified (see `upload`'s module doc for the order and why it is safe). Jobs are journaled next to
-//! their staged file so a restart can replay them (`Staging::journaled_jobs`).
+//! verified (see `upload`'s module doc for the order and why it is safe). Every staged version
+//! has a journal entry beside it, written when the staging file is created and made durable at
+//! every FLUSH, so a restart uploads what was closed (`staging`, `Staging::recover`).
 
 pub mod local;
 pub mod parts;

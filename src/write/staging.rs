@@ -16,9 +16,9 @@
 //! flush). A staged file with no entry, an unreadable one, or one never closed carries no
 //! promise but may be someone's data: it is moved to `<cache-dir>/lost+found/` with one WARN
 //! line, never deleted silently.
-//! Known gap: a crash between a successful upload and the entry's removal replays an upload
-//! that already happened; it then lands as a rapid upload beside the first (a visible duplicate
-//! with the same content), never as lost data.
+//! A crash between a successful upload and the entry's removal replays an upload that already
+//! happened: the queue then finds it in its folder (same name, size and SHA-1) and adopts it
+//! instead of uploading a duplicate (`upload::adopt_landed`).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;

@@ -1,4 +1,23 @@
 //! Namespace changes: mkdir, unlink, rmdir, rename.
+//!
+//! Ordering: operations on one name happen on the drive in the order the user made them. The
+//! mount's listing decides whether a name is free, and each call finishes its part on the drive,
+//! or makes it impossible, before it returns, per inode:
+//! - unlink (and a rename that replaces a file) first detaches the inode's pending versions
+//!   (`detach_pending`): the queued upload is cancelled and a running one stopped and waited
+//!   for (`UploadQueue::settle`; one that completed at that moment is removed by the queue),
+//!   then the drive item is removed; only then are the staged versions discarded. So once the
+//!   call returns, nothing of the file can land on the drive, even after a crash, and if the
+//!   removal fails the versions are queued again (`reattach`) and nothing is lost.
+//! - rename of a file with a pending upload retargets the job (`UploadQueue::set_target`): a
+//!   waiting job just takes the new name; a running one is stopped and queued again under it,
+//!   and the call waits until it has stopped, so the old name is free on the drive at once.
+//! - rename of a pending file onto a drive file makes the upload replace it (`displaces`):
+//!   the old copy stays on the drive until the new one is verified.
+//! - mkdir, rmdir and renames of drive items are plain drive calls made before returning.
+//!
+//! Remaining window: an upload stopped while its final `complete` call is on the wire may still
+//! land under the old name.
 
 use super::*;
 
