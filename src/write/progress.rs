@@ -34,6 +34,9 @@ pub struct JobProgress {
     /// The last attempt's error, and whether retrying cannot help by itself (a full drive, a
     /// refused name): `sync` reports such a job instead of waiting for it.
     last_error: Mutex<Option<(String, bool)>>,
+    /// Drive files the current attempt created (upload sessions, rapid uploads): an attempt
+    /// stopped mid-way removes them, since one may have completed as it was stopped.
+    sessions: Mutex<Vec<String>>,
 }
 
 impl JobProgress {
@@ -80,7 +83,13 @@ impl JobProgress {
         self.last_error().filter(|(_, user)| *user).map(|(e, _)| e)
     }
 
+    /// The drive files the attempt created, emptied.
+    pub(crate) fn take_sessions(&self) -> Vec<String> {
+        std::mem::take(&mut *self.sessions.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     pub(crate) fn begin_attempt(&self) {
+        self.take_sessions();
         self.failed_last.store(false, Ordering::Relaxed);
         self.attempts.fetch_add(1, Ordering::Relaxed);
         self.sent.store(0, Ordering::Relaxed);
@@ -114,6 +123,16 @@ pub async fn scope<F: std::future::Future>(progress: Arc<JobProgress>, f: F) -> 
 /// A part of `len` bytes was accepted by the drive.
 pub fn part_sent(len: u64) {
     let _ = CURRENT.try_with(|p| p.sent.fetch_add(len, Ordering::Relaxed));
+}
+
+/// The attempt created (or is about to complete) the drive file `file_id`.
+pub fn session_opened(file_id: &str) {
+    let _ = CURRENT.try_with(|p| {
+        let mut sessions = p.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if !sessions.iter().any(|s| s == file_id) {
+            sessions.push(file_id.to_string());
+        }
+    });
 }
 
 /// A fresh session, or a resync, restarts the count at `offset`.

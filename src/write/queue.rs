@@ -522,6 +522,9 @@ impl UploadQueue {
                     if let Some(s) = &first {
                         s.abandon("stopped by a rename or delete");
                     }
+                    // A session stopped as it completed may have landed: remove what this
+                    // attempt created, so nothing appears under the old name or after a delete.
+                    self.remove_sessions(key, &job.progress.take_sessions()).await;
                     if self.is_cancelled(key) {
                         job.progress.end(Outcome::Cancelled);
                         tracing::info!(key, path = %job.staged.display(), "upload stopped: the file was deleted");
@@ -646,6 +649,25 @@ impl UploadQueue {
             job.progress.end(Outcome::Superseded);
             drop(slots);
             remove_staged(&job.staged);
+        }
+    }
+
+    async fn remove_sessions(&self, key: u64, file_ids: &[String]) {
+        for file_id in file_ids {
+            let removed = if self.cfg.delete_permanently {
+                self.drive.delete(file_id).await
+            } else {
+                self.drive.trash(file_id).await
+            };
+            match removed {
+                Ok(_) => tracing::debug!(key, file_id, "removed what a stopped upload created"),
+                Err(Error::NotFound(_) | Error::InRecycleBin(_)) => {}
+                Err(e) => tracing::warn!(
+                    key,
+                    file_id,
+                    "could not remove what a stopped upload created: {e}"
+                ),
+            }
         }
     }
 

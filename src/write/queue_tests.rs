@@ -215,6 +215,26 @@ async fn a_rename_stops_a_running_upload_and_it_restarts_under_the_new_name() {
 }
 
 #[tokio::test]
+async fn a_cancel_while_complete_is_answered_removes_what_landed() {
+    let f = fixture();
+    f.drive.set_hold_complete_answer(true);
+    let a = stage(&f.st, b"landing");
+    f.q.submit(8, target("late.txt"), a.clone());
+    let drive = f.drive.clone();
+    until("the file committed, its answer on the wire", || {
+        !drive.visible("root", "late.txt").is_empty()
+    })
+    .await;
+    f.q.cancel(8);
+    tokio::time::timeout(Duration::from_secs(5), f.q.settle(8))
+        .await
+        .expect("the running attempt stops at once");
+    // Before settle returned, what the stopped attempt created was removed.
+    assert!(f.drive.visible("root", "late.txt").is_empty());
+    f.drive.set_hold_complete_answer(false);
+}
+
+#[tokio::test]
 async fn a_cancel_stops_a_running_upload_and_nothing_lands() {
     let f = fixture();
     f.drive.set_hold(true);

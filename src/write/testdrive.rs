@@ -48,6 +48,9 @@ pub struct MockDrive {
     pub st: Mutex<MockState>,
     /// While true, create_file waits (to hold an upload "running").
     hold: tokio::sync::watch::Sender<bool>,
+    /// While true, complete_upload commits the file and then holds its answer (an answer still
+    /// on the wire when the client gives up).
+    hold_answer: tokio::sync::watch::Sender<bool>,
 }
 
 impl MockDrive {
@@ -55,6 +58,7 @@ impl MockDrive {
         MockDrive {
             st: Mutex::new(MockState::default()),
             hold: tokio::sync::watch::channel(false).0,
+            hold_answer: tokio::sync::watch::channel(false).0,
         }
     }
 
@@ -78,6 +82,10 @@ impl MockDrive {
     /// How many create_file calls are parked on the hold.
     pub fn create_waiters(&self) -> usize {
         self.hold.receiver_count()
+    }
+
+    pub fn set_hold_complete_answer(&self, on: bool) {
+        self.hold_answer.send_replace(on);
     }
 
     pub fn set_hold(&self, on: bool) {
@@ -401,18 +409,23 @@ impl Drive for MockDrive {
 
     async fn complete_upload(&self, file_id: &str, upload_id: &str) -> Result<RemoteItem> {
         self.enter("complete_upload")?;
-        let mut st = self.state();
-        let s = st
-            .sessions
-            .remove(upload_id)
-            .ok_or_else(|| Error::NoSuchUpload(upload_id.into()))?;
-        assert_eq!(s.file_id, file_id);
-        let mut content: Vec<u8> = s.parts.into_values().flatten().collect();
-        if st.corrupt_complete {
-            content.push(b'!');
-        }
-        let item = st.item(file_id, &s.parent, &s.name, &content, s.mtime);
-        st.files.insert(file_id.into(), (item.clone(), content));
+        let item = {
+            let mut st = self.state();
+            let s = st
+                .sessions
+                .remove(upload_id)
+                .ok_or_else(|| Error::NoSuchUpload(upload_id.into()))?;
+            assert_eq!(s.file_id, file_id);
+            let mut content: Vec<u8> = s.parts.into_values().flatten().collect();
+            if st.corrupt_complete {
+                content.push(b'!');
+            }
+            let item = st.item(file_id, &s.parent, &s.name, &content, s.mtime);
+            st.files.insert(file_id.into(), (item.clone(), content));
+            item
+        };
+        let mut hold = self.hold_answer.subscribe();
+        let _ = hold.wait_for(|h| !*h).await;
         Ok(item)
     }
 

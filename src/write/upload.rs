@@ -278,7 +278,9 @@ async fn create(
         local_modified_at: target.mtime,
         hashes,
     };
-    parts::retry_transient("create", || drive.create_file(&req)).await
+    let session = parts::retry_transient("create", || drive.create_file(&req)).await?;
+    crate::write::progress::session_opened(&session.file_id);
+    Ok(session)
 }
 
 /// Content hash and proof: a rapid upload when the drive has the content.
@@ -333,6 +335,8 @@ async fn finish_rapid(
 /// `complete`, retried on transient errors. If an earlier attempt's answer was lost, the session
 /// is gone (`NoSuchUpload`) though the file exists: then `get` it and let `verify` judge.
 async fn complete(drive: &dyn Drive, file_id: &str, upload_id: &str) -> Result<RemoteItem> {
+    // Also a streamed session, created on the stream's own task.
+    crate::write::progress::session_opened(file_id);
     let mut tried = false;
     parts::retry_transient("complete", || {
         let first = !tried;

@@ -16,8 +16,8 @@
 //!   the old copy stays on the drive until the new one is verified.
 //! - mkdir, rmdir and renames of drive items are plain drive calls made before returning.
 //!
-//! Remaining window: an upload stopped while its final `complete` call is on the wire may still
-//! land under the old name.
+//! An attempt stopped just as its final `complete` was answered removes the drive files it
+//! created (`JobProgress::take_sessions`) before `settle` returns.
 
 use super::*;
 
