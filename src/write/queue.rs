@@ -568,6 +568,7 @@ impl UploadQueue {
                         if let Err(e) = removed {
                             tracing::error!(key, file_id = %item.file_id, "could not remove the upload of a deleted file: {e}");
                         }
+                        self.clear_cancelled(key);
                         return;
                     }
                     let _ = self.events.send(UploadEvent {
@@ -753,9 +754,8 @@ impl UploadQueue {
             return Finish::Done;
         };
         if slot.cancelled {
-            // The staged file is the canceller's (see `cancel`).
-            slot.cancelled = false;
-            slot.running = None;
+            // The staged file is the canceller's (see `cancel`). The job stays running until
+            // its result is removed from the drive, so `settle` waits for that.
             return Finish::Cancelled;
         }
         if let Some(want) = slot.running.as_ref().map(|j| &j.target) {
