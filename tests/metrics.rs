@@ -183,6 +183,9 @@ fn metrics_match_the_emulator_and_the_workload() {
     assert!(sum(&metrics, "alipanfs_cache_misses_total", &[]) > 0.0);
     assert!(sum(&metrics, "alipanfs_cache_hits_total", &[]) > 0.0);
     assert_eq!(sum(&metrics, "alipanfs_upload_queue_depth", &[]), 0.0);
+    // Every FUSE operation runs in a span with its kind, inode and request id (logged at debug).
+    let log = m.full_log();
+    assert!(log.contains("fuse{op=\"lookup\" ino=1 req="), "{}", m.log());
     // Present, even when no call waited.
     assert!(metrics
         .keys()
