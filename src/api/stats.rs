@@ -107,3 +107,28 @@ impl Inner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn answers_are_counted_by_status_beside_the_calls() {
+        let s = ApiStats::default();
+        for status in [Some(429), Some(200), None] {
+            s.call("openFile/list", Duration::ZERO);
+            s.answered("openFile/list", status);
+        }
+        s.throttled("openFile/list");
+        let (all, (throttled, errors)) = s.snapshot();
+        let (name, e) = &all[0];
+        assert_eq!(*name, "openFile/list");
+        assert_eq!(e.calls, 3);
+        assert_eq!(
+            e.statuses,
+            BTreeMap::from([(0, 1), (200, 1), (429, 1)]),
+            "0: no answer"
+        );
+        assert_eq!((e.throttled, throttled, errors), (1, 1, 0));
+    }
+}
