@@ -140,7 +140,12 @@ async fn download_once(
         _ => MAX_ERROR_BODY,
     };
     let body = match read_body(resp, limit, pool).await {
-        Ok(b) => b,
+        Ok(b) => {
+            if matches!(status, 200 | 206) {
+                crate::metrics::download_bytes(b.len() as u64);
+            }
+            b
+        }
         Err(e) => {
             return Attempt::Retry(Error::Network(format!(
                 "download body: {}",
@@ -248,6 +253,7 @@ pub async fn upload_part(
         "data put"
     );
     if (200..300).contains(&status) {
+        crate::metrics::upload_bytes(body.len() as u64);
         return Ok(etag);
     }
     let e = parse_error_body(&bytes);

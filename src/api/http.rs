@@ -112,6 +112,8 @@ impl Api {
                 .json(&json)
                 .send()
                 .await;
+            self.stats
+                .answered(endpoint, sent.as_ref().ok().map(|r| r.status().as_u16()));
             let resp = match sent {
                 Ok(r) => r,
                 Err(e) => {

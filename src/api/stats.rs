@@ -1,5 +1,6 @@
 //! Counters of API calls per endpoint, for `alipanfs status`: calls, waits on the client-side
-//! rate limiter, 429s and errors, plus the 429s and errors of the last minute.
+//! rate limiter, 429s and errors, plus the 429s and errors of the last minute; and, for the
+//! Prometheus metrics (`crate::metrics`), the requests by HTTP status.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
@@ -17,6 +18,9 @@ pub struct EndpointStats {
     pub throttled: u64,
     /// Calls that ended in an error (after retries).
     pub errors: u64,
+    /// Requests by the HTTP status of their answer (0: no answer, a network error), for the
+    /// metrics; each request sent is counted once here, each retry included.
+    pub statuses: BTreeMap<u16, u64>,
 }
 
 #[derive(Debug, Default)]
@@ -48,6 +52,14 @@ impl ApiStats {
                 e.limiter_waits += 1;
                 e.limiter_wait += waited;
             }
+        });
+    }
+
+    /// A request's answer: its HTTP status, or None when none came (network error).
+    pub fn answered(&self, endpoint: &'static str, status: Option<u16>) {
+        self.with(|i| {
+            let e = i.endpoints.entry(endpoint).or_default();
+            *e.statuses.entry(status.unwrap_or(0)).or_default() += 1;
         });
     }
 
@@ -93,5 +105,30 @@ impl Inner {
         {
             self.recent.pop_front();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn answers_are_counted_by_status_beside_the_calls() {
+        let s = ApiStats::default();
+        for status in [Some(429), Some(200), None] {
+            s.call("openFile/list", Duration::ZERO);
+            s.answered("openFile/list", status);
+        }
+        s.throttled("openFile/list");
+        let (all, (throttled, errors)) = s.snapshot();
+        let (name, e) = &all[0];
+        assert_eq!(*name, "openFile/list");
+        assert_eq!(e.calls, 3);
+        assert_eq!(
+            e.statuses,
+            BTreeMap::from([(0, 1), (200, 1), (429, 1)]),
+            "0: no answer"
+        );
+        assert_eq!((e.throttled, throttled, errors), (1, 1, 0));
     }
 }

@@ -333,6 +333,10 @@ fn run_mount(args: MountArgs, argv: Vec<std::ffi::OsString>) -> Result<()> {
     let core = rt.block_on(async {
         mount::build_core(client.clone() as Arc<dyn crate::drive::Drive>, &s)
     })?;
+    if let Err(e) = rt.block_on(mount::start_metrics(&s, client.clone(), &core)) {
+        daemon::report_failure(&e);
+        return Err(e);
+    }
     // `status` and `sync` talk to this; the mount works without it. Dropped (socket removed)
     // once the mount has ended and its uploads drained.
     let _control = rt

@@ -181,6 +181,21 @@ pub fn build_core(drive: Arc<dyn Drive>, s: &Settings) -> Result<Arc<FsCore>> {
     Ok(FsCore::new(drive, cfg, reader, staging, uploads))
 }
 
+/// Start the Prometheus listener of `--metrics-listen` (nothing without it), on the runtime
+/// this is called on. An address that cannot be bound fails the mount with one line naming it.
+pub async fn start_metrics(
+    s: &Settings,
+    client: Arc<Client>,
+    core: &FsCore,
+) -> Result<Option<std::net::SocketAddr>> {
+    match &s.metrics_listen {
+        None => Ok(None),
+        Some(addr) => crate::metrics::serve(addr, client, core.uploads().clone())
+            .await
+            .map(Some),
+    }
+}
+
 fn fuse_config(s: &Settings) -> fuser::Config {
     use fuser::MountOption;
     let mut config = fuser::Config::default();

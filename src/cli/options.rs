@@ -110,6 +110,10 @@ pub struct MountOptions {
     /// Seconds start-up keeps retrying an unreachable API (network not up yet) [default: 120].
     #[arg(long)]
     pub startup_timeout: Option<f64>,
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 (port 0: any free
+    /// port, logged) [default: off].
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
 }
 
 /// The settings after defaults, as the mount uses them.
@@ -144,6 +148,8 @@ pub struct Settings {
     pub api_rate: f64,
     pub upload_drain_timeout: Duration,
     pub startup_timeout: Duration,
+    /// None: no metrics listener.
+    pub metrics_listen: Option<String>,
 }
 
 impl MountOptions {
@@ -178,6 +184,7 @@ impl MountOptions {
             api_rate: self.api_rate.or(lower.api_rate),
             upload_drain_timeout: self.upload_drain_timeout.or(lower.upload_drain_timeout),
             startup_timeout: self.startup_timeout.or(lower.startup_timeout),
+            metrics_listen: self.metrics_listen.or(lower.metrics_listen),
         }
     }
 
@@ -318,6 +325,7 @@ impl MountOptions {
             api_rate: self.api_rate.unwrap_or(15.0),
             upload_drain_timeout: secs(self.upload_drain_timeout, 300.0, "upload-drain-timeout")?,
             startup_timeout: secs(self.startup_timeout, 120.0, "startup-timeout")?,
+            metrics_listen: nonblank(self.metrics_listen).map(|a| a.trim().to_string()),
         };
         if settings.memory_limit < 8 << 20 {
             return Err(Error::Config("--memory-limit must be at least 8M".into()));
@@ -679,6 +687,7 @@ mod tests {
             "api-rate" => "7",
             "upload-drain-timeout" => "12",
             "startup-timeout" => "9",
+            "metrics-listen" => "\"127.0.0.1:9464\"",
             other => panic!("add a sample value for the new option --{other}"),
         }
     }

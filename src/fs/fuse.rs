@@ -14,11 +14,12 @@ use fuser::{
 };
 use futures_util::FutureExt;
 use std::panic::AssertUnwindSafe;
-use tracing::{debug, warn};
+use tracing::{debug, warn, Instrument};
 
 use crate::drive::ItemKind;
 use crate::error::Error;
 use crate::fs::core::{Attr, DirSlot, FsCore};
+use crate::metrics;
 
 /// Block size reported to statfs and as stat's block unit.
 const BLOCK_SIZE: u32 = 4096;
@@ -94,9 +95,11 @@ fn file_type(kind: ItemKind) -> FileType {
     }
 }
 
-/// The errno of an error, logged once: quietly for the expected ones.
-fn errno(op: &str, err: &Error) -> fuser::Errno {
+/// The errno of a failed operation, logged and counted (metrics) once: quietly for the
+/// expected ones.
+fn errno(op: &'static str, err: &Error) -> fuser::Errno {
     let code = err.errno();
+    metrics::fuse_op(op, code);
     match code {
         // Expected answers (and what the drive cannot store, e.g. git's chmod probe): quiet.
         libc::ENOENT
@@ -115,9 +118,10 @@ fn errno(op: &str, err: &Error) -> fuser::Errno {
     fuser::Errno::from_i32(code)
 }
 
-fn name_str<'a>(name: &'a OsStr, op: &str) -> Result<&'a str, fuser::Errno> {
+fn name_str<'a>(name: &'a OsStr, op: &'static str) -> Result<&'a str, fuser::Errno> {
     name.to_str().ok_or_else(|| {
         debug!(op, ?name, "name is not UTF-8");
+        metrics::fuse_op(op, libc::EINVAL);
         fuser::Errno::from_i32(libc::EINVAL)
     })
 }
@@ -126,6 +130,22 @@ fn time_of(t: TimeOrNow) -> SystemTime {
     match t {
         TimeOrNow::SpecificTime(t) => t,
         TimeOrNow::Now => SystemTime::now(),
+    }
+}
+
+/// The span every FUSE operation runs in: its kind, inode and the kernel's request id.
+fn op_span(op: &'static str, req: &Request, ino: u64) -> tracing::Span {
+    tracing::debug_span!("fuse", op, ino, req = req.unique().0)
+}
+
+/// A synchronous operation's result, answered on the FUSE thread: counted, and its errno.
+fn done<T>(op: &'static str, result: crate::error::Result<T>) -> Result<T, fuser::Errno> {
+    match result {
+        Ok(v) => {
+            metrics::fuse_op(op, 0);
+            Ok(v)
+        }
+        Err(e) => Err(errno(op, &e)),
     }
 }
 
@@ -158,34 +178,49 @@ impl FuseAdapter {
     fn blocking(
         &self,
         op: &'static str,
+        span: tracing::Span,
         reply: ReplyEmpty,
         work: impl FnOnce(&FsCore) -> crate::error::Result<()> + Send + 'static,
     ) {
         let core = self.core.clone();
-        self.rt.spawn_blocking(move || match work(&core) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(op, &e)),
-        });
+        self.rt
+            .spawn_blocking(move || match span.in_scope(|| done(op, work(&core))) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            });
     }
 
-    /// Run a core operation on tokio (never on the FUSE thread) and answer with `ok`, or with
-    /// the errno of its error.
+    /// Run a core operation on tokio (never on the FUSE thread), in the operation's span, and
+    /// answer with `ok`, or with the errno of its error; either is counted.
+    #[allow(clippy::too_many_arguments)]
     fn spawn<R: ErrorReply, T: Send + 'static>(
         &self,
         op: &'static str,
+        req: &Request,
+        ino: u64,
         reply: R,
         work: impl std::future::Future<Output = crate::error::Result<T>> + Send + 'static,
         ok: impl FnOnce(R, T) + Send + 'static,
     ) {
-        self.rt.spawn(async move {
-            // A panic fails this operation with EIO (the hook logged it with its backtrace);
-            // the mount goes on.
-            match AssertUnwindSafe(work).catch_unwind().await {
-                Ok(Ok(value)) => ok(reply, value),
-                Ok(Err(e)) => reply.fail(errno(op, &e)),
-                Err(_) => reply.fail(fuser::Errno::from_i32(libc::EIO)),
+        let span = op_span(op, req, ino);
+        self.rt.spawn(
+            async move {
+                // A panic fails this operation with EIO (the hook logged it with its
+                // backtrace); the mount goes on.
+                match AssertUnwindSafe(work).catch_unwind().await {
+                    Ok(Ok(value)) => {
+                        metrics::fuse_op(op, 0);
+                        ok(reply, value)
+                    }
+                    Ok(Err(e)) => reply.fail(errno(op, &e)),
+                    Err(_) => {
+                        metrics::fuse_op(op, libc::EIO);
+                        reply.fail(fuser::Errno::from_i32(libc::EIO))
+                    }
+                }
             }
-        });
+            .instrument(span),
+        );
     }
 }
 
@@ -228,7 +263,7 @@ impl Filesystem for FuseAdapter {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = match name_str(name, "lookup") {
             Ok(n) => n.to_string(),
             Err(e) => return reply.error(e),
@@ -236,6 +271,8 @@ impl Filesystem for FuseAdapter {
         let (core, ttl) = (self.core.clone(), self.ttl);
         self.spawn(
             "lookup",
+            req,
+            parent.0,
             reply,
             async move { core.lookup(parent.0, &name).await },
             move |reply, attr| reply.entry(&ttl, &file_attr(&attr), Generation(0)),
@@ -248,10 +285,12 @@ impl Filesystem for FuseAdapter {
             .spawn(async move { core.forget(ino.0, nlookup).await });
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let (core, ttl) = (self.core.clone(), self.ttl);
         self.spawn(
             "getattr",
+            req,
+            ino.0,
             reply,
             async move { core.getattr(ino.0).await },
             move |reply, attr| reply.attr(&ttl, &file_attr(&attr)),
@@ -260,7 +299,7 @@ impl Filesystem for FuseAdapter {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -279,6 +318,8 @@ impl Filesystem for FuseAdapter {
         let (core, ttl) = (self.core.clone(), self.ttl);
         self.spawn(
             "setattr",
+            req,
+            ino.0,
             reply,
             async move {
                 core.setattr(ino.0, size, mtime.map(time_of), mode, uid, gid)
@@ -304,7 +345,7 @@ impl Filesystem for FuseAdapter {
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -318,30 +359,32 @@ impl Filesystem for FuseAdapter {
         let (core, ttl) = (self.core.clone(), self.ttl);
         self.spawn(
             "mkdir",
+            req,
+            parent.0,
             reply,
             async move { core.mkdir(parent.0, &name, mode & !umask).await },
             move |reply, attr| reply.entry(&ttl, &file_attr(&attr), Generation(0)),
         );
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = match name_str(name, "unlink") {
             Ok(n) => n.to_string(),
             Err(e) => return reply.error(e),
         };
         let core = self.core.clone();
         let work = async move { core.unlink(parent.0, &name).await };
-        self.spawn("unlink", reply, work, |reply, ()| reply.ok());
+        self.spawn("unlink", req, parent.0, reply, work, |reply, ()| reply.ok());
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = match name_str(name, "rmdir") {
             Ok(n) => n.to_string(),
             Err(e) => return reply.error(e),
         };
         let core = self.core.clone();
         let work = async move { core.rmdir(parent.0, &name).await };
-        self.spawn("rmdir", reply, work, |reply, ()| reply.ok());
+        self.spawn("rmdir", req, parent.0, reply, work, |reply, ()| reply.ok());
     }
 
     fn symlink(
@@ -358,7 +401,7 @@ impl Filesystem for FuseAdapter {
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -379,7 +422,7 @@ impl Filesystem for FuseAdapter {
             core.rename(parent.0, &name, newparent.0, &newname, no_replace)
                 .await
         };
-        self.spawn("rename", reply, work, |reply, ()| reply.ok());
+        self.spawn("rename", req, parent.0, reply, work, |reply, ()| reply.ok());
     }
 
     fn link(&self, _req: &Request, _ino: INodeNo, _np: INodeNo, _nn: &OsStr, reply: ReplyEntry) {
@@ -387,12 +430,14 @@ impl Filesystem for FuseAdapter {
         reply.error(fuser::Errno::from_i32(libc::EPERM));
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
         let truncate = flags.0 & libc::O_TRUNC != 0;
         let (core, direct_io_reads) = (self.core.clone(), self.direct_io_reads);
         self.spawn(
             "open",
+            req,
+            ino.0,
             reply,
             async move { core.open(ino.0, write, truncate).await },
             move |reply, fh| reply.opened(FileHandle(fh), open_flags(write, direct_io_reads)),
@@ -401,8 +446,8 @@ impl Filesystem for FuseAdapter {
 
     fn read(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -413,6 +458,8 @@ impl Filesystem for FuseAdapter {
         let core = self.core.clone();
         self.spawn(
             "read",
+            req,
+            ino.0,
             reply,
             async move { core.read(fh.0, offset, size).await },
             move |reply, data| reply.data(&data),
@@ -421,8 +468,8 @@ impl Filesystem for FuseAdapter {
 
     fn write(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
@@ -432,55 +479,63 @@ impl Filesystem for FuseAdapter {
         reply: ReplyWrite,
     ) {
         // Local disk only: answered on the FUSE thread, no network involved.
-        match self.core.write(fh.0, offset, data) {
+        let _span = op_span("write", req, ino.0).entered();
+        match done("write", self.core.write(fh.0, offset, data)) {
             Ok(n) => reply.written(n),
-            Err(e) => reply.error(errno("write", &e)),
+            Err(e) => reply.error(e),
         }
     }
 
     fn flush(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
         // close() waits for this: the written content is made durable and journaled here.
-        self.blocking("flush", reply, move |core| core.flush(fh.0));
+        self.blocking("flush", op_span("flush", req, ino.0), reply, move |core| {
+            core.flush(fh.0)
+        });
     }
 
     fn release(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        match self.core.release(fh.0) {
+        let _span = op_span("release", req, ino.0).entered();
+        match done("release", self.core.release(fh.0)) {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("release", &e)),
+            Err(e) => reply.error(e),
         }
     }
 
     fn fsync(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.blocking("fsync", reply, move |core| core.flush(fh.0));
+        self.blocking("fsync", op_span("fsync", req, ino.0), reply, move |core| {
+            core.flush(fh.0)
+        });
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let core = self.core.clone();
         self.spawn(
             "opendir",
+            req,
+            ino.0,
             reply,
             async move { core.opendir(ino.0).await },
             move |reply, fh| reply.opened(FileHandle(fh), FopenFlags::empty()),
@@ -489,13 +544,14 @@ impl Filesystem for FuseAdapter {
 
     fn readdir(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        match self.core.readdir(fh.0, offset, false) {
+        let _span = op_span("readdir", req, ino.0).entered();
+        match done("readdir", self.core.readdir(fh.0, offset, false)) {
             Ok(entries) => {
                 for DirSlot {
                     next_offset, entry, ..
@@ -512,19 +568,20 @@ impl Filesystem for FuseAdapter {
                 }
                 reply.ok();
             }
-            Err(e) => reply.error(errno("readdir", &e)),
+            Err(e) => reply.error(e),
         }
     }
 
     fn readdirplus(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        match self.core.readdir(fh.0, offset, true) {
+        let _span = op_span("readdirplus", req, ino.0).entered();
+        match done("readdirplus", self.core.readdir(fh.0, offset, true)) {
             Ok(entries) => {
                 for DirSlot {
                     next_offset,
@@ -556,26 +613,30 @@ impl Filesystem for FuseAdapter {
                 }
                 reply.ok();
             }
-            Err(e) => reply.error(errno("readdirplus", &e)),
+            Err(e) => reply.error(e),
         }
     }
 
     fn releasedir(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        let _span = op_span("releasedir", req, ino.0).entered();
         self.core.releasedir(fh.0);
+        metrics::fuse_op("releasedir", 0);
         reply.ok();
     }
 
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+    fn statfs(&self, req: &Request, ino: INodeNo, reply: ReplyStatfs) {
         let core = self.core.clone();
         self.spawn(
             "statfs",
+            req,
+            ino.0,
             reply,
             async move { core.statfs().await },
             move |reply, space| {
@@ -630,7 +691,7 @@ impl Filesystem for FuseAdapter {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -644,15 +705,22 @@ impl Filesystem for FuseAdapter {
         };
         let (core, ttl) = (self.core.clone(), self.ttl);
         let work = async move { core.create(parent.0, &name, mode & !umask).await };
-        self.spawn("create", reply, work, move |reply, (attr, fh)| {
-            let flags = FopenFlags::empty();
-            reply.created(
-                &ttl,
-                &file_attr(&attr),
-                Generation(0),
-                FileHandle(fh),
-                flags,
-            )
-        });
+        self.spawn(
+            "create",
+            req,
+            parent.0,
+            reply,
+            work,
+            move |reply, (attr, fh)| {
+                let flags = FopenFlags::empty();
+                reply.created(
+                    &ttl,
+                    &file_attr(&attr),
+                    Generation(0),
+                    FileHandle(fh),
+                    flags,
+                )
+            },
+        );
     }
 }

@@ -57,9 +57,17 @@ impl FsCore {
             Some(Handle::Local { content, .. }) => Source::Local(content.clone()),
             _ => return Err(Error::Io(std::io::Error::from_raw_os_error(libc::EBADF))),
         };
+        // There is no disk cache of downloads yet: reads of local content (files written here)
+        // count as cache hits, reads that go to the drive as misses.
         match source {
-            Source::Remote(reader) => reader.read(offset, size).await,
-            Source::Local(content) => Ok(Bytes::from(content.read_at(offset, size as usize)?)),
+            Source::Remote(reader) => {
+                crate::metrics::cache_miss();
+                reader.read(offset, size).await
+            }
+            Source::Local(content) => {
+                crate::metrics::cache_hit();
+                Ok(Bytes::from(content.read_at(offset, size as usize)?))
+            }
         }
     }
 
