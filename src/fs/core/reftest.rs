@@ -159,6 +159,17 @@ impl Model {
             Some(Entry::Dir) => Ok(()),
         }
     }
+    /// The file at (folder, name) and its path, with the errno a tmpfs would give.
+    fn file_at(&self, d: usize, n: usize) -> Result<(String, u64), i32> {
+        self.parent_ok(DIRS[d])?;
+        let path = join(DIRS[d], NAMES[n]);
+        match self.entries.get(&path) {
+            None => Err(libc::ENOENT),
+            Some(Entry::Dir) => Err(libc::EISDIR),
+            Some(Entry::File(ino)) => Ok((path, *ino)),
+        }
+    }
+
     fn is_empty_dir(&self, path: &str) -> bool {
         let prefix = format!("{path}/");
         !self.entries.keys().any(|k| k.starts_with(&prefix))
@@ -553,13 +564,7 @@ impl World {
                 nothing
             }
             Op::Open(d, n, trunc) => {
-                m.parent_ok(DIRS[*d])?;
-                let path = join(DIRS[*d], NAMES[*n]);
-                let ino = match m.entries.get(&path) {
-                    None => return Err(libc::ENOENT),
-                    Some(Entry::Dir) => return Err(libc::EISDIR),
-                    Some(Entry::File(ino)) => *ino,
-                };
+                let (_, ino) = m.file_at(*d, *n)?;
                 if failed_by_fault {
                     return Err(libc::EIO);
                 }
@@ -589,13 +594,7 @@ impl World {
                 nothing
             }
             Op::Truncate(d, n, size) => {
-                m.parent_ok(DIRS[*d])?;
-                let path = join(DIRS[*d], NAMES[*n]);
-                let ino = match m.entries.get(&path) {
-                    None => return Err(libc::ENOENT),
-                    Some(Entry::Dir) => return Err(libc::EISDIR),
-                    Some(Entry::File(ino)) => *ino,
-                };
+                let (_, ino) = m.file_at(*d, *n)?;
                 if failed_by_fault {
                     return Err(libc::EIO);
                 }
@@ -624,13 +623,7 @@ impl World {
                 nothing
             }
             Op::Unlink(d, n) => {
-                m.parent_ok(DIRS[*d])?;
-                let path = join(DIRS[*d], NAMES[*n]);
-                match m.entries.get(&path) {
-                    None => return Err(libc::ENOENT),
-                    Some(Entry::Dir) => return Err(libc::EISDIR),
-                    Some(Entry::File(_)) => {}
-                }
+                let (path, _) = m.file_at(*d, *n)?;
                 if failed_by_fault {
                     return Err(libc::EIO);
                 }
@@ -718,13 +711,7 @@ impl World {
                 nothing
             }
             Op::Read(d, n) => {
-                m.parent_ok(DIRS[*d])?;
-                let path = join(DIRS[*d], NAMES[*n]);
-                let ino = match m.entries.get(&path) {
-                    None => return Err(libc::ENOENT),
-                    Some(Entry::Dir) => return Err(libc::EISDIR),
-                    Some(Entry::File(ino)) => *ino,
-                };
+                let (_, ino) = m.file_at(*d, *n)?;
                 let f = m.files.get_mut(&ino).unwrap();
                 match (f.alt.take(), got) {
                     // The crash left one of two contents: the model follows what the fs shows.
