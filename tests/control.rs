@@ -309,4 +309,25 @@ fn errors_are_one_line_when_no_daemon_answers() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("not answering"), "{}", text(&o));
     assert_eq!(err.lines().count(), 1, "{}", text(&o));
+    // A daemon killed with SIGKILL: its pid is gone, so its leftovers are removed silently.
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let pid = gone.id();
+    gone.wait().unwrap();
+    drop(std::os::unix::net::UnixListener::bind(&dead).unwrap());
+    let index = sockets.join("killed.json");
+    std::fs::write(
+        &index,
+        format!(
+            r#"{{"mountpoint":"/killed/mount","pid":{pid},"socket":"{}"}}"#,
+            dead.display()
+        ),
+    )
+    .unwrap();
+    let o = cli(&["status", "/killed/mount/x"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("no alipanfs mount found"), "{}", text(&o));
+    assert!(
+        !index.exists() && !dead.exists(),
+        "stale index and socket removed"
+    );
 }

@@ -96,6 +96,12 @@ pub fn discover() -> (Vec<IndexEntry>, Vec<PathBuf>) {
                 match std::fs::read(&path) {
                     Ok(bytes) => {
                         if let Ok(entry) = serde_json::from_slice::<IndexEntry>(&bytes) {
+                            if process_is_gone(entry.pid) {
+                                // A daemon that was killed left them: clean up, say nothing.
+                                let _ = std::fs::remove_file(&entry.socket);
+                                let _ = std::fs::remove_file(&path);
+                                continue;
+                            }
                             found.push(entry);
                         }
                     }
@@ -108,6 +114,16 @@ pub fn discover() -> (Vec<IndexEntry>, Vec<PathBuf>) {
     found.sort_by(|a, b| a.mountpoint.cmp(&b.mountpoint));
     found.dedup_by(|a, b| a.mountpoint == b.mountpoint);
     (found, denied)
+}
+
+/// No process has this pid any more (a killed daemon's index is stale).
+fn process_is_gone(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
 }
 
 /// `path` made absolute and resolved, as far as this user may resolve it (a mount of another
