@@ -164,6 +164,7 @@ pub fn build_core(drive: Arc<dyn Drive>, s: &Settings) -> Result<Arc<FsCore>> {
             part_size: s.part_size,
             delete_permanently: s.delete_permanently,
             upload_while_writing: s.upload_while_writing,
+            rapid_upload: s.rapid_upload,
             ..UploadConfig::default()
         },
     );
