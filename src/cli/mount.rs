@@ -197,6 +197,8 @@ pub fn build_core(drive: Arc<dyn Drive>, s: &Settings) -> Result<Arc<FsCore>> {
         delete_permanently: s.delete_permanently,
         strict_permissions: s.strict_permissions,
         max_cached_dirs: 10_000,
+        order_by: s.order_by,
+        order_direction: s.order_direction,
     };
     Ok(FsCore::new(drive, cfg, reader, staging, uploads))
 }

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::drive::DriveChoice;
 use crate::error::{Error, Result};
+use crate::fs::{OrderBy, OrderDirection};
 
 pub const DEFAULT_API_URL: &str = "https://openapi.alipan.com";
 pub const DEFAULT_TOKEN_URL: &str = "https://api.nn.ci/alist/ali_open/token";
@@ -101,6 +102,12 @@ pub struct MountOptions {
           value_parser = clap::builder::BoolishValueParser::new())]
     #[serde(default, deserialize_with = "de_on_off")]
     pub rapid_upload: Option<bool>,
+    /// Order of folder entries (readdir, `ls -U`): name, size, updated_at or created_at [default: name].
+    #[arg(long, value_enum)]
+    pub order_by: Option<OrderBy>,
+    /// Direction of --order-by: asc or desc [default: asc].
+    #[arg(long, value_enum)]
+    pub order_direction: Option<OrderDirection>,
     /// Client-side limit of list calls per second [default: 4].
     #[arg(long)]
     pub list_rate: Option<f64>,
@@ -150,6 +157,8 @@ pub struct Settings {
     /// None: uploads start at close.
     pub upload_while_writing: Option<u64>,
     pub rapid_upload: bool,
+    pub order_by: OrderBy,
+    pub order_direction: OrderDirection,
     pub list_rate: f64,
     pub download_url_rate: f64,
     pub api_rate: f64,
@@ -187,6 +196,8 @@ impl MountOptions {
             strict_permissions: self.strict_permissions.or(lower.strict_permissions),
             upload_while_writing: self.upload_while_writing.or(lower.upload_while_writing),
             rapid_upload: self.rapid_upload.or(lower.rapid_upload),
+            order_by: self.order_by.or(lower.order_by),
+            order_direction: self.order_direction.or(lower.order_direction),
             list_rate: self.list_rate.or(lower.list_rate),
             download_url_rate: self.download_url_rate.or(lower.download_url_rate),
             api_rate: self.api_rate.or(lower.api_rate),
@@ -329,6 +340,8 @@ impl MountOptions {
                 None => Some(crate::write::upload::DEFAULT_UPLOAD_WHILE_WRITING),
             },
             rapid_upload: self.rapid_upload.unwrap_or(true),
+            order_by: self.order_by.unwrap_or_default(),
+            order_direction: self.order_direction.unwrap_or_default(),
             list_rate: self.list_rate.unwrap_or(4.0),
             download_url_rate: self.download_url_rate.unwrap_or(1.0),
             api_rate: self.api_rate.unwrap_or(15.0),
@@ -734,6 +747,8 @@ mod tests {
             "upload-while-writing" => "\"off\"",
             // "on" because the bare switch (`--rapid-upload`, `-o rapid_upload`) means on.
             "rapid-upload" => "\"on\"",
+            "order-by" => "\"updated_at\"",
+            "order-direction" => "\"desc\"",
             "list-rate" => "2.5",
             "download-url-rate" => "0.5",
             "api-rate" => "7",
