@@ -215,3 +215,50 @@ fn completions_and_man_page_are_generated() {
     let out = Command::new(BIN).arg("man").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains(".TH alipanfs"));
 }
+
+#[test]
+fn a_root_folder_id_that_is_missing_or_a_file_is_refused_by_name() {
+    let (emulator, temp) = emulator_with(|_| {});
+    let file_id = emulator.seed_file("root", "notes.txt", b"hello");
+    let folder_id = emulator.seed_folder("root", "photos");
+    emulator.seed_file(&folder_id, "inside.txt", b"x");
+    let defaults = EmulatorConfig::default();
+    let token_file = temp.path().join("token.json");
+    let mnt = temp.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    for (id, reason) in [
+        ("0000nosuchfolder0000", "does not exist"),
+        (file_id.as_str(), "is a file"),
+    ] {
+        let (code, err) = run(
+            &[
+                "mount",
+                "-f",
+                mnt.to_str().unwrap(),
+                "--api-url",
+                &emulator.api_url(),
+                "--client-id",
+                &defaults.client_id,
+                "--client-secret",
+                &defaults.client_secret,
+                "--token-file",
+                token_file.to_str().unwrap(),
+                "--cache-dir",
+                temp.path().join("cache").to_str().unwrap(),
+                "--root-folder-id",
+                id,
+            ],
+            &[("ALIPANFS_REFRESH_TOKEN", &emulator.refresh_token())],
+        );
+        assert_ne!(code, 0, "{err}");
+        let line = last_line(&err);
+        assert!(line.contains(id) && line.contains(reason), "{id}: {err}");
+        assert!(!is_mounted(&mnt), "{id}");
+    }
+    // A folder's id mounts, showing that folder.
+    let m = MountBuilder::new(emulator, temp)
+        .arg("--root-folder-id")
+        .arg(folder_id)
+        .mount();
+    assert!(m.path("inside.txt").exists());
+}

@@ -340,3 +340,69 @@ fn statfs_reports_the_drive_space() {
     assert_eq!(v[0] * v[2], 10 << 30, "{out}");
     assert_eq!((v[0] - v[1]) * v[2], 64 << 20, "{out}");
 }
+
+/// `--order-by`/`--order-direction` set the order of readdir (`ls -U`), over a folder of 250
+/// entries (three list pages) whose names, sizes and times all order differently.
+#[test]
+fn order_by_and_direction_set_the_order_of_readdir() {
+    const N: usize = 250;
+    const BASE_MS: i64 = 1_700_000_000_000;
+    // Three permutations of 0..N (each multiplier is prime to N), so no two keys agree.
+    let size = |i: usize| ((i * 97) % N + 1) as u64;
+    let created = |i: usize| BASE_MS + ((i * 53) % N) as i64 * 1000;
+    let updated = |i: usize| BASE_MS + 10_000_000 + ((i * 31) % N) as i64 * 1000;
+    let name = |i: usize| format!("f{i:03}");
+    let sorted = |key: &dyn Fn(usize) -> i64, desc: bool| {
+        let mut v: Vec<usize> = (0..N).collect();
+        v.sort_by_key(|&i| key(i));
+        if desc {
+            v.reverse();
+        }
+        v.into_iter().map(name).collect::<Vec<_>>()
+    };
+    let cases: Vec<(&[&str], Vec<String>)> = vec![
+        (&[], sorted(&|i| i as i64, false)),
+        (&["--order-direction=desc"], sorted(&|i| i as i64, true)),
+        (&["--order-by=size"], sorted(&|i| size(i) as i64, false)),
+        (
+            &["--order-by=size", "--order-direction=desc"],
+            sorted(&|i| size(i) as i64, true),
+        ),
+        (
+            &["--order-by=updated_at", "--order-direction=desc"],
+            sorted(&updated, true),
+        ),
+        (
+            &["-o", "order_by=created_at,order_direction=asc"],
+            sorted(&created, false),
+        ),
+    ];
+    for (args, want) in cases {
+        let m = mount_with(
+            |_| {},
+            |e| {
+                let dir = e.seed_folder("root", "big");
+                // Seeded in an order that is none of the tested ones.
+                for i in (0..N).rev() {
+                    let id = e.seed_file(&dir, &name(i), &vec![b'x'; size(i) as usize]);
+                    e.set_times(&id, created(i), updated(i));
+                }
+            },
+            args,
+        );
+        assert!(std::fs::metadata(m.path("big")).unwrap().is_dir());
+        m.emulator.reset_calls();
+        let got: Vec<String> = std::fs::read_dir(m.path("big"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(got.len(), N, "{args:?}");
+        assert_eq!(got, want, "{args:?}");
+        assert_eq!(
+            m.emulator.call_count("openFile/list"),
+            3,
+            "{args:?}: {:?}",
+            m.emulator.calls()
+        );
+    }
+}

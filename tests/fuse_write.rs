@@ -647,3 +647,26 @@ fn an_upload_cut_short_by_unmount_resumes_at_the_next_mount() {
         || std::fs::read(m.path("late.bin")).is_ok_and(|b| b == data),
     );
 }
+
+/// Content already on the drive: by default a rapid upload sends no part; with
+/// `--rapid-upload off` no hash is offered and the parts are sent.
+#[test]
+fn rapid_upload_off_sends_the_parts_of_content_the_drive_already_has() {
+    let content = random_bytes(3 << 20, 77);
+    for (args, want_parts) in [(&[][..], false), (&["--rapid-upload=off"][..], true)] {
+        let seeded = content.clone();
+        let m = mount_with(
+            |_| {},
+            move |e| {
+                e.seed_file("root", "have.bin", &seeded);
+            },
+            args,
+        );
+        m.emulator.reset_calls();
+        std::fs::write(m.path("copy.bin"), &content).unwrap();
+        wait_uploaded(&m, "copy.bin", &sha1_hex(&content));
+        let puts = m.emulator.call_count("data/put");
+        assert_eq!(puts > 0, want_parts, "{args:?}: {:?}", m.emulator.calls());
+        assert_eq!(sha1_of(&m.path("copy.bin")), sha1_hex(&content));
+    }
+}

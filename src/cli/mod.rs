@@ -330,6 +330,10 @@ fn run_mount(args: MountArgs, argv: Vec<std::ffi::OsString>) -> Result<()> {
             return Err(e);
         }
     };
+    if let Err(e) = rt.block_on(mount::check_root_folder(client.as_ref(), &s.root_folder_id)) {
+        daemon::report_failure(&e);
+        return Err(e);
+    }
     let core = rt.block_on(async {
         mount::build_core(client.clone() as Arc<dyn crate::drive::Drive>, &s)
     })?;

@@ -146,6 +146,25 @@ pub async fn connect(s: &Settings) -> Result<Arc<Client>> {
     }
 }
 
+/// `--root-folder-id` must name a folder the drive has: a wrong id is refused at mount time, in
+/// one line naming the id, rather than a mount whose every listing fails.
+pub async fn check_root_folder(drive: &dyn Drive, id: &str) -> Result<()> {
+    if id == crate::drive::ROOT_ID {
+        return Ok(());
+    }
+    match drive.get(id).await {
+        Ok(item) if item.is_dir() => Ok(()),
+        Ok(item) => Err(Error::Config(format!(
+            "--root-folder-id {id} is a file ({}), not a folder",
+            item.name
+        ))),
+        Err(Error::NotFound(_)) | Err(Error::InRecycleBin(_)) => Err(Error::Config(format!(
+            "--root-folder-id {id} does not exist on the drive (no such folder)"
+        ))),
+        Err(e) => Err(e),
+    }
+}
+
 /// Everything below the FUSE adapter, built from the settings.
 pub fn build_core(drive: Arc<dyn Drive>, s: &Settings) -> Result<Arc<FsCore>> {
     let reader = Reader::new(
@@ -164,6 +183,7 @@ pub fn build_core(drive: Arc<dyn Drive>, s: &Settings) -> Result<Arc<FsCore>> {
             part_size: s.part_size,
             delete_permanently: s.delete_permanently,
             upload_while_writing: s.upload_while_writing,
+            rapid_upload: s.rapid_upload,
             ..UploadConfig::default()
         },
     );
@@ -177,6 +197,8 @@ pub fn build_core(drive: Arc<dyn Drive>, s: &Settings) -> Result<Arc<FsCore>> {
         delete_permanently: s.delete_permanently,
         strict_permissions: s.strict_permissions,
         max_cached_dirs: 10_000,
+        order_by: s.order_by,
+        order_direction: s.order_direction,
     };
     Ok(FsCore::new(drive, cfg, reader, staging, uploads))
 }

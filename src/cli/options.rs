@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::drive::DriveChoice;
 use crate::error::{Error, Result};
+use crate::fs::{OrderBy, OrderDirection};
 
 pub const DEFAULT_API_URL: &str = "https://openapi.alipan.com";
 pub const DEFAULT_TOKEN_URL: &str = "https://api.nn.ci/alist/ali_open/token";
@@ -95,6 +96,18 @@ pub struct MountOptions {
     #[arg(long, value_parser = parse_size_or_off, value_name = "SIZE|off")]
     #[serde(default, deserialize_with = "de_size_or_off")]
     pub upload_while_writing: Option<u64>,
+    /// Rapid upload (秒传): `off` never sends content_hash or pre_hash, so every file's parts
+    /// are sent even when the drive already has the content [default: on].
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "on", value_name = "on|off",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    #[serde(default, deserialize_with = "de_on_off")]
+    pub rapid_upload: Option<bool>,
+    /// Order of folder entries (readdir, `ls -U`): name, size, updated_at or created_at [default: name].
+    #[arg(long, value_enum)]
+    pub order_by: Option<OrderBy>,
+    /// Direction of --order-by: asc or desc [default: asc].
+    #[arg(long, value_enum)]
+    pub order_direction: Option<OrderDirection>,
     /// Client-side limit of list calls per second [default: 4].
     #[arg(long)]
     pub list_rate: Option<f64>,
@@ -143,6 +156,9 @@ pub struct Settings {
     pub strict_permissions: bool,
     /// None: uploads start at close.
     pub upload_while_writing: Option<u64>,
+    pub rapid_upload: bool,
+    pub order_by: OrderBy,
+    pub order_direction: OrderDirection,
     pub list_rate: f64,
     pub download_url_rate: f64,
     pub api_rate: f64,
@@ -179,6 +195,9 @@ impl MountOptions {
             delete_permanently: self.delete_permanently.or(lower.delete_permanently),
             strict_permissions: self.strict_permissions.or(lower.strict_permissions),
             upload_while_writing: self.upload_while_writing.or(lower.upload_while_writing),
+            rapid_upload: self.rapid_upload.or(lower.rapid_upload),
+            order_by: self.order_by.or(lower.order_by),
+            order_direction: self.order_direction.or(lower.order_direction),
             list_rate: self.list_rate.or(lower.list_rate),
             download_url_rate: self.download_url_rate.or(lower.download_url_rate),
             api_rate: self.api_rate.or(lower.api_rate),
@@ -320,6 +339,9 @@ impl MountOptions {
                 Some(size) => Some(size.max(1)),
                 None => Some(crate::write::upload::DEFAULT_UPLOAD_WHILE_WRITING),
             },
+            rapid_upload: self.rapid_upload.unwrap_or(true),
+            order_by: self.order_by.unwrap_or_default(),
+            order_direction: self.order_direction.unwrap_or_default(),
             list_rate: self.list_rate.unwrap_or(4.0),
             download_url_rate: self.download_url_rate.unwrap_or(1.0),
             api_rate: self.api_rate.unwrap_or(15.0),
@@ -561,6 +583,27 @@ fn de_size_or_off<'de, D: serde::Deserializer<'de>>(
     }
 }
 
+/// A boolean, or the words `on`/`off` (and yes/no, 1/0).
+fn de_on_off<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<bool>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Value {
+        Flag(bool),
+        Text(String),
+    }
+    match Option::<Value>::deserialize(d)? {
+        None => Ok(None),
+        Some(Value::Flag(b)) => Ok(Some(b)),
+        Some(Value::Text(s)) => match s.trim().to_ascii_lowercase().as_str() {
+            "on" | "true" | "yes" | "1" => Ok(Some(true)),
+            "off" | "false" | "no" | "0" => Ok(Some(false)),
+            _ => Err(serde::de::Error::custom(format!("'{s}' is not on or off"))),
+        },
+    }
+}
+
 fn de_octal<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<u32>, D::Error> {
     match Option::<String>::deserialize(d)? {
         None => Ok(None),
@@ -639,6 +682,26 @@ mod tests {
     }
 
     #[test]
+    fn rapid_upload_is_on_unless_turned_off() {
+        let resolved = |o: MountOptions| o.resolve().unwrap().rapid_upload;
+        assert!(resolved(MountOptions::default()));
+        assert!(!resolved(from_cli(&["--rapid-upload=off".into()])));
+        assert!(!resolved(from_cli(&["--rapid-upload=false".into()])));
+        assert!(resolved(from_cli(&["--rapid-upload=on".into()])));
+        let o = MountOptions::from_o_list(&["rapid_upload=off".into()]).unwrap();
+        assert!(!resolved(o));
+        for (text, want) in [
+            ("rapid-upload = \"off\"", false),
+            ("rapid-upload = false", false),
+            ("rapid-upload = \"on\"", true),
+        ] {
+            let o: MountOptions = toml::from_str(text).unwrap();
+            assert_eq!(resolved(o), want, "{text}");
+        }
+        assert!(toml::from_str::<MountOptions>("rapid-upload = \"maybe\"").is_err());
+    }
+
+    #[test]
     fn the_example_config_file_is_valid() {
         let o: MountOptions =
             toml::from_str(include_str!("../../contrib/config.example.toml")).unwrap();
@@ -682,6 +745,10 @@ mod tests {
             "cache-dir" => "\"/tmp/alipanfs-cache\"",
             "part-size" => "\"8M\"",
             "upload-while-writing" => "\"off\"",
+            // "on" because the bare switch (`--rapid-upload`, `-o rapid_upload`) means on.
+            "rapid-upload" => "\"on\"",
+            "order-by" => "\"updated_at\"",
+            "order-direction" => "\"desc\"",
             "list-rate" => "2.5",
             "download-url-rate" => "0.5",
             "api-rate" => "7",

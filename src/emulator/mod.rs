@@ -274,6 +274,17 @@ impl Emulator {
     ) -> String {
         self.shared.seed_pattern(parent_file_id, name, size, seed)
     }
+    /// Set an item's `created_at` and `updated_at` (milliseconds since the epoch), as if it had
+    /// been made and last changed then.
+    pub fn set_times(&self, file_id: &str, created_ms: i64, updated_ms: i64) {
+        {
+            let mut st = self.shared.lock();
+            let node = st.nodes.get_mut(file_id).expect("seeded item");
+            node.created_ms = created_ms;
+            node.updated_ms = updated_ms;
+        }
+        self.shared.save_now();
+    }
     /// The sample tree of `alipanfs mount --demo`.
     pub fn seed_demo_tree(&self) {
         self.shared.seed_demo_tree()

@@ -2,6 +2,29 @@
 
 use super::*;
 
+/// What readdir sorts a folder's entries by (ties: by name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum OrderBy {
+    #[default]
+    Name,
+    Size,
+    /// The drive's `updated_at` (the time shown as ctime).
+    UpdatedAt,
+    /// The drive's `created_at` (the time shown as crtime).
+    CreatedAt,
+}
+
+/// Which way readdir's order runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderDirection {
+    #[default]
+    Asc,
+    Desc,
+}
+
 /// A folder's children by display name. Edited in place by changes made through the mount.
 #[derive(Debug, Default)]
 pub struct Listing {
@@ -143,6 +166,21 @@ impl FsCore {
                 })
             })
             .collect();
+        // The listing is by name: a stable sort keeps ties in name order.
+        let key = |e: &DirEntry| {
+            table.get(e.ino).map(|n| match self.cfg.order_by {
+                OrderBy::Name => (0, SystemTime::UNIX_EPOCH),
+                OrderBy::Size => (n.size, SystemTime::UNIX_EPOCH),
+                OrderBy::UpdatedAt => (0, n.ctime),
+                OrderBy::CreatedAt => (0, n.crtime),
+            })
+        };
+        match (self.cfg.order_by, self.cfg.order_direction) {
+            (OrderBy::Name, OrderDirection::Asc) => {}
+            (OrderBy::Name, OrderDirection::Desc) => entries.reverse(),
+            (_, OrderDirection::Asc) => entries.sort_by_key(|e| key(e)),
+            (_, OrderDirection::Desc) => entries.sort_by_key(|e| std::cmp::Reverse(key(e))),
+        }
         let parent = table.get(ino).map(|n| n.parent).unwrap_or(ROOT_INO);
         drop(table);
         entries.insert(

@@ -17,7 +17,7 @@ mod uploads;
 
 pub use control::PendingUpload;
 
-pub use listing::Listing;
+pub use listing::{Listing, OrderBy, OrderDirection};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -55,6 +55,9 @@ pub struct FsConfig {
     pub strict_permissions: bool,
     /// At most this many folder listings are cached.
     pub max_cached_dirs: u64,
+    /// The order of readdir's entries (after `.` and `..`).
+    pub order_by: OrderBy,
+    pub order_direction: OrderDirection,
 }
 
 /// A node's attributes, as the adapter turns them into a `FileAttr`.

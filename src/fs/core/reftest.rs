@@ -245,6 +245,8 @@ impl World {
                 delete_permanently: false,
                 strict_permissions: false,
                 max_cached_dirs: 1000,
+                order_by: Default::default(),
+                order_direction: Default::default(),
             };
             FsCore::new(drive, cfg, reader, staging, uploads)
         });
