@@ -22,6 +22,20 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     )
 }
 
+/// `alipanfs mount -f MNT` against `emulator`, with the token store at `token_file`.
+fn foreground_mount(
+    emulator: &Emulator,
+    mnt: &std::path::Path,
+    token_file: &std::path::Path,
+    extra: &[&str],
+) -> Vec<String> {
+    let mut argv = vec!["mount".into(), "-f".into(), mnt.display().to_string()];
+    argv.extend(emulator.mount_args());
+    argv.extend(["--token-file".into(), token_file.display().to_string()]);
+    argv.extend(extra.iter().map(|a| a.to_string()));
+    argv
+}
+
 fn last_line(stderr: &str) -> &str {
     stderr.lines().last().unwrap_or("")
 }
@@ -75,22 +89,10 @@ fn an_invalid_refresh_token_is_a_sign_in_error_and_nothing_is_mounted() {
     let (emulator, temp) = emulator_with(|_| {});
     let mnt = temp.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    let defaults = EmulatorConfig::default();
     let token_file = temp.path().join("token.json");
+    let argv = foreground_mount(&emulator, &mnt, &token_file, &[]);
     let (code, err) = run(
-        &[
-            "mount",
-            "-f",
-            mnt.to_str().unwrap(),
-            "--api-url",
-            &emulator.api_url(),
-            "--client-id",
-            &defaults.client_id,
-            "--client-secret",
-            &defaults.client_secret,
-            "--token-file",
-            token_file.to_str().unwrap(),
-        ],
+        &argv.iter().map(String::as_str).collect::<Vec<_>>(),
         &[(
             "ALIPANFS_REFRESH_TOKEN",
             "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.bm90LXZhbGlk",
@@ -222,32 +224,23 @@ fn a_root_folder_id_that_is_missing_or_a_file_is_refused_by_name() {
     let file_id = emulator.seed_file("root", "notes.txt", b"hello");
     let folder_id = emulator.seed_folder("root", "photos");
     emulator.seed_file(&folder_id, "inside.txt", b"x");
-    let defaults = EmulatorConfig::default();
     let token_file = temp.path().join("token.json");
     let mnt = temp.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
+    let cache = temp.path().join("cache");
     for (id, reason) in [
         ("0000nosuchfolder0000", "does not exist"),
         (file_id.as_str(), "is a file"),
     ] {
+        let extra = [
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "--root-folder-id",
+            id,
+        ];
+        let argv = foreground_mount(&emulator, &mnt, &token_file, &extra);
         let (code, err) = run(
-            &[
-                "mount",
-                "-f",
-                mnt.to_str().unwrap(),
-                "--api-url",
-                &emulator.api_url(),
-                "--client-id",
-                &defaults.client_id,
-                "--client-secret",
-                &defaults.client_secret,
-                "--token-file",
-                token_file.to_str().unwrap(),
-                "--cache-dir",
-                temp.path().join("cache").to_str().unwrap(),
-                "--root-folder-id",
-                id,
-            ],
+            &argv.iter().map(String::as_str).collect::<Vec<_>>(),
             &[("ALIPANFS_REFRESH_TOKEN", &emulator.refresh_token())],
         );
         assert_ne!(code, 0, "{err}");
