@@ -156,18 +156,43 @@ async fn dispatch(State(sh): State<Arc<Shared>>, req: Request) -> Resp {
     }
 }
 
-/// API calls whose success changes the drive (the others only read it).
+/// Every Open API endpoint the emulator serves, and whether its success changes the drive (the
+/// others only read it; a change is saved before it is answered, see `committed`).
+const ENDPOINTS: &[(&str, bool)] = &[
+    ("user/getDriveInfo", false),
+    ("user/getSpaceInfo", false),
+    ("user/getVipInfo", false),
+    ("openFile/list", false),
+    ("openFile/get", false),
+    ("openFile/get_by_path", false),
+    ("openFile/batch/get", false),
+    ("openFile/getDownloadUrl", false),
+    ("openFile/create", true),
+    ("openFile/getUploadUrl", false),
+    ("openFile/listUploadedParts", false),
+    ("openFile/complete", true),
+    ("openFile/update", true),
+    ("openFile/move", true),
+    ("openFile/copy", true),
+    ("openFile/recyclebin/trash", true),
+    ("openFile/delete", true),
+    ("openFile/async_task/get", false),
+    ("openFile/getVideoPreviewPlayInfo", false),
+];
+
+fn endpoint(key: &str) -> Option<bool> {
+    ENDPOINTS
+        .iter()
+        .find(|(name, _)| *name == key)
+        .map(|&(_, changes)| changes)
+}
+
+fn is_api_endpoint(key: &str) -> bool {
+    endpoint(key).is_some()
+}
+
 fn changes_state(key: &str) -> bool {
-    matches!(
-        key,
-        "openFile/create"
-            | "openFile/complete"
-            | "openFile/update"
-            | "openFile/move"
-            | "openFile/copy"
-            | "openFile/recyclebin/trash"
-            | "openFile/delete"
-    )
+    endpoint(key) == Some(true)
 }
 
 /// `r` once the change it reports is saved (with persistence), else a 500: a client must never
@@ -180,31 +205,6 @@ async fn committed(sh: &Arc<Shared>, r: Resp) -> Resp {
         Ok(()) => r,
         Err(msg) => ApiErr::new(500, "InternalError", msg).into_response(),
     }
-}
-
-fn is_api_endpoint(key: &str) -> bool {
-    matches!(
-        key,
-        "user/getDriveInfo"
-            | "user/getSpaceInfo"
-            | "user/getVipInfo"
-            | "openFile/list"
-            | "openFile/get"
-            | "openFile/get_by_path"
-            | "openFile/batch/get"
-            | "openFile/getDownloadUrl"
-            | "openFile/create"
-            | "openFile/getUploadUrl"
-            | "openFile/listUploadedParts"
-            | "openFile/complete"
-            | "openFile/update"
-            | "openFile/move"
-            | "openFile/copy"
-            | "openFile/recyclebin/trash"
-            | "openFile/delete"
-            | "openFile/async_task/get"
-            | "openFile/getVideoPreviewPlayInfo"
-    )
 }
 
 /// Lenient body reading: empty body is `{}`, `null` is `{}`, unknown fields are ignored.
