@@ -40,6 +40,10 @@ pub struct RemoteItem {
     /// A short-lived download URL that listings carry for small files (under 5 MB). A hint:
     /// readers try it first and fall back to `download_url` when it does not work.
     pub download_url: Option<DownloadUrl>,
+    /// `.livp` live photos: the sizes of their streams by name (`jpeg`, `mov`), from the file
+    /// object's `streams_info`; empty for every other file. Such a file has no single download
+    /// URL: each stream is read through `Drive::stream_urls`.
+    pub streams: Vec<(String, u64)>,
 }
 
 impl RemoteItem {
@@ -215,12 +219,24 @@ pub struct VideoStream {
     pub url: Option<String>,
 }
 
+/// One subtitle track of a video (`live_transcoding_subtitle_task_list`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VideoSubtitle {
+    /// The language code the drive gives (`chi`, `eng`, ...).
+    pub language: String,
+    /// `finished`, `running` or `failed`.
+    pub status: String,
+    /// WebVTT URL when finished.
+    pub url: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct VideoPlayInfo {
     pub duration_secs: f64,
     pub width: u32,
     pub height: u32,
     pub streams: Vec<VideoStream>,
+    pub subtitles: Vec<VideoSubtitle>,
 }
 
 /// The drive operations alipanfs needs. Implementations retry transient failures themselves
@@ -290,6 +306,23 @@ pub trait Drive: Send + Sync + 'static {
     async fn delete(&self, file_id: &str) -> Result<OpResult>;
     /// `async_task/get`.
     async fn task_state(&self, async_task_id: &str) -> Result<TaskState>;
-    /// `getVideoPreviewPlayInfo` (live_transcoding, all templates).
+    /// `getVideoPreviewPlayInfo` (live_transcoding, all templates, with subtitles).
     async fn video_play_info(&self, file_id: &str) -> Result<VideoPlayInfo>;
+    /// A whole small object (an HLS playlist, a WebVTT subtitle) at a signed URL: one GET
+    /// without Range. `Error::UrlExpired` on an expired URL; more than `max_len` bytes is an error.
+    async fn fetch_object(&self, url: &DownloadUrl, max_len: u64) -> Result<Bytes> {
+        let _ = (url, max_len);
+        Err(crate::error::Error::NotSupported("fetch_object".into()))
+    }
+    /// The size of the object at a signed URL (a GET of its first byte, read from
+    /// `Content-Range`), for segments whose size no listing gives.
+    async fn object_size(&self, url: &DownloadUrl) -> Result<u64> {
+        let _ = url;
+        Err(crate::error::Error::NotSupported("object_size".into()))
+    }
+    /// `getDownloadUrl` of a `.livp`: one URL per stream (`streamsUrl`), by stream name.
+    async fn stream_urls(&self, file_id: &str) -> Result<Vec<(String, DownloadUrl)>> {
+        let _ = file_id;
+        Err(crate::error::Error::NotSupported("stream_urls".into()))
+    }
 }

@@ -276,6 +276,18 @@ impl<D: Drive> Drive for FaultyDrive<D> {
         self.enter("video_play_info").await?;
         self.inner.video_play_info(file_id).await
     }
+    async fn fetch_object(&self, url: &DownloadUrl, max_len: u64) -> Result<Bytes> {
+        self.enter("fetch_object").await?;
+        self.inner.fetch_object(url, max_len).await
+    }
+    async fn object_size(&self, url: &DownloadUrl) -> Result<u64> {
+        self.enter("object_size").await?;
+        self.inner.object_size(url).await
+    }
+    async fn stream_urls(&self, file_id: &str) -> Result<Vec<(String, DownloadUrl)>> {
+        self.enter("stream_urls").await?;
+        self.inner.stream_urls(file_id).await
+    }
 }
 
 #[cfg(test)]

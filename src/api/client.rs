@@ -365,6 +365,7 @@ impl Drive for Client {
                 updated_at: std::time::UNIX_EPOCH,
                 local_modified_at: None,
                 download_url: None,
+                streams: Vec::new(),
             });
         }
         let abs = if trimmed.starts_with('/') {
@@ -666,6 +667,7 @@ impl Drive for Client {
                 .into_iter()
                 .map(VideoTask::into_stream)
                 .collect(),
+            subtitles: Vec::new(),
         })
     }
 }

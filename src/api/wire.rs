@@ -124,6 +124,8 @@ impl WireFile {
                 (expires_at > std::time::SystemTime::now())
                     .then_some(crate::drive::DownloadUrl { url, expires_at })
             }),
+            // `streams_info` of `.livp` files: parsed with the livp support.
+            streams: Vec::new(),
             file_id,
             name,
             kind,

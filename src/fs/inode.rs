@@ -320,6 +320,7 @@ mod tests {
             updated_at: UNIX_EPOCH,
             local_modified_at: None,
             download_url: None,
+            streams: Vec::new(),
         }
     }
 

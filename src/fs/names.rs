@@ -74,6 +74,7 @@ mod tests {
             updated_at: UNIX_EPOCH + Duration::from_secs(created),
             local_modified_at: None,
             download_url: None,
+            streams: Vec::new(),
         }
     }
 

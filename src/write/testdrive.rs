@@ -152,6 +152,7 @@ impl MockState {
             updated_at: now,
             local_modified_at: mtime,
             download_url: None,
+            streams: Vec::new(),
         }
     }
 

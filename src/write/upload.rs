@@ -327,6 +327,7 @@ async fn finish_rapid(
                 updated_at: now,
                 local_modified_at: target.mtime,
                 download_url: None,
+                streams: Vec::new(),
             }
         }
     }

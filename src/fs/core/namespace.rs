@@ -51,6 +51,7 @@ impl FsCore {
             updated_at: now,
             local_modified_at: None,
             download_url: None,
+            streams: Vec::new(),
         };
         let node = {
             let mut table = lock(&self.table);
