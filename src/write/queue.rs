@@ -164,7 +164,7 @@ impl UploadQueue {
     /// waiting (the older staging file is then removed); a running one finishes first. Returns at
     /// once; the job is journaled before this returns.
     pub fn submit(&self, key: u64, target: UploadTarget, staged: PathBuf) {
-        self.submit_streamed(key, target, staged, None);
+        self.submit_streamed(key, target, staged, None, Closed::Now);
     }
 
     /// `submit` of a version a previous run journaled and did not finish: before sending it,
@@ -194,19 +194,21 @@ impl UploadQueue {
         self.streams.follow(staged, target)
     }
 
-    /// `submit`, for a file that was uploading while it was written.
+    /// `submit`, for a file that was uploading while it was written. `journal` is how its
+    /// entry is written: `Closed::Synced` when a FLUSH already made it durable.
     pub fn submit_streamed(
         &self,
         key: u64,
         mut target: UploadTarget,
         staged: PathBuf,
         stream: Option<Arc<WriteStream>>,
+        journal: Closed,
     ) {
         // The fs may not have applied our last event yet and still name a copy we replaced.
         if let Some(old) = target.replaces.take() {
             target.replaces = Some(self.lock_replaced().resolve(old));
         }
-        if let Err(e) = write_sidecar(&staged, &target, Closed::Now) {
+        if let Err(e) = write_sidecar(&staged, &target, journal) {
             tracing::warn!(path = %staged.display(), "could not journal upload job (it will still run): {e}");
         }
         let size = std::fs::metadata(&staged).map_or(0, |m| m.len());

@@ -269,6 +269,10 @@ pub enum Closed {
     NotYet,
     /// Keep what the entry says (a retarget); durable only if it was closed.
     Keep,
+    /// Closed, and the bytes were made durable by an earlier `Now` with nothing written since
+    /// (RELEASE after the FLUSH of close()): the entry is rewritten, durably, only if it would
+    /// say something else, so a closed file costs its fsyncs once, not twice.
+    Synced,
 }
 
 /// Write the journal entry of `staged` atomically (temp file, rename): a crash never leaves
@@ -291,8 +295,14 @@ pub fn write_sidecar_of(
     };
     let target = &target;
     let path = sidecar_path(staged);
+    if closed == Closed::Synced {
+        let size = std::fs::metadata(staged)?.len();
+        if read_sidecar(&path).is_ok_and(|r| r == JobRecord::new(target, size, true)) {
+            return Ok(());
+        }
+    }
     let closed = match closed {
-        Closed::Now => true,
+        Closed::Now | Closed::Synced => true,
         Closed::NotYet => false,
         Closed::Keep => read_sidecar(&path).is_ok_and(|r| r.closed),
     };
@@ -383,6 +393,45 @@ mod tests {
         assert!(err.contains(&file.display().to_string()), "{err}");
         let err = Staging::new(file.join("sub")).unwrap_err().to_string();
         assert!(err.contains("staging folder"), "{err}");
+    }
+
+    #[test]
+    fn a_synced_entry_is_rewritten_only_when_it_would_change() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let st = Staging::new(tmp.path().join("staging")).unwrap();
+        let mut f = st.create().unwrap();
+        f.file.write_all(b"abc").unwrap();
+        let target = UploadTarget {
+            parent_file_id: "root".into(),
+            name: "x.txt".into(),
+            mtime: None,
+            replaces: None,
+        };
+        let entry = sidecar_path(&f.path);
+        let inode = || std::fs::metadata(&entry).unwrap().ino();
+        write_sidecar(&f.path, &target, Closed::NotYet).unwrap();
+        // Not closed yet: Synced cannot trust it and writes a closed entry.
+        let before = inode();
+        write_sidecar(&f.path, &target, Closed::Synced).unwrap();
+        assert!(read_sidecar(&entry).unwrap().closed);
+        assert_ne!(inode(), before, "rewritten (temp file + rename)");
+        // Closed and the same: left as it is.
+        let before = inode();
+        write_sidecar(&f.path, &target, Closed::Synced).unwrap();
+        assert_eq!(
+            inode(),
+            before,
+            "an identical closed entry is not written again"
+        );
+        // A new name (a rename after the FLUSH) is written.
+        let renamed = UploadTarget {
+            name: "y.txt".into(),
+            ..target.clone()
+        };
+        write_sidecar(&f.path, &renamed, Closed::Synced).unwrap();
+        assert_ne!(inode(), before);
+        assert_eq!(read_sidecar(&entry).unwrap().name, "y.txt");
     }
 
     #[test]

@@ -183,8 +183,14 @@ impl FsCore {
             // The stream sends the last part now, not when the queue gets to this job.
             stream.close(len);
         }
+        // The FLUSH of close() made the entry durable unless something was written since.
+        let journal = if content.take_unflushed() {
+            Closed::Now
+        } else {
+            Closed::Synced
+        };
         self.uploads
-            .submit_streamed(ino, target, content.path.clone(), stream);
+            .submit_streamed(ino, target, content.path.clone(), stream, journal);
         Ok(())
     }
 
