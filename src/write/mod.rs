@@ -11,6 +11,7 @@ pub mod local;
 pub mod parts;
 pub mod progress;
 pub mod queue;
+pub mod resume;
 pub mod staging;
 pub mod stream;
 pub mod upload;

@@ -187,11 +187,16 @@ impl<'a> PartSender<'a> {
 
     /// Send every part, in order. An empty file sends none (complete makes it empty).
     pub async fn send_all(&mut self) -> Result<(), PartsError> {
+        self.send_from(1).await
+    }
+
+    /// Send the parts from `first` on, in order (the earlier ones are on the drive already).
+    pub async fn send_from(&mut self, first: u32) -> Result<(), PartsError> {
         if self.size == 0 {
             return Ok(());
         }
         let count = self.count();
-        let mut next = 1u32;
+        let mut next = first.max(1);
         let mut resyncs = 0u32;
         // The following part, read from disk while the current one is on the wire.
         let mut ready: Option<(u32, Bytes)> = None;

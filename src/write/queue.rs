@@ -527,6 +527,7 @@ impl UploadQueue {
                     // A session stopped as it completed may have landed: remove what this
                     // attempt created, so nothing appears under the old name or after a delete.
                     self.remove_sessions(key, &job.progress.take_sessions()).await;
+                    crate::write::resume::forget(&job.staged);
                     if self.is_cancelled(key) {
                         job.progress.end(Outcome::Cancelled);
                         tracing::info!(key, path = %job.staged.display(), "upload stopped: the file was deleted");

@@ -134,7 +134,10 @@ impl Staging {
                 let _ = std::fs::remove_file(&path);
                 continue;
             }
-            if let Some(staged_name) = name.strip_suffix(SIDECAR_SUFFIX) {
+            if let Some(staged_name) = name
+                .strip_suffix(SIDECAR_SUFFIX)
+                .or_else(|| name.strip_suffix(super::resume::SESSION_SUFFIX))
+            {
                 if !self.dir.join(staged_name).exists() {
                     let _ = std::fs::remove_file(&path);
                 }
@@ -171,6 +174,7 @@ impl Staging {
         match moved {
             Ok(to) => {
                 let _ = std::fs::remove_file(sidecar_path(staged));
+                super::resume::forget(staged);
                 tracing::warn!(kept = %to.display(), "a staged file was not uploaded: {why}; it is kept for you to inspect")
             }
             Err(e) => {
@@ -349,7 +353,8 @@ pub fn read_sidecar(path: &Path) -> Result<JobRecord> {
 /// reading the bytes through their descriptors.
 pub fn remove_staged(staged: &Path) {
     let _serial = JOURNAL_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    for p in [sidecar_path(staged), staged.to_path_buf()] {
+    let session = super::resume::session_path(staged);
+    for p in [sidecar_path(staged), session, staged.to_path_buf()] {
         if let Err(e) = std::fs::remove_file(&p) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!(path = %p.display(), "could not remove staging file: {e}");

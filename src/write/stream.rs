@@ -414,6 +414,17 @@ async fn send_parts(
         _ => return Err("create returned no upload session".into()),
     };
     let file_id = session.file_id.clone();
+    // A crash before close() loses the file (never closed), but one after it resumes here.
+    super::resume::remember(
+        path,
+        &super::resume::SessionRecord {
+            file_id: file_id.clone(),
+            upload_id: upload_id.clone(),
+            part_size,
+            parent_file_id: target.parent_file_id.clone(),
+            name: target.name.clone(),
+        },
+    );
     inner.update(|st| st.session = Some((file_id.clone(), upload_id.clone())));
     let mut sender =
         PartSender::open_ended(drive, path, &file_id, &upload_id, part_size, session.parts);

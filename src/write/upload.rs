@@ -24,6 +24,7 @@ use crate::drive::{
 use crate::error::{Error, Result};
 use crate::write::local::{self, LocalInfo};
 use crate::write::parts::{self, PartSender, PartsError};
+use crate::write::resume::{self, SessionRecord};
 use crate::write::stream::WriteStream;
 
 /// Fresh sessions tried within one call when a session gets spoiled (truncated part, lost id).
@@ -83,7 +84,10 @@ pub async fn upload_file(
 ) -> Result<RemoteItem> {
     let mut known = None;
     if let Some(stream) = stream {
-        match finish_stream(drive, cfg, target, local, stream).await {
+        let streamed = finish_stream(drive, cfg, target, local, stream).await;
+        // Landed, or stopped for a reason: either way its session is not to be continued.
+        resume::forget(local);
+        match streamed {
             Streamed::Uploaded(item) => {
                 retire_replaced(drive, cfg, target, &item).await;
                 return Ok(item);
@@ -183,11 +187,15 @@ async fn upload_content(
     local: &Path,
     info: &LocalInfo,
 ) -> Result<RemoteItem> {
+    if let Some(item) = resume_session(drive, target, local, info).await {
+        return Ok(item);
+    }
     let part_size = parts::part_size(info.size, cfg.part_size)?;
     let part_count = parts::part_count(info.size, part_size);
     let mut session_no = 0;
     loop {
         session_no += 1;
+        resume::forget(local);
         let session = open_session(drive, cfg, target, local, info, part_count).await?;
         if session.exist {
             // Only `refuse` reports a clash, and we never send it; a server that does is odd.
@@ -207,6 +215,16 @@ async fn upload_content(
                 ))
             }
         };
+        resume::remember(
+            local,
+            &SessionRecord {
+                file_id: session.file_id.clone(),
+                upload_id: upload_id.clone(),
+                part_size,
+                parent_file_id: target.parent_file_id.clone(),
+                name: target.name.clone(),
+            },
+        );
         crate::write::progress::sent_so_far(0);
         let mut sender = PartSender::new(
             drive,
@@ -226,10 +244,57 @@ async fn upload_content(
             Err(PartsError::Restart(e)) | Err(PartsError::Fail(e)) => return Err(e),
         }
         let item = complete(drive, &session.file_id, &upload_id).await?;
+        resume::forget(local);
         verify(drive, &item, info).await?;
         tracing::info!(name = %target.name, file_id = %item.file_id, size = item.size, "upload complete");
         return Ok(item);
     }
+}
+
+/// Continue the session a previous attempt or run opened for `local` (see `resume`): send the
+/// parts the drive lacks, complete, check. None when there is none or it did not work out; the
+/// caller then uploads afresh.
+async fn resume_session(
+    drive: &dyn Drive,
+    target: &UploadTarget,
+    local: &Path,
+    info: &LocalInfo,
+) -> Option<RemoteItem> {
+    let (record, next) = resume::resumable(drive, local, target, info.size).await?;
+    // Registered as this attempt's, so a stopped attempt removes it like a new one.
+    crate::write::progress::session_opened(&record.file_id);
+    let total = parts::part_count(info.size, record.part_size);
+    tracing::info!(name = %target.name, file_id = %record.file_id, "resuming the upload session of an earlier attempt at part {next} of {total}");
+    crate::write::progress::sent_so_far(
+        (next as u64 - 1)
+            .saturating_mul(record.part_size)
+            .min(info.size),
+    );
+    let mut sender = PartSender::new(
+        drive,
+        local,
+        &record.file_id,
+        &record.upload_id,
+        info.size,
+        record.part_size,
+        Vec::new(),
+    );
+    let completed = match sender.send_from(next).await {
+        Ok(()) => complete(drive, &record.file_id, &record.upload_id).await,
+        Err(PartsError::Restart(e)) | Err(PartsError::Fail(e)) => Err(e),
+    };
+    resume::forget(local);
+    let item = match completed {
+        Ok(item) => item,
+        Err(e) => {
+            tracing::info!(name = %target.name, "the resumed session did not complete ({e}); starting afresh");
+            return None;
+        }
+    };
+    // A mismatch (parts sent before the content changed) deletes the bad copy.
+    verify(drive, &item, info).await.ok()?;
+    tracing::info!(name = %target.name, file_id = %item.file_id, size = item.size, "upload complete (resumed)");
+    Some(item)
 }
 
 /// The create call(s): pre-hash probe for big files, full hash + proof for small ones (or after a

@@ -296,3 +296,101 @@ async fn quota_and_empty_files() {
     assert_eq!(item2.size, 0);
     assert_eq!(drive.calls("complete_upload"), 1);
 }
+
+/// A session opened by an earlier attempt (or run) with its first parts sent.
+async fn half_sent_session(
+    drive: &MockDrive,
+    content: &[u8],
+    name: &str,
+    sent_parts: u32,
+) -> crate::write::resume::SessionRecord {
+    use crate::drive::{CheckNameMode, Drive, NewFile, UploadHashes};
+    let part_size = 100 * KIB as u64;
+    let count = content.len().div_ceil(part_size as usize) as u32;
+    let session = drive
+        .create_file(&NewFile {
+            parent_file_id: "root".into(),
+            name: name.into(),
+            size: Some(content.len() as u64),
+            check_name_mode: CheckNameMode::Ignore,
+            part_count: count,
+            local_modified_at: None,
+            hashes: UploadHashes::None,
+        })
+        .await
+        .unwrap();
+    let upload_id = session.upload_id.clone().unwrap();
+    let numbers: Vec<u32> = (1..=sent_parts).collect();
+    let urls = drive
+        .upload_urls(&session.file_id, &upload_id, &numbers)
+        .await
+        .unwrap();
+    for url in urls {
+        let start = (url.part_number as usize - 1) * part_size as usize;
+        let end = (start + part_size as usize).min(content.len());
+        let body = bytes::Bytes::copy_from_slice(&content[start..end]);
+        drive.upload_part(&url, body).await.unwrap();
+    }
+    crate::write::resume::SessionRecord {
+        file_id: session.file_id,
+        upload_id,
+        part_size,
+        parent_file_id: "root".into(),
+        name: name.into(),
+    }
+}
+
+#[tokio::test]
+async fn a_remembered_session_is_continued_from_its_first_missing_part() {
+    let tmp = tempfile::tempdir().unwrap();
+    let drive = MockDrive::new();
+    let content = data(450 * KIB + 3, 9);
+    let p = write_tmp(&tmp, "r", &content);
+    let record = half_sent_session(&drive, &content, "r.bin", 2).await;
+    crate::write::resume::remember(&p, &record);
+    let item = upload_file(&drive, &small_parts(), &target("r.bin"), &p, None)
+        .await
+        .unwrap();
+    assert_eq!(item.file_id, record.file_id, "the earlier session landed");
+    assert_eq!(drive.calls("create_file"), 1, "no new session");
+    assert_eq!(drive.calls("upload_part"), 5, "2 earlier + the 3 missing");
+    assert_eq!(
+        drive.visible("root", "r.bin"),
+        vec![(item.file_id, content)]
+    );
+    assert!(crate::write::resume::recall(&p).is_none(), "record dropped");
+}
+
+#[tokio::test]
+async fn a_session_for_other_content_or_another_name_is_not_trusted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let drive = MockDrive::new();
+    let content = data(350 * KIB, 10);
+    let p = write_tmp(&tmp, "s", &content);
+    // Parts sent, then the content changed: the resumed copy fails its check and goes.
+    let mut stale = content.clone();
+    stale[5] ^= 0xff;
+    let record = half_sent_session(&drive, &stale, "s.bin", 2).await;
+    crate::write::resume::remember(&p, &record);
+    let item = upload_file(&drive, &small_parts(), &target("s.bin"), &p, None)
+        .await
+        .unwrap();
+    assert_ne!(item.file_id, record.file_id);
+    assert_eq!(
+        drive.visible("root", "s.bin"),
+        vec![(item.file_id, content.clone())]
+    );
+    // A session opened under another name is left alone.
+    let other = half_sent_session(&drive, &content, "old-name.bin", 1).await;
+    crate::write::resume::remember(&p, &other);
+    let item = upload_file(&drive, &small_parts(), &target("t.bin"), &p, None)
+        .await
+        .unwrap();
+    assert_ne!(item.file_id, other.file_id);
+    assert_eq!(
+        drive.visible("root", "t.bin"),
+        vec![(item.file_id, content)]
+    );
+    assert!(drive.visible("root", "old-name.bin").is_empty());
+    assert!(crate::write::resume::recall(&p).is_none());
+}
