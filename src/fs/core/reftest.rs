@@ -247,6 +247,7 @@ impl World {
                 max_cached_dirs: 1000,
                 order_by: Default::default(),
                 order_direction: Default::default(),
+                meta: None,
             };
             FsCore::new(drive, cfg, reader, staging, uploads)
         });
