@@ -32,6 +32,9 @@ struct Line {
     e: u64,
 }
 
+/// file_id -> (URL, expiry in ms since the epoch).
+type Live = HashMap<String, (String, u64)>;
+
 pub(super) struct UrlLog {
     path: PathBuf,
     state: Mutex<State>,
@@ -40,8 +43,8 @@ pub(super) struct UrlLog {
 struct State {
     /// The append handle; None if the log cannot be written (then nothing is kept).
     file: Option<File>,
-    /// Every URL in the log that has not expired: file_id -> (URL, expiry in ms).
-    live: HashMap<String, (String, u64)>,
+    /// Every URL in the log that has not expired.
+    live: Live,
     /// Lines in the file.
     lines: usize,
     /// Valid beyond the margin at open, until taken.
@@ -55,7 +58,7 @@ fn now_ms() -> u64 {
 }
 
 /// The log's lines that parse, last per file_id, and how many did not parse.
-fn read_lines(path: &Path) -> std::io::Result<(HashMap<String, (String, u64)>, usize)> {
+fn read_lines(path: &Path) -> std::io::Result<(Live, usize)> {
     let mut live = HashMap::new();
     let mut bad = 0;
     let file = match File::open(path) {
