@@ -684,7 +684,7 @@ fn scan_row(
         verdict(
             urls == 0 && lists == 0,
             &format!(
-                "{:.3}x; getDownloadUrl={urls}, list={lists}, data GETs={gets} (target 0 each)",
+                "{:.3}x; getDownloadUrl={urls}, list={lists} (target 0), data GETs={gets} (0 once blocks are cached)",
                 warm.as_secs_f64() / cold.as_secs_f64().max(1e-9)
             ),
         ),
