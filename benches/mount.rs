@@ -3,7 +3,8 @@
 //! and a notes block. Run as root with FUSE available: `cargo bench --bench mount`.
 //!
 //! `ALIPANFS_BENCH_ONLY` runs a subset: a comma-separated list of `read` (rows 1-4 and 6),
-//! `write` (rows 5 and 7) and row numbers, e.g. `ALIPANFS_BENCH_ONLY=read` or `=1,2`. Rows 1-4
+//! `write` (rows 5 and 7), `scan` (row 8, a library scan before and after a remount) and row
+//! numbers, e.g. `ALIPANFS_BENCH_ONLY=read` or `=1,2`. Rows 1-4
 //! share one mount, so a read row alone still runs on a fresh, cold mount. Row 1 includes 1b
 //! (CPU per GiB) and 1c (the FUSE floor: a do-nothing file system in this process read the same
 //! way), and row 2 includes 2b (reads over an emulated link that all connections share).
@@ -33,6 +34,14 @@ const PART_SIZE: u64 = 16 * MIB;
 const DEFAULT_MEMORY_LIMIT: u64 = 256 * MIB;
 const LISTED_ENTRIES: usize = 10_000;
 const RANDOM_READS: usize = 2_000;
+/// Row 8: the library is this many copies of a folder of `SCAN_SIZES_MIB` files...
+const SCAN_COPIES: usize = 25;
+const SCAN_SIZES_MIB: [u64; 8] = [8, 16, 24, 32, 40, 48, 56, 64];
+/// ...of which a scan reads the head and the tail.
+const SCAN_READ: usize = 64 * 1024;
+/// Row 8's listing TTL: longer than the cold scan (200 getDownloadUrl at 1/s), so the second
+/// scan is within it.
+const SCAN_TTL: &str = "3600";
 /// Alternated curl and mount reads in row 1.
 const SEQ_ROUNDS: usize = 3;
 /// Row 2b's links, MiB/s: about a 1 Gbit/s line, and one near the mount's CPU ceiling here.
@@ -172,6 +181,9 @@ fn run() -> BoxResult<()> {
     }
     if only.any_of("write", &[5, 7]) {
         list_and_write_rows(&rt, &client, &emu, temp.path(), &only, &mut report)?;
+    }
+    if only.runs("scan", 8) {
+        scan_row(&rt, &client, &emu, temp.path(), &mut report)?;
     }
 
     report.note(
@@ -613,6 +625,111 @@ fn link_row(
     Ok(())
 }
 
+/// Row 8: a media server's library scan (ffprobe reads the head and the tail of each video),
+/// cold, then again after a remount with the same cache dir, within the listing TTL. Seeded
+/// cheaply: one folder of 8 files (288 MiB written once), copied on the drive 25 times (a
+/// server-side copy shares the content).
+fn scan_row(
+    rt: &tokio::runtime::Runtime,
+    client: &Client,
+    emu: &Emulator,
+    dir: &Path,
+    report: &mut Report,
+) -> BoxResult<()> {
+    let files = SCAN_COPIES * SCAN_SIZES_MIB.len();
+    eprintln!("row 8: library scan of {files} files, cold then after a remount");
+    let season = emu.seed_folder("root", "season");
+    for (i, mib) in SCAN_SIZES_MIB.iter().enumerate() {
+        emu.seed_pattern_file(&season, &format!("e{i}.mkv"), mib * MIB, 80 + i as u64);
+    }
+    let library = emu.seed_folder("root", "library");
+    for _ in 0..SCAN_COPIES {
+        rt.block_on(client.copy_item(&season, &library, true))?;
+    }
+    let args = ["--dir-cache-ttl", SCAN_TTL];
+    let mount = Mount::start_with(emu, dir, "scan", &args)?;
+    emu.reset_calls();
+    let (scanned, cold) = scan_library(&mount.path("library"))?;
+    check(
+        scanned == files,
+        &format!("the cold scan saw {scanned} files"),
+    )?;
+    report.note(format!("row 8 API calls of the cold scan: {}", counts(emu)));
+    mount.stop();
+    let mount = Mount::start_with(emu, dir, "scan", &args)?;
+    emu.reset_calls();
+    let (scanned, warm) = scan_library(&mount.path("library"))?;
+    check(
+        scanned == files,
+        &format!("the second scan saw {scanned} files"),
+    )?;
+    let calls = emu.calls();
+    let n = |k: &str| calls.get(k).copied().unwrap_or(0);
+    let (urls, lists, gets) = (
+        n("openFile/getDownloadUrl"),
+        n("openFile/list"),
+        n("data/get"),
+    );
+    report.note(format!(
+        "row 8 API calls of the scan after the remount: {}",
+        counts(emu)
+    ));
+    mount.stop();
+    report.row(
+        &format!(
+            "8. library scan after a remount: head + tail 64 KiB of {files} files of 8-64 MiB (s)"
+        ),
+        format!("{:.2}", warm.as_secs_f64()),
+        format!("{:.2} (cold scan)", cold.as_secs_f64()),
+        verdict(
+            urls == 0 && lists == 0,
+            &format!(
+                "{:.3}x; getDownloadUrl={urls}, list={lists} (target 0), data GETs={gets} (0 once blocks are cached)",
+                warm.as_secs_f64() / cold.as_secs_f64().max(1e-9)
+            ),
+        ),
+    );
+    Ok(())
+}
+
+/// Reads the first and the last `SCAN_READ` bytes of every file in the folders of `library`,
+/// checking them; returns the number of files and the time taken.
+fn scan_library(library: &Path) -> BoxResult<(usize, Duration)> {
+    let start = Instant::now();
+    let mut files = 0;
+    let mut folders: Vec<PathBuf> = std::fs::read_dir(library)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    folders.sort();
+    let mut buf = vec![0u8; SCAN_READ];
+    for folder in folders {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(&folder)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()?;
+        names.sort();
+        for path in names {
+            // e<i>.mkv holds pattern 80 + i.
+            let i: u64 = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| s.strip_prefix('e'))
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| format!("unexpected file {}", path.display()))?;
+            let f = File::open(&path)?;
+            let size = f.metadata()?.len();
+            for off in [0, size - SCAN_READ as u64] {
+                f.read_exact_at(&mut buf, off)?;
+                check(
+                    buf == pattern_bytes(80 + i, off, SCAN_READ),
+                    &format!("{}: wrong bytes at {off}", path.display()),
+                )?;
+            }
+            files += 1;
+        }
+    }
+    Ok((files, start.elapsed()))
+}
+
 /// Rows 5 and 7 on a second fresh mount, so its peak RSS reflects the write.
 fn list_and_write_rows(
     rt: &tokio::runtime::Runtime,
@@ -814,6 +931,12 @@ struct Mount {
 
 impl Mount {
     fn start(emu: &Emulator, base: &Path, name: &str) -> BoxResult<Mount> {
+        Self::start_with(emu, base, name, &[])
+    }
+
+    /// A mount with options of its own; the same `name` again is a remount with the same
+    /// cache dir and token store.
+    fn start_with(emu: &Emulator, base: &Path, name: &str, args: &[&str]) -> BoxResult<Mount> {
         let root = base.join(format!("mount-{name}"));
         let dir = root.join("mnt");
         std::fs::create_dir_all(&dir)?;
@@ -831,6 +954,7 @@ impl Mount {
             .arg(root.join("state/token.json"))
             .arg("--cache-dir")
             .arg(root.join("cache"))
+            .args(args)
             .args(extra_mount_args())
             // The current token: the bench client and earlier mounts have rotated it.
             .env("ALIPANFS_REFRESH_TOKEN", emu.refresh_token())

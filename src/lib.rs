@@ -13,6 +13,7 @@ pub mod error;
 pub mod fault;
 pub mod fs;
 pub mod hashing;
+pub mod meta;
 pub mod metrics;
 pub mod read;
 pub mod redact;

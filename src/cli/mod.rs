@@ -335,7 +335,11 @@ fn run_mount(args: MountArgs, argv: Vec<std::ffi::OsString>) -> Result<()> {
         return Err(e);
     }
     let core = rt.block_on(async {
-        mount::build_core(client.clone() as Arc<dyn crate::drive::Drive>, &s)
+        let meta = match client.init().await {
+            Ok(info) => mount::open_meta(&s, &info),
+            Err(_) => None,
+        };
+        mount::build_core(client.clone() as Arc<dyn crate::drive::Drive>, &s, meta)
     })?;
     if let Err(e) = rt.block_on(mount::start_metrics(&s, client.clone(), &core)) {
         daemon::report_failure(&e);
@@ -431,6 +435,13 @@ fn run_about(args: AboutArgs) -> Result<()> {
             size(space.total_bytes.saturating_sub(space.used_bytes))
         );
         println!("token store: {}", status.store_path.display());
+        let meta = crate::meta::MetaStore::summary(&s.cache_dir, &info.user_id, &info.drive_id);
+        println!(
+            "metadata:    {} ({} folder listings, {} download URLs)",
+            meta.dir.display(),
+            meta.folders,
+            meta.urls
+        );
         match status.last_rotation {
             Some(t) => {
                 let age = t.elapsed().unwrap_or_default().as_secs();

@@ -11,10 +11,11 @@ use crate::api::retry::Backoff;
 use crate::api::{Client, ClientConfig, RateLimits};
 use crate::cli::notify;
 use crate::cli::options::Settings;
-use crate::drive::Drive;
+use crate::drive::{Drive, DriveInfo};
 use crate::error::{Error, Result};
 use crate::fs::fuse::FuseAdapter;
 use crate::fs::{FsConfig, FsCore};
+use crate::meta::MetaStore;
 use crate::read::{ReadConfig, Reader};
 use crate::write::{Staging, UploadConfig, UploadQueue};
 
@@ -165,8 +166,23 @@ pub async fn check_root_folder(drive: &dyn Drive, id: &str) -> Result<()> {
     }
 }
 
+/// The metadata store of the signed-in drive (listings and download URLs across remounts).
+pub fn open_meta(s: &Settings, info: &DriveInfo) -> Option<Arc<MetaStore>> {
+    MetaStore::open(
+        &s.cache_dir,
+        &info.user_id,
+        &info.drive_id,
+        s.dir_cache_ttl,
+        ReadConfig::default().url_renew_margin,
+    )
+}
+
 /// Everything below the FUSE adapter, built from the settings.
-pub fn build_core(drive: Arc<dyn Drive>, s: &Settings) -> Result<Arc<FsCore>> {
+pub fn build_core(
+    drive: Arc<dyn Drive>,
+    s: &Settings,
+    meta: Option<Arc<MetaStore>>,
+) -> Result<Arc<FsCore>> {
     let reader = Reader::new(
         drive.clone(),
         ReadConfig {
@@ -176,6 +192,16 @@ pub fn build_core(drive: Arc<dyn Drive>, s: &Settings) -> Result<Arc<FsCore>> {
             ..ReadConfig::default()
         },
     );
+    if let Some(meta) = &meta {
+        // URLs a previous mount asked for and still valid: no getDownloadUrl for those files.
+        let urls = meta.take_urls();
+        debug!(urls = urls.len(), "download URLs from the metadata store");
+        for (file_id, url) in urls {
+            reader.offer_url(&file_id, url);
+        }
+        let meta = meta.clone();
+        reader.observe_urls(move |file_id, url| meta.remember_url(file_id, url));
+    }
     let staging = Staging::new(s.cache_dir.join("staging"))?;
     let uploads = UploadQueue::new(
         drive.clone(),
@@ -199,6 +225,7 @@ pub fn build_core(drive: Arc<dyn Drive>, s: &Settings) -> Result<Arc<FsCore>> {
         max_cached_dirs: 10_000,
         order_by: s.order_by,
         order_direction: s.order_direction,
+        meta,
     };
     Ok(FsCore::new(drive, cfg, reader, staging, uploads))
 }

@@ -76,7 +76,7 @@ pub struct MountOptions {
     /// Parallel downloads from the drive; the service allows 3 per user across all apps [default: 3].
     #[arg(long)]
     pub max_downloads: Option<usize>,
-    /// Where written files are staged before upload [default: $XDG_CACHE_HOME/alipanfs].
+    /// Where written files are staged before upload, and listings and URLs kept across remounts [default: $XDG_CACHE_HOME/alipanfs].
     #[arg(long, env = "ALIPANFS_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
     /// Upload part size, e.g. 16M; raised as needed to stay under 10,000 parts [default: 16M].

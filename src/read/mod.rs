@@ -109,6 +109,19 @@ impl Reader {
         self.fetcher.urls.offer(file_id, url);
     }
 
+    /// `f` hears of every URL fetched with getDownloadUrl from now on (set once).
+    pub fn observe_urls(
+        &self,
+        f: impl Fn(&str, &crate::drive::DownloadUrl) + Send + Sync + 'static,
+    ) {
+        self.fetcher.urls.observe(Box::new(f));
+    }
+
+    /// How long before its expiry a URL is renewed.
+    pub fn url_renew_margin(&self) -> Duration {
+        self.cfg.url_renew_margin
+    }
+
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }

@@ -29,10 +29,14 @@ struct Cached {
 /// One file's URL; the async mutex makes fetching single-flight.
 type Slot = Arc<tokio::sync::Mutex<Option<Cached>>>;
 
+/// Told of every URL fetched with getDownloadUrl (the metadata store keeps them).
+pub(crate) type UrlObserver = Box<dyn Fn(&str, &DownloadUrl) + Send + Sync>;
+
 pub(crate) struct UrlCache {
     drive: Arc<dyn Drive>,
     margin: Duration,
     slots: Mutex<Slots>,
+    observer: std::sync::OnceLock<UrlObserver>,
 }
 
 struct Slots {
@@ -55,7 +59,13 @@ impl UrlCache {
                 prune_at: PRUNE_ABOVE,
                 prunes: 0,
             }),
+            observer: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Set once: `f` hears of each URL fetched from now on.
+    pub fn observe(&self, f: UrlObserver) {
+        let _ = self.observer.set(f);
     }
 
     fn lock_slots(&self) -> std::sync::MutexGuard<'_, Slots> {
@@ -142,6 +152,9 @@ impl UrlCache {
     async fn fetch(&self, file_id: &str) -> Result<Cached> {
         tracing::debug!(file_id, "getDownloadUrl");
         let url = self.drive.download_url(file_id).await?;
+        if let Some(observe) = self.observer.get() {
+            observe(file_id, &url);
+        }
         let now = Instant::now();
         let lifetime = url
             .expires_at

@@ -233,7 +233,7 @@ impl FsCore {
             self.download_into(&node, &content).await?;
         }
         content.add_writer();
-        {
+        let folder_id = {
             let mut table = lock(&self.table);
             table.set_local(ino, Some(content.clone()));
             if truncate {
@@ -241,6 +241,12 @@ impl FsCore {
                     n.size = 0;
                 }
             }
+            table.get(node.parent).map(|n| n.file_id.clone())
+        };
+        // Its upload will change the folder: the stored listing goes now that the file counts
+        // as being written (so no new one is stored until it has landed).
+        if let Some(id) = folder_id {
+            self.drop_stored_listing(&id);
         }
         self.journal(ino, &content, Closed::NotYet)?;
         Ok(content)

@@ -1,4 +1,11 @@
 //! Folder listings (the only source of attributes), lookup, getattr and readdir.
+//!
+//! With a metadata store (`crate::meta`), a listing fetched from the drive is also kept on disk
+//! and served from there, after a remount too, until `dir_cache_ttl` after its fetch. The disk
+//! copy is the drive's answer, never an edited one: every change the mount makes in a folder
+//! drops that folder's copy (`drop_stored_listing`, from `touch_dir` and the write path), and a
+//! folder with writes not yet on the drive is not stored (`listing_ticket`), so after a remount
+//! the disk shows nothing older than what the mount itself did.
 
 use super::*;
 
@@ -29,6 +36,34 @@ pub enum OrderDirection {
 #[derive(Debug, Default)]
 pub struct Listing {
     entries: Mutex<BTreeMap<String, u64>>,
+    /// How long it stays fresh if less than the TTL (read from the disk, fetched a while ago).
+    fresh_for: Option<Duration>,
+}
+
+/// The cache's expiry of a listing: `ttl` after its fetch.
+pub(super) struct Freshness {
+    pub ttl: Duration,
+}
+
+impl moka::Expiry<u64, Arc<Listing>> for Freshness {
+    fn expire_after_create(
+        &self,
+        _dir: &u64,
+        listing: &Arc<Listing>,
+        _at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(listing.fresh_for.unwrap_or(self.ttl).min(self.ttl))
+    }
+
+    fn expire_after_update(
+        &self,
+        dir: &u64,
+        listing: &Arc<Listing>,
+        at: std::time::Instant,
+        _left: Option<Duration>,
+    ) -> Option<Duration> {
+        self.expire_after_create(dir, listing, at)
+    }
 }
 
 impl Listing {
@@ -63,9 +98,28 @@ impl FsCore {
         if folder.is_local_only() {
             return Ok(Arc::new(Listing::default()));
         }
-        let items = self.drive.list_folder(&folder.file_id).await?;
+        let (items, fresh_for) = match self.stored_listing(&folder.file_id).await {
+            Some((items, fresh_for)) => {
+                debug!(dir, file_id = %folder.file_id, ?fresh_for, "listing from the metadata store");
+                (items, Some(fresh_for))
+            }
+            None => {
+                let ticket = self.listing_ticket(dir, &folder.file_id);
+                let items = self.drive.list_folder(&folder.file_id).await?;
+                if let (Some(ticket), Some(meta)) = (ticket, self.cfg.meta.clone()) {
+                    let (id, items) = (folder.file_id.clone(), items.clone());
+                    let _ =
+                        tokio::task::spawn_blocking(move || meta.save_listing(ticket, &id, &items))
+                            .await;
+                }
+                (items, None)
+            }
+        };
         let display = names::display_names(&items);
-        let listing = Listing::default();
+        let listing = Listing {
+            fresh_for,
+            ..Listing::default()
+        };
         let mut table = lock(&self.table);
         // Files written through the mount and not uploaded yet are shown with their local
         // content; a remote item of the same name (the old copy, or the new one whose upload is
@@ -93,6 +147,54 @@ impl FsCore {
         }
         debug!(dir, file_id = %folder.file_id, entries = listing.len(), "listed folder");
         Ok(Arc::new(listing))
+    }
+
+    /// The stored listing of a folder, if still fresh (and how long it stays so).
+    async fn stored_listing(&self, folder_id: &str) -> Option<(Vec<RemoteItem>, Duration)> {
+        let meta = self.cfg.meta.clone()?;
+        let (id, ttl) = (folder_id.to_string(), self.cfg.dir_cache_ttl);
+        tokio::task::spawn_blocking(move || meta.listing(&id, ttl))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// May the answer of a list call of folder `dir` starting now be stored? Not while a file
+    /// in it is being written or waits for its upload: the drive does not show it yet, and its
+    /// landing may come after this mount has ended. The ticket is taken first, so a change
+    /// starting after these checks drops the answer instead (see `meta::listings`).
+    fn listing_ticket(&self, dir: u64, folder_id: &str) -> Option<crate::meta::Ticket> {
+        let meta = self.cfg.meta.as_ref()?;
+        if self.cfg.dir_cache_ttl.is_zero() {
+            return None;
+        }
+        let ticket = meta.ticket();
+        // Under the gate, a closing file is either still unsealed or already queued.
+        let _gate = lock(&self.upload_gate);
+        let writing = {
+            let table = lock(&self.table);
+            table.local_children(dir).into_iter().any(|ino| {
+                table.get(ino).is_some_and(|n| {
+                    n.is_local_only()
+                        || n.local.as_ref().is_some_and(|c| !c.is_sealed())
+                        || self.uploads.is_pending(ino)
+                })
+            })
+        };
+        let uploading = || {
+            self.uploads
+                .jobs()
+                .iter()
+                .any(|j| j.parent_file_id == folder_id)
+        };
+        (!writing && !uploading()).then_some(ticket)
+    }
+
+    /// The mount changes folder `folder_id` (or a file in it): its stored listing goes.
+    pub(super) fn drop_stored_listing(&self, folder_id: &str) {
+        if let Some(meta) = &self.cfg.meta {
+            meta.drop_listing(folder_id);
+        }
     }
 
     pub(super) async fn child(&self, parent: u64, name: &str) -> Result<Node> {

@@ -58,6 +58,8 @@ pub struct FsConfig {
     /// The order of readdir's entries (after `.` and `..`).
     pub order_by: OrderBy,
     pub order_direction: OrderDirection,
+    /// Listings kept on disk across remounts (none: every mount lists afresh).
+    pub meta: Option<Arc<crate::meta::MetaStore>>,
 }
 
 /// A node's attributes, as the adapter turns them into a `FileAttr`.
@@ -151,7 +153,9 @@ impl FsCore {
         let evict_table = table.clone();
         let listings = Cache::builder()
             .max_capacity(cfg.max_cached_dirs)
-            .time_to_live(cfg.dir_cache_ttl)
+            .expire_after(listing::Freshness {
+                ttl: cfg.dir_cache_ttl,
+            })
             .eviction_listener(move |_dir, listing: Arc<Listing>, cause| {
                 // A listing that is replaced by a fresh one keeps its children; an expired or
                 // evicted one frees those the kernel does not hold.
@@ -197,6 +201,8 @@ impl FsCore {
             Ok(jobs) => {
                 for (i, (target, staged)) in jobs.into_iter().enumerate() {
                     warn!(name = %target.name, staged = %staged.display(), "resuming an upload left by a previous run");
+                    // Its folder's stored listing predates it: list that folder afresh.
+                    self.drop_stored_listing(&target.parent_file_id);
                     self.uploads
                         .submit_replayed(RESUMED_KEY_BASE - i as u64, target, staged);
                 }
@@ -265,10 +271,14 @@ impl FsCore {
     /// An entry was created, removed or renamed in folder `dir` through the mount: its mtime and
     /// ctime move, as POSIX says (until the next listing brings the drive's own times).
     pub(super) fn touch_dir(&self, dir: u64) {
-        if let Some(n) = lock(&self.table).get_mut(dir) {
+        let folder_id = lock(&self.table).get_mut(dir).map(|n| {
             let now = SystemTime::now();
             n.mtime = now;
             n.ctime = now;
+            n.file_id.clone()
+        });
+        if let Some(id) = folder_id {
+            self.drop_stored_listing(&id);
         }
     }
 

@@ -197,6 +197,33 @@ impl FsCore {
         new_name: &str,
         no_replace: bool,
     ) -> Result<()> {
+        let result = self
+            .rename_steps(parent, name, new_parent, new_name, no_replace)
+            .await;
+        // Whatever step failed, the drive may have changed in both folders by then.
+        if result.is_err() {
+            let ids: Vec<String> = {
+                let table = lock(&self.table);
+                [parent, new_parent]
+                    .iter()
+                    .filter_map(|d| table.get(*d).map(|n| n.file_id.clone()))
+                    .collect()
+            };
+            for id in ids {
+                self.drop_stored_listing(&id);
+            }
+        }
+        result
+    }
+
+    async fn rename_steps(
+        &self,
+        parent: u64,
+        name: &str,
+        new_parent: u64,
+        new_name: &str,
+        no_replace: bool,
+    ) -> Result<()> {
         self.writable()?;
         names::validate(new_name)?;
         let node = self.child(parent, name).await?;

@@ -7,8 +7,9 @@
 //! drive's tree (untrashed items) must hold exactly the model's files and folders.
 //!
 //! A "crash" drops the FsCore and its tokio runtime (`shutdown_background`, every task dies
-//! mid-flight) without draining, then builds a new life on the same staging folder and drive:
-//! files never closed (flushed) are lost, closed ones come back through the journal.
+//! mid-flight) without draining, then builds a new life on the same staging folder, metadata
+//! store (listings kept on disk, served within the TTL) and drive: files never closed (flushed)
+//! are lost, closed ones come back through the journal.
 //!
 //! Harness conventions: the harness resolves parent folders the way the kernel would (ENOENT,
 //! ENOTDIR), `close` is FLUSH then RELEASE, and after a crash the new life's recovered uploads
@@ -231,6 +232,14 @@ impl World {
             .unwrap();
         let drive: Arc<dyn crate::drive::Drive> = self.drive.clone();
         let staging_dir = self.staging_dir.clone();
+        // Listings kept on disk across lives: a new life must still show the drive's state.
+        let meta = crate::meta::MetaStore::open(
+            self._tmp.path(),
+            "user",
+            "drive",
+            Duration::from_secs(3600),
+            ReadConfig::default().url_renew_margin,
+        );
         let core = rt.block_on(async move {
             let reader = Reader::new(drive.clone(), ReadConfig::default());
             let staging = Staging::new(staging_dir).unwrap();
@@ -247,6 +256,7 @@ impl World {
                 max_cached_dirs: 1000,
                 order_by: Default::default(),
                 order_direction: Default::default(),
+                meta,
             };
             FsCore::new(drive, cfg, reader, staging, uploads)
         });

@@ -20,6 +20,9 @@ impl FsCore {
                 Err(_) => return,
             };
             let Some(core) = core.upgrade() else { return };
+            if let Ok(item) = &event.outcome {
+                core.drop_stored_listing(&item.parent_file_id);
+            }
             match event.outcome {
                 Ok(item) if lock(&core.table).get(event.key).is_none() => {
                     // A resumed upload (or a file deleted meanwhile): show it on next listing.
