@@ -63,6 +63,9 @@ struct StoredItem {
     local_modified_at: Option<SystemTime>,
     /// The short-lived URL a listing carries for small files, with its expiry.
     url: Option<(String, SystemTime)>,
+    /// `.livp` stream sizes by name.
+    #[serde(default)]
+    streams: Vec<(String, u64)>,
 }
 
 impl From<&RemoteItem> for StoredItem {
@@ -81,6 +84,7 @@ impl From<&RemoteItem> for StoredItem {
                 .download_url
                 .as_ref()
                 .map(|u| (u.url.clone(), u.expires_at)),
+            streams: i.streams.clone(),
         }
     }
 }
@@ -104,6 +108,7 @@ impl From<StoredItem> for RemoteItem {
             download_url: i
                 .url
                 .map(|(url, expires_at)| DownloadUrl { url, expires_at }),
+            streams: i.streams,
         }
     }
 }
@@ -255,6 +260,7 @@ mod tests {
                 url: "http://h/x?sig=1".into(),
                 expires_at: UNIX_EPOCH + Duration::from_secs(2_000_000_000),
             }),
+            streams: vec![("jpeg".into(), 1)],
         }
     }
 
