@@ -440,3 +440,52 @@ async fn live_photos_have_streams_and_no_single_url() {
         .await;
     assert!(o["streams_info"].is_null());
 }
+
+#[tokio::test]
+async fn the_demo_video_has_real_transcodes_without_ffmpeg_at_run_time() {
+    let h = start(|c| c.transcode_time = Duration::ZERO).await;
+    h.emu.seed_demo_tree();
+    let id = h.emu.entries_at("/Videos/sample.mp4")[0].file_id.clone();
+    let info = play_info(&h, &id, json!({})).await;
+    let t = tasks(&info);
+    let dims: Vec<_> = t
+        .iter()
+        .map(|t| {
+            (
+                t["template_id"].clone(),
+                t["template_width"].clone(),
+                t["template_height"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        dims,
+        [
+            (json!("LD"), json!(320), json!(180)),
+            (json!("SD"), json!(640), json!(360))
+        ]
+    );
+    assert_eq!(
+        info["live_transcoding_subtitle_task_list"][0]["language"],
+        "eng"
+    );
+    let out = tokio::process::Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
+        .args(["stream=codec_name,width,height", "-of", "default=nw=1"])
+        .arg(t[1]["url"].as_str().unwrap())
+        .output()
+        .await
+        .expect("ffprobe runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("codec_name=h264")
+            && text.contains("width=640")
+            && text.contains("height=360"),
+        "{text}"
+    );
+}
