@@ -12,14 +12,17 @@
 mod admin;
 mod auth;
 mod data;
+mod demo;
 mod errors;
 mod files;
 mod limits;
 mod listing;
+mod livp;
 mod mapped;
 mod persist;
 mod server;
 mod state;
+mod transcode;
 mod upload;
 mod util;
 
@@ -31,6 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use state::{pattern_bytes, TreeEntry};
+pub use transcode::{generate_ladder, SeedSubtitle, SeedTranscode, DEFAULT_TRANSCODE_TIME};
 
 /// How long unfinished uploads live: the PDS CreateFile page the reference cites (section 5.10)
 /// says 10 days; the Open API's own value is unconfirmed.
@@ -66,6 +70,11 @@ pub struct EmulatorConfig {
     pub faults: Faults,
     /// A part PUT carrying a Content-Type answers 403 SignatureDoesNotMatch.
     pub strict_content_type: bool,
+    /// How long a video's full transcode takes after its first play-info request.
+    pub transcode_time: Duration,
+    /// Also serve on a second 127.0.0.1 port, standing for the internal upload host of
+    /// `--internal-upload` (`Emulator::internal_url`); requests there count as `internal/...`.
+    pub internal_endpoint: bool,
 }
 
 impl Default for EmulatorConfig {
@@ -93,6 +102,8 @@ impl Default for EmulatorConfig {
             quota_bytes: 6 << 40,
             faults: Faults::default(),
             strict_content_type: true,
+            transcode_time: DEFAULT_TRANSCODE_TIME,
+            internal_endpoint: false,
         }
     }
 }
@@ -137,8 +148,18 @@ impl Emulator {
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        let shared = Arc::new(state::Shared::new(cfg, addr)?);
+        let internal = if cfg.internal_endpoint {
+            Some(tokio::net::TcpListener::bind((listen.ip(), 0)).await?)
+        } else {
+            None
+        };
+        let mut shared = state::Shared::new(cfg, addr)?;
+        if let Some(l) = &internal {
+            shared.internal_url = Some(format!("http://{}", l.local_addr()?));
+        }
+        let shared = Arc::new(shared);
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let (itx, irx) = tokio::sync::oneshot::channel::<()>();
         let app = server::router(shared.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)
@@ -146,7 +167,18 @@ impl Emulator {
                     let _ = rx.await;
                 })
                 .await;
+            let _ = itx.send(());
         });
+        if let Some(l) = internal {
+            let app = server::internal_router(shared.clone());
+            tokio::spawn(async move {
+                let _ = axum::serve(l, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = irx.await;
+                    })
+                    .await;
+            });
+        }
         Ok(Emulator {
             shared,
             stop: Some(tx),
@@ -205,6 +237,11 @@ impl Emulator {
     }
     pub fn api_url(&self) -> String {
         self.shared.base_url.clone()
+    }
+    /// The origin of the second listener (`EmulatorConfig::internal_endpoint`), for
+    /// `--internal-upload-url`.
+    pub fn internal_url(&self) -> Option<String> {
+        self.shared.internal_url.clone()
     }
     pub fn token_helper_url(&self) -> String {
         format!("{}/alist/ali_open/token", self.shared.base_url)
@@ -284,6 +321,50 @@ impl Emulator {
             node.updated_ms = updated_ms;
         }
         self.shared.save_now();
+    }
+    /// A video's transcodes (reference 3.9): `ladder` (each template's HLS playlist and
+    /// segments, e.g. from `generate_ladder`) and `subtitles`, for a source of `width` x
+    /// `height` lasting `duration_secs`. Play-info answers the templates no taller than the
+    /// source. Until the first play-info request only the first 30 s are ready; that request
+    /// starts the full transcode (`set_transcode_time`). Panics on a ladder it cannot read.
+    pub fn seed_transcodes(
+        &self,
+        file_id: &str,
+        duration_secs: f64,
+        width: u32,
+        height: u32,
+        ladder: Vec<SeedTranscode>,
+        subtitles: Vec<SeedSubtitle>,
+    ) {
+        let files = ladder
+            .iter()
+            .map(|t| {
+                transcode::LadderFiles::read(t).unwrap_or_else(|e| {
+                    panic!(
+                        "seed_transcodes: {} in {}: {e}",
+                        t.template_id,
+                        t.dir.display()
+                    )
+                })
+            })
+            .collect();
+        self.shared
+            .seed_transcodes(file_id, duration_secs, width, height, files, subtitles)
+    }
+    /// How long a full transcode takes after a video's first play-info request (for
+    /// transcodes started from now on).
+    pub fn set_transcode_time(&self, d: Duration) {
+        self.shared.lock().knobs.transcode_time = d;
+    }
+    /// getVideoPreviewPlayInfo requests answered for a video with transcodes.
+    pub fn play_info_calls(&self, file_id: &str) -> u64 {
+        let st = self.shared.lock();
+        st.videos.get(file_id).map_or(0, |v| v.play_info_calls)
+    }
+    /// A `.livp` live photo (`name`, `.livp` added when missing) whose streams are `jpeg` and
+    /// `mov`; returns its file_id.
+    pub fn seed_livp(&self, parent_file_id: &str, name: &str, jpeg: &[u8], mov: &[u8]) -> String {
+        self.shared.seed_livp(parent_file_id, name, jpeg, mov)
     }
     /// The sample tree of `alipanfs mount --demo`.
     pub fn seed_demo_tree(&self) {

@@ -6,10 +6,11 @@ use super::files;
 use super::limits::{roll, Fault};
 use super::state::Shared;
 use super::util::{self, parse_query};
-use super::{admin, data, listing, upload};
+use super::{admin, data, listing, transcode, upload};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method};
+use axum::Extension;
 use axum::Router;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
@@ -20,7 +21,26 @@ const MAX_API_BODY: usize = 8 << 20;
 const UPLOAD_SWEEP_MS: i64 = 1000;
 
 pub fn router(sh: Arc<Shared>) -> Router {
-    Router::new().fallback(dispatch).with_state(sh)
+    Router::new()
+        .fallback(dispatch)
+        .layer(Extension(Listener::Public))
+        .with_state(sh)
+}
+
+/// The same service on the second listener of `EmulatorConfig::internal_endpoint` (alist's
+/// internal upload host): requests arriving there are counted as `internal/<endpoint>`.
+pub fn internal_router(sh: Arc<Shared>) -> Router {
+    Router::new()
+        .fallback(dispatch)
+        .layer(Extension(Listener::Internal))
+        .with_state(sh)
+}
+
+/// Which listener a request arrived on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Listener {
+    Public,
+    Internal,
 }
 
 /// The call-count key of a request (`openFile/list`, `oauth/access_token`, `data/get`, ...).
@@ -34,15 +54,16 @@ fn endpoint_key(method: &Method, path: &str) -> String {
     if path.starts_with("/upload/") && method == Method::PUT {
         return "data/put".into();
     }
-    if path.starts_with("/preview/") {
-        return "data/preview".into();
-    }
     path.trim_start_matches('/')
         .trim_end_matches('/')
         .to_string()
 }
 
-async fn dispatch(State(sh): State<Arc<Shared>>, req: Request) -> Resp {
+async fn dispatch(
+    State(sh): State<Arc<Shared>>,
+    Extension(listener): Extension<Listener>,
+    req: Request,
+) -> Resp {
     let (parts, body) = req.into_parts();
     let method = parts.method.clone();
     let path = parts.uri.path().to_string();
@@ -53,7 +74,11 @@ async fn dispatch(State(sh): State<Arc<Shared>>, req: Request) -> Resp {
     let key = endpoint_key(&method, &path);
     let (latency, fault) = {
         let mut st = sh.lock();
-        *st.calls.entry(key.clone()).or_insert(0) += 1;
+        let counted = match listener {
+            Listener::Public => key.clone(),
+            Listener::Internal => format!("internal/{key}"),
+        };
+        *st.calls.entry(counted).or_insert(0) += 1;
         let f = &st.knobs.faults;
         (f.latency, roll(f.failure_rate, f.xml_error_rate))
     };
@@ -85,9 +110,6 @@ async fn dispatch(State(sh): State<Arc<Shared>>, req: Request) -> Resp {
             );
         }
         return data::put(sh, &path, &query, &headers, body, fault).await;
-    }
-    if path.starts_with("/preview/") && is_get {
-        return data::preview_playlist();
     }
     // API faults happen before the request is looked at, as a gateway's would.
     match fault {
@@ -177,7 +199,8 @@ const ENDPOINTS: &[(&str, bool)] = &[
     ("openFile/recyclebin/trash", true),
     ("openFile/delete", true),
     ("openFile/async_task/get", false),
-    ("openFile/getVideoPreviewPlayInfo", false),
+    // The first call for a video starts its full transcode (kept with the drive).
+    ("openFile/getVideoPreviewPlayInfo", true),
 ];
 
 fn endpoint(key: &str) -> Option<bool> {
@@ -269,7 +292,7 @@ fn api(sh: &Shared, key: &str, headers: &HeaderMap, v: &Value) -> Result<Value, 
         "openFile/recyclebin/trash" => files::trash(st, v),
         "openFile/delete" => files::delete(sh, st, v),
         "openFile/async_task/get" => files::async_task(st, v),
-        "openFile/getVideoPreviewPlayInfo" => files::video_preview(sh, st, v),
+        "openFile/getVideoPreviewPlayInfo" => transcode::play_info(sh, st, v),
         _ => Err(ApiErr::new(404, "NotFound", "Unknown endpoint.")),
     }
 }
