@@ -3,6 +3,10 @@
 //! getDownloadUrl is limited to about one call per second per user, so a URL is fetched once
 //! (single-flight: concurrent askers wait for the one call in progress) and reused by every
 //! handle until shortly before its `x-oss-expires`.
+//!
+//! A key is a file_id, or a synthetic key (one holding a '/', which no file_id does) of a source
+//! the fs core serves (a transcode segment, a `.livp` stream): those are renewed by the mount's
+//! `UrlSource` instead of getDownloadUrl.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -29,10 +33,23 @@ struct Cached {
 /// One file's URL; the async mutex makes fetching single-flight.
 type Slot = Arc<tokio::sync::Mutex<Option<Cached>>>;
 
+/// Where the URLs of synthetic keys come from.
+#[async_trait::async_trait]
+pub trait UrlSource: Send + Sync + 'static {
+    /// A URL for `key`; `stale` is one the data host refused as expired (give a newer one).
+    async fn url(&self, key: &str, stale: Option<&DownloadUrl>) -> Result<DownloadUrl>;
+}
+
+/// True for keys that are not file_ids (see the module comment).
+pub fn is_synthetic(key: &str) -> bool {
+    key.contains('/')
+}
+
 pub(crate) struct UrlCache {
     drive: Arc<dyn Drive>,
     margin: Duration,
     slots: Mutex<Slots>,
+    source: std::sync::OnceLock<Arc<dyn UrlSource>>,
 }
 
 struct Slots {
@@ -55,7 +72,13 @@ impl UrlCache {
                 prune_at: PRUNE_ABOVE,
                 prunes: 0,
             }),
+            source: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Set once, when the fs core starts.
+    pub fn set_source(&self, source: Arc<dyn UrlSource>) {
+        let _ = self.source.set(source);
     }
 
     fn lock_slots(&self) -> std::sync::MutexGuard<'_, Slots> {
@@ -84,7 +107,7 @@ impl UrlCache {
                 return Ok(c.url.clone());
             }
         }
-        let fresh = self.fetch(file_id).await?;
+        let fresh = self.fetch(file_id, None).await?;
         let url = fresh.url.clone();
         *cur = Some(fresh);
         Ok(url)
@@ -99,7 +122,7 @@ impl UrlCache {
                 return Ok(c.url.clone());
             }
         }
-        let fresh = self.fetch(file_id).await?;
+        let fresh = self.fetch(file_id, Some(stale)).await?;
         let url = fresh.url.clone();
         *cur = Some(fresh);
         Ok(url)
@@ -139,9 +162,14 @@ impl UrlCache {
         (slots.by_file.len(), slots.prunes)
     }
 
-    async fn fetch(&self, file_id: &str) -> Result<Cached> {
-        tracing::debug!(file_id, "getDownloadUrl");
-        let url = self.drive.download_url(file_id).await?;
+    async fn fetch(&self, file_id: &str, stale: Option<&DownloadUrl>) -> Result<Cached> {
+        let url = match self.source.get().filter(|_| is_synthetic(file_id)) {
+            Some(source) => source.url(file_id, stale).await?,
+            None => {
+                tracing::debug!(file_id, "getDownloadUrl");
+                self.drive.download_url(file_id).await?
+            }
+        };
         let now = Instant::now();
         let lifetime = url
             .expires_at
