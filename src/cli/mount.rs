@@ -199,6 +199,8 @@ pub fn build_core(drive: Arc<dyn Drive>, s: &Settings) -> Result<Arc<FsCore>> {
         max_cached_dirs: 10_000,
         order_by: s.order_by,
         order_direction: s.order_direction,
+        transcodes_dir: s.transcodes_dir.clone(),
+        livp: s.livp,
     };
     Ok(FsCore::new(drive, cfg, reader, staging, uploads))
 }

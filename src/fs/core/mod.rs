@@ -10,14 +10,18 @@
 mod control;
 mod handles;
 mod listing;
+mod livp;
 mod namespace;
 #[cfg(test)]
 mod reftest;
+mod synthetic;
+mod transcoded;
 mod uploads;
 
 pub use control::PendingUpload;
 
 pub use listing::{Listing, OrderBy, OrderDirection};
+pub use livp::LivpMode;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -58,6 +62,10 @@ pub struct FsConfig {
     /// The order of readdir's entries (after `.` and `..`).
     pub order_by: OrderBy,
     pub order_direction: OrderDirection,
+    /// The name of the virtual tree of transcodes in the root; None: no such tree.
+    pub transcodes_dir: Option<String>,
+    /// Which halves of `.livp` live photos folders show.
+    pub livp: LivpMode,
 }
 
 /// A node's attributes, as the adapter turns them into a `FileAttr`.
@@ -97,6 +105,14 @@ enum Handle {
     Remote {
         ino: u64,
         reader: Arc<ReadHandle>,
+        /// Read with direct I/O whatever the kernel supports (a size it may not know).
+        direct: bool,
+    },
+    /// A whole small synthetic file (a playlist, a subtitle) held in memory.
+    Memory {
+        ino: u64,
+        bytes: Bytes,
+        direct: bool,
     },
     Local {
         ino: u64,
@@ -111,6 +127,7 @@ pub struct FsCore {
     table: Arc<Mutex<InodeTable>>,
     listings: Cache<u64, Arc<Listing>>,
     reader: Arc<Reader>,
+    transcodes: Arc<crate::transcode::Transcodes>,
     staging: Staging,
     uploads: Arc<UploadQueue>,
     handles: Mutex<HashMap<u64, Handle>>,
@@ -163,12 +180,22 @@ impl FsCore {
                 }
             })
             .build();
+        let transcodes = Arc::new(crate::transcode::Transcodes::new(
+            drive.clone(),
+            transcoded::REFRESH_RUNNING,
+        ));
+        reader.set_url_source(Arc::new(synthetic::SyntheticUrls {
+            drive: drive.clone(),
+            transcodes: transcodes.clone(),
+            streams: Mutex::new(HashMap::new()),
+        }));
         let core = Arc::new(FsCore {
             drive,
             cfg,
             table,
             listings,
             reader,
+            transcodes,
             staging,
             uploads,
             handles: Mutex::new(HashMap::new()),

@@ -247,6 +247,8 @@ impl World {
                 max_cached_dirs: 1000,
                 order_by: Default::default(),
                 order_direction: Default::default(),
+                transcodes_dir: Some(".transcoded".into()),
+                livp: Default::default(),
             };
             FsCore::new(drive, cfg, reader, staging, uploads)
         });
