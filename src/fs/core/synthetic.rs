@@ -124,8 +124,11 @@ pub(super) struct SyntheticUrls {
     pub drive: Arc<dyn Drive>,
     pub transcodes: Arc<Transcodes>,
     /// A live photo's stream URLs, until shortly before they expire.
-    pub streams: Mutex<HashMap<String, (Vec<(String, DownloadUrl)>, Instant)>>,
+    pub streams: Mutex<HashMap<String, StreamUrls>>,
 }
+
+/// A live photo's URLs by stream name, and when to stop handing them out.
+pub(super) type StreamUrls = (Vec<(String, DownloadUrl)>, Instant);
 
 const STREAM_URL_MARGIN: Duration = Duration::from_secs(60);
 
@@ -147,7 +150,7 @@ impl UrlSource for SyntheticUrls {
                     cache.retain(|_, (_, renew_at)| Instant::now() < *renew_at);
                     cache.get(&id).and_then(|(urls, _)| pick(urls))
                 };
-                if let Some(u) = kept.filter(|u| stale.is_none_or(|s| s.url != u.url)) {
+                if let Some(u) = kept.filter(|u| stale.map_or(true, |s| s.url != u.url)) {
                     return Ok(u);
                 }
                 let urls = self.drive.stream_urls(&id).await?;
