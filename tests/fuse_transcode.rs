@@ -245,14 +245,16 @@ fn the_tree_is_hidden_read_only_and_can_be_renamed_or_turned_off() {
         "rmdir .transcoded/Movies/Extras",
         "mv .transcoded/Movies .transcoded/M2",
         "mv top.txt .transcoded/Movies/",
-        "mkdir .transcoded",
         "rmdir .transcoded",
+        "mv .transcoded x",
     ] {
         let (status, out) = sh_status(&format!("cd '{}' && {cmd}", m.dir.display()));
         assert!(!status.success(), "{cmd} succeeded");
         assert!(out.contains("Read-only file system"), "{cmd}: {out}");
     }
     assert!(m.remote("top.txt").is_some(), "nothing moved");
+    let (status, out) = sh_status(&format!("mkdir '{}'", m.path(".transcoded").display()));
+    assert!(!status.success() && out.contains("File exists"), "{out}");
 
     m.restart(&["--transcodes-dir", ".hls"]);
     assert!(m.path(".hls/Movies/film.mp4").is_dir());

@@ -110,6 +110,13 @@ impl Reader {
         self.fetcher.urls.set_source(source);
     }
 
+    /// Runs `request` (one other request on the data host: a playlist, a segment's size) in a
+    /// download slot, as a read waiting for bytes would, so the per-user cap is never exceeded.
+    pub async fn with_download_slot<T>(&self, request: impl std::future::Future<Output = T>) -> T {
+        let _slot = self.fetcher.slots.acquire(fetch::Priority::Demand).await;
+        request.await
+    }
+
     /// A download URL learnt from a listing (small files carry one): saves a getDownloadUrl.
     pub fn offer_url(&self, file_id: &str, url: crate::drive::DownloadUrl) {
         self.fetcher.urls.offer(file_id, url);

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use crate::api::oss_expires;
 use crate::drive::{DownloadUrl, Drive};
 use crate::error::{Error, Result};
+use crate::read::Reader;
 pub use playlist::Playlist;
 
 /// Subtitles above this are refused.
@@ -27,6 +28,12 @@ const DEFAULT_URL_LIFETIME: Duration = Duration::from_secs(15 * 60);
 const RENEW_MARGIN: Duration = Duration::from_secs(60);
 /// Beyond this many videos, those nobody is using are dropped.
 const MAX_VIDEOS: usize = 64;
+/// Tries of one data-host request (busy slots, transient errors).
+const DATA_TRIES: u32 = 6;
+#[cfg(not(test))]
+const DATA_BACKOFF: Duration = Duration::from_millis(250);
+#[cfg(test)]
+const DATA_BACKOFF: Duration = Duration::from_millis(2);
 
 /// One template's stream.
 #[derive(Debug, Clone)]
@@ -83,6 +90,8 @@ struct Entry {
 /// The transcodes of the mount's videos.
 pub struct Transcodes {
     drive: Arc<dyn Drive>,
+    /// Its download slots: playlist, subtitle and size requests count against the per-user cap.
+    reader: Arc<Reader>,
     videos: Mutex<HashMap<String, Arc<Entry>>>,
     /// A running transcode's playlists are fetched again at most this often.
     refresh_every: Duration,
@@ -109,11 +118,37 @@ fn download_url(url: &str) -> DownloadUrl {
 }
 
 impl Transcodes {
-    pub fn new(drive: Arc<dyn Drive>, refresh_every: Duration) -> Self {
+    pub fn new(drive: Arc<dyn Drive>, reader: Arc<Reader>, refresh_every: Duration) -> Self {
         Transcodes {
             drive,
+            reader,
             videos: Mutex::new(HashMap::new()),
             refresh_every,
+        }
+    }
+
+    /// One data-host request in a download slot, retried while the slots are busy (another app
+    /// of the user) or the error is transient; an expired URL is the caller's to renew.
+    async fn data_request<T, F>(&self, mut request: impl FnMut() -> F) -> Result<T>
+    where
+        F: std::future::Future<Output = Result<T>>,
+    {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.reader.with_download_slot(request()).await {
+                Err(e)
+                    if e.is_transient()
+                        && !matches!(e, Error::UrlExpired)
+                        && tries < DATA_TRIES =>
+                {
+                    let d =
+                        crate::api::retry::jittered(DATA_BACKOFF, Duration::from_secs(5), tries);
+                    tracing::debug!(error = %e, ?d, "data-host request failed, retrying");
+                    tokio::time::sleep(d).await;
+                }
+                r => return r,
+            }
         }
     }
 
@@ -171,14 +206,11 @@ impl Transcodes {
             .filter(|s| matches!(s.status.as_str(), "finished" | "running"))
             .filter_map(|s| s.url.as_deref().map(|u| (s, download_url(u))))
             .collect();
-        let fetched = futures_util::future::join_all(
-            wanted
-                .iter()
-                .map(|(_, url)| self.drive.fetch_object(url, playlist::MAX_PLAYLIST_BYTES)),
-        )
-        .await;
         let mut templates = Vec::new();
-        for ((stream, url), got) in wanted.iter().zip(fetched) {
+        for (stream, url) in &wanted {
+            let got = self
+                .data_request(|| self.drive.fetch_object(url, playlist::MAX_PLAYLIST_BYTES))
+                .await;
             let text = match got {
                 Ok(b) => String::from_utf8_lossy(&b).into_owned(),
                 Err(e) => {
@@ -247,12 +279,12 @@ impl Transcodes {
                 1 => format!("{lang}.vtt"),
                 n => format!("{lang}-{n}.vtt"),
             };
+            let sub_url = download_url(url);
             let kept = previous.and_then(|p| p.subtitles.iter().find(|s| s.file_name == file_name));
             let bytes = match kept {
                 Some(s) => s.bytes.clone(),
                 None => match self
-                    .drive
-                    .fetch_object(&download_url(url), MAX_SUBTITLE_BYTES)
+                    .data_request(|| self.drive.fetch_object(&sub_url, MAX_SUBTITLE_BYTES))
                     .await
                 {
                     Ok(b) => b,
@@ -309,7 +341,7 @@ impl Transcodes {
         let mut url = self.object_url(file_id, template, index, None).await?;
         let mut renewed = false;
         let size = loop {
-            match self.drive.object_size(&url).await {
+            match self.data_request(|| self.drive.object_size(&url)).await {
                 Err(Error::UrlExpired) if !renewed => {
                     renewed = true;
                     url = self

@@ -8,6 +8,11 @@ use async_trait::async_trait;
 use super::*;
 use crate::drive::*;
 
+fn transcodes(drive: Arc<FakeDrive>, refresh: Duration) -> Transcodes {
+    let reader = Reader::new(drive.clone(), crate::read::ReadConfig::default());
+    Transcodes::new(drive, reader, refresh)
+}
+
 /// One video with an FHD template of `segments` segments (`running` until told otherwise) and
 /// an English subtitle. Every play info signs its URLs with a new generation and an expiry
 /// `ttl` ahead; a URL of an older generation is refused as expired.
@@ -175,7 +180,7 @@ impl Drive for FakeDrive {
 #[tokio::test]
 async fn templates_with_a_playlist_are_served_rewritten_and_failed_ones_left_out() {
     let drive = FakeDrive::new(3, false, Duration::from_secs(3600));
-    let t = Transcodes::new(drive.clone(), Duration::from_secs(3));
+    let t = transcodes(drive.clone(), Duration::from_secs(3));
     let v = t.video("vid", false).await.unwrap();
     assert_eq!(v.templates.len(), 1);
     let fhd = v.template("FHD").unwrap();
@@ -193,7 +198,7 @@ async fn templates_with_a_playlist_are_served_rewritten_and_failed_ones_left_out
 async fn an_expired_play_info_is_fetched_again_and_objects_mapped_by_index() {
     // URLs living 2 s are renewed at half-life.
     let drive = FakeDrive::new(3, false, Duration::from_secs(2));
-    let t = Transcodes::new(drive.clone(), Duration::from_secs(3));
+    let t = transcodes(drive.clone(), Duration::from_secs(3));
     let first = t.object_url("vid", "FHD", 1, None).await.unwrap();
     assert!(first.url.contains("/v/FHD/1.ts"));
     let size = t.object_size("vid", "FHD", 1).await.unwrap();
@@ -229,7 +234,7 @@ async fn an_expired_play_info_is_fetched_again_and_objects_mapped_by_index() {
 #[tokio::test]
 async fn a_refused_url_renews_the_play_info_once_even_before_its_expiry() {
     let drive = FakeDrive::new(2, false, Duration::from_secs(3600));
-    let t = Transcodes::new(drive.clone(), Duration::from_secs(3));
+    let t = transcodes(drive.clone(), Duration::from_secs(3));
     let u = t.object_url("vid", "FHD", 0, None).await.unwrap();
     // The drive revoked it (say, a clock skew): the stale one is never handed out again.
     drive.generation.fetch_add(1, SeqCst);
@@ -245,7 +250,7 @@ async fn a_refused_url_renews_the_play_info_once_even_before_its_expiry() {
 #[tokio::test]
 async fn a_running_transcode_grows_at_a_bounded_rate_then_ends() {
     let drive = FakeDrive::new(2, true, Duration::from_secs(3600));
-    let t = Transcodes::new(drive.clone(), Duration::from_millis(300));
+    let t = transcodes(drive.clone(), Duration::from_millis(300));
     let v = t.video("vid", true).await.unwrap();
     let text = std::str::from_utf8(&v.template("FHD").unwrap().rewritten)
         .unwrap()

@@ -182,6 +182,7 @@ impl FsCore {
             .build();
         let transcodes = Arc::new(crate::transcode::Transcodes::new(
             drive.clone(),
+            reader.clone(),
             transcoded::REFRESH_RUNNING,
         ));
         reader.set_url_source(Arc::new(synthetic::SyntheticUrls {
