@@ -6,8 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use alipanfs::api::{Client, ClientConfig, RetryPolicy, TokenStore};
-use alipanfs::drive::{CheckNameMode, Drive, NewFile, TaskState, UploadHashes, ROOT_ID};
-use alipanfs::emulator::{pattern_bytes, Emulator, EmulatorConfig};
+use alipanfs::drive::{
+    CheckNameMode, DownloadUrl, Drive, NewFile, TaskState, UploadHashes, ROOT_ID,
+};
+use alipanfs::emulator::{generate_ladder, pattern_bytes, Emulator, EmulatorConfig, SeedSubtitle};
 use alipanfs::error::Error;
 use alipanfs::hashing;
 use bytes::Bytes;
@@ -578,26 +580,155 @@ async fn download_concurrency_cap_is_reported() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn video_preview_info() {
+async fn video_play_info_subtitles_playlists_and_segment_sizes() {
     let env = Env::start(unlimited).await;
-    let id = env.emu.seed_pattern_file(ROOT_ID, "movie.mp4", 1 << 20, 1);
+    let ladder_dir = env.dir.path().join("ladder");
+    let (mp4, ladder) = generate_ladder(
+        &ladder_dir,
+        12.0,
+        &[("LD", 320, 180), ("SD", 480, 270)],
+        4.0,
+    )
+    .expect("ffmpeg makes the ladder");
+    let id = env.emu.seed_file(ROOT_ID, "movie.mp4", &mp4);
+    let vtt = b"WEBVTT\n\n00:00:00.500 --> 00:00:02.000\nhi\n".to_vec();
+    env.emu.seed_transcodes(
+        &id,
+        12.0,
+        480,
+        270,
+        ladder.clone(),
+        vec![SeedSubtitle {
+            language: "eng".into(),
+            vtt: vtt.clone(),
+        }],
+    );
+    env.emu.set_transcode_time(Duration::from_millis(500));
     let c = env.client("a");
     let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let info = loop {
         let info = c.video_play_info(&id).await.unwrap();
-        assert!(info.duration_secs > 0.0);
-        assert_eq!((info.width, info.height), (1920, 1080));
-        assert!(!info.streams.is_empty());
-        if info
+        assert_eq!(info.duration_secs, 12.0);
+        assert_eq!((info.width, info.height), (480, 270));
+        let dims: Vec<_> = info
             .streams
             .iter()
-            .any(|s| s.status == "finished" && s.url.is_some())
-        {
-            break;
+            .map(|s| (s.template_id.as_str(), s.width, s.height))
+            .collect();
+        assert_eq!(dims, [("LD", 320, 180), ("SD", 480, 270)]);
+        if info.streams.iter().all(|s| s.status == "finished") {
+            break info;
         }
+        assert!(info
+            .streams
+            .iter()
+            .all(|s| s.status == "running" && s.url.is_some()));
         assert!(Instant::now() < deadline, "transcoding never finished");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The subtitle, fetched whole.
+    assert_eq!(info.subtitles.len(), 1);
+    assert_eq!(info.subtitles[0].language, "eng");
+    assert_eq!(info.subtitles[0].status, "finished");
+    let sub_url = signed(info.subtitles[0].url.as_deref().unwrap());
+    assert_eq!(
+        &c.fetch_object(&sub_url, 1 << 20).await.unwrap()[..],
+        &vtt[..]
+    );
+    assert!(matches!(
+        c.fetch_object(&sub_url, 10).await,
+        Err(Error::BadResponse(_))
+    ));
+    // The playlist, whole, and the size of each segment it names.
+    let pl_url = signed(info.streams[1].url.as_deref().unwrap());
+    let pl = c.fetch_object(&pl_url, 1 << 20).await.unwrap();
+    let pl = std::str::from_utf8(&pl).unwrap();
+    assert!(pl.contains("#EXT-X-ENDLIST"), "{pl}");
+    let segs: Vec<&str> = pl.lines().filter(|l| l.starts_with("http")).collect();
+    assert_eq!(segs.len(), 3);
+    for (i, seg) in segs.iter().enumerate() {
+        let want = std::fs::read(ladder[1].dir.join(format!("seg{i:03}.ts"))).unwrap();
+        let url = signed(seg);
+        assert_eq!(c.object_size(&url).await.unwrap(), want.len() as u64);
+        let body = c.download_range(&url, 0, want.len() as u64).await.unwrap();
+        assert_eq!(&body[..], &want[..]);
     }
+    // Expired URLs are `UrlExpired` for whole objects and size probes alike.
+    env.emu.set_download_url_ttl_cap(Duration::from_secs(1));
+    let info = c.video_play_info(&id).await.unwrap();
+    let short = signed(info.streams[0].url.as_deref().unwrap());
+    let pl = c.fetch_object(&short, 1 << 20).await.unwrap();
+    let seg = signed(
+        std::str::from_utf8(&pl)
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("http"))
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while SystemTime::now() <= seg.expires_at + Duration::from_secs(1) {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(matches!(
+        c.fetch_object(&short, 1 << 20).await,
+        Err(Error::UrlExpired)
+    ));
+    assert!(matches!(c.object_size(&seg).await, Err(Error::UrlExpired)));
+    // A video never transcoded answers no streams; a text file is not a video.
+    let raw = env.emu.seed_pattern_file(ROOT_ID, "raw.mp4", 1 << 20, 1);
+    let info = c.video_play_info(&raw).await.unwrap();
+    assert!(info.streams.is_empty() && info.subtitles.is_empty());
+    let txt = env.emu.seed_file(ROOT_ID, "a.txt", b"x");
+    assert!(c.video_play_info(&txt).await.is_err());
+}
+
+/// A signed URL as the client's `DownloadUrl` (expiry from `x-oss-expires`).
+fn signed(url: &str) -> DownloadUrl {
+    DownloadUrl {
+        url: url.to_string(),
+        expires_at: alipanfs::api::oss_expires(url).expect("x-oss-expires"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_photo_streams_through_the_client() {
+    let env = Env::start(unlimited).await;
+    let jpeg = pattern_bytes(3, 0, 5000);
+    let mov = pattern_bytes(4, 0, 70_000);
+    let id = env.emu.seed_livp(ROOT_ID, "IMG_0002", &jpeg, &mov);
+    let c = env.client("a");
+    let item = c
+        .list_folder(ROOT_ID)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|i| i.file_id == id)
+        .unwrap();
+    assert_eq!(item.name, "IMG_0002.livp");
+    assert_eq!(
+        item.streams,
+        vec![("jpeg".into(), 5000), ("mov".into(), 70_000)]
+    );
+    assert!(item.download_url.is_none());
+    assert!(matches!(
+        c.download_url(&id).await,
+        Err(Error::NotSupported(_))
+    ));
+    let urls = c.stream_urls(&id).await.unwrap();
+    let names: Vec<&str> = urls.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["jpeg", "mov"]);
+    for ((_, url), want) in urls.iter().zip([&jpeg, &mov]) {
+        assert!(url.expires_at > SystemTime::now());
+        assert_eq!(c.object_size(url).await.unwrap(), want.len() as u64);
+        let body = c.download_range(url, 100, 1000).await.unwrap();
+        assert_eq!(&body[..], &want[100..1100]);
+    }
+    let plain = env.emu.seed_file(ROOT_ID, "p.jpg", b"jpeg");
+    assert!(matches!(
+        c.stream_urls(&plain).await,
+        Err(Error::NotSupported(_))
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,5 @@
 //! The emulator's file operations over plain HTTP: the file object, errors by id and path,
-//! name conflicts, move/copy, trash/delete/async tasks, quota, video preview.
+//! name conflicts, move/copy, trash/delete/async tasks, quota (video preview: emulator_transcode.rs).
 
 #[path = "emulator_support.rs"]
 mod support;
@@ -293,43 +293,4 @@ async fn quota_is_enforced_on_create() {
     assert_eq!(h.call("openFile/create", create(400)).await.status, 200);
     h.emu.set_quota(10_000);
     assert_eq!(h.call("openFile/create", create(5000)).await.status, 200);
-}
-
-#[tokio::test]
-async fn video_preview_runs_then_finishes() {
-    let h = start(|_| {}).await;
-    let v = h.emu.seed_pattern_file("root", "clip.mp4", 4096, 1);
-    let body = json!({"drive_id": h.drive, "file_id": v, "category": "live_transcoding", "template_id": "", "url_expire_sec": 900});
-    let r = h.ok("openFile/getVideoPreviewPlayInfo", body.clone()).await;
-    let tasks = r["video_preview_play_info"]["live_transcoding_task_list"]
-        .as_array()
-        .unwrap()
-        .clone();
-    assert!(tasks
-        .iter()
-        .all(|t| t["status"] == "running" && t["url"].is_null()));
-    let r = h.ok("openFile/getVideoPreviewPlayInfo", body).await;
-    let tasks = r["video_preview_play_info"]["live_transcoding_task_list"]
-        .as_array()
-        .unwrap()
-        .clone();
-    let ids: Vec<&str> = tasks
-        .iter()
-        .map(|t| t["template_id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, ["LD", "SD", "HD", "FHD"]);
-    let url = tasks[3]["url"].as_str().unwrap();
-    assert!(url.contains(".m3u8"));
-    let pl = h.c.get(url).send().await.unwrap().text().await.unwrap();
-    assert!(pl.starts_with("#EXTM3U"));
-    let t = h.emu.seed_file("root", "t.txt", b"x");
-    assert_err(
-        &h.call(
-            "openFile/getVideoPreviewPlayInfo",
-            json!({"drive_id": h.drive, "file_id": t}),
-        )
-        .await,
-        400,
-        "InvalidResource.FileTypeNotSupport",
-    );
 }

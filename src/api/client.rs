@@ -18,7 +18,7 @@ use super::limiter::Class;
 use super::token::TokenStatus;
 use super::wire::{
     CreateResp, DownloadUrlResp, DriveInfoResp, ListResp, OpResp, PartsResp, SpaceInfoResp,
-    TaskResp, UploadedPartsResp, VideoResp, VideoTask, WireFile,
+    SubtitleTask, TaskResp, UploadedPartsResp, VideoResp, VideoTask, WireFile,
 };
 use crate::drive::{
     CheckNameMode, CreatedFolder, DownloadUrl, Drive, DriveChoice, DriveInfo, ItemKind, NewFile,
@@ -181,10 +181,7 @@ impl Client {
         let url = r.url.filter(|u| !u.trim().is_empty()).ok_or_else(|| {
             Error::NotSupported("the drive gave no single download URL for this file".into())
         })?;
-        let expires_at = data::oss_expires(&url)
-            .or_else(|| r.expiration.as_deref().and_then(crate::timefmt::parse))
-            .unwrap_or_else(|| SystemTime::now() + FALLBACK_URL_TTL);
-        Ok(DownloadUrl { url, expires_at })
+        Ok(signed_url(url, r.expiration.as_deref()))
     }
 
     fn parts_from(list: Option<Vec<super::wire::WirePart>>) -> Result<Vec<PartUrl>> {
@@ -214,6 +211,15 @@ impl Client {
             Err(e) => Err(e),
         }
     }
+}
+
+/// A signed URL and when it stops working: its `x-oss-expires`, else the answer's
+/// `expiration`, else a short default.
+fn signed_url(url: String, expiration: Option<&str>) -> DownloadUrl {
+    let expires_at = data::oss_expires(&url)
+        .or_else(|| expiration.and_then(crate::timefmt::parse))
+        .unwrap_or_else(|| SystemTime::now() + FALLBACK_URL_TTL);
+    DownloadUrl { url, expires_at }
 }
 
 /// The create-file body for one access token (proof_code depends on it).
@@ -647,7 +653,7 @@ impl Drive for Client {
                     "file_id": file_id,
                     "category": "live_transcoding",
                     "template_id": "",
-                    "get_subtitle_info": false,
+                    "get_subtitle_info": true,
                     "url_expire_sec": self.cfg.download_url_expire_sec.min(14400),
                 }),
             )
@@ -667,8 +673,42 @@ impl Drive for Client {
                 .into_iter()
                 .map(VideoTask::into_stream)
                 .collect(),
-            subtitles: Vec::new(),
+            subtitles: info
+                .live_transcoding_subtitle_task_list
+                .unwrap_or_default()
+                .into_iter()
+                .map(SubtitleTask::into_subtitle)
+                .collect(),
         })
+    }
+
+    async fn fetch_object(&self, url: &DownloadUrl, max_len: u64) -> Result<Bytes> {
+        data::fetch_object(&self.api.http, &self.buffers, self.cfg.retry, url, max_len).await
+    }
+
+    async fn object_size(&self, url: &DownloadUrl) -> Result<u64> {
+        data::object_size(&self.api.http, &self.buffers, self.cfg.retry, url).await
+    }
+
+    async fn stream_urls(&self, file_id: &str) -> Result<Vec<(String, DownloadUrl)>> {
+        let r: DownloadUrlResp = self
+            .call_drive(
+                "openFile/getDownloadUrl",
+                Class::DownloadUrl,
+                Replay::Always,
+                json!({ "file_id": file_id, "expire_sec": self.cfg.download_url_expire_sec }),
+            )
+            .await?;
+        if r.streams_url.is_empty() {
+            return Err(Error::NotSupported(format!(
+                "file {file_id} has no stream URLs (not a live photo)"
+            )));
+        }
+        let expiration = r.expiration.clone();
+        Ok(r.streams_url
+            .into_iter()
+            .map(|(name, url)| (name, signed_url(url, expiration.as_deref())))
+            .collect())
     }
 }
 

@@ -48,11 +48,35 @@ fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
     Some((start, end, total.trim().parse().ok()))
 }
 
-/// Why a download attempt did not produce bytes.
-enum Attempt {
-    Done(Bytes),
+/// Why an attempt on a signed URL did not produce its result.
+enum Attempt<T> {
+    Done(T),
     Retry(Error),
     Fail(Error),
+}
+
+/// Runs `once` until it succeeds, fails for good, or the retry policy gives up: the one retry
+/// loop of the GETs on signed URLs (ranges, whole objects, sizes).
+async fn with_retries<T, F, Fut>(retry: RetryPolicy, url: &DownloadUrl, mut once: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Attempt<T>>,
+{
+    let mut retrier = Retrier::new(retry);
+    loop {
+        retrier.attempts += 1;
+        let err = match once().await {
+            Attempt::Done(v) => return Ok(v),
+            Attempt::Fail(e) => return Err(e),
+            Attempt::Retry(e) => e,
+        };
+        let wait = retrier.backoff();
+        if !retrier.may_retry_after(wait) {
+            return Err(err);
+        }
+        tracing::debug!(url = %redact::url(&url.url), "data get retry: {err}");
+        tokio::time::sleep(wait).await;
+    }
 }
 
 pub async fn download_range(
@@ -66,21 +90,74 @@ pub async fn download_range(
     if len == 0 {
         return Ok(Bytes::new());
     }
-    let mut retrier = Retrier::new(retry);
-    loop {
-        retrier.attempts += 1;
-        let err = match download_once(http, pool, url, offset, len).await {
-            Attempt::Done(b) => return Ok(b),
-            Attempt::Fail(e) => return Err(e),
-            Attempt::Retry(e) => e,
+    with_retries(retry, url, || download_once(http, pool, url, offset, len)).await
+}
+
+/// A whole small object (a playlist, a subtitle): one GET without Range, at most `max_len`
+/// bytes (a longer object is an error, not a truncation).
+pub async fn fetch_object(
+    http: &reqwest::Client,
+    pool: &Arc<BufferPool>,
+    retry: RetryPolicy,
+    url: &DownloadUrl,
+    max_len: u64,
+) -> Result<Bytes> {
+    with_retries(retry, url, || async {
+        let got = match get_once(http, pool, url, None, max_len.saturating_add(1)).await {
+            Ok(g) => g,
+            Err(a) => return a,
         };
-        let wait = retrier.backoff();
-        if !retrier.may_retry_after(wait) {
-            return Err(err);
+        match got.status {
+            200 if got.body.len() as u64 > max_len => Attempt::Fail(Error::BadResponse(format!(
+                "object larger than the {max_len} bytes expected"
+            ))),
+            200 => match got.content_length {
+                // The connection ended early: fetch again.
+                Some(n) if n > got.body.len() as u64 => Attempt::Retry(Error::Network(format!(
+                    "object body truncated: {} of {n} bytes",
+                    got.body.len()
+                ))),
+                _ => Attempt::Done(got.body),
+            },
+            s => failed(s, &got.body),
         }
-        tracing::debug!(url = %redact::url(&url.url), offset, "download retry: {err}");
-        tokio::time::sleep(wait).await;
-    }
+    })
+    .await
+}
+
+/// The size of the object at a signed URL: a GET of its first byte, the total taken from the
+/// 206's `Content-Range` (a 416 means an empty object; a 200, a server ignoring Range, gives
+/// its Content-Length). The body is never read as the object.
+pub async fn object_size(
+    http: &reqwest::Client,
+    pool: &Arc<BufferPool>,
+    retry: RetryPolicy,
+    url: &DownloadUrl,
+) -> Result<u64> {
+    with_retries(retry, url, || async {
+        let got = match get_once(http, pool, url, Some((0, 1)), 1).await {
+            Ok(g) => g,
+            Err(a) => return a,
+        };
+        match got.status {
+            206 => match got.content_range.as_deref().and_then(parse_content_range) {
+                Some((0, _, Some(total))) => Attempt::Done(total),
+                _ => Attempt::Fail(Error::BadResponse(format!(
+                    "206 without a usable Content-Range ({:?})",
+                    got.content_range
+                ))),
+            },
+            200 => match got.content_length {
+                Some(n) => Attempt::Done(n),
+                None => Attempt::Fail(Error::BadResponse(
+                    "200 without Content-Length for a size probe".into(),
+                )),
+            },
+            416 => Attempt::Done(0),
+            s => failed(s, &got.body),
+        }
+    })
+    .await
 }
 
 /// Error bodies are a few hundred bytes of XML; more is not worth reading.
@@ -108,25 +185,41 @@ async fn read_body(
     Ok(pool.freeze(buf))
 }
 
-async fn download_once(
+/// What one GET on a signed URL answered.
+struct Got {
+    status: u16,
+    content_range: Option<String>,
+    content_length: Option<u64>,
+    /// At most the success limit for 200/206, a short error body otherwise.
+    body: Bytes,
+}
+
+/// One GET, for `range` = (offset, len) or the whole object; a 2xx body is read up to `limit`
+/// bytes. A failure to connect or to read the body is a transient `Retry`.
+async fn get_once<T>(
     http: &reqwest::Client,
     pool: &Arc<BufferPool>,
     url: &DownloadUrl,
-    offset: u64,
-    len: u64,
-) -> Attempt {
-    let end = offset.saturating_add(len - 1);
+    range: Option<(u64, u64)>,
+    limit: u64,
+) -> std::result::Result<Got, Attempt<T>> {
     let started = tokio::time::Instant::now();
-    let resp = match http
-        .get(&url.url)
-        .header(reqwest::header::RANGE, format!("bytes={offset}-{end}"))
-        // Without it OSS answers an invalid range with 200 and the whole object.
-        .header("x-oss-range-behavior", "standard")
-        .send()
-        .await
-    {
+    let mut req = http.get(&url.url);
+    if let Some((offset, len)) = range {
+        let end = offset.saturating_add(len.max(1) - 1);
+        req = req
+            .header(reqwest::header::RANGE, format!("bytes={offset}-{end}"))
+            // Without it OSS answers an invalid range with 200 and the whole object.
+            .header("x-oss-range-behavior", "standard");
+    }
+    let resp = match req.send().await {
         Ok(r) => r,
-        Err(e) => return Attempt::Retry(Error::Network(format!("download: {}", e.without_url()))),
+        Err(e) => {
+            return Err(Attempt::Retry(Error::Network(format!(
+                "download: {}",
+                e.without_url()
+            ))))
+        }
     };
     let status = resp.status().as_u16();
     let content_range = resp
@@ -134,9 +227,10 @@ async fn download_once(
         .get(reqwest::header::CONTENT_RANGE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    let content_length = resp.content_length();
     // Never more than asked for (a 200 carries the whole object); an error body is short.
     let limit = match status {
-        200 | 206 => len,
+        200 | 206 => limit,
         _ => MAX_ERROR_BODY,
     };
     let body = match read_body(resp, limit, pool).await {
@@ -147,21 +241,58 @@ async fn download_once(
             b
         }
         Err(e) => {
-            return Attempt::Retry(Error::Network(format!(
+            return Err(Attempt::Retry(Error::Network(format!(
                 "download body: {}",
                 e.without_url()
-            )))
+            ))))
         }
     };
     tracing::debug!(
         url = %redact::url(&url.url),
         status,
-        offset,
-        len,
+        range = ?range,
         got = body.len(),
         ms = started.elapsed().as_millis() as u64,
         "data get"
     );
+    Ok(Got {
+        status,
+        content_range,
+        content_length,
+        body,
+    })
+}
+
+/// An error status: transient ones (5xx, 408, 429) are retried, the rest typed once
+/// (403 "Request has expired" is `Error::UrlExpired`).
+fn failed<T>(status: u16, body: &[u8]) -> Attempt<T> {
+    let e = parse_error_body(body);
+    if status >= 500 || status == 408 || status == 429 {
+        return Attempt::Retry(Error::Api {
+            status,
+            code: e.code,
+            message: e.message,
+        });
+    }
+    Attempt::Fail(map_data_error(status, e))
+}
+
+async fn download_once(
+    http: &reqwest::Client,
+    pool: &Arc<BufferPool>,
+    url: &DownloadUrl,
+    offset: u64,
+    len: u64,
+) -> Attempt<Bytes> {
+    let Got {
+        status,
+        content_range,
+        body,
+        ..
+    } = match get_once(http, pool, url, Some((offset, len)), len).await {
+        Ok(g) => g,
+        Err(a) => return a,
+    };
     match status {
         206 => {
             let Some((start, last, total)) = content_range.as_deref().and_then(parse_content_range)
@@ -202,15 +333,7 @@ async fn download_once(
         )),
         // At or after end of file.
         416 => Attempt::Done(Bytes::new()),
-        s if s >= 500 || s == 408 || s == 429 => {
-            let e = parse_error_body(&body);
-            Attempt::Retry(Error::Api {
-                status: s,
-                code: e.code,
-                message: e.message,
-            })
-        }
-        s => Attempt::Fail(map_data_error(s, parse_error_body(&body))),
+        s => failed(s, &body),
     }
 }
 

@@ -6,7 +6,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Deserializer};
 
-use crate::drive::{ItemKind, PartUrl, RemoteItem, TaskState, UploadedPart, VideoStream};
+use crate::drive::{
+    ItemKind, PartUrl, RemoteItem, TaskState, UploadedPart, VideoStream, VideoSubtitle,
+};
 use crate::error::{Error, Result};
 use crate::timefmt;
 
@@ -84,6 +86,47 @@ pub struct WireFile {
     /// Download URL of small files, when the listing carries one.
     #[serde(deserialize_with = "lenient_string")]
     pub url: Option<String>,
+    /// `.livp` live photos: `{"jpeg":{"size":..},"mov":{"size":..}}`.
+    #[serde(deserialize_with = "lenient_streams_info")]
+    pub streams_info: Vec<(String, u64)>,
+}
+
+/// `streams_info`: a map of stream name to an object with a `size` (number or numeric string);
+/// anything else (null, a stream without a size) is left out. Sorted by name.
+fn lenient_streams_info<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Vec<(String, u64)>, D::Error> {
+    let serde_json::Value::Object(map) = serde_json::Value::deserialize(d)? else {
+        return Ok(Vec::new());
+    };
+    let mut out: Vec<(String, u64)> = map
+        .into_iter()
+        .filter_map(|(name, v)| {
+            let size = lenient_f64_value(v.get("size")?.clone())?;
+            Some((name, size as u64))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// `streamsUrl` (alist, tickstep) or `streams_url` (aliyundrive-webdav) of getDownloadUrl: stream
+/// name to URL; non-string or blank URLs are left out. Sorted by name.
+fn lenient_url_map<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Vec<(String, String)>, D::Error> {
+    let serde_json::Value::Object(map) = serde_json::Value::deserialize(d)? else {
+        return Ok(Vec::new());
+    };
+    let mut out: Vec<(String, String)> = map
+        .into_iter()
+        .filter_map(|(name, v)| match v {
+            serde_json::Value::String(u) if !u.trim().is_empty() => Some((name, u)),
+            _ => None,
+        })
+        .collect();
+    out.sort();
+    Ok(out)
 }
 
 fn parse_time(s: &Option<String>) -> Option<SystemTime> {
@@ -124,8 +167,7 @@ impl WireFile {
                 (expires_at > std::time::SystemTime::now())
                     .then_some(crate::drive::DownloadUrl { url, expires_at })
             }),
-            // `streams_info` of `.livp` files: parsed with the livp support.
-            streams: Vec::new(),
+            streams: self.streams_info,
             file_id,
             name,
             kind,
@@ -180,6 +222,13 @@ pub struct DownloadUrlResp {
     pub url: Option<String>,
     #[serde(deserialize_with = "lenient_string")]
     pub expiration: Option<String>,
+    /// `.livp`: one URL per stream (the `url` is then empty).
+    #[serde(
+        rename = "streamsUrl",
+        alias = "streams_url",
+        deserialize_with = "lenient_url_map"
+    )]
+    pub streams_url: Vec<(String, String)>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -327,6 +376,28 @@ pub struct VideoResp {
 pub struct VideoPlayInfoWire {
     pub meta: Option<VideoMeta>,
     pub live_transcoding_task_list: Option<Vec<VideoTask>>,
+    pub live_transcoding_subtitle_task_list: Option<Vec<SubtitleTask>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct SubtitleTask {
+    #[serde(deserialize_with = "lenient_string")]
+    pub language: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    pub status: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    pub url: Option<String>,
+}
+
+impl SubtitleTask {
+    pub fn into_subtitle(self) -> VideoSubtitle {
+        VideoSubtitle {
+            language: self.language.unwrap_or_default(),
+            status: self.status.unwrap_or_default(),
+            url: nonempty(self.url),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -557,5 +628,55 @@ mod tests {
         assert_eq!(streams[0].width, 1920);
         assert_eq!(streams[1].url, None);
         assert_eq!(streams[1].width, 0);
+        assert!(info.live_transcoding_subtitle_task_list.is_none());
+
+        let v: VideoResp = decode(
+            "v",
+            br#"{"video_preview_play_info":{"live_transcoding_subtitle_task_list":[{"language":"chi","status":"finished","url":"https://x/a.vtt?b=c"},{"language":null,"status":"running","url":""}]}}"#,
+        )
+        .unwrap();
+        let subs: Vec<_> = v
+            .video_preview_play_info
+            .unwrap()
+            .live_transcoding_subtitle_task_list
+            .unwrap()
+            .into_iter()
+            .map(SubtitleTask::into_subtitle)
+            .collect();
+        assert_eq!(subs[0].language, "chi");
+        assert_eq!(subs[0].url.as_deref(), Some("https://x/a.vtt?b=c"));
+        assert_eq!(
+            (subs[1].status.as_str(), subs[1].url.as_deref()),
+            ("running", None)
+        );
+    }
+
+    #[test]
+    fn livp_streams_info_and_streams_url() {
+        let f: WireFile = decode(
+            "t",
+            br#"{"file_id":"1","name":"IMG.livp","type":"file","size":30,"streams_info":{"mov":{"size":"20"},"jpeg":{"size":10},"heic":null}}"#,
+        )
+        .unwrap();
+        let item = f.into_item().unwrap();
+        assert_eq!(item.streams, vec![("jpeg".into(), 10), ("mov".into(), 20)]);
+        let f: WireFile =
+            decode("t", br#"{"file_id":"1","name":"a","streams_info":null}"#).unwrap();
+        assert!(f.into_item().unwrap().streams.is_empty());
+        for key in ["streamsUrl", "streams_url"] {
+            let body = format!(
+                r#"{{"url":"","{key}":{{"mov":"https://h/m?x-oss-expires=5","jpeg":"https://h/j","x":null}}}}"#
+            );
+            let r: DownloadUrlResp = decode("d", body.as_bytes()).unwrap();
+            assert_eq!(
+                r.streams_url,
+                vec![
+                    ("jpeg".to_string(), "https://h/j".to_string()),
+                    ("mov".to_string(), "https://h/m?x-oss-expires=5".to_string())
+                ]
+            );
+        }
+        let r: DownloadUrlResp = decode("d", br#"{"url":"https://h/f"}"#).unwrap();
+        assert!(r.streams_url.is_empty());
     }
 }

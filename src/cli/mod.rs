@@ -150,6 +150,9 @@ pub struct EmulatorArgs {
     /// Unfinished uploads (and their parts) are dropped this many seconds after create [default: 10 days].
     #[arg(long)]
     pub upload_ttl: Option<u64>,
+    /// Seconds a video's full transcode takes after its first play-info request.
+    #[arg(long, default_value_t = crate::emulator::DEFAULT_TRANSCODE_TIME.as_secs_f64())]
+    pub transcode_time: f64,
     /// list calls per second per user (0 = unlimited).
     #[arg(long, default_value_t = 4.0)]
     pub list_rate: f64,
@@ -400,6 +403,9 @@ fn run_emulator(args: EmulatorArgs) -> Result<()> {
         rate_other_per_sec: args.api_rate,
         max_concurrent_downloads: args.max_downloads,
         quota_bytes: args.quota,
+        transcode_time: Duration::try_from_secs_f64(args.transcode_time).map_err(|_| {
+            Error::Config("--transcode-time must be a number of seconds ≥ 0".into())
+        })?,
         faults: Faults {
             failure_rate: args.failure_rate,
             latency: Duration::from_millis(args.latency_ms),

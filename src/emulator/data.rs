@@ -45,7 +45,11 @@ impl Shared {
     }
 
     pub fn download_url(&self, sha1: &str, file_id: &str, expires: u64) -> String {
-        let path = format!("/data/{file_id}/{sha1}");
+        self.signed_get_url(&format!("/data/{file_id}/{sha1}"), expires)
+    }
+
+    /// Any object of the data host (`/data/...`): file bodies, livp streams, transcodes.
+    pub fn signed_get_url(&self, path: &str, expires: u64) -> String {
         let sig = self.sign(&format!("GET\n{path}\n{expires}"));
         format!(
             "{}{path}?x-oss-access-key-id=LTAI5tEmulatorKey&x-oss-expires={expires}&x-oss-signature={sig}&x-oss-signature-version=OSS2",
@@ -180,6 +184,36 @@ fn no_such_upload() -> Resp {
     )
 }
 
+/// What a data-host GET serves.
+pub enum Object {
+    /// A stored blob (file bodies, livp streams, segments, subtitles), streamed from disk.
+    Blob {
+        sha1: String,
+        content_type: &'static str,
+    },
+    /// A small body made for the request (a playlist).
+    Bytes {
+        bytes: Bytes,
+        content_type: &'static str,
+    },
+}
+
+/// The object at a signed `/data/<file_id>/...` path: `<sha1>` is a blob, anything longer one
+/// of the video's transcodes (`transcode::resolve`).
+fn resolve(sh: &Shared, st: &super::state::State, path: &str, expires: u64) -> Option<Object> {
+    let segs: Vec<&str> = path.trim_start_matches("/data/").split('/').collect();
+    match segs.as_slice() {
+        [_file_id, sha] => Some(Object::Blob {
+            sha1: sha.to_string(),
+            content_type: "application/octet-stream",
+        }),
+        [file_id, rest @ ..] if !rest.is_empty() => {
+            super::transcode::resolve(sh, st, file_id, rest, expires)
+        }
+        _ => None,
+    }
+}
+
 pub async fn get(
     sh: Arc<Shared>,
     method: &Method,
@@ -189,25 +223,29 @@ pub async fn get(
     fault: Fault,
 ) -> Resp {
     let q = parse_query(query);
-    let mut segs = path.trim_start_matches("/data/").split('/');
-    let (Some(_file_id), Some(sha), None) = (segs.next(), segs.next(), segs.next()) else {
-        return no_such_key();
-    };
     let p = path.to_string();
     if let Err(r) = check_signed(&sh, &q, |exp| format!("GET\n{p}\n{exp}")) {
         return r;
     }
-    let (size, pacing, cap) = {
+    let expires = expires_of(&q).unwrap_or(0);
+    let (object, size, pacing, cap) = {
         let st = sh.lock();
-        let Some(b) = st.blobs.get(sha) else {
+        let Some(object) = resolve(&sh, &st, path, expires) else {
             return no_such_key();
+        };
+        let size = match &object {
+            Object::Blob { sha1, .. } => match st.blobs.get(sha1) {
+                Some(b) => b.size,
+                None => return no_such_key(),
+            },
+            Object::Bytes { bytes, .. } => bytes.len() as u64,
         };
         let f = &st.knobs.faults;
         let pacing = Pacing {
             per_conn: f.bandwidth_per_conn.filter(|b| *b > 0),
             link: f.link_bandwidth.filter(|b| *b > 0).map(|b| (sh.clone(), b)),
         };
-        (b.size, pacing, st.knobs.max_concurrent_downloads)
+        (object, size, pacing, st.knobs.max_concurrent_downloads)
     };
     if let Some(failed) = injected_failure(fault) {
         return failed;
@@ -252,20 +290,32 @@ pub async fn get(
         } else {
             None
         };
-        stream_file(sh.blob_path(sha), start, len, pacing, cut, guard)
+        match &object {
+            Object::Blob { sha1, .. } => {
+                stream_file(sh.blob_path(sha1), start, len, pacing, cut, guard)
+            }
+            Object::Bytes { bytes, .. } => {
+                let part = bytes.slice(start as usize..(start + len) as usize);
+                memory_body(part, cut, guard)
+            }
+        }
+    };
+    let (etag, content_type) = match &object {
+        Object::Blob { sha1, content_type } => (sha1.clone(), *content_type),
+        Object::Bytes {
+            bytes,
+            content_type,
+        } => (hex::encode_upper(sha1::Sha1::digest(bytes)), *content_type),
     };
     let mut r = Response::new(body);
     *r.status_mut() = errors::status(status);
     let h = r.headers_mut();
-    h.insert(
-        "content-type",
-        HeaderValue::from_static("application/octet-stream"),
-    );
+    h.insert("content-type", HeaderValue::from_static(content_type));
     h.insert("accept-ranges", HeaderValue::from_static("bytes"));
     if let Ok(v) = HeaderValue::from_str(&len.to_string()) {
         h.insert("content-length", v);
     }
-    if let Ok(v) = HeaderValue::from_str(&format!("\"{sha}\"")) {
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{etag}\"")) {
         h.insert("etag", v);
     }
     if let Ok(v) = HeaderValue::from_str(&util::rand_hex(24, true)) {
@@ -277,6 +327,30 @@ pub async fn get(
         }
     }
     r
+}
+
+/// A body made in memory; the download slot (`guard`) is held until it has been sent, and an
+/// injected dropped connection (`cut`) sends half of it, then fails.
+fn memory_body(bytes: Bytes, cut: Option<u64>, guard: Option<StreamGuard>) -> Body {
+    let (head, fail) = match cut {
+        Some(c) => (bytes.slice(..c as usize), true),
+        None => (bytes, false),
+    };
+    let stream = futures_util::stream::unfold(
+        (Some(head), fail, guard),
+        |(next, fail, guard)| async move {
+            match next {
+                Some(b) => Some((Ok(b), (None, fail, guard))),
+                None if fail => {
+                    let e =
+                        std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected fault");
+                    Some((Err(e), (None, false, guard)))
+                }
+                None => None,
+            }
+        },
+    );
+    Body::from_stream(stream)
 }
 
 /// Bandwidth caps on one download body.
@@ -573,17 +647,6 @@ pub fn drop_response(e: std::io::Error) -> Resp {
     let mut r = Response::new(Body::from_stream(stream));
     r.headers_mut()
         .insert("content-length", HeaderValue::from_static("1024"));
-    r
-}
-
-/// A tiny HLS playlist for the preview URLs of getVideoPreviewPlayInfo.
-pub fn preview_playlist() -> Resp {
-    let body = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:10\n#EXT-X-MEDIA-SEQUENCE:0\n#EXTINF:10.0,\nsegment0.ts\n#EXT-X-ENDLIST\n";
-    let mut r = Response::new(Body::from(body));
-    r.headers_mut().insert(
-        "content-type",
-        HeaderValue::from_static("application/vnd.apple.mpegurl"),
-    );
     r
 }
 

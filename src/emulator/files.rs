@@ -1,5 +1,5 @@
 //! File endpoints other than listing and upload: the 3.1 file object, get, get_by_path,
-//! batch/get, getDownloadUrl, update, move, copy, trash, delete, async_task/get, video preview,
+//! batch/get, getDownloadUrl, update, move, copy, trash, delete, async_task/get,
 //! and the user/drive endpoints.
 
 use super::errors::ApiErr;
@@ -29,6 +29,8 @@ pub fn kind_of(name: &str) -> (String, &'static str, &'static str) {
         "gif" => ("image", "image/gif"),
         "webp" => ("image", "image/webp"),
         "heic" => ("image", "image/heic"),
+        // iOS live photos: a JPEG and a MOV, read through `streamsUrl`.
+        "livp" => ("image", "application/octet-stream"),
         "txt" | "md" | "log" => ("doc", "text/plain"),
         "csv" => ("doc", "text/csv"),
         "pdf" => ("doc", "application/pdf"),
@@ -89,9 +91,10 @@ pub fn file_json(sh: &Shared, st: &State, n: &Node) -> Value {
         m.insert("content_hash_name".into(), json!("sha1"));
         m.insert("punish_flag".into(), json!(0));
         m.insert("thumbnail".into(), Value::Null);
-        // Files under 5 MB carry a short-lived download URL, as the real list does.
+        // Files under 5 MB carry a short-lived download URL, as the real list does (a live
+        // photo has no single URL).
         let url = match &n.sha1 {
-            Some(h) if n.size < 5 * 1000 * 1000 => {
+            Some(h) if n.size < 5 * 1000 * 1000 && n.streams.is_empty() => {
                 let exp = util::now_secs() + 900.min(st.knobs.download_url_ttl_cap.as_secs());
                 json!(sh.download_url(h, &n.file_id, exp))
             }
@@ -101,16 +104,12 @@ pub fn file_json(sh: &Shared, st: &State, n: &Node) -> Value {
         if cat == "video" {
             m.insert(
                 "video_media_metadata".into(),
-                json!({"width": 1920, "height": 1080, "duration": format!("{:.3}", video_duration(n.size))}),
+                super::transcode::media_metadata(st, &n.file_id, n.size),
             );
         }
+        m.insert("streams_info".into(), super::livp::streams_info(n));
     }
     Value::Object(m)
-}
-
-fn video_duration(size: u64) -> f64 {
-    // A pretend 4 Mbit/s stream, at least ten seconds.
-    (size as f64 / 500_000.0).max(10.0)
 }
 
 /// The `drive_id` of a request: required, and one of the user's drives.
@@ -244,6 +243,9 @@ pub fn download_url(sh: &Shared, st: &mut State, v: &Value) -> ApiResult {
         .min(14400)
         .min(st.knobs.download_url_ttl_cap.as_secs());
     let exp = util::now_secs() + ttl;
+    if !n.streams.is_empty() {
+        return Ok(super::livp::download_url(sh, n, exp));
+    }
     let sha = n.sha1.clone().unwrap_or_default();
     Ok(json!({
         "url": sh.download_url(&sha, &n.file_id, exp),
@@ -383,9 +385,10 @@ fn copy_tree(st: &mut State, id: &str, parent: &str, name: Option<String>) -> St
     );
     node.size = src.size;
     node.sha1 = src.sha1.clone();
+    node.streams = src.streams.clone();
     node.local_created_at = src.local_created_at.clone();
     node.local_modified_at = src.local_modified_at.clone();
-    if let Some(h) = &src.sha1 {
+    for h in src.blobs() {
         if let Some(b) = st.blobs.get_mut(h) {
             b.refs += 1;
         }
@@ -449,8 +452,13 @@ pub fn delete(sh: &Shared, st: &mut State, v: &Value) -> ApiResult {
                     let path = sh.upload_path(&uid);
                     sh.discard_file(st, path);
                 }
-            } else if let Some(h) = gone.sha1 {
-                sh.release_blob(st, &h);
+            } else {
+                for h in gone.blobs() {
+                    sh.release_blob(st, h);
+                }
+            }
+            if let Some(video) = st.videos.remove(&sub) {
+                sh.release_video(st, video);
             }
         }
     }
@@ -474,61 +482,6 @@ pub fn async_task(st: &mut State, v: &Value) -> ApiResult {
     *polls += 1;
     let state = if *polls == 1 { "Running" } else { "Succeed" };
     Ok(json!({"async_task_id": id, "state": state, "status": state}))
-}
-
-pub fn video_preview(sh: &Shared, st: &mut State, v: &Value) -> ApiResult {
-    let d = drive(st, v)?;
-    let n = live(st, &d, v, "file_id")?.clone();
-    if n.is_dir || kind_of(&n.name).1 != "video" {
-        return Err(ApiErr::new(
-            400,
-            "InvalidResource.FileTypeNotSupport",
-            "The file is not a video.",
-        ));
-    }
-    let calls = match st.nodes.get_mut(&n.file_id) {
-        Some(node) => {
-            node.preview_calls += 1;
-            node.preview_calls
-        }
-        None => 1,
-    };
-    let exp = util::now_secs()
-        + int(v, "url_expire_sec")
-            .filter(|e| *e > 0)
-            .unwrap_or(900)
-            .min(14400) as u64;
-    let templates = [
-        ("LD", "480p", 854, 480),
-        ("SD", "540p", 960, 540),
-        ("HD", "720p", 1280, 720),
-        ("FHD", "1080p", 1920, 1080),
-    ];
-    let wanted = s(v, "template_id").unwrap_or("");
-    let tasks: Vec<Value> = templates
-        .iter()
-        .filter(|t| wanted.is_empty() || wanted == t.0)
-        .map(|(id, label, w, h)| {
-            let done = calls > 1;
-            let url = if done {
-                json!(format!("{}/preview/{}/{}.m3u8?x-oss-expires={exp}", sh.base_url, n.file_id, id))
-            } else {
-                Value::Null
-            };
-            let status = if done { "finished" } else { "running" };
-            json!({"template_id": id, "template_name": label, "template_width": w, "template_height": h,
-                   "keep_original_resolution": false, "stage": status, "status": status, "url": url})
-        })
-        .collect();
-    Ok(json!({
-        "domain_id": "bj29", "drive_id": d, "file_id": n.file_id,
-        "video_preview_play_info": {
-            "category": "live_transcoding",
-            "meta": {"duration": video_duration(n.size), "width": 1920, "height": 1080},
-            "live_transcoding_task_list": tasks,
-            "live_transcoding_subtitle_task_list": [],
-        }
-    }))
 }
 
 pub fn drive_info(st: &State) -> Value {

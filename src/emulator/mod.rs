@@ -12,14 +12,17 @@
 mod admin;
 mod auth;
 mod data;
+mod demo;
 mod errors;
 mod files;
 mod limits;
 mod listing;
+mod livp;
 mod mapped;
 mod persist;
 mod server;
 mod state;
+mod transcode;
 mod upload;
 mod util;
 
@@ -31,6 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use state::{pattern_bytes, TreeEntry};
+pub use transcode::{generate_ladder, SeedSubtitle, SeedTranscode, DEFAULT_TRANSCODE_TIME};
 
 /// How long unfinished uploads live: the PDS CreateFile page the reference cites (section 5.10)
 /// says 10 days; the Open API's own value is unconfirmed.
@@ -66,6 +70,8 @@ pub struct EmulatorConfig {
     pub faults: Faults,
     /// A part PUT carrying a Content-Type answers 403 SignatureDoesNotMatch.
     pub strict_content_type: bool,
+    /// How long a video's full transcode takes after its first play-info request.
+    pub transcode_time: Duration,
 }
 
 impl Default for EmulatorConfig {
@@ -93,6 +99,7 @@ impl Default for EmulatorConfig {
             quota_bytes: 6 << 40,
             faults: Faults::default(),
             strict_content_type: true,
+            transcode_time: DEFAULT_TRANSCODE_TIME,
         }
     }
 }
@@ -284,6 +291,50 @@ impl Emulator {
             node.updated_ms = updated_ms;
         }
         self.shared.save_now();
+    }
+    /// A video's transcodes (reference 3.9): `ladder` (each template's HLS playlist and
+    /// segments, e.g. from `generate_ladder`) and `subtitles`, for a source of `width` x
+    /// `height` lasting `duration_secs`. Play-info answers the templates no taller than the
+    /// source. Until the first play-info request only the first 30 s are ready; that request
+    /// starts the full transcode (`set_transcode_time`). Panics on a ladder it cannot read.
+    pub fn seed_transcodes(
+        &self,
+        file_id: &str,
+        duration_secs: f64,
+        width: u32,
+        height: u32,
+        ladder: Vec<SeedTranscode>,
+        subtitles: Vec<SeedSubtitle>,
+    ) {
+        let files = ladder
+            .iter()
+            .map(|t| {
+                transcode::LadderFiles::read(t).unwrap_or_else(|e| {
+                    panic!(
+                        "seed_transcodes: {} in {}: {e}",
+                        t.template_id,
+                        t.dir.display()
+                    )
+                })
+            })
+            .collect();
+        self.shared
+            .seed_transcodes(file_id, duration_secs, width, height, files, subtitles)
+    }
+    /// How long a full transcode takes after a video's first play-info request (for
+    /// transcodes started from now on).
+    pub fn set_transcode_time(&self, d: Duration) {
+        self.shared.lock().knobs.transcode_time = d;
+    }
+    /// getVideoPreviewPlayInfo requests answered for a video with transcodes.
+    pub fn play_info_calls(&self, file_id: &str) -> u64 {
+        let st = self.shared.lock();
+        st.videos.get(file_id).map_or(0, |v| v.play_info_calls)
+    }
+    /// A `.livp` live photo (`name`, `.livp` added when missing) whose streams are `jpeg` and
+    /// `mov`; returns its file_id.
+    pub fn seed_livp(&self, parent_file_id: &str, name: &str, jpeg: &[u8], mov: &[u8]) -> String {
+        self.shared.seed_livp(parent_file_id, name, jpeg, mov)
     }
     /// The sample tree of `alipanfs mount --demo`.
     pub fn seed_demo_tree(&self) {

@@ -41,7 +41,9 @@ struct Snapshot {
     drives: Vec<(String, String)>,
     quota_bytes: Option<u64>,
     nodes: Vec<Node>,
-    /// sha1 -> (size, pre_hash); references are recounted from `nodes` on load.
+    /// Videos' transcodes by file_id; their blobs are referenced like items'.
+    videos: BTreeMap<String, super::transcode::Video>,
+    /// sha1 -> (size, pre_hash); references are recounted from `nodes` and `videos` on load.
     blobs: BTreeMap<String, (u64, String)>,
     uploads: BTreeMap<String, UploadRec>,
     tokens: Tokens,
@@ -88,6 +90,11 @@ fn snapshot(st: &State, url_key: &[u8; 32]) -> Snapshot {
         drives: st.drives.clone(),
         quota_bytes: Some(st.knobs.quota_bytes),
         nodes: st.nodes.values().cloned().collect(),
+        videos: st
+            .videos
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         blobs: st
             .blobs
             .iter()
@@ -273,8 +280,17 @@ pub fn load(st: &mut State, data_dir: &Path) -> Result<Option<Loaded>> {
             },
         );
     }
-    for n in st.nodes.values().filter(|n| !n.is_dir && !n.pending) {
-        if let Some(b) = n.sha1.as_ref().and_then(|h| st.blobs.get_mut(h)) {
+    st.videos = snap.videos.into_iter().collect();
+    let refs: Vec<String> = st
+        .nodes
+        .values()
+        .filter(|n| !n.is_dir && !n.pending)
+        .flat_map(|n| n.blobs())
+        .chain(st.videos.values().flat_map(|v| v.blobs()))
+        .map(str::to_string)
+        .collect();
+    for h in refs {
+        if let Some(b) = st.blobs.get_mut(&h) {
             b.refs += 1;
         }
     }

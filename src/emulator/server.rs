@@ -6,7 +6,7 @@ use super::files;
 use super::limits::{roll, Fault};
 use super::state::Shared;
 use super::util::{self, parse_query};
-use super::{admin, data, listing, upload};
+use super::{admin, data, listing, transcode, upload};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method};
@@ -33,9 +33,6 @@ fn endpoint_key(method: &Method, path: &str) -> String {
     }
     if path.starts_with("/upload/") && method == Method::PUT {
         return "data/put".into();
-    }
-    if path.starts_with("/preview/") {
-        return "data/preview".into();
     }
     path.trim_start_matches('/')
         .trim_end_matches('/')
@@ -85,9 +82,6 @@ async fn dispatch(State(sh): State<Arc<Shared>>, req: Request) -> Resp {
             );
         }
         return data::put(sh, &path, &query, &headers, body, fault).await;
-    }
-    if path.starts_with("/preview/") && is_get {
-        return data::preview_playlist();
     }
     // API faults happen before the request is looked at, as a gateway's would.
     match fault {
@@ -177,7 +171,8 @@ const ENDPOINTS: &[(&str, bool)] = &[
     ("openFile/recyclebin/trash", true),
     ("openFile/delete", true),
     ("openFile/async_task/get", false),
-    ("openFile/getVideoPreviewPlayInfo", false),
+    // The first call for a video starts its full transcode (kept with the drive).
+    ("openFile/getVideoPreviewPlayInfo", true),
 ];
 
 fn endpoint(key: &str) -> Option<bool> {
@@ -269,7 +264,7 @@ fn api(sh: &Shared, key: &str, headers: &HeaderMap, v: &Value) -> Result<Value, 
         "openFile/recyclebin/trash" => files::trash(st, v),
         "openFile/delete" => files::delete(sh, st, v),
         "openFile/async_task/get" => files::async_task(st, v),
-        "openFile/getVideoPreviewPlayInfo" => files::video_preview(sh, st, v),
+        "openFile/getVideoPreviewPlayInfo" => transcode::play_info(sh, st, v),
         _ => Err(ApiErr::new(404, "NotFound", "Unknown endpoint.")),
     }
 }

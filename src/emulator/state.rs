@@ -47,6 +47,8 @@ pub struct Knobs {
     pub quota_bytes: u64,
     pub faults: Faults,
     pub strict_content_type: bool,
+    /// How long a video's full transcode takes after its first play-info request.
+    pub transcode_time: Duration,
 }
 
 // Persisted as is (`persist.rs`); defaults let an older state file load.
@@ -70,8 +72,27 @@ pub struct Node {
     pub local_modified_at: Option<String>,
     /// An upload not yet completed: invisible everywhere but the upload endpoints.
     pub pending: bool,
-    /// getVideoPreviewPlayInfo calls seen, to answer `running` first and `finished` later.
-    pub preview_calls: u32,
+    /// A `.livp` live photo's streams (name, blob SHA-1, size): its `streams_info` and
+    /// `streamsUrl`; empty for every other file.
+    pub streams: Vec<LivpStream>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LivpStream {
+    pub name: String,
+    pub sha1: String,
+    pub size: u64,
+}
+
+impl Node {
+    /// Every blob the item holds a reference to: its content and a live photo's streams.
+    pub fn blobs(&self) -> impl Iterator<Item = &str> {
+        self.sha1
+            .as_deref()
+            .into_iter()
+            .chain(self.streams.iter().map(|s| s.sha1.as_str()))
+    }
 }
 
 pub struct Blob {
@@ -161,6 +182,8 @@ pub struct State {
     /// "drive:parent" -> child file ids (including trashed and pending ones).
     pub children: HashMap<String, BTreeSet<String>>,
     pub blobs: HashMap<String, Blob>,
+    /// Videos' transcodes by file_id (`transcode.rs`).
+    pub videos: HashMap<String, super::transcode::Video>,
     pub uploads: HashMap<String, Upload>,
     pub tokens: Tokens,
     /// async_task_id -> polls seen.
@@ -230,6 +253,7 @@ impl Shared {
                 quota_bytes: cfg.quota_bytes,
                 faults: cfg.faults,
                 strict_content_type: cfg.strict_content_type,
+                transcode_time: cfg.transcode_time,
             },
             // A JWT bootstrap token names the user: every token issued later carries its `sub`,
             // as clients (alist, alipanfs) refuse a refresh that changes it.
@@ -247,6 +271,7 @@ impl Shared {
             nodes: HashMap::new(),
             children: HashMap::new(),
             blobs: HashMap::new(),
+            videos: HashMap::new(),
             uploads: HashMap::new(),
             tokens: Tokens::default(),
             tasks: HashMap::new(),
@@ -366,10 +391,20 @@ impl Shared {
         }
     }
 
-    fn seed_from_writer(
+    /// A blob of `size` bytes written by `fill`, with one reference taken (for seeds that are
+    /// not items of their own: transcodes, live-photo streams).
+    pub fn store_blob(&self, content: &[u8]) -> String {
+        let sha1 = self.write_blob(content.len() as u64, |w| w.write_all(content));
+        let mut st = self.lock();
+        if let Some(b) = st.blobs.get_mut(&sha1) {
+            b.refs += 1;
+        }
+        sha1
+    }
+
+    /// Writes a seed's content into the blob store (no reference taken); returns its SHA-1.
+    fn write_blob(
         &self,
-        parent: &str,
-        name: &str,
         size: u64,
         fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
     ) -> String {
@@ -396,9 +431,21 @@ impl Shared {
             // Seeding is a test/demo helper: a full disk here is a broken test setup.
             Err(e) => panic!("emulator seed write failed: {e}"),
         };
+        let mut st = self.lock();
+        self.adopt_blob(&mut st, &tmp, &sha1, size, &pre);
+        sha1
+    }
+
+    fn seed_from_writer(
+        &self,
+        parent: &str,
+        name: &str,
+        size: u64,
+        fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    ) -> String {
+        let sha1 = self.write_blob(size, fill);
         let id = {
             let mut st = self.lock();
-            self.adopt_blob(&mut st, &tmp, &sha1, size, &pre);
             let drive = st.drive_of_kind("default").unwrap_or_default();
             st.insert_file(&drive, parent, name, size, &sha1, None, None)
         };
@@ -452,7 +499,7 @@ impl Shared {
         self.seed_bytes(&reports, "q1.csv", b"month,amount\njan,10\nfeb,12\nmar,9\n");
         self.seed_pattern(&pics, "photo.jpg", 300 * 1024, 7);
         self.seed_pattern("root", "big-64MiB.bin", 64 << 20, 42);
-        self.seed_pattern(&videos, "sample.mp4", 8 << 20, 99);
+        self.seed_demo_video(&videos, "sample.mp4");
     }
 }
 
@@ -605,7 +652,7 @@ impl State {
             local_created_at: None,
             local_modified_at: None,
             pending: false,
-            preview_calls: 0,
+            streams: Vec::new(),
         }
     }
 
