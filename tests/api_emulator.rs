@@ -683,6 +683,46 @@ async fn video_play_info_subtitles_playlists_and_segment_sizes() {
     assert!(c.video_play_info(&txt).await.is_err());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_upload_sends_parts_to_the_internal_origin() {
+    let env = Env::start(|c| {
+        unlimited(c);
+        c.internal_endpoint = true;
+    })
+    .await;
+    let mut cfg = env.config("a");
+    cfg.upload_origin = env.emu.internal_url();
+    let c = Client::new(cfg).unwrap();
+    let content: Vec<u8> = pattern_bytes(11, 0, 300_000);
+    let s = c
+        .create_file(&NewFile {
+            parent_file_id: ROOT_ID.into(),
+            name: "internal.bin".into(),
+            size: Some(content.len() as u64),
+            check_name_mode: CheckNameMode::Refuse,
+            part_count: 3,
+            local_modified_at: None,
+            hashes: UploadHashes::None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(s.parts.len(), 3);
+    // The drive hands out its public data host; the client sends elsewhere.
+    assert!(s.parts[0].upload_url.starts_with(&env.emu.api_url()));
+    for (p, chunk) in s.parts.iter().zip(content.chunks(100_000)) {
+        c.upload_part(p, Bytes::copy_from_slice(chunk))
+            .await
+            .unwrap();
+    }
+    let item = c
+        .complete_upload(&s.file_id, s.upload_id.as_deref().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(item.content_hash.unwrap(), hashing::sha1_hex(&content));
+    assert_eq!(env.emu.call_count("internal/data/put"), 3);
+    assert_eq!(env.emu.call_count("data/put"), 0);
+}
+
 /// A signed URL as the client's `DownloadUrl` (expiry from `x-oss-expires`).
 fn signed(url: &str) -> DownloadUrl {
     DownloadUrl {

@@ -670,3 +670,28 @@ fn rapid_upload_off_sends_the_parts_of_content_the_drive_already_has() {
         assert_eq!(sha1_of(&m.path("copy.bin")), sha1_hex(&content));
     }
 }
+
+#[test]
+fn internal_upload_sends_every_part_to_the_internal_host() {
+    let (emulator, temp) = emulator_with(|c| c.internal_endpoint = true);
+    let internal = emulator.internal_url().expect("second listener");
+    let m = MountBuilder::new(emulator, temp)
+        .arg("--internal-upload")
+        .arg("--internal-upload-url")
+        .arg(internal)
+        .arg("--part-size")
+        .arg("1M")
+        .mount();
+    let data = random_bytes((3 << 20) + 12345, 5);
+    let sha = sha1_hex(&data);
+    std::fs::write(m.path("internal.bin"), &data).unwrap();
+    wait_uploaded(&m, "internal.bin", &sha);
+    let calls = m.emulator.calls();
+    assert_eq!(
+        calls.get("internal/data/put").copied(),
+        Some(4),
+        "{calls:?}"
+    );
+    assert_eq!(calls.get("data/put"), None, "{calls:?}");
+    assert_eq!(sha1_of(&m.path("internal.bin")), sha);
+}

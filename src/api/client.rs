@@ -497,7 +497,16 @@ impl Drive for Client {
     }
 
     async fn upload_part(&self, part: &PartUrl, body: Bytes) -> Result<Option<String>> {
-        data::upload_part(&self.api.http, part, body).await
+        match &self.cfg.upload_origin {
+            Some(origin) => {
+                let internal = PartUrl {
+                    upload_url: data::with_origin(&part.upload_url, origin),
+                    ..part.clone()
+                };
+                data::upload_part(&self.api.http, &internal, body).await
+            }
+            None => data::upload_part(&self.api.http, part, body).await,
+        }
     }
 
     async fn uploaded_parts(&self, file_id: &str, upload_id: &str) -> Result<Vec<UploadedPart>> {

@@ -64,6 +64,9 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
     pub user_agent: String,
+    /// `--internal-upload`: part uploads go to this origin (scheme://host[:port]), keeping the
+    /// upload URL's path and query.
+    pub upload_origin: Option<String>,
 }
 
 impl ClientConfig {
@@ -86,6 +89,7 @@ impl ClientConfig {
             request_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
             user_agent: format!("alipanfs/{}", env!("CARGO_PKG_VERSION")),
+            upload_origin: None,
         }
     }
 

@@ -337,6 +337,21 @@ async fn download_once(
     }
 }
 
+/// `url` with its origin (scheme, host, port) replaced by `origin`, path and query kept: how
+/// alist sends parts through the internal upload host (reference 5.6).
+pub fn with_origin(url: &str, origin: &str) -> String {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let path_and_query = url[after_scheme..]
+        .find(['/', '?'])
+        .map_or("/", |i| &url[after_scheme + i..]);
+    let sep = if path_and_query.starts_with('/') {
+        ""
+    } else {
+        "/"
+    };
+    format!("{}{sep}{path_and_query}", origin.trim_end_matches('/'))
+}
+
 /// PUTs one part with Content-Length and no Content-Type (the signature covers it), once: the
 /// part sender owns the retries (`retry::PART_SEND_ATTEMPTS`), so the layers do not multiply.
 /// A 5xx is an `Error::Api` and a dropped connection an `Error::Network`, both transient; a
@@ -417,6 +432,24 @@ mod tests {
             oss_expires("https://h/k?a=1&x-oss-expires=5#frag"),
             Some(UNIX_EPOCH + Duration::from_secs(5))
         );
+    }
+
+    #[test]
+    fn origin_rewrite_keeps_path_and_query() {
+        let o = "http://ccp-bj29-bj-1592982087.oss-cn-beijing-internal.aliyuncs.com";
+        assert_eq!(
+            with_origin(
+                "https://cn-beijing-data.aliyundrive.net/a/b?partNumber=1&x=y",
+                o
+            ),
+            format!("{o}/a/b?partNumber=1&x=y")
+        );
+        assert_eq!(
+            with_origin("http://127.0.0.1:5/upload/f/U?q=1", "http://127.0.0.1:9/"),
+            "http://127.0.0.1:9/upload/f/U?q=1"
+        );
+        assert_eq!(with_origin("https://h?q", "http://i"), "http://i/?q");
+        assert_eq!(with_origin("https://h", "http://i"), "http://i/");
     }
 
     #[test]

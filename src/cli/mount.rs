@@ -108,6 +108,7 @@ pub fn client_config(s: &Settings) -> ClientConfig {
     cfg.client_secret = s.client_secret.clone();
     cfg.refresh_token = s.refresh_token.clone();
     cfg.drive = s.drive;
+    cfg.upload_origin = s.upload_origin.clone();
     cfg.limits = RateLimits {
         list_per_sec: s.list_rate,
         download_url_per_sec: s.download_url_rate,

@@ -14,6 +14,9 @@ use crate::fs::{LivpMode, OrderBy, OrderDirection};
 
 pub const DEFAULT_API_URL: &str = "https://openapi.alipan.com";
 pub const DEFAULT_TOKEN_URL: &str = "https://api.nn.ci/alist/ali_open/token";
+/// alist's internal upload host (reference 5.6), reachable from Alibaba Cloud's Beijing network.
+pub const DEFAULT_INTERNAL_UPLOAD_URL: &str =
+    "http://ccp-bj29-bj-1592982087.oss-cn-beijing-internal.aliyuncs.com";
 
 /// Every mount setting. All optional here; `Settings::resolve` applies the defaults.
 #[derive(Debug, Clone, Default, Args, Deserialize)]
@@ -102,6 +105,12 @@ pub struct MountOptions {
           value_parser = clap::builder::BoolishValueParser::new())]
     #[serde(default, deserialize_with = "de_on_off")]
     pub rapid_upload: Option<bool>,
+    /// Send part uploads to the internal upload host (alist's internal_upload, for Alibaba Cloud ECS in Beijing).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    pub internal_upload: Option<bool>,
+    /// Origin that --internal-upload sends parts to [default: http://ccp-bj29-bj-1592982087.oss-cn-beijing-internal.aliyuncs.com].
+    #[arg(long, value_name = "URL")]
+    pub internal_upload_url: Option<String>,
     /// Order of folder entries (readdir, `ls -U`): name, size, updated_at or created_at [default: name].
     #[arg(long, value_enum)]
     pub order_by: Option<OrderBy>,
@@ -168,6 +177,8 @@ pub struct Settings {
     /// None: uploads start at close.
     pub upload_while_writing: Option<u64>,
     pub rapid_upload: bool,
+    /// The origin part uploads are sent to instead of the upload URL's (`--internal-upload`).
+    pub upload_origin: Option<String>,
     pub order_by: OrderBy,
     pub order_direction: OrderDirection,
     /// None: no transcodes tree.
@@ -210,6 +221,8 @@ impl MountOptions {
             strict_permissions: self.strict_permissions.or(lower.strict_permissions),
             upload_while_writing: self.upload_while_writing.or(lower.upload_while_writing),
             rapid_upload: self.rapid_upload.or(lower.rapid_upload),
+            internal_upload: self.internal_upload.or(lower.internal_upload),
+            internal_upload_url: self.internal_upload_url.or(lower.internal_upload_url),
             order_by: self.order_by.or(lower.order_by),
             order_direction: self.order_direction.or(lower.order_direction),
             transcodes: self.transcodes.or(lower.transcodes),
@@ -357,6 +370,16 @@ impl MountOptions {
                 None => Some(crate::write::upload::DEFAULT_UPLOAD_WHILE_WRITING),
             },
             rapid_upload: self.rapid_upload.unwrap_or(true),
+            upload_origin: match self.internal_upload {
+                Some(true) => Some(
+                    nonblank(self.internal_upload_url)
+                        .unwrap_or_else(|| DEFAULT_INTERNAL_UPLOAD_URL.into())
+                        .trim()
+                        .trim_end_matches('/')
+                        .to_string(),
+                ),
+                _ => None,
+            },
             order_by: self.order_by.unwrap_or_default(),
             order_direction: self.order_direction.unwrap_or_default(),
             transcodes_dir: match self.transcodes {
@@ -730,6 +753,34 @@ mod tests {
     }
 
     #[test]
+    fn internal_upload_sends_parts_to_the_configured_origin() {
+        let origin = |o: MountOptions| o.resolve().unwrap().upload_origin;
+        assert_eq!(origin(MountOptions::default()), None);
+        let on = MountOptions {
+            internal_upload: Some(true),
+            ..Default::default()
+        };
+        assert_eq!(
+            origin(on.clone()).as_deref(),
+            Some(DEFAULT_INTERNAL_UPLOAD_URL)
+        );
+        let elsewhere = MountOptions {
+            internal_upload_url: Some("http://10.0.0.1:8080/".into()),
+            ..on
+        };
+        assert_eq!(
+            origin(elsewhere.clone()).as_deref(),
+            Some("http://10.0.0.1:8080")
+        );
+        // The URL alone does not turn it on.
+        let off = MountOptions {
+            internal_upload: Some(false),
+            ..elsewhere
+        };
+        assert_eq!(origin(off), None);
+    }
+
+    #[test]
     fn the_example_config_file_is_valid() {
         let o: MountOptions =
             toml::from_str(include_str!("../../contrib/config.example.toml")).unwrap();
@@ -796,6 +847,8 @@ mod tests {
             "upload-while-writing" => "\"off\"",
             // "on" because the bare switch (`--rapid-upload`, `-o rapid_upload`) means on.
             "rapid-upload" => "\"on\"",
+            "internal-upload" => "true",
+            "internal-upload-url" => "\"http://127.0.0.1:9/internal\"",
             "order-by" => "\"updated_at\"",
             "order-direction" => "\"desc\"",
             "transcodes" => "\"on\"",

@@ -72,6 +72,9 @@ pub struct EmulatorConfig {
     pub strict_content_type: bool,
     /// How long a video's full transcode takes after its first play-info request.
     pub transcode_time: Duration,
+    /// Also serve on a second 127.0.0.1 port, standing for the internal upload host of
+    /// `--internal-upload` (`Emulator::internal_url`); requests there count as `internal/...`.
+    pub internal_endpoint: bool,
 }
 
 impl Default for EmulatorConfig {
@@ -100,6 +103,7 @@ impl Default for EmulatorConfig {
             faults: Faults::default(),
             strict_content_type: true,
             transcode_time: DEFAULT_TRANSCODE_TIME,
+            internal_endpoint: false,
         }
     }
 }
@@ -144,8 +148,18 @@ impl Emulator {
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        let shared = Arc::new(state::Shared::new(cfg, addr)?);
+        let internal = if cfg.internal_endpoint {
+            Some(tokio::net::TcpListener::bind((listen.ip(), 0)).await?)
+        } else {
+            None
+        };
+        let mut shared = state::Shared::new(cfg, addr)?;
+        if let Some(l) = &internal {
+            shared.internal_url = Some(format!("http://{}", l.local_addr()?));
+        }
+        let shared = Arc::new(shared);
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let (itx, irx) = tokio::sync::oneshot::channel::<()>();
         let app = server::router(shared.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)
@@ -153,7 +167,18 @@ impl Emulator {
                     let _ = rx.await;
                 })
                 .await;
+            let _ = itx.send(());
         });
+        if let Some(l) = internal {
+            let app = server::internal_router(shared.clone());
+            tokio::spawn(async move {
+                let _ = axum::serve(l, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = irx.await;
+                    })
+                    .await;
+            });
+        }
         Ok(Emulator {
             shared,
             stop: Some(tx),
@@ -212,6 +237,11 @@ impl Emulator {
     }
     pub fn api_url(&self) -> String {
         self.shared.base_url.clone()
+    }
+    /// The origin of the second listener (`EmulatorConfig::internal_endpoint`), for
+    /// `--internal-upload-url`.
+    pub fn internal_url(&self) -> Option<String> {
+        self.shared.internal_url.clone()
     }
     pub fn token_helper_url(&self) -> String {
         format!("{}/alist/ali_open/token", self.shared.base_url)

@@ -10,6 +10,7 @@ use super::{admin, data, listing, transcode, upload};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method};
+use axum::Extension;
 use axum::Router;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
@@ -20,7 +21,26 @@ const MAX_API_BODY: usize = 8 << 20;
 const UPLOAD_SWEEP_MS: i64 = 1000;
 
 pub fn router(sh: Arc<Shared>) -> Router {
-    Router::new().fallback(dispatch).with_state(sh)
+    Router::new()
+        .fallback(dispatch)
+        .layer(Extension(Listener::Public))
+        .with_state(sh)
+}
+
+/// The same service on the second listener of `EmulatorConfig::internal_endpoint` (alist's
+/// internal upload host): requests arriving there are counted as `internal/<endpoint>`.
+pub fn internal_router(sh: Arc<Shared>) -> Router {
+    Router::new()
+        .fallback(dispatch)
+        .layer(Extension(Listener::Internal))
+        .with_state(sh)
+}
+
+/// Which listener a request arrived on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Listener {
+    Public,
+    Internal,
 }
 
 /// The call-count key of a request (`openFile/list`, `oauth/access_token`, `data/get`, ...).
@@ -39,7 +59,11 @@ fn endpoint_key(method: &Method, path: &str) -> String {
         .to_string()
 }
 
-async fn dispatch(State(sh): State<Arc<Shared>>, req: Request) -> Resp {
+async fn dispatch(
+    State(sh): State<Arc<Shared>>,
+    Extension(listener): Extension<Listener>,
+    req: Request,
+) -> Resp {
     let (parts, body) = req.into_parts();
     let method = parts.method.clone();
     let path = parts.uri.path().to_string();
@@ -50,7 +74,11 @@ async fn dispatch(State(sh): State<Arc<Shared>>, req: Request) -> Resp {
     let key = endpoint_key(&method, &path);
     let (latency, fault) = {
         let mut st = sh.lock();
-        *st.calls.entry(key.clone()).or_insert(0) += 1;
+        let counted = match listener {
+            Listener::Public => key.clone(),
+            Listener::Internal => format!("internal/{key}"),
+        };
+        *st.calls.entry(counted).or_insert(0) += 1;
         let f = &st.knobs.faults;
         (f.latency, roll(f.failure_rate, f.xml_error_rate))
     };

@@ -210,6 +210,8 @@ pub struct Shared {
     pub data_dir: PathBuf,
     pub addr: SocketAddr,
     pub base_url: String,
+    /// The second listener's origin (`EmulatorConfig::internal_endpoint`).
+    pub internal_url: Option<String>,
     /// Signs data URLs.
     pub url_key: [u8; 32],
     /// The default temporary data_dir, created here: removed when the emulator goes away.
@@ -321,6 +323,7 @@ impl Shared {
             data_dir: cfg.data_dir,
             addr,
             base_url: format!("http://{addr}"),
+            internal_url: None,
             url_key: loaded.and_then(|l| l.url_key).unwrap_or_else(rand::random),
             owns_dir,
             persist,
