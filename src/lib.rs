@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod read;
 pub mod redact;
 pub mod timefmt;
+pub mod transcode;
 pub mod units;
 pub mod write;
 

@@ -227,6 +227,8 @@ pub fn build_core(
         order_by: s.order_by,
         order_direction: s.order_direction,
         meta,
+        transcodes_dir: s.transcodes_dir.clone(),
+        livp: s.livp,
     };
     Ok(FsCore::new(drive, cfg, reader, staging, uploads))
 }

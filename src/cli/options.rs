@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::drive::DriveChoice;
 use crate::error::{Error, Result};
-use crate::fs::{OrderBy, OrderDirection};
+use crate::fs::{LivpMode, OrderBy, OrderDirection};
 
 pub const DEFAULT_API_URL: &str = "https://openapi.alipan.com";
 pub const DEFAULT_TOKEN_URL: &str = "https://api.nn.ci/alist/ali_open/token";
@@ -117,6 +117,17 @@ pub struct MountOptions {
     /// Direction of --order-by: asc or desc [default: asc].
     #[arg(long, value_enum)]
     pub order_direction: Option<OrderDirection>,
+    /// The read-only tree of the drive's video transcodes (HLS) in the mount root [default: on].
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "on", value_name = "on|off",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    #[serde(default, deserialize_with = "de_on_off")]
+    pub transcodes: Option<bool>,
+    /// Name of the transcodes tree in the mount root, never listed by readdir [default: .transcoded].
+    #[arg(long, value_name = "NAME")]
+    pub transcodes_dir: Option<String>,
+    /// `.livp` live photos are shown as their halves: both (X.jpeg and X.mov), jpeg or mov [default: both].
+    #[arg(long, value_enum)]
+    pub livp: Option<LivpMode>,
     /// Client-side limit of list calls per second [default: 4].
     #[arg(long)]
     pub list_rate: Option<f64>,
@@ -170,6 +181,9 @@ pub struct Settings {
     pub upload_origin: Option<String>,
     pub order_by: OrderBy,
     pub order_direction: OrderDirection,
+    /// None: no transcodes tree.
+    pub transcodes_dir: Option<String>,
+    pub livp: LivpMode,
     pub list_rate: f64,
     pub download_url_rate: f64,
     pub api_rate: f64,
@@ -211,6 +225,9 @@ impl MountOptions {
             internal_upload_url: self.internal_upload_url.or(lower.internal_upload_url),
             order_by: self.order_by.or(lower.order_by),
             order_direction: self.order_direction.or(lower.order_direction),
+            transcodes: self.transcodes.or(lower.transcodes),
+            transcodes_dir: self.transcodes_dir.or(lower.transcodes_dir),
+            livp: self.livp.or(lower.livp),
             list_rate: self.list_rate.or(lower.list_rate),
             download_url_rate: self.download_url_rate.or(lower.download_url_rate),
             api_rate: self.api_rate.or(lower.api_rate),
@@ -365,6 +382,17 @@ impl MountOptions {
             },
             order_by: self.order_by.unwrap_or_default(),
             order_direction: self.order_direction.unwrap_or_default(),
+            transcodes_dir: match self.transcodes {
+                Some(false) => None,
+                _ => {
+                    let name = self.transcodes_dir.unwrap_or_else(|| ".transcoded".into());
+                    crate::fs::names::validate(&name).map_err(|_| {
+                        Error::Config(format!("--transcodes-dir {name:?} is not a file name"))
+                    })?;
+                    Some(name)
+                }
+            },
+            livp: self.livp.unwrap_or_default(),
             list_rate: self.list_rate.unwrap_or(4.0),
             download_url_rate: self.download_url_rate.unwrap_or(1.0),
             api_rate: self.api_rate.unwrap_or(15.0),
@@ -761,6 +789,27 @@ mod tests {
     }
 
     #[test]
+    fn transcodes_tree_is_on_under_its_default_name_unless_turned_off() {
+        let dir = |args: &[&str]| {
+            let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+            from_cli(&args).resolve().map(|r| r.transcodes_dir)
+        };
+        assert_eq!(dir(&[]).unwrap().as_deref(), Some(".transcoded"));
+        assert_eq!(
+            dir(&["--transcodes-dir", ".hls"]).unwrap().as_deref(),
+            Some(".hls")
+        );
+        assert_eq!(
+            dir(&["--transcodes=off", "--transcodes-dir", ".hls"]).unwrap(),
+            None
+        );
+        assert!(dir(&["--transcodes-dir", "a/b"]).is_err());
+        let o = MountOptions::from_o_list(&["transcodes=off,livp=mov".into()]).unwrap();
+        let r = o.resolve().unwrap();
+        assert_eq!((r.transcodes_dir, r.livp), (None, LivpMode::Mov));
+    }
+
+    #[test]
     fn client_id_without_secret_is_refused() {
         let o = MountOptions {
             client_id: Some("id".into()),
@@ -802,6 +851,9 @@ mod tests {
             "internal-upload-url" => "\"http://127.0.0.1:9/internal\"",
             "order-by" => "\"updated_at\"",
             "order-direction" => "\"desc\"",
+            "transcodes" => "\"on\"",
+            "transcodes-dir" => "\".videos\"",
+            "livp" => "\"jpeg\"",
             "list-rate" => "2.5",
             "download-url-rate" => "0.5",
             "api-rate" => "7",

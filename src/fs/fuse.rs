@@ -439,8 +439,13 @@ impl Filesystem for FuseAdapter {
             req,
             ino.0,
             reply,
-            async move { core.open(ino.0, write, truncate).await },
-            move |reply, fh| reply.opened(FileHandle(fh), open_flags(write, direct_io_reads)),
+            async move {
+                let fh = core.open(ino.0, write, truncate).await?;
+                Ok((fh, core.forces_direct_io(fh)))
+            },
+            move |reply, (fh, forced)| {
+                reply.opened(FileHandle(fh), open_flags(write, direct_io_reads || forced))
+            },
         );
     }
 

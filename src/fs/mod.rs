@@ -8,7 +8,7 @@ mod keyed;
 pub mod local;
 pub mod names;
 
-pub use self::core::{Attr, FsConfig, FsCore, OrderBy, OrderDirection};
+pub use self::core::{Attr, FsConfig, FsCore, LivpMode, OrderBy, OrderDirection};
 
 /// Lock a mutex whatever happened to its last holder. A panic in one operation is caught and
 /// answered with EIO (see `fuse.rs`); the data these locks guard is kept consistent by each

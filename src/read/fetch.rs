@@ -42,7 +42,7 @@ pub(crate) struct Fetcher {
     drive: Arc<dyn Drive>,
     pub urls: UrlCache,
     /// The per-user cap on data connections, demand first.
-    slots: Arc<Slots>,
+    pub(super) slots: Arc<Slots>,
 }
 
 /// The crate's one backoff (`retry::jittered`) after `retries_so_far` failed retries.

@@ -31,6 +31,7 @@ use crate::drive::Drive;
 use fetch::Fetcher;
 pub use handle::ReadHandle;
 use handle::Shared;
+pub use urls::{is_synthetic, UrlSource};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -102,6 +103,18 @@ impl Reader {
     /// The file's content changed or it was deleted: its cached download URL is dropped.
     pub fn forget_file(&self, file_id: &str) {
         self.fetcher.urls.forget(file_id);
+    }
+
+    /// Who renews the URLs of synthetic keys (transcode segments, `.livp` streams): the fs core.
+    pub fn set_url_source(&self, source: Arc<dyn UrlSource>) {
+        self.fetcher.urls.set_source(source);
+    }
+
+    /// Runs `request` (one other request on the data host: a playlist, a segment's size) in a
+    /// download slot, as a read waiting for bytes would, so the per-user cap is never exceeded.
+    pub async fn with_download_slot<T>(&self, request: impl std::future::Future<Output = T>) -> T {
+        let _slot = self.fetcher.slots.acquire(fetch::Priority::Demand).await;
+        request.await
     }
 
     /// A download URL learnt from a listing (small files carry one): saves a getDownloadUrl.

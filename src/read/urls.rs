@@ -3,6 +3,10 @@
 //! getDownloadUrl is limited to about one call per second per user, so a URL is fetched once
 //! (single-flight: concurrent askers wait for the one call in progress) and reused by every
 //! handle until shortly before its `x-oss-expires`.
+//!
+//! A key is a file_id, or a synthetic key (one holding a '/', which no file_id does) of a source
+//! the fs core serves (a transcode segment, a `.livp` stream): those are renewed by the mount's
+//! `UrlSource` instead of getDownloadUrl.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -32,11 +36,24 @@ type Slot = Arc<tokio::sync::Mutex<Option<Cached>>>;
 /// Told of every URL fetched with getDownloadUrl (the metadata store keeps them).
 pub(crate) type UrlObserver = Box<dyn Fn(&str, &DownloadUrl) + Send + Sync>;
 
+/// Where the URLs of synthetic keys come from.
+#[async_trait::async_trait]
+pub trait UrlSource: Send + Sync + 'static {
+    /// A URL for `key`; `stale` is one the data host refused as expired (give a newer one).
+    async fn url(&self, key: &str, stale: Option<&DownloadUrl>) -> Result<DownloadUrl>;
+}
+
+/// True for keys that are not file_ids (see the module comment).
+pub fn is_synthetic(key: &str) -> bool {
+    key.contains('/')
+}
+
 pub(crate) struct UrlCache {
     drive: Arc<dyn Drive>,
     margin: Duration,
     slots: Mutex<Slots>,
     observer: std::sync::OnceLock<UrlObserver>,
+    source: std::sync::OnceLock<Arc<dyn UrlSource>>,
 }
 
 struct Slots {
@@ -60,12 +77,18 @@ impl UrlCache {
                 prunes: 0,
             }),
             observer: std::sync::OnceLock::new(),
+            source: std::sync::OnceLock::new(),
         }
     }
 
     /// Set once: `f` hears of each URL fetched from now on.
     pub fn observe(&self, f: UrlObserver) {
         let _ = self.observer.set(f);
+    }
+
+    /// Set once, when the fs core starts.
+    pub fn set_source(&self, source: Arc<dyn UrlSource>) {
+        let _ = self.source.set(source);
     }
 
     fn lock_slots(&self) -> std::sync::MutexGuard<'_, Slots> {
@@ -94,7 +117,7 @@ impl UrlCache {
                 return Ok(c.url.clone());
             }
         }
-        let fresh = self.fetch(file_id).await?;
+        let fresh = self.fetch(file_id, None).await?;
         let url = fresh.url.clone();
         *cur = Some(fresh);
         Ok(url)
@@ -109,7 +132,7 @@ impl UrlCache {
                 return Ok(c.url.clone());
             }
         }
-        let fresh = self.fetch(file_id).await?;
+        let fresh = self.fetch(file_id, Some(stale)).await?;
         let url = fresh.url.clone();
         *cur = Some(fresh);
         Ok(url)
@@ -149,12 +172,18 @@ impl UrlCache {
         (slots.by_file.len(), slots.prunes)
     }
 
-    async fn fetch(&self, file_id: &str) -> Result<Cached> {
-        tracing::debug!(file_id, "getDownloadUrl");
-        let url = self.drive.download_url(file_id).await?;
-        if let Some(observe) = self.observer.get() {
-            observe(file_id, &url);
-        }
+    async fn fetch(&self, file_id: &str, stale: Option<&DownloadUrl>) -> Result<Cached> {
+        let url = match self.source.get().filter(|_| is_synthetic(file_id)) {
+            Some(source) => source.url(file_id, stale).await?,
+            None => {
+                tracing::debug!(file_id, "getDownloadUrl");
+                let url = self.drive.download_url(file_id).await?;
+                if let Some(observe) = self.observer.get() {
+                    observe(file_id, &url);
+                }
+                url
+            }
+        };
         let now = Instant::now();
         let lifetime = url
             .expires_at

@@ -64,7 +64,7 @@ impl FsCore {
         let inos: Vec<u64> = lock(&self.handles)
             .values()
             .filter_map(|h| match h {
-                Handle::Remote { ino, .. } => Some(*ino),
+                Handle::Remote { ino, .. } | Handle::Memory { ino, .. } => Some(*ino),
                 _ => None,
             })
             .collect();

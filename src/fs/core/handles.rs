@@ -25,12 +25,15 @@ impl FsCore {
         }
         let handle = if write || truncate {
             self.writable()?;
+            self.refuse_synthetic(&node)?;
             let content = self.local_for_writing(ino, truncate).await?;
             Handle::Local {
                 ino,
                 content,
                 writable: true,
             }
+        } else if synthetic::is_synthetic(&node) {
+            self.open_synthetic(&node).await?
         } else if let Some(content) = node.local.clone() {
             Handle::Local {
                 ino,
@@ -41,10 +44,19 @@ impl FsCore {
             Handle::Remote {
                 ino,
                 reader: Arc::new(self.reader.open(&node.file_id, node.size)),
+                direct: false,
             }
         };
         self.track_open(ino, 1);
         Ok(self.add_handle(handle))
+    }
+
+    /// The handle must be read with direct I/O (its size may differ from what the kernel holds).
+    pub fn forces_direct_io(&self, fh: u64) -> bool {
+        matches!(
+            lock(&self.handles).get(&fh),
+            Some(Handle::Remote { direct: true, .. } | Handle::Memory { direct: true, .. })
+        )
     }
 
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Bytes> {
@@ -53,6 +65,11 @@ impl FsCore {
             Local(Arc<LocalContent>),
         }
         let source = match lock(&self.handles).get(&fh) {
+            Some(Handle::Memory { bytes, .. }) => {
+                let start = (offset as usize).min(bytes.len());
+                let end = start.saturating_add(size as usize).min(bytes.len());
+                return Ok(bytes.slice(start..end));
+            }
             Some(Handle::Remote { reader, .. }) => Source::Remote(reader.clone()),
             Some(Handle::Local { content, .. }) => Source::Local(content.clone()),
             _ => return Err(Error::Io(std::io::Error::from_raw_os_error(libc::EBADF))),
@@ -146,7 +163,7 @@ impl FsCore {
         };
         match handle {
             Handle::Dir(_) => {}
-            Handle::Remote { ino, .. } => self.track_open(ino, -1),
+            Handle::Remote { ino, .. } | Handle::Memory { ino, .. } => self.track_open(ino, -1),
             Handle::Local {
                 ino,
                 content,
@@ -290,6 +307,7 @@ impl FsCore {
     /// Create and open a new file.
     pub async fn create(&self, parent: u64, name: &str, mode: u32) -> Result<(Attr, u64)> {
         self.writable()?;
+        self.refuse_synthetic_at(parent, name)?;
         names::validate(name)?;
         let listing = self.listing(parent).await?;
         if listing.get(name).is_some() {
@@ -372,6 +390,7 @@ impl FsCore {
         gid: Option<u32>,
     ) -> Result<Attr> {
         let node = self.node(ino)?;
+        self.refuse_synthetic(&node)?;
         if mode.is_some() || uid.is_some() || gid.is_some() {
             self.set_perms(&node, mode, uid, gid)?;
         }

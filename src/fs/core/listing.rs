@@ -98,6 +98,9 @@ impl FsCore {
         if folder.is_local_only() {
             return Ok(Arc::new(Listing::default()));
         }
+        if synthetic::is_synthetic(&folder) {
+            return self.load_synthetic_listing(&folder).await;
+        }
         let (items, fresh_for) = match self.stored_listing(&folder.file_id).await {
             Some((items, fresh_for)) => {
                 debug!(dir, file_id = %folder.file_id, ?fresh_for, "listing from the metadata store");
@@ -115,6 +118,13 @@ impl FsCore {
                 (items, None)
             }
         };
+        let mut items = livp::expand(items, self.cfg.livp);
+        if dir == ROOT_INO {
+            // The transcodes tree takes its name: a drive item of that name is not shown.
+            if let Some(hidden) = self.cfg.transcodes_dir.as_deref() {
+                items.retain(|i| i.name != hidden);
+            }
+        }
         let display = names::display_names(&items);
         let listing = Listing {
             fresh_for,
@@ -202,12 +212,18 @@ impl FsCore {
             // No such name can exist on the drive: say so before any listing call.
             return Err(Error::InvalidName(name.to_string()));
         }
-        self.folder(parent)?;
-        let listing = self.listing(parent).await?;
+        let folder = self.folder(parent)?;
+        if let Some(node) = self.transcodes_root(parent, name) {
+            return Ok(node);
+        }
+        let mut listing = self.listing(parent).await?;
+        if listing.get(name).is_none() && self.relist_growing(&folder).await {
+            listing = self.listing(parent).await?;
+        }
         let ino = listing
             .get(name)
             .ok_or_else(|| Error::NotFound(name.to_string()))?;
-        self.node(ino)
+        self.size_synthetic(self.node(ino)?).await
     }
 
     // ----- lookup, attributes, directories --------------------------------------------------

@@ -10,14 +10,18 @@
 mod control;
 mod handles;
 mod listing;
+mod livp;
 mod namespace;
 #[cfg(test)]
 mod reftest;
+mod synthetic;
+mod transcoded;
 mod uploads;
 
 pub use control::PendingUpload;
 
 pub use listing::{Listing, OrderBy, OrderDirection};
+pub use livp::LivpMode;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -60,6 +64,10 @@ pub struct FsConfig {
     pub order_direction: OrderDirection,
     /// Listings kept on disk across remounts (none: every mount lists afresh).
     pub meta: Option<Arc<crate::meta::MetaStore>>,
+    /// The name of the virtual tree of transcodes in the root; None: no such tree.
+    pub transcodes_dir: Option<String>,
+    /// Which halves of `.livp` live photos folders show.
+    pub livp: LivpMode,
 }
 
 /// A node's attributes, as the adapter turns them into a `FileAttr`.
@@ -99,6 +107,14 @@ enum Handle {
     Remote {
         ino: u64,
         reader: Arc<ReadHandle>,
+        /// Read with direct I/O whatever the kernel supports (a size it may not know).
+        direct: bool,
+    },
+    /// A whole small synthetic file (a playlist, a subtitle) held in memory.
+    Memory {
+        ino: u64,
+        bytes: Bytes,
+        direct: bool,
     },
     Local {
         ino: u64,
@@ -113,6 +129,7 @@ pub struct FsCore {
     table: Arc<Mutex<InodeTable>>,
     listings: Cache<u64, Arc<Listing>>,
     reader: Arc<Reader>,
+    transcodes: Arc<crate::transcode::Transcodes>,
     staging: Staging,
     uploads: Arc<UploadQueue>,
     handles: Mutex<HashMap<u64, Handle>>,
@@ -167,12 +184,23 @@ impl FsCore {
                 }
             })
             .build();
+        let transcodes = Arc::new(crate::transcode::Transcodes::new(
+            drive.clone(),
+            reader.clone(),
+            transcoded::REFRESH_RUNNING,
+        ));
+        reader.set_url_source(Arc::new(synthetic::SyntheticUrls {
+            drive: drive.clone(),
+            transcodes: transcodes.clone(),
+            streams: Mutex::new(HashMap::new()),
+        }));
         let core = Arc::new(FsCore {
             drive,
             cfg,
             table,
             listings,
             reader,
+            transcodes,
             staging,
             uploads,
             handles: Mutex::new(HashMap::new()),

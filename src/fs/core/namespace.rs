@@ -26,6 +26,7 @@ impl FsCore {
 
     pub async fn mkdir(&self, parent: u64, name: &str, mode: u32) -> Result<Attr> {
         self.writable()?;
+        self.refuse_synthetic_at(parent, name)?;
         names::validate(name)?;
         let folder = self.folder(parent)?;
         let listing = self.listing(parent).await?;
@@ -85,7 +86,9 @@ impl FsCore {
 
     pub async fn unlink(&self, parent: u64, name: &str) -> Result<()> {
         self.writable()?;
+        self.refuse_synthetic_at(parent, name)?;
         let node = self.child(parent, name).await?;
+        self.refuse_synthetic(&node)?;
         if node.is_dir() {
             return Err(Error::IsADirectory(name.to_string()));
         }
@@ -155,7 +158,9 @@ impl FsCore {
 
     pub async fn rmdir(&self, parent: u64, name: &str) -> Result<()> {
         self.writable()?;
+        self.refuse_synthetic_at(parent, name)?;
         let node = self.child(parent, name).await?;
+        self.refuse_synthetic(&node)?;
         if !node.is_dir() {
             return Err(Error::NotADirectory(name.to_string()));
         }
@@ -225,8 +230,11 @@ impl FsCore {
         no_replace: bool,
     ) -> Result<()> {
         self.writable()?;
+        self.refuse_synthetic_at(parent, name)?;
+        self.refuse_synthetic_at(new_parent, new_name)?;
         names::validate(new_name)?;
         let node = self.child(parent, name).await?;
+        self.refuse_synthetic(&node)?;
         // The drive item a pending source takes the place of (retired by its upload).
         let mut displaced: Option<String> = None;
         let target_folder = self.folder(new_parent)?;

@@ -257,6 +257,8 @@ impl World {
                 order_by: Default::default(),
                 order_direction: Default::default(),
                 meta,
+                transcodes_dir: Some(".transcoded".into()),
+                livp: Default::default(),
             };
             FsCore::new(drive, cfg, reader, staging, uploads)
         });
