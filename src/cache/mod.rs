@@ -790,13 +790,13 @@ impl Writer {
                 }
             }
         } else {
-            match self
+            let data = self
                 .inner
                 .lock()
                 .files
                 .get(key)
-                .and_then(|e| e.data.clone())
-            {
+                .and_then(|e| e.data.clone());
+            match data {
                 Some(d) => d,
                 None => {
                     self.inner.lock().lru.credit(cost);
