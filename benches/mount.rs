@@ -1073,15 +1073,18 @@ fn cache_rows(emu: &Emulator, dir: &Path, only: &Only, report: &mut Report) -> B
     if only.runs("cache", 8) {
         eprintln!("row 8: re-read of a cached 1 GiB file after a remount");
         let mount = Mount::start_with(emu, dir, "cache", &["--cache-size", "2G"])?;
-        read_all(&mount.path("big.bin"), GIB)?;
-        let deadline = Instant::now() + Duration::from_secs(120);
+        // Blocks the cache writer could not keep up with are not cached: each pass fetches
+        // only what is still missing.
+        let mut passes = 0;
         while alipanfs::cache::disk_usage(&data) < GIB {
-            check(
-                Instant::now() < deadline,
-                "the cache did not fill within 120 s",
-            )?;
-            std::thread::sleep(Duration::from_millis(100));
+            check(passes < 8, "the cache did not fill in 8 passes")?;
+            read_all(&mount.path("big.bin"), GIB)?;
+            passes += 1;
+            std::thread::sleep(Duration::from_secs(1));
         }
+        report.note(format!(
+            "row 8: the 1 GiB file was cached after {passes} read(s)"
+        ));
         mount.stop();
         let cache_file = find_data_file(&data, GIB)?;
         for (label, args) in [

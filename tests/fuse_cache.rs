@@ -175,10 +175,10 @@ fn kill9_during_a_fill_then_a_remount_is_byte_exact_and_a_torn_block_is_fetched_
     let (mut torn, mut intact) = (None, None);
     for (i, n) in names.iter().enumerate() {
         let key = key_of(&m, n);
-        let Ok(Some((_, _, blocks, _))) = Index::load(&store::idx_path(&ns, &key)) else {
+        let Ok(Some(loaded)) = Index::load(&store::idx_path(&ns, &key)) else {
             continue;
         };
-        let present: Vec<u64> = blocks.keys().copied().collect();
+        let present: Vec<u64> = loaded.blocks.keys().copied().collect();
         if present.len() >= 2 && torn.is_none() {
             torn = Some((i, key, present[1]));
             intact = Some((i, present[0]));

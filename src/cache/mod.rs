@@ -533,14 +533,7 @@ impl CachedFile {
 /// Reads every index of the namespace into `state`; removes what is broken or orphaned.
 fn load(dir: &Path, state: &mut State) -> io::Result<HashMap<Arc<str>, Index>> {
     let mut indexes = HashMap::new();
-    let mut found: Vec<(
-        SystemTime,
-        Arc<str>,
-        Header,
-        BTreeMap<u64, BlockRec>,
-        u64,
-        Index,
-    )> = Vec::new();
+    let mut found: Vec<(SystemTime, Arc<str>, store::Loaded)> = Vec::new();
     for entry in std::fs::read_dir(dir)?.filter_map(|e| e.ok()) {
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().to_string();
@@ -557,14 +550,12 @@ fn load(dir: &Path, state: &mut State) -> io::Result<HashMap<Arc<str>, Index>> {
         };
         let loaded = Index::load(&path).ok().flatten();
         match loaded {
-            Some((idx, header, blocks, records))
-                if store::key_of(&header.file_id, &header.identity) == key =>
-            {
+            Some(l) if store::key_of(&l.header.file_id, &l.header.identity) == key => {
                 let mtime = entry
                     .metadata()
                     .and_then(|m| m.modified())
                     .unwrap_or(SystemTime::UNIX_EPOCH);
-                found.push((mtime, key.into(), header, blocks, records, idx));
+                found.push((mtime, key.into(), l));
             }
             _ => {
                 warn!(index = %path.display(), "unreadable cache index: dropping that file's cached blocks");
@@ -575,7 +566,13 @@ fn load(dir: &Path, state: &mut State) -> io::Result<HashMap<Arc<str>, Index>> {
     }
     // Oldest files first: their blocks come first in the eviction order.
     found.sort_by_key(|f| f.0);
-    for (_, key, header, blocks, records, mut idx) in found {
+    for (_, key, loaded) in found {
+        let store::Loaded {
+            index: mut idx,
+            header,
+            blocks,
+            records,
+        } = loaded;
         let data = match store::open_data(&store::data_path(dir, &key), header.size) {
             Ok(f) => f,
             Err(e) => {

@@ -88,6 +88,16 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
+/// An index as read from disk.
+pub struct Loaded {
+    pub index: Index,
+    pub header: Header,
+    /// The blocks recorded as present.
+    pub blocks: BTreeMap<u64, BlockRec>,
+    /// Records read (adds and removals).
+    pub records: u64,
+}
+
 /// An index file, open for appending records.
 pub struct Index {
     file: File,
@@ -119,7 +129,7 @@ impl Index {
     /// Parses an index: its header and the blocks it records as present. The file is cut back
     /// to its last whole record, so later appends follow valid ones. `None` if the header is
     /// unreadable (the pair is then discarded).
-    pub fn load(path: &Path) -> io::Result<Option<(Index, Header, BTreeMap<u64, BlockRec>, u64)>> {
+    pub fn load(path: &Path) -> io::Result<Option<Loaded>> {
         let bytes = std::fs::read(path)?;
         let Some(header_end) = header_end(&bytes) else {
             return Ok(None);
@@ -161,15 +171,15 @@ impl Index {
             // A torn tail: cut it so appended records follow whole ones.
             file.set_len(pos as u64)?;
         }
-        Ok(Some((
-            Index {
+        Ok(Some(Loaded {
+            index: Index {
                 file,
                 len: pos as u64,
             },
             header,
             blocks,
             records,
-        )))
+        }))
     }
 
     /// Appends "block is present" records (not synced: a lost record only costs a refetch).
@@ -307,7 +317,12 @@ mod tests {
         let whole = idx.len;
         idx.append(&encode_record(ADD, 2, rec)[..11]).unwrap();
         drop(idx);
-        let (idx, got, blocks, records) = Index::load(&p).unwrap().unwrap();
+        let Loaded {
+            index: idx,
+            header: got,
+            blocks,
+            records,
+        } = Index::load(&p).unwrap().unwrap();
         assert_eq!(got, h);
         assert_eq!(records, 4);
         assert_eq!(blocks.keys().copied().collect::<Vec<_>>(), vec![1, 3]);
@@ -326,7 +341,7 @@ mod tests {
         };
         let mut idx = Index::create(&p, &h).unwrap();
         idx.add(&[(1, BlockRec { len: 11, crc: 0 })]).unwrap();
-        let (_, _, blocks, _) = Index::load(&p).unwrap().unwrap();
+        let blocks = Index::load(&p).unwrap().unwrap().blocks;
         assert!(blocks.is_empty());
     }
 
