@@ -3,8 +3,9 @@
 //! and a notes block. Run as root with FUSE available: `cargo bench --bench mount`.
 //!
 //! `ALIPANFS_BENCH_ONLY` runs a subset: a comma-separated list of `read` (rows 1-4 and 6),
-//! `write` (rows 5 and 7), `scan` (row 8, a library scan before and after a remount) and row
-//! numbers, e.g. `ALIPANFS_BENCH_ONLY=read` or `=1,2`. Rows 1-4
+//! `write` (rows 5 and 7), `cache` (rows 8-10: the data cache and passthrough), `scan` (row 11,
+//! a library scan before and after a remount) and row numbers, e.g. `ALIPANFS_BENCH_ONLY=read`
+//! or `=1,2`. Rows 1-4
 //! share one mount, so a read row alone still runs on a fresh, cold mount. Row 1 includes 1b
 //! (CPU per GiB) and 1c (the FUSE floor: a do-nothing file system in this process read the same
 //! way), and row 2 includes 2b (reads over an emulated link that all connections share).
@@ -182,7 +183,10 @@ fn run() -> BoxResult<()> {
     if only.any_of("write", &[5, 7]) {
         list_and_write_rows(&rt, &client, &emu, temp.path(), &only, &mut report)?;
     }
-    if only.runs("scan", 8) {
+    if only.any_of("cache", &[8, 9, 10]) {
+        cache_rows(&emu, temp.path(), &only, &mut report)?;
+    }
+    if only.runs("scan", 11) {
         scan_row(&rt, &client, &emu, temp.path(), &mut report)?;
     }
 
@@ -637,7 +641,7 @@ fn scan_row(
     report: &mut Report,
 ) -> BoxResult<()> {
     let files = SCAN_COPIES * SCAN_SIZES_MIB.len();
-    eprintln!("row 8: library scan of {files} files, cold then after a remount");
+    eprintln!("row 11: library scan of {files} files, cold then after a remount");
     let season = emu.seed_folder("root", "season");
     for (i, mib) in SCAN_SIZES_MIB.iter().enumerate() {
         emu.seed_pattern_file(&season, &format!("e{i}.mkv"), mib * MIB, 80 + i as u64);
@@ -654,7 +658,10 @@ fn scan_row(
         scanned == files,
         &format!("the cold scan saw {scanned} files"),
     )?;
-    report.note(format!("row 8 API calls of the cold scan: {}", counts(emu)));
+    report.note(format!(
+        "row 11 API calls of the cold scan: {}",
+        counts(emu)
+    ));
     mount.stop();
     let mount = Mount::start_with(emu, dir, "scan", &args)?;
     emu.reset_calls();
@@ -671,20 +678,20 @@ fn scan_row(
         n("data/get"),
     );
     report.note(format!(
-        "row 8 API calls of the scan after the remount: {}",
+        "row 11 API calls of the scan after the remount: {}",
         counts(emu)
     ));
     mount.stop();
     report.row(
         &format!(
-            "8. library scan after a remount: head + tail 64 KiB of {files} files of 8-64 MiB (s)"
+            "11. library scan after a remount: head + tail 64 KiB of {files} files of 8-64 MiB (s)"
         ),
         format!("{:.2}", warm.as_secs_f64()),
         format!("{:.2} (cold scan)", cold.as_secs_f64()),
         verdict(
-            urls == 0 && lists == 0,
+            urls == 0 && lists == 0 && gets == 0,
             &format!(
-                "{:.3}x; getDownloadUrl={urls}, list={lists} (target 0), data GETs={gets} (0 once blocks are cached)",
+                "{:.3}x; getDownloadUrl={urls}, list={lists}, data GETs={gets} (target 0 each)",
                 warm.as_secs_f64() / cold.as_secs_f64().max(1e-9)
             ),
         ),
@@ -930,12 +937,13 @@ struct Mount {
 }
 
 impl Mount {
+    /// Rows 1-7 measure the network path: no data cache (rows 8-10 measure it).
     fn start(emu: &Emulator, base: &Path, name: &str) -> BoxResult<Mount> {
-        Self::start_with(emu, base, name, &[])
+        Self::start_with(emu, base, name, &["--cache-size", "0"])
     }
 
-    /// A mount with options of its own; the same `name` again is a remount with the same
-    /// cache dir and token store.
+    /// A mount of its own folder `mount-NAME` (the same cache dir each time) with `args`; the
+    /// same `name` again is a remount with the same cache dir and token store.
     fn start_with(emu: &Emulator, base: &Path, name: &str, args: &[&str]) -> BoxResult<Mount> {
         let root = base.join(format!("mount-{name}"));
         let dir = root.join("mnt");
@@ -1175,5 +1183,158 @@ fn rss_row(report: &mut Report, name: &str, mount: &Mount) -> BoxResult<()> {
             "target ≤ limit + 64 MiB",
         ),
     );
+    Ok(())
+}
+
+/// Rows 8-10: the data cache. 8: re-reading the fully cached 1 GiB file after a remount, with
+/// passthrough and without, against reading the cache file itself from local disk, both
+/// after dropping the page cache and both warm. 9: a fill of 3x `--cache-size` by 4 parallel
+/// readers, peak bytes on disk against the limit. 10: the daemon's peak RSS meanwhile.
+fn cache_rows(emu: &Emulator, dir: &Path, only: &Only, report: &mut Report) -> BoxResult<()> {
+    let data = dir.join("mount-cache/cache/data");
+    if only.runs("cache", 8) {
+        eprintln!("row 8: re-read of a cached 1 GiB file after a remount");
+        let mount = Mount::start_with(emu, dir, "cache", &["--cache-size", "2G"])?;
+        // Blocks the cache writer could not keep up with are not cached: each pass fetches
+        // only what is still missing.
+        let mut passes = 0;
+        while alipanfs::cache::disk_usage(&data) < GIB {
+            check(passes < 8, "the cache did not fill in 8 passes")?;
+            read_all(&mount.path("big.bin"), GIB)?;
+            passes += 1;
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        report.note(format!(
+            "row 8: the 1 GiB file was cached after {passes} read(s)"
+        ));
+        mount.stop();
+        let cache_file = find_data_file(&data, GIB)?;
+        for (label, args) in [
+            ("passthrough", &["--cache-size", "2G"][..]),
+            (
+                "--passthrough off",
+                &["--cache-size", "2G", "--passthrough", "off"][..],
+            ),
+        ] {
+            let mount = Mount::start_with(emu, dir, "cache", args)?;
+            for state in ["cold", "warm"] {
+                let (mut ours, mut local) = (Vec::new(), Vec::new());
+                emu.reset_calls();
+                for _ in 0..2 {
+                    if state == "cold" {
+                        drop_caches()?;
+                    } else {
+                        read_all(&cache_file, GIB)?;
+                    }
+                    ours.push(mib_per_s(
+                        GIB,
+                        timed(|| read_all(&mount.path("big.bin"), GIB))?,
+                    ));
+                    if state == "cold" {
+                        drop_caches()?;
+                    }
+                    local.push(mib_per_s(GIB, timed(|| read_all(&cache_file, GIB))?));
+                }
+                let (o, l) = (median(&ours), median(&local));
+                report.row(
+                    &format!("8. re-read cached 1 GiB after remount, {label}, page cache {state} (MiB/s)"),
+                    format!("{o:.0}"),
+                    format!("{l:.0} (cache file read directly)"),
+                    ratio(o, l, 0.9),
+                );
+                report.note(format!(
+                    "row 8 ({label}, {state}) API calls: {}",
+                    counts(emu)
+                ));
+            }
+            if only.runs("cache", 10) {
+                rss_row(
+                    report,
+                    &format!("10. daemon peak RSS, row 8 {label} (MiB)"),
+                    &mount,
+                )?;
+            }
+            mount.stop();
+        }
+    }
+    if only.runs("cache", 9) {
+        const LIMIT: u64 = 256 * MIB;
+        const FILE: u64 = 3 * LIMIT / 4;
+        eprintln!("row 9: 4 readers fill 3x a {} MiB cache", LIMIT / MIB);
+        for i in 0..4 {
+            emu.seed_pattern_file("root", &format!("fill{i}.bin"), FILE, 40 + i);
+        }
+        let _ = std::fs::remove_dir_all(dir.join("mount-fill"));
+        let mount = Mount::start_with(emu, dir, "fill", &["--cache-size", "256M"])?;
+        let data = dir.join("mount-fill/cache/data");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sampler = {
+            let (stop, data) = (stop.clone(), data.clone());
+            std::thread::spawn(move || {
+                let mut peak = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    peak = peak.max(alipanfs::cache::disk_usage(&data));
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                peak.max(alipanfs::cache::disk_usage(&data))
+            })
+        };
+        let took = timed(|| {
+            let readers: Vec<_> = (0..4)
+                .map(|i| {
+                    let p = mount.path(&format!("fill{i}.bin"));
+                    std::thread::spawn(move || read_all(&p, FILE).map_err(|e| e.to_string()))
+                })
+                .collect();
+            for r in readers {
+                r.join().map_err(|_| "reader panicked")??;
+            }
+            Ok(())
+        })?;
+        // Let the writer finish what it has queued, still sampling.
+        std::thread::sleep(Duration::from_secs(2));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let peak = sampler.join().map_err(|_| "sampler panicked")?;
+        report.row(
+            "9. 4 readers fill 3x --cache-size 256M: peak on disk (MiB)",
+            format!("{:.1}", peak as f64 / MIB as f64),
+            format!("{} + 1 block (limit)", LIMIT / MIB),
+            verdict(peak <= LIMIT + MIB, "target ≤ limit + 1 MiB"),
+        );
+        report.note(format!(
+            "row 9: {} MiB read by 4 readers in {:.1} s",
+            4 * FILE / MIB,
+            took.as_secs_f64()
+        ));
+        if only.runs("cache", 10) {
+            rss_row(report, "10. daemon peak RSS, row 9 (MiB)", &mount)?;
+        }
+        mount.stop();
+    }
+    Ok(())
+}
+
+/// The cache's data file of `size` bytes under `data` (one drive folder deep).
+fn find_data_file(data: &Path, size: u64) -> BoxResult<PathBuf> {
+    for ns in std::fs::read_dir(data)? {
+        for f in std::fs::read_dir(ns?.path())? {
+            let p = f?.path();
+            if p.extension().is_some_and(|e| e == "data") && std::fs::metadata(&p)?.len() == size {
+                return Ok(p);
+            }
+        }
+    }
+    Err(format!(
+        "no cached data file of {size} bytes under {}",
+        data.display()
+    )
+    .into())
+}
+
+/// Empties the kernel's page cache (root only), so the next read comes from the disk.
+fn drop_caches() -> BoxResult<()> {
+    // SAFETY: sync has no preconditions.
+    unsafe { libc::sync() };
+    std::fs::write("/proc/sys/vm/drop_caches", "3")?;
     Ok(())
 }

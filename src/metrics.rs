@@ -3,7 +3,7 @@
 //! Counters the mount keeps anyway are read at scrape time, so each number has one source: the
 //! API calls, limiter waits, 429s and errors come from `api::ApiStats` (the same counters as
 //! `alipanfs status`), the upload queue depth from `UploadQueue::pending`. What nothing else
-//! counts (FUSE operations, bytes on the data plane, local/remote reads) is counted here, in
+//! counts (FUSE operations, bytes on the data plane, data cache blocks, passthrough opens) is counted here, in
 //! process-wide counters that cost an atomic add whether or not the listener runs.
 
 use std::net::SocketAddr;
@@ -34,6 +34,7 @@ struct Process {
     upload_bytes: Counter,
     cache_hits: Counter,
     cache_misses: Counter,
+    passthrough_opens: Counter,
 }
 
 static PROCESS: LazyLock<Process> = LazyLock::new(Process::default);
@@ -56,17 +57,39 @@ pub fn upload_bytes(n: u64) {
     PROCESS.upload_bytes.inc_by(n);
 }
 
-/// A read served from local content. There is no disk cache of downloaded content yet: a "hit"
-/// is a read of a file's local staging copy (a file just written, `Handle::Local`), and a
-/// "miss" is a read that goes to the drive's reader (`Handle::Remote`, which may still be
-/// answered from its read-ahead memory).
-pub fn cache_hit() {
-    PROCESS.cache_hits.inc();
+/// One 1 MiB block a read asked the data cache for: found there (a hit) or fetched from the
+/// drive (a miss). Counted in blocks.
+pub fn cache_blocks(hit: bool) {
+    if hit {
+        PROCESS.cache_hits.inc();
+    } else {
+        PROCESS.cache_misses.inc();
+    }
 }
 
-/// A read that goes to the drive (see `cache_hit`).
-pub fn cache_miss() {
-    PROCESS.cache_misses.inc();
+/// Bytes `[start, start+len)` fetched from the drive with no data cache: every 1 MiB block
+/// they touch is a miss.
+pub fn cache_blocks_missed(start: u64, len: u64) {
+    if len > 0 {
+        let b = crate::cache::BLOCK;
+        PROCESS
+            .cache_misses
+            .inc_by((start + len).div_ceil(b) - start / b);
+    }
+}
+
+/// An open answered with kernel passthrough on a cache file.
+pub fn passthrough_open() {
+    PROCESS.passthrough_opens.inc();
+}
+
+/// (block hits, block misses, passthrough opens) since the process started.
+pub fn cache_counts() -> (u64, u64, u64) {
+    (
+        PROCESS.cache_hits.get(),
+        PROCESS.cache_misses.get(),
+        PROCESS.passthrough_opens.get(),
+    )
 }
 
 /// One number of an endpoint's stats.
@@ -164,13 +187,18 @@ fn registry(client: Arc<Client>, uploads: Arc<UploadQueue>) -> Registry {
     );
     r.register(
         "cache_hits",
-        "Reads served from local content (files written here and not yet dropped); there is no disk cache of downloads yet.",
+        "1 MiB blocks reads found in the data cache.",
         p.cache_hits.clone(),
     );
     r.register(
         "cache_misses",
-        "Reads that go to the drive (through the read-ahead reader).",
+        "1 MiB blocks reads fetched from the drive (not in the data cache, or it is off).",
         p.cache_misses.clone(),
+    );
+    r.register(
+        "passthrough_opens",
+        "Opens answered with kernel passthrough on a fully cached file (reads bypass the daemon).",
+        p.passthrough_opens.clone(),
     );
     r.register_collector(Box::new(Live { client, uploads }));
     r

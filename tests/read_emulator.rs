@@ -51,12 +51,12 @@ async fn a_read_preempts_read_ahead_on_the_emulator_without_errors() {
     );
 
     // `b`'s download URL is learnt first: the client spaces getDownloadUrl calls 1 s apart.
-    let b = reader.open(&b_id, 16 * MIB);
+    let b = reader.open(&b_id, 16 * MIB, None);
     b.read(10 * MIB, 1).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
     emu.reset_calls();
-    let a = reader.open(&a_id, 32 * MIB);
+    let a = reader.open(&a_id, 32 * MIB, None);
     let got = a.read(0, 4096).await.unwrap();
     assert_eq!(&got[..], &pattern_bytes(1, 0, 4096)[..]);
     // The read-ahead (three 4 MiB pieces) now holds every download slot.

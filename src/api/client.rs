@@ -106,6 +106,11 @@ impl Client {
         self.info.get().map(|i| i.drive_id.clone())
     }
 
+    /// The signed-in user's id (once `init` has run).
+    pub fn user_id(&self) -> Option<String> {
+        self.info.get().map(|i| i.user_id.clone())
+    }
+
     pub fn token_store_path(&self) -> &Path {
         self.api.auth.store_path()
     }

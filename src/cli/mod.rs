@@ -337,12 +337,22 @@ fn run_mount(args: MountArgs, argv: Vec<std::ffi::OsString>) -> Result<()> {
         daemon::report_failure(&e);
         return Err(e);
     }
+    let namespace = crate::cache::namespace(
+        &client.user_id().unwrap_or_default(),
+        &client.drive_id().unwrap_or_default(),
+    );
+    let cache = mount::open_data_cache(&s, &namespace);
     let core = rt.block_on(async {
         let meta = match client.init().await {
             Ok(info) => mount::open_meta(&s, &info),
             Err(_) => None,
         };
-        mount::build_core(client.clone() as Arc<dyn crate::drive::Drive>, &s, meta)
+        mount::build_core(
+            client.clone() as Arc<dyn crate::drive::Drive>,
+            &s,
+            meta,
+            cache,
+        )
     })?;
     if let Err(e) = rt.block_on(mount::start_metrics(&s, client.clone(), &core)) {
         daemon::report_failure(&e);
@@ -459,6 +469,27 @@ fn run_about(args: AboutArgs) -> Result<()> {
             }
             None => println!("token age:   unknown"),
         }
+        let ns_dir = s
+            .cache_dir
+            .join("data")
+            .join(crate::cache::namespace(&info.user_id, &info.drive_id));
+        let saved = crate::cache::SavedStats::load(&ns_dir);
+        let line = crate::control::client::cache_line(&crate::cache::CacheStatus {
+            dir: ns_dir.display().to_string(),
+            limit: s.cache_size,
+            used: crate::cache::disk_usage(&ns_dir),
+            files: std::fs::read_dir(&ns_dir).map_or(0, |d| {
+                d.filter_map(|e| e.ok())
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".idx"))
+                    .count() as u64
+            }),
+            blocks: 0,
+            hit_blocks: saved.hit_blocks,
+            miss_blocks: saved.miss_blocks,
+            passthrough_opens: saved.passthrough_opens,
+        });
+        println!("{}", line.replacen("cache: ", "cache:       ", 1));
+        println!("passthrough: {:?}", s.passthrough);
         Ok(())
     })
 }

@@ -9,6 +9,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::api::retry::Backoff;
 use crate::api::{Client, ClientConfig, RateLimits};
+use crate::cache::DataCache;
 use crate::cli::notify;
 use crate::cli::options::Settings;
 use crate::drive::{Drive, DriveInfo};
@@ -178,13 +179,29 @@ pub fn open_meta(s: &Settings, info: &DriveInfo) -> Option<Arc<MetaStore>> {
     )
 }
 
-/// Everything below the FUSE adapter, built from the settings.
+/// The data cache of the drive `namespace` names (`cache::namespace`), unless `--cache-size 0`
+/// or another mount holds it (then the mount runs without it, as the log says).
+pub fn open_data_cache(s: &Settings, namespace: &str) -> Option<Arc<DataCache>> {
+    if s.cache_size == 0 {
+        debug!("--cache-size 0: no data cache");
+        return None;
+    }
+    DataCache::open(&s.cache_dir.join("data"), namespace, s.cache_size)
+        .inspect_err(|e| {
+            warn!(dir = %s.cache_dir.join("data").display(), "cannot open the data cache, running without it: {e}")
+        })
+        .ok()
+        .flatten()
+}
+
+/// Everything below the FUSE adapter, built from the settings, reading through `cache`.
 pub fn build_core(
     drive: Arc<dyn Drive>,
     s: &Settings,
     meta: Option<Arc<MetaStore>>,
+    cache: Option<Arc<DataCache>>,
 ) -> Result<Arc<FsCore>> {
-    let reader = Reader::new(
+    let reader = Reader::with_cache(
         drive.clone(),
         ReadConfig {
             max_read_ahead: s.max_read_ahead,
@@ -192,6 +209,7 @@ pub fn build_core(
             max_concurrent_downloads: s.max_downloads,
             ..ReadConfig::default()
         },
+        cache,
     );
     if let Some(meta) = &meta {
         // URLs a previous mount asked for and still valid: no getDownloadUrl for those files.
@@ -282,11 +300,13 @@ pub fn serve(
     s: &Settings,
     ready: impl FnOnce(),
 ) -> Result<()> {
+    let passthrough = core.data_cache().is_some() && crate::fs::passthrough::allowed(s.passthrough);
     let adapter = FuseAdapter::new(
         core.clone(),
         rt.handle().clone(),
         s.attr_timeout,
         s.max_read_ahead.min(1 << 20) as u32,
+        passthrough,
     );
     let session = fuser::Session::new(adapter, mountpoint, &fuse_config(s)).map_err(|e| {
         Error::Config(format!(

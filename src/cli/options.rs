@@ -18,6 +18,16 @@ pub const DEFAULT_TOKEN_URL: &str = "https://api.nn.ci/alist/ali_open/token";
 pub const DEFAULT_INTERNAL_UPLOAD_URL: &str =
     "http://ccp-bj29-bj-1592982087.oss-cn-beijing-internal.aliyuncs.com";
 
+/// Whether reads of fully cached files bypass the daemon (kernel passthrough).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Passthrough {
+    /// Where the kernel (6.9+) and privileges (root) allow it.
+    #[default]
+    Auto,
+    Off,
+}
+
 /// Every mount setting. All optional here; `Settings::resolve` applies the defaults.
 #[derive(Debug, Clone, Default, Args, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -79,9 +89,16 @@ pub struct MountOptions {
     /// Parallel downloads from the drive; the service allows 3 per user across all apps [default: 3].
     #[arg(long)]
     pub max_downloads: Option<usize>,
-    /// Where written files are staged before upload, and listings and URLs kept across remounts [default: $XDG_CACHE_HOME/alipanfs].
+    /// Folder of staged writes (staging/), cached file data (data/) and listings and URLs kept across remounts (meta/) [default: $XDG_CACHE_HOME/alipanfs].
     #[arg(long, env = "ALIPANFS_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Disk space for cached file data under --cache-dir/data, e.g. 10G; 0 turns the cache off [default: 10G].
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    #[serde(deserialize_with = "de_size")]
+    pub cache_size: Option<u64>,
+    /// Reads of fully cached files go straight from the kernel to the cache file: auto (when the kernel and privileges allow) or off [default: auto].
+    #[arg(long, value_enum)]
+    pub passthrough: Option<Passthrough>,
     /// Upload part size, e.g. 16M; raised as needed to stay under 10,000 parts [default: 16M].
     #[arg(long, value_parser = parse_size)]
     #[serde(deserialize_with = "de_size")]
@@ -171,6 +188,9 @@ pub struct Settings {
     pub memory_limit: u64,
     pub max_downloads: usize,
     pub cache_dir: PathBuf,
+    /// 0: no data cache.
+    pub cache_size: u64,
+    pub passthrough: Passthrough,
     pub part_size: Option<u64>,
     pub delete_permanently: bool,
     pub strict_permissions: bool,
@@ -216,6 +236,8 @@ impl MountOptions {
             memory_limit: self.memory_limit.or(lower.memory_limit),
             max_downloads: self.max_downloads.or(lower.max_downloads),
             cache_dir: self.cache_dir.or(lower.cache_dir),
+            cache_size: self.cache_size.or(lower.cache_size),
+            passthrough: self.passthrough.or(lower.passthrough),
             part_size: self.part_size.or(lower.part_size),
             delete_permanently: self.delete_permanently.or(lower.delete_permanently),
             strict_permissions: self.strict_permissions.or(lower.strict_permissions),
@@ -361,6 +383,8 @@ impl MountOptions {
             memory_limit: self.memory_limit.unwrap_or(256 << 20),
             max_downloads: self.max_downloads.unwrap_or(3).max(1),
             cache_dir: self.cache_dir.unwrap_or_else(cache_dir),
+            cache_size: self.cache_size.unwrap_or(10 << 30),
+            passthrough: self.passthrough.unwrap_or_default(),
             part_size: self.part_size,
             delete_permanently: self.delete_permanently.unwrap_or(false),
             strict_permissions: self.strict_permissions.unwrap_or(false),
@@ -843,6 +867,8 @@ mod tests {
             "memory-limit" => "\"512M\"",
             "max-downloads" => "2",
             "cache-dir" => "\"/tmp/alipanfs-cache\"",
+            "cache-size" => "\"2G\"",
+            "passthrough" => "\"off\"",
             "part-size" => "\"8M\"",
             "upload-while-writing" => "\"off\"",
             // "on" because the bare switch (`--rapid-upload`, `-o rapid_upload`) means on.

@@ -198,6 +198,25 @@ fn age(secs: u64) -> String {
     }
 }
 
+/// One line on the data cache: where, how full, how useful.
+pub fn cache_line(c: &crate::cache::CacheStatus) -> String {
+    let ratio = c
+        .hit_ratio()
+        .map_or("-".to_string(), |r| format!("{:.1}%", r * 100.0));
+    format!(
+        "cache: {} used of {} in {} ({} files{}); hit ratio {} ({} of {} blocks); passthrough opens {}",
+        size(c.used),
+        size(c.limit),
+        c.dir,
+        c.files,
+        if c.blocks > 0 { format!(", {} blocks", c.blocks) } else { String::new() },
+        ratio,
+        c.hit_blocks,
+        c.hit_blocks + c.miss_blocks,
+        c.passthrough_opens
+    )
+}
+
 /// The human view of one mount.
 pub fn table(s: &Status) -> String {
     let mut o = String::new();
@@ -231,6 +250,10 @@ pub fn table(s: &Status) -> String {
         for w in &s.writing {
             o += &format!("{w:<40} {:>9} {:>9} {:>5} writing\n", "", "", "");
         }
+    }
+    match &s.cache {
+        Some(c) => o += &(cache_line(c) + "\n"),
+        None => o += "cache: off\n",
     }
     if !s.downloads.is_empty() {
         o += &format!("{:<40} {:>9}\n", "READING", "SIZE");

@@ -40,6 +40,9 @@ pub struct Status {
     pub errors_last_minute: u64,
     /// Seconds since the refresh token was last rotated (or the token store written).
     pub token_age_secs: Option<u64>,
+    /// The data cache on disk; None when it is off (`--cache-size 0`) or held by another mount.
+    #[serde(default)]
+    pub cache: Option<crate::cache::CacheStatus>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -236,6 +236,7 @@ fn status(shared: &Shared) -> Status {
         token_age_secs: rotated
             .and_then(|t| SystemTime::now().duration_since(t).ok())
             .map(|d| d.as_secs()),
+        cache: shared.core.data_cache().map(|c| c.status()),
     }
 }
 

@@ -301,6 +301,11 @@ impl Emulator {
     pub fn seed_file(&self, parent_file_id: &str, name: &str, content: &[u8]) -> String {
         self.shared.seed_bytes(parent_file_id, name, content)
     }
+    /// Test hook: the content of `file_id` changes to `content`, keeping its file_id (a change
+    /// behind the mount's back that only the content hash, size and updated_at show).
+    pub fn replace_content(&self, file_id: &str, content: &[u8]) {
+        self.shared.replace_bytes(file_id, content)
+    }
     /// A file whose content is `pattern_bytes(seed, ..)`, streamed to disk.
     pub fn seed_pattern_file(
         &self,

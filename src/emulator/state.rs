@@ -460,6 +460,35 @@ impl Shared {
         self.seed_from_writer(parent, name, content.len() as u64, |w| w.write_all(content))
     }
 
+    /// Test hook: `file_id` now holds `content` (same file_id; new hash, size and updated_at),
+    /// as if the drive had changed it behind a client's back.
+    pub fn replace_bytes(&self, file_id: &str, content: &[u8]) {
+        let sha1 = crate::hashing::sha1_hex(content);
+        let tmp = self
+            .data_dir
+            .join("uploads")
+            .join(format!("seed-{}", util::rand_hex(16, false)));
+        if let Err(e) = std::fs::write(&tmp, content) {
+            panic!("emulator seed write failed: {e}");
+        }
+        {
+            let mut st = self.lock();
+            let pre = crate::hashing::pre_hash(content);
+            self.adopt_blob(&mut st, &tmp, &sha1, content.len() as u64, &pre);
+            if let Some(b) = st.blobs.get_mut(&sha1) {
+                b.refs += 1;
+            }
+            let node = st.nodes.get_mut(file_id).expect("seeded item");
+            let old = node.sha1.replace(sha1);
+            node.size = content.len() as u64;
+            node.updated_ms = util::now_ms().max(node.updated_ms + 1);
+            if let Some(old) = old {
+                self.release_blob(&mut st, &old);
+            }
+        }
+        self.save_now();
+    }
+
     pub fn seed_pattern(&self, parent: &str, name: &str, size: u64, seed: u64) -> String {
         self.seed_from_writer(parent, name, size, |w| {
             let mut off = 0u64;

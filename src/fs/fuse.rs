@@ -19,6 +19,8 @@ use tracing::{debug, warn, Instrument};
 use crate::drive::ItemKind;
 use crate::error::Error;
 use crate::fs::core::{Attr, DirSlot, FsCore};
+use crate::fs::lock;
+use crate::fs::passthrough::Backings;
 use crate::metrics;
 
 /// Block size reported to statfs and as stat's block unit.
@@ -36,6 +38,10 @@ pub struct FuseAdapter {
     max_readahead: u32,
     /// Read-only opens use direct I/O (decided at init from the kernel's capabilities).
     direct_io_reads: bool,
+    /// Read-only opens of fully cached files use kernel passthrough (wanted at mount, then
+    /// confirmed by the init negotiation).
+    passthrough: bool,
+    backings: Arc<std::sync::Mutex<Backings>>,
 }
 
 impl FuseAdapter {
@@ -44,6 +50,7 @@ impl FuseAdapter {
         rt: tokio::runtime::Handle,
         ttl: Duration,
         max_readahead: u32,
+        passthrough: bool,
     ) -> Self {
         log_panics();
         FuseAdapter {
@@ -52,6 +59,8 @@ impl FuseAdapter {
             ttl,
             max_readahead,
             direct_io_reads: false,
+            passthrough,
+            backings: Arc::default(),
         }
     }
 }
@@ -256,8 +265,20 @@ impl Filesystem for FuseAdapter {
         self.direct_io_reads = config
             .add_capabilities(fuser::InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP)
             .is_ok();
+        if self.passthrough {
+            let negotiated = config
+                .add_capabilities(fuser::InitFlags::FUSE_PASSTHROUGH)
+                .is_ok()
+                // Backing files may sit on a stacked filesystem (overlayfs) themselves.
+                && config.set_max_stack_depth(2).is_ok();
+            if !negotiated {
+                tracing::info!("the kernel did not agree to passthrough: cached files are read through the daemon");
+            }
+            self.passthrough = negotiated;
+        }
         tracing::debug!(
             direct_io_reads = self.direct_io_reads,
+            passthrough = self.passthrough,
             "kernel FUSE capabilities"
         );
         Ok(())
@@ -434,17 +455,44 @@ impl Filesystem for FuseAdapter {
         let write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
         let truncate = flags.0 & libc::O_TRUNC != 0;
         let (core, direct_io_reads) = (self.core.clone(), self.direct_io_reads);
+        let passthrough = self.passthrough && !write && !truncate;
+        let backings = self.backings.clone();
+        if write && lock(&backings).live(ino.0).is_some() {
+            // The kernel refuses a non-passthrough open of an inode read through passthrough.
+            warn!(
+                ino = ino.0,
+                "open for writing refused (EBUSY): the file is open for passthrough reading"
+            );
+            metrics::fuse_op("open", libc::EBUSY);
+            return reply.error(fuser::Errno::from_i32(libc::EBUSY));
+        }
         self.spawn(
             "open",
             req,
             ino.0,
             reply,
             async move {
-                let fh = core.open(ino.0, write, truncate).await?;
-                Ok((fh, core.forces_direct_io(fh)))
+                let (fh, backing) = core.open_with(ino.0, write, truncate, passthrough).await?;
+                Ok((fh, backing, core.forces_direct_io(fh)))
             },
-            move |reply, (fh, forced)| {
-                reply.opened(FileHandle(fh), open_flags(write, direct_io_reads || forced))
+            move |reply, (fh, backing, forced)| {
+                let mut backings = lock(&backings);
+                let Some(b) = backing else {
+                    return reply
+                        .opened(FileHandle(fh), open_flags(write, direct_io_reads || forced));
+                };
+                match backings.get_or_open(ino.0, &b.key, || reply.open_backing(&b.file)) {
+                    Ok(id) => {
+                        metrics::passthrough_open();
+                        debug!(ino = ino.0, fh, "passthrough open");
+                        reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
+                        backings.hold(fh, id);
+                    }
+                    Err(e) => {
+                        debug!(ino = ino.0, error = %e, "no passthrough: read through the daemon");
+                        reply.opened(FileHandle(fh), open_flags(write, direct_io_reads || forced));
+                    }
+                }
             },
         );
     }
@@ -516,6 +564,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let _span = op_span("release", req, ino.0).entered();
+        lock(&self.backings).release(fh.0, ino.0);
         match done("release", self.core.release(fh.0)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),

@@ -44,6 +44,8 @@ pub struct Node {
     /// A drive item this local-only file was renamed onto: its first upload retires it (until
     /// then the old copy stays on the drive, hidden by this node).
     pub displaces: Option<String>,
+    /// The drive content's identity (`cache::identity_of`) as last listed; keys the data cache.
+    pub identity: Option<String>,
 }
 
 /// Mode bits and owner given to a node through the mount.
@@ -110,6 +112,7 @@ impl InodeTable {
             local: None,
             perms: None,
             displaces: None,
+            identity: None,
         };
         table.by_file_id.insert(root.file_id.clone(), ROOT_INO);
         table.nodes.insert(ROOT_INO, root);
@@ -173,6 +176,7 @@ impl InodeTable {
                 node.size = item.size;
                 node.mtime = item.mtime();
                 node.ctime = item.updated_at;
+                node.identity = (!item.is_dir()).then(|| crate::cache::identity_of(item));
             }
             return ino;
         }
@@ -193,6 +197,7 @@ impl InodeTable {
             local: None,
             perms: None,
             displaces: None,
+            identity: (!item.is_dir()).then(|| crate::cache::identity_of(item)),
         };
         self.by_file_id.insert(node.file_id.clone(), ino);
         self.nodes.insert(ino, node);
@@ -224,6 +229,7 @@ impl InodeTable {
             local: Some(local),
             perms: None,
             displaces: None,
+            identity: None,
         };
         self.by_file_id.insert(node.file_id.clone(), ino);
         self.with_local.insert(ino);

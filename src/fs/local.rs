@@ -49,6 +49,11 @@ impl LocalContent {
         }
     }
 
+    /// The staged file (still readable after the staging folder let go of its name).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
     pub fn stream(&self) -> Option<&Arc<WriteStream>> {
         self.stream.as_ref()
     }

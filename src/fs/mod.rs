@@ -7,6 +7,7 @@ pub mod inode;
 mod keyed;
 pub mod local;
 pub mod names;
+pub mod passthrough;
 
 pub use self::core::{Attr, FsConfig, FsCore, LivpMode, OrderBy, OrderDirection};
 

@@ -13,6 +13,7 @@ use tracing::Instrument;
 use super::fetch::Priority;
 use super::window::{Window, WindowConfig};
 use super::Reader;
+use crate::cache::{CachedFile, BLOCK};
 use crate::error::{Error, Result};
 
 /// Forward jumps up to this are absorbed without resetting the window.
@@ -101,6 +102,7 @@ pub struct ReadHandle {
     file_id: Arc<str>,
     size: u64,
     shared: Arc<Shared>,
+    cache: Option<Arc<CachedFile>>,
 }
 
 /// Where one piece of a read's bytes comes from.
@@ -115,7 +117,12 @@ enum Source {
 }
 
 impl ReadHandle {
-    pub(super) fn new(reader: Arc<Reader>, file_id: &str, size: u64) -> Self {
+    pub(super) fn new(
+        reader: Arc<Reader>,
+        file_id: &str,
+        size: u64,
+        cache: Option<Arc<CachedFile>>,
+    ) -> Self {
         let cfg = &reader.cfg;
         let wcfg = WindowConfig {
             initial_window: cfg.initial_window,
@@ -138,6 +145,7 @@ impl ReadHandle {
             reader,
             file_id: file_id.into(),
             size,
+            cache,
         }
     }
 
@@ -200,15 +208,15 @@ impl ReadHandle {
             let bytes = match data {
                 Some((chunk_start, b)) => slice(&b, chunk_start, &range),
                 None => {
-                    self.reader
-                        .fetcher
-                        .fetch(
-                            &self.file_id,
-                            range.start,
-                            range.end - range.start,
-                            Priority::Demand,
-                        )
-                        .await?
+                    fetch_range(
+                        &self.reader,
+                        self.cache.as_ref(),
+                        &self.file_id,
+                        range.start,
+                        range.end - range.start,
+                        Priority::Demand,
+                    )
+                    .await?
                 }
             };
             let short = (bytes.len() as u64) < range.end - range.start;
@@ -335,9 +343,10 @@ impl ReadHandle {
         let (tx, rx) = watch::channel(ChunkState::Pending);
         let reader = self.reader.clone();
         let file_id = self.file_id.clone();
+        let cache = self.cache.clone();
         let (start, len) = (range.start, range.end - range.start);
         let task = tokio::spawn(async move {
-            let state = match reader.fetcher.fetch(&file_id, start, len, prio).await {
+            let state = match fetch_range(&reader, cache.as_ref(), &file_id, start, len, prio).await {
                 Ok(b) => ChunkState::Ready(b),
                 Err(e) => {
                     tracing::debug!(file_id = %file_id, offset = start, len, error = %e, "chunk download failed");
@@ -370,6 +379,62 @@ impl Drop for ReadHandle {
         // Chunks abort their tasks and release their budget as they drop.
         self.lock().chunks.clear();
     }
+}
+
+/// `len` bytes at `start`: from the data cache where its blocks are, the missing blocks
+/// fetched whole from the drive and handed to the cache (without waiting for its writes).
+async fn fetch_range(
+    reader: &Reader,
+    cache: Option<&Arc<CachedFile>>,
+    file_id: &str,
+    start: u64,
+    len: u64,
+    prio: Priority,
+) -> Result<Bytes> {
+    let Some(cache) = cache else {
+        let got = reader.fetcher.fetch(file_id, start, len, prio).await?;
+        crate::metrics::cache_blocks_missed(start, len);
+        return Ok(got);
+    };
+    let end = (start + len).min(cache.size());
+    let blocks = {
+        let c = cache.clone();
+        tokio::task::spawn_blocking(move || c.read(start, end))
+            .await
+            .map_err(|e| Error::Io(std::io::Error::other(e)))?
+    };
+    let mut parts: Vec<Bytes> = Vec::with_capacity(blocks.len());
+    let mut i = 0;
+    while i < blocks.len() {
+        if let (_, Some(b)) = &blocks[i] {
+            parts.push(b.clone());
+            i += 1;
+            continue;
+        }
+        // A run of missing blocks: one request for all of them, whole.
+        let first = blocks[i].0;
+        let mut j = i;
+        while j < blocks.len() && blocks[j].1.is_none() {
+            j += 1;
+        }
+        let last = blocks[j - 1].0;
+        let from = first * BLOCK;
+        let to = ((last + 1) * BLOCK).min(cache.size());
+        let got = reader.fetcher.fetch(file_id, from, to - from, prio).await?;
+        let whole = got.len() as u64 == to - from;
+        if whole {
+            cache.store(from, got.clone());
+        }
+        let lo = start.max(from) - from;
+        let hi = (end.min(to) - from).min(got.len() as u64).max(lo);
+        parts.push(got.slice(lo as usize..hi as usize));
+        if !whole {
+            // The file ended early (changed remotely): what we have is all there is.
+            break;
+        }
+        i = j;
+    }
+    Ok(concat(parts))
 }
 
 fn permits(n: u64) -> u32 {

@@ -8,6 +8,10 @@
 //! For the fs layer: `ReadHandle::read` must run inside the tokio runtime (it spawns the
 //! downloads); drop the handle on release (cancels its downloads, frees its memory); call
 //! `Reader::forget_file` when a file's content is replaced or deleted.
+//!
+//! With a data cache (`crate::cache`), every range a handle needs (read or read-ahead) is
+//! served block by block from the cache where it can be, and only the missing blocks are
+//! fetched (whole blocks, so they can be cached), then handed to the cache's writer.
 
 mod fetch;
 mod handle;
@@ -27,6 +31,7 @@ use tokio::time::Instant;
 
 use tokio::sync::Semaphore;
 
+use crate::cache::{CachedFile, DataCache, Pin};
 use crate::drive::Drive;
 use fetch::Fetcher;
 pub use handle::ReadHandle;
@@ -80,10 +85,21 @@ pub struct Reader {
     epoch: Instant,
     /// Every open handle, so an idle one's read-ahead can be reclaimed.
     handles: Mutex<Vec<Weak<Shared>>>,
+    /// The data cache on disk, if on.
+    cache: Option<Arc<DataCache>>,
 }
 
 impl Reader {
     pub fn new(drive: Arc<dyn Drive>, cfg: ReadConfig) -> Arc<Reader> {
+        Self::with_cache(drive, cfg, None)
+    }
+
+    /// A reader that serves and fills the data cache `cache`.
+    pub fn with_cache(
+        drive: Arc<dyn Drive>,
+        cfg: ReadConfig,
+        cache: Option<Arc<DataCache>>,
+    ) -> Arc<Reader> {
         let budget_total = cfg.memory_limit.min(Semaphore::MAX_PERMITS as u64);
         Arc::new(Reader {
             fetcher: Fetcher::new(drive, cfg.max_concurrent_downloads, cfg.url_renew_margin),
@@ -91,13 +107,42 @@ impl Reader {
             budget_total,
             epoch: Instant::now(),
             handles: Mutex::new(Vec::new()),
+            cache,
             cfg,
         })
     }
 
-    /// A handle for reading `size` bytes of `file_id`. No network until the first read.
-    pub fn open(self: &Arc<Self>, file_id: &str, size: u64) -> ReadHandle {
-        ReadHandle::new(self.clone(), file_id, size)
+    /// A handle for reading `size` bytes of `file_id`, whose content is `identity`
+    /// (`cache::identity_of`; `None` for content the cache must not hold). No network until
+    /// the first read; cached blocks are read from disk.
+    pub fn open(self: &Arc<Self>, file_id: &str, size: u64, identity: Option<&str>) -> ReadHandle {
+        ReadHandle::new(
+            self.clone(),
+            file_id,
+            size,
+            self.cached(file_id, size, identity),
+        )
+    }
+
+    fn cached(&self, file_id: &str, size: u64, identity: Option<&str>) -> Option<Arc<CachedFile>> {
+        Some(self.cache.as_ref()?.file(file_id, identity?, size))
+    }
+
+    /// When every block of this file version is cached: the cache file, opened for reading,
+    /// and the pin that keeps it as it is while the kernel reads it (passthrough).
+    pub fn cached_file(
+        &self,
+        file_id: &str,
+        size: u64,
+        identity: Option<&str>,
+    ) -> Option<(std::fs::File, Pin, String)> {
+        let f = self.cached(file_id, size, identity)?;
+        let (file, pin) = f.pin_complete()?;
+        Some((file, pin, f.key().to_string()))
+    }
+
+    pub fn cache(&self) -> Option<&Arc<DataCache>> {
+        self.cache.as_ref()
     }
 
     /// The file's content changed or it was deleted: its cached download URL is dropped.

@@ -68,7 +68,7 @@ fn handles_are_send_and_sync() {
     check::<Reader>();
     fn send_fut<F: std::future::Future + Send>(_: F) {}
     let (_d, r) = setup(TestDrive::new(&[("f", 10)]), cfg());
-    let h = r.open("f", 10);
+    let h = r.open("f", 10, None);
     send_fut(h.read(0, 1));
 }
 
@@ -76,7 +76,7 @@ fn handles_are_send_and_sync() {
 async fn sequential_reads_are_exact_and_windows_grow() {
     let size = 20 * MB + 123;
     let (d, r) = setup(TestDrive::new(&[("f", size)]), cfg());
-    let h = r.open("f", size);
+    let h = r.open("f", size, None);
     read_all(&h, "f", size, 128 * KB as u32).await;
     let reads = size.div_ceil(128 * KB) as usize;
     let calls = d.range_calls.load(SeqCst);
@@ -105,7 +105,7 @@ async fn one_reader_downloads_in_parallel_and_reads_do_not_wait_for_the_window()
             ..cfg()
         },
     );
-    let h = r.open("f", size);
+    let h = r.open("f", size, None);
     let t = std::time::Instant::now();
     h.read(0, 4096).await.unwrap();
     // The 4 KiB came back while the 1 MiB read-ahead was still on the wire.
@@ -141,7 +141,7 @@ async fn a_read_preempts_another_handles_read_ahead() {
             ..cfg()
         },
     );
-    let a = r.open("a", size);
+    let a = r.open("a", size, None);
     // `a`'s first read is small; its read-ahead then holds every slot for seconds.
     let a_read = tokio::spawn(async move {
         let got = a.read(0, 4096).await.unwrap();
@@ -158,7 +158,7 @@ async fn a_read_preempts_another_handles_read_ahead() {
     }
     // `b` reads 4 KiB somewhere in the middle (no read-ahead): it must not wait for `a`'s
     // pieces (seconds), only for one of them to be cancelled.
-    let b = r.open("b", size);
+    let b = r.open("b", size, None);
     let t = std::time::Instant::now();
     let got = b.read(5 * MB + 3, 4096).await.unwrap();
     let took = t.elapsed();
@@ -177,7 +177,7 @@ async fn a_read_preempts_another_handles_read_ahead() {
 async fn random_reads_fetch_only_what_they_ask() {
     let size = 64 * MB;
     let (d, r) = setup(TestDrive::new(&[("f", size)]), cfg());
-    let h = r.open("f", size);
+    let h = r.open("f", size, None);
     let mut asked = 0;
     for i in 0..200u64 {
         let offset = (i * 7_919_999 + 12_345) % size;
@@ -200,7 +200,7 @@ async fn one_download_url_for_many_handles() {
     let mut td = TestDrive::new(&[("f", size)]);
     td.latency = Duration::from_millis(2);
     let (d, r) = setup(td, cfg());
-    let handles: Vec<_> = (0..8).map(|_| r.open("f", size)).collect();
+    let handles: Vec<_> = (0..8).map(|_| r.open("f", size, None)).collect();
     join_all(
         handles
             .iter()
@@ -214,7 +214,7 @@ async fn one_download_url_for_many_handles() {
 async fn reads_spanning_an_expiry_never_fail() {
     let size = 8 * MB;
     let (d, r) = setup(TestDrive::new(&[("f", size)]), cfg());
-    let h = r.open("f", size);
+    let h = r.open("f", size, None);
     let mut pos = 0;
     while pos < size {
         if pos % MB == 0 {
@@ -242,7 +242,7 @@ async fn expiry_renewal_is_single_flight() {
     let mut td = TestDrive::new(&[("f", size)]);
     td.latency = Duration::from_millis(2);
     let (d, r) = setup(td, cfg());
-    let handles: Vec<_> = (0..8).map(|_| r.open("f", size)).collect();
+    let handles: Vec<_> = (0..8).map(|_| r.open("f", size, None)).collect();
     handles[0].read(0, 10).await.unwrap();
     for round in 1..=3u64 {
         d.expire_all();
@@ -267,7 +267,7 @@ async fn urls_are_renewed_before_they_expire() {
     // Shorter than twice the margin: renewed at half-life, 200 ms.
     td.url_ttl = Duration::from_millis(400);
     let (d, r) = setup(td, cfg());
-    let h = r.open("f", size);
+    let h = r.open("f", size, None);
     h.read(0, 4096).await.unwrap();
     h.read(2 * MB, 4096).await.unwrap();
     assert_eq!(d.url_calls.load(SeqCst), 1);
@@ -280,11 +280,11 @@ async fn urls_are_renewed_before_they_expire() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forget_file_drops_the_url() {
     let (d, r) = setup(TestDrive::new(&[("f", MB)]), cfg());
-    r.open("f", MB).read(0, 10).await.unwrap();
-    r.open("f", MB).read(0, 10).await.unwrap();
+    r.open("f", MB, None).read(0, 10).await.unwrap();
+    r.open("f", MB, None).read(0, 10).await.unwrap();
     assert_eq!(d.url_calls.load(SeqCst), 1);
     r.forget_file("f");
-    r.open("f", MB).read(0, 10).await.unwrap();
+    r.open("f", MB, None).read(0, 10).await.unwrap();
     assert_eq!(d.url_calls.load(SeqCst), 2);
 }
 
@@ -296,7 +296,7 @@ async fn parallel_readers_never_exceed_the_download_cap() {
     let mut td = TestDrive::new(&files);
     td.latency = Duration::from_millis(3);
     let (d, r) = setup(td, cfg());
-    let handles: Vec<_> = ids.iter().map(|i| (i, r.open(i, size))).collect();
+    let handles: Vec<_> = ids.iter().map(|i| (i, r.open(i, size, None))).collect();
     join_all(
         handles
             .iter()
@@ -318,7 +318,7 @@ async fn server_busy_and_transient_errors_are_retried() {
         Inject::Expired,
         Inject::Network,
     ]);
-    let h = r.open("f", MB);
+    let h = r.open("f", MB, None);
     read_all(&h, "f", MB, 100_000).await;
 }
 
@@ -329,17 +329,17 @@ async fn persistent_errors_surface_typed() {
     // A refused URL is retried once with a fresh one (it may be a listing's stale hint), so
     // the error surfaces when the fresh URL is refused too.
     d.inject(&[Inject::NotFound, Inject::NotFound]);
-    let e = r.open("f", MB).read(5000, 10).await.unwrap_err();
+    let e = r.open("f", MB, None).read(5000, 10).await.unwrap_err();
     assert!(matches!(e, Error::NotFound(_)), "{e}");
     d.inject(&[Inject::Network; 12]);
-    let e = r.open("f", MB).read(7000, 10).await.unwrap_err();
+    let e = r.open("f", MB, None).read(7000, 10).await.unwrap_err();
     assert!(matches!(e, Error::Network(_)), "{e}");
     // Unknown file: getDownloadUrl's NotFound.
-    let e = r.open("nope", MB).read(0, 10).await.unwrap_err();
+    let e = r.open("nope", MB, None).read(0, 10).await.unwrap_err();
     assert!(matches!(e, Error::NotFound(_)), "{e}");
     // And the drive is usable again afterwards.
     d.inject(&[]);
-    assert_eq!(r.open("f", MB).read(0, 10).await.unwrap().len(), 10);
+    assert_eq!(r.open("f", MB, None).read(0, 10).await.unwrap().len(), 10);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -369,7 +369,7 @@ async fn memory_stays_under_the_global_budget() {
             max
         })
     };
-    let handles: Vec<_> = ids.iter().map(|i| (i, r.open(i, size))).collect();
+    let handles: Vec<_> = ids.iter().map(|i| (i, r.open(i, size, None))).collect();
     join_all(
         handles
             .iter()
@@ -392,12 +392,12 @@ async fn demand_reads_progress_when_the_budget_is_full() {
         ..cfg()
     };
     let (_d, r) = setup(TestDrive::new(&[("a", size), ("b", size)]), c);
-    let a = r.open("a", size);
+    let a = r.open("a", size, None);
     // `a` grabs the budget with read-ahead and keeps it (the handle stays open, unread).
     a.read(0, 4096).await.unwrap();
     a.read(4096, 4096).await.unwrap();
     assert!(r.memory_in_use() > 256 * KB);
-    let b = r.open("b", size);
+    let b = r.open("b", size, None);
     read_all(&b, "b", size, 128 * KB as u32).await;
     assert!(r.memory_in_use() <= 512 * KB);
     // And with no budget at all, reads still work.
@@ -408,7 +408,7 @@ async fn demand_reads_progress_when_the_budget_is_full() {
             ..cfg()
         },
     );
-    read_all(&r0.open("z", MB), "z", MB, 50_000).await;
+    read_all(&r0.open("z", MB, None), "z", MB, 50_000).await;
     assert_eq!(r0.memory_in_use(), 0);
 }
 
@@ -421,7 +421,7 @@ async fn idle_handles_give_their_read_ahead_to_active_ones() {
         ..cfg()
     };
     let (d, r) = setup(TestDrive::new(&[("a", size), ("b", size)]), c);
-    let a = r.open("a", size);
+    let a = r.open("a", size, None);
     let mut pos = 0;
     while pos < 3 * MB {
         pos += a.read(pos, 128 * KB as u32).await.unwrap().len() as u64;
@@ -431,7 +431,7 @@ async fn idle_handles_give_their_read_ahead_to_active_ones() {
     // While `a` is active, `b` gets only what is left; once `a` is idle, `b` takes its budget.
     tokio::time::sleep(super::IDLE_AFTER + Duration::from_millis(20)).await;
     d.requests.lock().unwrap().clear();
-    let b = r.open("b", size);
+    let b = r.open("b", size, None);
     read_all(&b, "b", size, 128 * KB as u32).await;
     let big = d
         .requests
@@ -452,7 +452,7 @@ async fn dropping_a_handle_cancels_its_downloads() {
     let mut td = TestDrive::new(&[("f", size)]);
     td.latency = Duration::from_secs(30);
     let (d, r) = setup(td, cfg());
-    let h = r.open("f", size);
+    let h = r.open("f", size, None);
     // The read gives up (as on an interrupted FUSE request); its downloads keep going...
     assert!(
         tokio::time::timeout(Duration::from_millis(50), h.read(0, 4096))
@@ -473,7 +473,7 @@ async fn dropping_a_handle_cancels_its_downloads() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eof_and_clamping() {
     let (_d, r) = setup(TestDrive::new(&[("f", 1000)]), cfg());
-    let h = r.open("f", 1000);
+    let h = r.open("f", 1000, None);
     assert!(h.read(1000, 10).await.unwrap().is_empty());
     assert!(h.read(u64::MAX, 10).await.unwrap().is_empty());
     assert_eq!(
@@ -481,10 +481,10 @@ async fn eof_and_clamping() {
         &expected("f", 990, 10, 1000)[..]
     );
     assert!(h.read(0, 0).await.unwrap().is_empty());
-    let empty = r.open("f", 0);
+    let empty = r.open("f", 0, None);
     assert!(empty.read(0, 10).await.unwrap().is_empty());
     // The file shrank remotely after the size was learnt: short reads, no panic.
-    let stale = r.open("f", 5000);
+    let stale = r.open("f", 5000, None);
     let got = stale.read(0, 4000).await.unwrap();
     assert_eq!(&got[..], &expected("f", 0, 4000, 1000)[..]);
     assert!(stale.read(2000, 100).await.unwrap().is_empty());
@@ -527,7 +527,7 @@ proptest! {
                 ..cfg()
             };
             let (_d, r) = setup(TestDrive::new(&[("p", size)]), c);
-            let h = r.open("p", size);
+            let h = r.open("p", size, None);
             let mut pos = 0u64;
             for op in ops {
                 let (offset, len) = match op {
@@ -574,7 +574,7 @@ async fn offered_urls_are_kept_without_sweeping_at_every_insertion() {
     let (held, sweeps) = r.fetcher.urls.stats();
     assert_eq!(held, 20_000);
     assert!(sweeps <= 6, "{sweeps} sweeps");
-    r.open("f00007", MB).read(0, 10).await.unwrap();
+    r.open("f00007", MB, None).read(0, 10).await.unwrap();
     assert_eq!(d.url_calls.load(SeqCst), calls, "the offered URL was used");
     // Past the hard cap, URLs nobody is using are dropped.
     offer(20_000..40_000);

@@ -19,7 +19,21 @@ impl FsCore {
 
     /// Open a file. `write` for O_WRONLY/O_RDWR, `truncate` for O_TRUNC.
     pub async fn open(&self, ino: u64, write: bool, truncate: bool) -> Result<u64> {
+        Ok(self.open_with(ino, write, truncate, false).await?.0)
+    }
+
+    /// `open`, and with `passthrough`, for a read-only open of a file whose every block is in
+    /// the data cache: the cache file for the kernel to read directly. The handle pins that
+    /// file (no eviction, no rewrite) until it is released.
+    pub async fn open_with(
+        &self,
+        ino: u64,
+        write: bool,
+        truncate: bool,
+        passthrough: bool,
+    ) -> Result<(u64, Option<Backing>)> {
         let node = self.node(ino)?;
+        let mut backing = None;
         if node.is_dir() {
             return Err(Error::IsADirectory(node.name));
         }
@@ -41,14 +55,26 @@ impl FsCore {
                 writable: false,
             }
         } else {
+            let identity = node.identity.as_deref();
+            let pin = match passthrough
+                .then(|| self.reader.cached_file(&node.file_id, node.size, identity))
+                .flatten()
+            {
+                Some((file, pin, key)) => {
+                    backing = Some(Backing { file, key });
+                    Some(pin)
+                }
+                None => None,
+            };
             Handle::Remote {
                 ino,
-                reader: Arc::new(self.reader.open(&node.file_id, node.size)),
+                reader: Arc::new(self.reader.open(&node.file_id, node.size, identity)),
                 direct: false,
+                _pin: pin,
             }
         };
         self.track_open(ino, 1);
-        Ok(self.add_handle(handle))
+        Ok((self.add_handle(handle), backing))
     }
 
     /// The handle must be read with direct I/O (its size may differ from what the kernel holds).
@@ -74,17 +100,9 @@ impl FsCore {
             Some(Handle::Local { content, .. }) => Source::Local(content.clone()),
             _ => return Err(Error::Io(std::io::Error::from_raw_os_error(libc::EBADF))),
         };
-        // There is no disk cache of downloads yet: reads of local content (files written here)
-        // count as cache hits, reads that go to the drive as misses.
         match source {
-            Source::Remote(reader) => {
-                crate::metrics::cache_miss();
-                reader.read(offset, size).await
-            }
-            Source::Local(content) => {
-                crate::metrics::cache_hit();
-                Ok(Bytes::from(content.read_at(offset, size as usize)?))
-            }
+            Source::Remote(reader) => reader.read(offset, size).await,
+            Source::Local(content) => Ok(Bytes::from(content.read_at(offset, size as usize)?)),
         }
     }
 
@@ -271,7 +289,9 @@ impl FsCore {
 
     /// Fetch a remote file's content into a staging file (read-modify-write of an existing file).
     pub(super) async fn download_into(&self, node: &Node, content: &LocalContent) -> Result<()> {
-        let reader = self.reader.open(&node.file_id, node.size);
+        let reader = self
+            .reader
+            .open(&node.file_id, node.size, node.identity.as_deref());
         let mut offset = 0u64;
         while offset < node.size {
             let chunk = reader.read(offset, 4 << 20).await?;

@@ -44,6 +44,13 @@ use crate::read::{ReadHandle, Reader};
 use crate::write::staging::{remove_staged, write_sidecar_of, Closed};
 use crate::write::{Staging, StreamTarget, UploadEvent, UploadQueue, UploadTarget};
 
+/// The cache file a passthrough open hands to the kernel, and the key naming it (one backing
+/// file per key and inode).
+pub struct Backing {
+    pub file: std::fs::File,
+    pub key: String,
+}
+
 /// What the fs core needs to know about the mount.
 #[derive(Debug, Clone)]
 pub struct FsConfig {
@@ -109,6 +116,8 @@ enum Handle {
         reader: Arc<ReadHandle>,
         /// Read with direct I/O whatever the kernel supports (a size it may not know).
         direct: bool,
+        /// A passthrough handle keeps its cache file as it is until released.
+        _pin: Option<crate::cache::Pin>,
     },
     /// A whole small synthetic file (a playlist, a subtitle) held in memory.
     Memory {
@@ -141,8 +150,6 @@ pub struct FsCore {
     /// Makes "queue an upload under the node's current name" and "rename the node and its
     /// queued upload" atomic with respect to each other (release and rename run concurrently).
     upload_gate: Mutex<()>,
-    /// Nodes whose local content is a clean copy of their drive item, oldest first.
-    clean_copies: Mutex<std::collections::VecDeque<u64>>,
     /// Free bytes on the drive at the last look (u64::MAX until known), so a write that cannot
     /// fit fails with ENOSPC at once instead of an upload failing later.
     free_bytes: AtomicU64,
@@ -211,7 +218,6 @@ impl FsCore {
                 .build(),
             prepare_locks: KeyedLocks::default(),
             upload_gate: Mutex::new(()),
-            clean_copies: Mutex::new(std::collections::VecDeque::new()),
             free_bytes: AtomicU64::new(u64::MAX),
         });
         tokio::spawn(Self::watch_space(Arc::downgrade(&core)));
@@ -247,6 +253,11 @@ impl FsCore {
 
     pub fn uploads(&self) -> &Arc<UploadQueue> {
         &self.uploads
+    }
+
+    /// The data cache on disk, if this mount has one.
+    pub fn data_cache(&self) -> Option<&Arc<crate::cache::DataCache>> {
+        self.reader.cache()
     }
 
     // ----- attributes and names -------------------------------------------------------------

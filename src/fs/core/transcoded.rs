@@ -209,16 +209,23 @@ impl FsCore {
             }
             Synthetic::Object(..) => {
                 let node = self.size_synthetic(node.clone()).await?;
+                // Segments are not kept in the data cache: their URLs and sizes are per play info.
                 Ok(Handle::Remote {
                     ino: node.ino,
-                    reader: Arc::new(self.reader.open(&node.file_id, node.size)),
+                    reader: Arc::new(self.reader.open(&node.file_id, node.size, None)),
                     direct: true,
+                    _pin: None,
                 })
             }
             Synthetic::Livp(..) => Ok(Handle::Remote {
                 ino: node.ino,
-                reader: Arc::new(self.reader.open(&node.file_id, node.size)),
+                reader: Arc::new(self.reader.open(
+                    &node.file_id,
+                    node.size,
+                    node.identity.as_deref(),
+                )),
                 direct: false,
+                _pin: None,
             }),
             _ => Err(Error::IsADirectory(node.name.clone())),
         }

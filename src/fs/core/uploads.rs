@@ -1,4 +1,4 @@
-//! Upload results: a node follows its uploaded drive item; clean local copies.
+//! Upload results: a node follows its uploaded drive item; its staged bytes seed the data cache.
 
 use super::*;
 
@@ -36,23 +36,23 @@ impl FsCore {
                         let mut table = lock(&core.table);
                         let old_id = table.get(event.key).map(|n| n.file_id.clone());
                         table.rekey(event.key, &item.file_id);
-                        let current = table.get(event.key).and_then(|n| n.local.clone());
-                        let landed_current =
-                            current.as_ref().is_some_and(|c| c.path == event.staged);
-                        if landed_current {
-                            // The staged bytes are now exactly the drive item's (file_ids are
-                            // immutable): keep them as a clean local copy, so reading back what
-                            // was just written costs no getDownloadUrl (about 1 call/s allowed).
+                        let current = table
+                            .get(event.key)
+                            .and_then(|n| n.local.clone())
+                            .filter(|c| c.path == event.staged);
+                        if current.is_some() {
+                            // The staged bytes are now exactly the drive item's.
                             if let Some(n) = table.get_mut(event.key) {
                                 n.size = item.size;
                                 n.mtime = item.mtime();
                                 n.ctime = item.updated_at;
+                                n.identity = Some(crate::cache::identity_of(&item));
                             }
                         }
-                        (old_id, landed_current)
+                        (old_id, current)
                     };
-                    if landed_current {
-                        core.keep_clean_copy(event.key, item.size);
+                    if let Some(content) = landed_current {
+                        tokio::spawn(core.clone().seed_cache(event.key, item.clone(), content));
                     }
                     if let Some(old) = old_id {
                         core.reader.forget_file(&old);
@@ -71,31 +71,33 @@ impl FsCore {
     }
 }
 
-/// At most this many uploaded files keep their staged bytes as a clean local copy...
-const MAX_CLEAN_COPIES: usize = 256;
-/// ...and only those up to this size (the rest are read from the drive like any file).
-const MAX_CLEAN_COPY_SIZE: u64 = 8 << 20;
-
 impl FsCore {
-    /// Keep a just-uploaded node's local content as a clean copy, within the bounds above; the
-    /// oldest clean copies go back to being read from the drive.
-    pub(super) fn keep_clean_copy(&self, ino: u64, size: u64) {
-        let mut table = lock(&self.table);
-        if size > MAX_CLEAN_COPY_SIZE {
-            table.set_local(ino, None);
-            return;
-        }
-        let mut clean = lock(&self.clean_copies);
-        clean.push_back(ino);
-        while clean.len() > MAX_CLEAN_COPIES {
-            let Some(old) = clean.pop_front() else { break };
-            let still_clean = table
-                .get(old)
-                .and_then(|n| n.local.as_ref())
-                .is_some_and(|c| c.is_sealed() && !self.uploads.is_pending(old));
-            if still_clean {
-                table.set_local(old, None);
+    /// A just-uploaded node's staged bytes are exactly its drive item's (file_ids are
+    /// immutable): they seed the data cache, so reading back what was just written costs no
+    /// getDownloadUrl (about 1 call/s allowed) nor download; then the node drops its local
+    /// content and reads like any drive file, from the cache.
+    pub(super) async fn seed_cache(
+        self: Arc<Self>,
+        ino: u64,
+        item: RemoteItem,
+        content: Arc<LocalContent>,
+    ) {
+        if let Some(cache) = self.reader.cache() {
+            match content.file().try_clone() {
+                Ok(file) => {
+                    let identity = crate::cache::identity_of(&item);
+                    let _ = cache.seed(&item.file_id, &identity, item.size, file).await;
+                }
+                Err(e) => debug!(ino, "cannot seed the data cache: {e}"),
             }
+        }
+        let mut table = lock(&self.table);
+        let unchanged = table
+            .get(ino)
+            .and_then(|n| n.local.as_ref())
+            .is_some_and(|c| Arc::ptr_eq(c, &content) && c.is_sealed());
+        if unchanged && !self.uploads.is_pending(ino) {
+            table.set_local(ino, None);
         }
     }
 }
