@@ -135,7 +135,8 @@ fn a_download_url_is_not_asked_again_after_a_remount_and_the_store_is_private() 
         |e| {
             e.seed_pattern_file("root", "big.bin", size as u64, 7);
         },
-        &[],
+        // No data cache: the bytes must come from the drive, through the stored URL.
+        &["--cache-size", "0"],
     );
     let want = sha1_hex(&pattern_bytes(7, 0, size));
     let before = m.calls();
@@ -335,7 +336,8 @@ fn a_damaged_store_is_ignored_and_the_mount_lists_right() {
             e.seed_file(&d, "x.txt", b"x");
             e.seed_pattern_file("root", "big.bin", 6 << 20, 3);
         },
-        &["--dir-cache-ttl", "600"],
+        // No data cache: reading again must ask for the URLs the damaged log lost.
+        &["--dir-cache-ttl", "600", "--cache-size", "0"],
     );
     let want = m.drive_tree("/");
     let before = m.calls();

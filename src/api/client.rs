@@ -182,6 +182,17 @@ impl Client {
             .await
     }
 
+    /// `getDownloadUrl` as the drive answers it: one URL, or a live photo's stream URLs.
+    async fn get_download_url(&self, file_id: &str) -> Result<DownloadUrlResp> {
+        self.call_drive(
+            "openFile/getDownloadUrl",
+            Class::DownloadUrl,
+            Replay::Always,
+            json!({ "file_id": file_id, "expire_sec": self.cfg.download_url_expire_sec }),
+        )
+        .await
+    }
+
     fn download_url_from(&self, r: DownloadUrlResp) -> Result<DownloadUrl> {
         let url = r.url.filter(|u| !u.trim().is_empty()).ok_or_else(|| {
             Error::NotSupported("the drive gave no single download URL for this file".into())
@@ -399,14 +410,7 @@ impl Drive for Client {
     }
 
     async fn download_url(&self, file_id: &str) -> Result<DownloadUrl> {
-        let r: DownloadUrlResp = self
-            .call_drive(
-                "openFile/getDownloadUrl",
-                Class::DownloadUrl,
-                Replay::Always,
-                json!({ "file_id": file_id, "expire_sec": self.cfg.download_url_expire_sec }),
-            )
-            .await?;
+        let r = self.get_download_url(file_id).await?;
         self.download_url_from(r)
     }
 
@@ -705,14 +709,7 @@ impl Drive for Client {
     }
 
     async fn stream_urls(&self, file_id: &str) -> Result<Vec<(String, DownloadUrl)>> {
-        let r: DownloadUrlResp = self
-            .call_drive(
-                "openFile/getDownloadUrl",
-                Class::DownloadUrl,
-                Replay::Always,
-                json!({ "file_id": file_id, "expire_sec": self.cfg.download_url_expire_sec }),
-            )
-            .await?;
+        let r = self.get_download_url(file_id).await?;
         if r.streams_url.is_empty() {
             return Err(Error::NotSupported(format!(
                 "file {file_id} has no stream URLs (not a live photo)"
