@@ -162,8 +162,8 @@ fn kill9_during_a_fill_then_a_remount_is_byte_exact_and_a_torn_block_is_fetched_
         })
         .collect();
     let data = m.cache_dir.join("data");
-    m.wait_for("8 MiB cached", Duration::from_secs(60), || {
-        alipanfs::cache::disk_usage(&data) >= 8 * MIB
+    m.wait_for("12 MiB cached", Duration::from_secs(60), || {
+        alipanfs::cache::disk_usage(&data) >= 12 * MIB
     });
     m.kill9();
     for r in readers {
@@ -172,18 +172,28 @@ fn kill9_during_a_fill_then_a_remount_is_byte_exact_and_a_torn_block_is_fetched_
 
     // A recorded block of one file, corrupted by hand (as a bad disk would).
     let ns = ns_dir(&m);
-    let (mut torn, mut intact) = (None, None);
+    let mut recorded = Vec::new();
     for (i, n) in names.iter().enumerate() {
         let key = key_of(&m, n);
-        let Ok(Some(loaded)) = Index::load(&store::idx_path(&ns, &key)) else {
-            continue;
-        };
-        let present: Vec<u64> = loaded.blocks.keys().copied().collect();
-        if present.len() >= 2 && torn.is_none() {
-            torn = Some((i, key, present[1]));
-            intact = Some((i, present[0]));
+        if let Ok(Some(loaded)) = Index::load(&store::idx_path(&ns, &key)) {
+            let present: Vec<u64> = loaded.blocks.keys().copied().collect();
+            eprintln!("{n}: recorded blocks {present:?}");
+            recorded.push((i, key, present));
         }
     }
+    let torn = recorded
+        .iter()
+        .find(|(_, _, p)| p.len() >= 2)
+        .map(|(i, key, p)| (*i, key.clone(), p[1]));
+    // An intact block followed by two more, so that the read-ahead a read of it may start is
+    // served from the cache too: any data GET then means the block was not used.
+    let intact = recorded.iter().find_map(|(i, _, p)| {
+        p.iter()
+            .copied()
+            .filter(|&b| torn.as_ref().is_none_or(|t| t.0 != *i || b > t.2))
+            .find(|&b| p.contains(&(b + 1)) && p.contains(&(b + 2)))
+            .map(|b| (*i, b))
+    });
     let (ti, tkey, tblock) = torn.expect("a file with two recorded blocks");
     let data_file = std::fs::OpenOptions::new()
         .write(true)
@@ -197,7 +207,7 @@ fn kill9_during_a_fill_then_a_remount_is_byte_exact_and_a_torn_block_is_fetched_
     // The daemon reads this file itself (passthrough off), so it checks the block.
     m.mount_again(&["--passthrough", "off"]);
     let seed = |i: usize| 10 + i as u64;
-    let (ii, iblock) = intact.unwrap();
+    let (ii, iblock) = intact.expect("three recorded blocks in a row, past the torn one");
     let before = m.calls();
     let got = read_at(&m.path(names[ii]), iblock * BLOCK, 64 * 1024);
     assert_eq!(got, pattern_bytes(seed(ii), iblock * BLOCK, 64 * 1024));
