@@ -5,6 +5,7 @@
 //! `emulator` serves the Open API on 127.0.0.1 for tests, benchmarks and the demo.
 
 pub mod api;
+pub mod atomic_file;
 pub mod cache;
 pub mod cli;
 pub mod control;

@@ -292,29 +292,31 @@ async fn playlist_and_segment_urls_are_signed_ranged_and_expire() {
     assert!(expires(t[0]["url"].as_str().unwrap()) <= now + 70);
 }
 
+/// `ffprobe -show_entries ENTRIES` of the first video stream at `url`, as `key=value` lines;
+/// a failing ffprobe fails the test with its stderr.
+async fn ffprobe(url: &str, entries: &str) -> String {
+    let out = tokio::process::Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
+        .args([entries, "-of", "default=nw=1"])
+        .arg(url)
+        .output()
+        .await
+        .expect("ffprobe runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[tokio::test]
 async fn ffprobe_reads_the_served_playlist() {
     let h = start(|c| c.transcode_time = Duration::ZERO).await;
     let id = seed_video(&h, "clip.mp4", 360);
     let t = tasks(&play_info(&h, &id, json!({})).await);
     let url = t[2]["url"].as_str().unwrap().to_string();
-    let out = tokio::process::Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
-        .args([
-            "stream=codec_name,width,height:format=duration",
-            "-of",
-            "default=nw=1",
-        ])
-        .arg(&url)
-        .output()
-        .await
-        .expect("ffprobe runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = ffprobe(&url, "stream=codec_name,width,height:format=duration").await;
     assert!(text.contains("codec_name=h264"), "{text}");
     assert!(
         text.contains("width=640") && text.contains("height=360"),
@@ -469,19 +471,11 @@ async fn the_demo_video_has_real_transcodes_without_ffmpeg_at_run_time() {
         info["live_transcoding_subtitle_task_list"][0]["language"],
         "eng"
     );
-    let out = tokio::process::Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
-        .args(["stream=codec_name,width,height", "-of", "default=nw=1"])
-        .arg(t[1]["url"].as_str().unwrap())
-        .output()
-        .await
-        .expect("ffprobe runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = ffprobe(
+        t[1]["url"].as_str().unwrap(),
+        "stream=codec_name,width,height",
+    )
+    .await;
     assert!(
         text.contains("codec_name=h264")
             && text.contains("width=640")

@@ -1008,11 +1008,9 @@ impl Writer {
         self.saved.passthrough_opens += d(now.2, self.last_counts.2);
         self.last_counts = now;
         let path = self.inner.dir.join("stats.json");
-        let tmp = path.with_extension("json.tmp");
         if let Ok(json) = serde_json::to_vec(&self.saved) {
-            if std::fs::write(&tmp, json).is_ok() {
-                let _ = std::fs::rename(&tmp, &path);
-            }
+            let _ =
+                crate::atomic_file::replace(&path, &json, crate::atomic_file::Durability::Process);
         }
     }
 }

@@ -145,7 +145,7 @@ impl UrlLog {
         for (f, (u, e)) in &state.live {
             body.extend(encode(f, u, *e));
         }
-        state.file = super::write_atomically(path, &body)
+        state.file = crate::atomic_file::replace(path, &body, crate::atomic_file::Durability::Power)
             .and_then(|_| open_append(path))
             .inspect_err(|e| warn!(file = %path.display(), error = %e, "cannot write the stored download URLs; they will not outlive this mount"))
             .ok();

@@ -9,8 +9,6 @@
 //! drops it and the caller uploads afresh. The content itself is checked as always: the
 //! completed file's SHA-1 must match the staged file's before it replaces anything.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -48,23 +46,11 @@ pub fn session_path(staged: &Path) -> PathBuf {
 /// Remember `record` as the session of `staged` (replacing any earlier one).
 pub fn remember(staged: &Path, record: &SessionRecord) {
     let path = session_path(staged);
-    let tmp = {
-        let mut s = path.as_os_str().to_owned();
-        s.push(".tmp");
-        PathBuf::from(s)
-    };
     let written = serde_json::to_vec(record)
         .map_err(std::io::Error::other)
         .and_then(|json| {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?
-                .write_all(&json)
-        })
-        .and_then(|()| std::fs::rename(&tmp, &path));
+            crate::atomic_file::replace(&path, &json, crate::atomic_file::Durability::Process)
+        });
     if let Err(e) = written {
         // Only a resume is lost: the upload itself goes on.
         tracing::debug!(path = %path.display(), "could not record the upload session: {e}");
