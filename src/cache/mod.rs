@@ -41,8 +41,11 @@ use lru::Lru;
 pub use store::BLOCK;
 use store::{block_cost, block_len, blocks_of, BlockRec, Header, Index, FILE_COST};
 
-/// Bytes of fetched data waiting for the writer at most; more is not cached (never waited for).
+/// Bytes of fetched data waiting for the writer at most (one larger store alone may exceed it);
+/// more is not cached, or waited for by read-ahead (`store_waiting`).
 const MAX_PENDING: u64 = 32 << 20;
+/// How long read-ahead waits for the writer to take its bytes before giving up on caching them.
+const ROOM_WAIT: Duration = Duration::from_secs(10);
 /// How often the writer saves the hit counters for `alipanfs about`.
 const STATS_EVERY: Duration = Duration::from_secs(5);
 
@@ -211,6 +214,8 @@ struct Inner {
     dir: PathBuf,
     state: Mutex<State>,
     pending: AtomicU64,
+    /// Woken whenever the writer has taken bytes off `pending`.
+    room: tokio::sync::Notify,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     /// Held for the cache's life: the namespace's flock.
     _lock: File,
@@ -270,6 +275,7 @@ impl DataCache {
             dir,
             state: Mutex::new(state),
             pending: AtomicU64::new(0),
+            room: tokio::sync::Notify::new(),
             jobs: Mutex::new(Some(tx)),
             _lock: lock,
         });
@@ -478,8 +484,45 @@ impl CachedFile {
     }
 
     /// Hands fetched bytes at `offset` to the writer; the whole blocks among them are cached.
-    /// Never waits: past `MAX_PENDING` queued bytes, they are not cached.
+    /// Never waits: past `MAX_PENDING` queued bytes, they are not cached (a read waits for no disk).
     pub fn store(&self, offset: u64, data: Bytes) {
+        if let Some(len) = self.cacheable(offset, &data) {
+            if self.reserve(len) {
+                self.send_store(offset, data);
+            } else {
+                debug!(file_id = %self.header.file_id, offset, "cache writer busy: not caching these bytes");
+            }
+        }
+    }
+
+    /// As `store`, but waits (up to `ROOM_WAIT`) for the writer to have room: read-ahead is
+    /// slowed to the disk's pace rather than fetched for nothing.
+    pub async fn store_waiting(&self, offset: u64, data: Bytes) {
+        let Some(len) = self.cacheable(offset, &data) else {
+            return;
+        };
+        let waited = tokio::time::timeout(ROOM_WAIT, async {
+            loop {
+                let room = self.inner.room.notified();
+                tokio::pin!(room);
+                room.as_mut().enable();
+                if self.reserve(len) {
+                    return;
+                }
+                room.await;
+            }
+        })
+        .await;
+        match waited {
+            Ok(()) => self.send_store(offset, data),
+            Err(_) => {
+                debug!(file_id = %self.header.file_id, offset, "cache writer stalled: not caching these bytes")
+            }
+        }
+    }
+
+    /// The length to queue for `data` at `offset`, if it holds a whole block.
+    fn cacheable(&self, offset: u64, data: &Bytes) -> Option<u64> {
         let len = data.len() as u64;
         let first_whole = offset.div_ceil(BLOCK) * BLOCK;
         let end = offset + len;
@@ -488,14 +531,21 @@ impl CachedFile {
         } else {
             end / BLOCK * BLOCK
         };
-        if first_whole >= whole_end {
-            return;
+        (first_whole < whole_end).then_some(len)
+    }
+
+    /// Counts `len` queued bytes, if that stays within `MAX_PENDING` (or the queue is empty).
+    fn reserve(&self, len: u64) -> bool {
+        let pending = &self.inner.pending;
+        let before = pending.fetch_add(len, Ordering::AcqRel);
+        if before > 0 && before + len > MAX_PENDING {
+            pending.fetch_sub(len, Ordering::AcqRel);
+            return false;
         }
-        if self.inner.pending.fetch_add(len, Ordering::AcqRel) + len > MAX_PENDING {
-            self.inner.pending.fetch_sub(len, Ordering::AcqRel);
-            debug!(file_id = %self.header.file_id, offset, "cache writer busy: not caching these bytes");
-            return;
-        }
+        true
+    }
+
+    fn send_store(&self, offset: u64, data: Bytes) {
         self.inner.send(Job::Store {
             key: self.key.clone(),
             header: self.header.clone(),
@@ -680,6 +730,7 @@ impl Writer {
                     let len = data.len() as u64;
                     self.store(&key, &header, offset, &data, &mut written);
                     self.inner.pending.fetch_sub(len, Ordering::AcqRel);
+                    self.inner.room.notify_waiters();
                 }
                 Job::Seed {
                     key,

@@ -197,3 +197,22 @@ fn a_second_cache_on_the_same_namespace_is_refused() {
         .unwrap()
         .is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_ahead_waits_for_the_writer_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path(), 1 << 30);
+    let size = 96 * BLOCK;
+    let f = cache.file("big", "sha1:big", size);
+    // Three times the writer's queue, handed over at once: `store` would drop some of it.
+    let mut off = 0;
+    while off < size {
+        let n = 8 * BLOCK;
+        f.store_waiting(off, Bytes::from(pattern(9, off, n as usize)))
+            .await;
+        off += n;
+    }
+    cache.flush();
+    assert_eq!(f.cached_blocks(), 96);
+    assert_eq!(read_all(&f).unwrap(), pattern(9, 0, size as usize));
+}

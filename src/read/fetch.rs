@@ -2,6 +2,7 @@
 //! backoff on the server's concurrency cap and on transient errors, and giving the slot up to
 //! a waiting read when the scheduler preempts a read-ahead download.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -76,13 +77,15 @@ impl Fetcher {
         }
     }
 
-    /// `len` bytes at `offset` of `file_id` (fewer only at end of file).
+    /// `len` bytes at `offset` of `file_id` (fewer only at end of file). `started`, if given,
+    /// is set once a download request is under way (a slot is held and the request sent).
     pub async fn fetch(
         &self,
         file_id: &str,
         offset: u64,
         len: u64,
         prio: Priority,
+        started: Option<&AtomicBool>,
     ) -> Result<Bytes> {
         let (mut renewals, mut transient, mut busy, mut handover) = (0u32, 0u32, 0u32, 0u32);
         let mut fresh_tried = false;
@@ -112,6 +115,9 @@ impl Fetcher {
                 Some(s) => s,
                 None => self.slots.acquire(prio).await,
             };
+            if let Some(flag) = started {
+                flag.store(true, Ordering::Relaxed);
+            }
             // On preemption the download (and its connection) is dropped here, before the
             // slot is given back below.
             let got = tokio::select! {

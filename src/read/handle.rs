@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
@@ -37,12 +37,23 @@ struct Chunk {
     range: Range<u64>,
     state: watch::Receiver<ChunkState>,
     task: AbortHandle,
+    /// Set once the task's download request is under way and its bytes go to the data cache.
+    caching: Option<Arc<AtomicBool>>,
     _permit: OwnedSemaphorePermit,
 }
 
 impl Drop for Chunk {
     fn drop(&mut self) {
-        // Nobody will read it any more: stop the download and free the slot at once.
+        // Bytes the server is already sending to the data cache are worth their few ms: a
+        // later open (a scan's next pass, a remount) reads them from disk instead of asking
+        // again. Anything else nobody will read: stop it and free its slot at once.
+        if self
+            .caching
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+        {
+            return;
+        }
         self.task.abort();
     }
 }
@@ -212,9 +223,9 @@ impl ReadHandle {
                         &self.reader,
                         self.cache.as_ref(),
                         &self.file_id,
-                        range.start,
-                        range.end - range.start,
+                        range.start..range.end,
                         Priority::Demand,
+                        None,
                     )
                     .await?
                 }
@@ -344,9 +355,12 @@ impl ReadHandle {
         let reader = self.reader.clone();
         let file_id = self.file_id.clone();
         let cache = self.cache.clone();
+        let caching = cache.as_ref().map(|_| Arc::new(AtomicBool::new(false)));
+        let started = caching.clone();
         let (start, len) = (range.start, range.end - range.start);
         let task = tokio::spawn(async move {
-            let state = match fetch_range(&reader, cache.as_ref(), &file_id, start, len, prio).await {
+            let fetched = fetch_range(&reader, cache.as_ref(), &file_id, start..start + len, prio, started.as_deref()).await;
+            let state = match fetched {
                 Ok(b) => ChunkState::Ready(b),
                 Err(e) => {
                     tracing::debug!(file_id = %file_id, offset = start, len, error = %e, "chunk download failed");
@@ -360,6 +374,7 @@ impl ReadHandle {
             range,
             state: rx,
             task: task.abort_handle(),
+            caching,
             _permit: permit,
         });
     }
@@ -381,22 +396,28 @@ impl Drop for ReadHandle {
     }
 }
 
-/// `len` bytes at `start`: from the data cache where its blocks are, the missing blocks
-/// fetched whole from the drive and handed to the cache (without waiting for its writes).
+/// The bytes of `range`: from the data cache where its blocks are, the missing blocks fetched
+/// whole from the drive and handed to the cache. A read never waits for the cache's writer;
+/// read-ahead does when the writer lags (the disk sets the pace, and fetched bytes get cached).
+/// `started` is set once a download request for the missing blocks is under way.
 async fn fetch_range(
     reader: &Reader,
     cache: Option<&Arc<CachedFile>>,
     file_id: &str,
-    start: u64,
-    len: u64,
+    range: Range<u64>,
     prio: Priority,
+    started: Option<&AtomicBool>,
 ) -> Result<Bytes> {
+    let (start, len) = (range.start, range.end - range.start);
     let Some(cache) = cache else {
-        let got = reader.fetcher.fetch(file_id, start, len, prio).await?;
+        let got = reader
+            .fetcher
+            .fetch(file_id, start, len, prio, None)
+            .await?;
         crate::metrics::cache_blocks_missed(start, len);
         return Ok(got);
     };
-    let end = (start + len).min(cache.size());
+    let end = range.end.min(cache.size());
     let blocks = {
         let c = cache.clone();
         tokio::task::spawn_blocking(move || c.read(start, end))
@@ -420,10 +441,16 @@ async fn fetch_range(
         let last = blocks[j - 1].0;
         let from = first * BLOCK;
         let to = ((last + 1) * BLOCK).min(cache.size());
-        let got = reader.fetcher.fetch(file_id, from, to - from, prio).await?;
+        let got = reader
+            .fetcher
+            .fetch(file_id, from, to - from, prio, started)
+            .await?;
         let whole = got.len() as u64 == to - from;
         if whole {
-            cache.store(from, got.clone());
+            match prio {
+                Priority::Demand => cache.store(from, got.clone()),
+                Priority::Prefetch => cache.store_waiting(from, got.clone()).await,
+            }
         }
         let lo = start.max(from) - from;
         let hi = (end.min(to) - from).min(got.len() as u64).max(lo);

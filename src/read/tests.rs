@@ -583,3 +583,44 @@ async fn offered_urls_are_kept_without_sweeping_at_every_insertion() {
     // Doubling to the cap, one sweep that empties it, doubling again: still logarithmic.
     assert!(sweeps <= 12, "{sweeps} sweeps");
 }
+
+/// A media scanner reads a file's head, then its tail, then closes: the read-ahead under way
+/// at the seek and the close still lands in the data cache, so the next scan asks nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_ahead_under_way_at_a_seek_or_close_still_reaches_the_cache() {
+    let size = 8 * MB;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = crate::cache::DataCache::open(dir.path(), "u-d", 1 << 30)
+        .unwrap()
+        .unwrap();
+    let mut td = TestDrive::new(&[("f", size)]);
+    // The read-ahead's larger requests are still on the wire when the head read returns.
+    td.latency = Duration::from_millis(20);
+    td.per_mib = Duration::from_millis(100);
+    let d = Arc::new(td);
+    let cfg = ReadConfig {
+        initial_window: 4 * MB,
+        request_size: 4 * MB,
+        ..cfg()
+    };
+    let r = Reader::with_cache(d.clone(), cfg, Some(cache.clone()));
+    let scan = |h: ReadHandle| async move {
+        let head = h.read(0, 64 * KB as u32).await.unwrap();
+        assert_eq!(&head[..], &expected("f", 0, 64 * KB, size)[..]);
+        let tail = h.read(size - 64 * KB, 64 * KB as u32).await.unwrap();
+        assert_eq!(&tail[..], &expected("f", size - 64 * KB, 64 * KB, size)[..]);
+    };
+    scan(r.open("f", size, Some("sha1:f"))).await;
+    wait_no_downloads(&d).await;
+    cache.flush();
+    let gets = d.range_calls.load(SeqCst);
+    // The head block, the read-ahead's 4 MiB past the head read (blocks 1-4), the tail block.
+    assert_eq!(cache.file("f", "sha1:f", size).cached_blocks(), 6);
+    scan(r.open("f", size, Some("sha1:f"))).await;
+    wait_no_downloads(&d).await;
+    assert_eq!(
+        d.range_calls.load(SeqCst),
+        gets,
+        "the second scan downloaded"
+    );
+}
