@@ -638,13 +638,17 @@ fn name_reuse_200_seeded_sequences_match_a_local_folder_step_by_step() {
             };
             history.push(format!("round {round}: {op:?} -> {}", show(&want)));
             if got != want {
+                // The whole daemon log, for races that began long before this step.
+                let full = std::env::temp_dir().join(format!("name-reuse-{seed}.log"));
+                let _ = std::fs::write(&full, m.full_log());
                 panic!(
-                    "round {round}, {op:?}: the mount answered {}, a local folder {}\nmount now: {:?}\nlocal now: {:?}\nlast steps:\n{}\n--- daemon log ---\n{}",
+                    "round {round}, {op:?}: the mount answered {}, a local folder {}\nmount now: {:?}\nlocal now: {:?}\nlast steps:\n{}\n--- daemon log (whole: {}) ---\n{}",
                     show(&got),
                     show(&want),
                     listing(&mnt),
                     listing(&loc),
                     history[history.len().saturating_sub(25)..].join("\n"),
+                    full.display(),
                     m.log()
                 );
             }
@@ -670,4 +674,46 @@ fn name_reuse_200_seeded_sequences_match_a_local_folder_step_by_step() {
     // And keeps it once every pending change has drained at unmount.
     m.unmount();
     assert_eq!(m.drive_tree("reuse"), want, "after the unmount drained");
+}
+
+/// A file not on the drive yet, renamed onto one that is, hides that copy on the drive until
+/// its upload retires it. Deleting it, or renaming it away, frees the name on the drive at
+/// once: a folder made under that name right after does not clash with the hidden copy.
+#[test]
+fn a_pending_file_renamed_onto_a_drive_file_then_removed_or_moved_away_frees_the_name() {
+    let m = fast_mount();
+    std::fs::create_dir(m.path("d")).unwrap();
+    let old = pattern_bytes(1, 0, 4096);
+    let new = pattern_bytes(2, 0, 64 * 1024);
+    for leave in ["unlink", "rename"] {
+        std::fs::write(m.path("d/y"), &old).unwrap();
+        m.wait_for("the first copy to land", UPLOAD_WAIT, || {
+            m.drive_tree("d").get("y") == Some(&Some(sha1_hex(&old)))
+        });
+        // The next upload crawls, so it is still under way through the steps below.
+        m.emulator.set_faults(Faults {
+            upload_bandwidth: Some(2000),
+            ..Faults::default()
+        });
+        std::fs::write(m.path("d/z"), &new).unwrap();
+        std::fs::rename(m.path("d/z"), m.path("d/y")).unwrap();
+        match leave {
+            "unlink" => std::fs::remove_file(m.path("d/y")).unwrap(),
+            _ => std::fs::rename(m.path("d/y"), m.path("d/w")).unwrap(),
+        }
+        std::fs::create_dir(m.path("d/y"))
+            .unwrap_or_else(|e| panic!("{leave}: mkdir of the freed name: {e}\n{}", m.log()));
+        m.emulator.set_faults(Faults::default());
+        let mut want = BTreeMap::from([("y".to_string(), None)]);
+        if leave == "rename" {
+            want.insert("w".to_string(), Some(sha1_hex(&new)));
+        }
+        m.wait_for(
+            &format!("{leave}: the drive to hold {want:?}"),
+            UPLOAD_WAIT,
+            || m.drive_tree("d") == want,
+        );
+        std::fs::remove_dir(m.path("d/y")).unwrap();
+        let _ = std::fs::remove_file(m.path("d/w"));
+    }
 }

@@ -70,6 +70,16 @@ impl Node {
         self.file_id.starts_with(LOCAL_ID_PREFIX)
     }
 
+    /// The drive item that holds this node's name on the drive now: its own, or, for a file
+    /// not uploaded yet, the one it was renamed onto (until its upload retires that one).
+    pub fn drive_copy(&self) -> Option<&str> {
+        if self.is_local_only() {
+            self.displaces.as_deref()
+        } else {
+            Some(&self.file_id)
+        }
+    }
+
     /// True when nothing but a cached listing refers to the node. A node with permissions set
     /// through the mount is kept, so they last as long as the mount.
     fn is_unreferenced(&self) -> bool {

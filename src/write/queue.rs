@@ -16,7 +16,7 @@
 //!   later job naming a copy this queue already replaced, are redirected to the newest copy. The
 //!   one case left to the fs: a never-uploaded file (`replaces: None`) submitted again after its
 //!   first upload finished but before the fs applied that event would leave a duplicate; the fs
-//!   should apply events before submitting (or pass the event's file_id).
+//!   passes that upload's file_id (`uploaded_file_id`) as `replaces`.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};

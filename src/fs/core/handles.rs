@@ -161,7 +161,11 @@ impl FsCore {
             name: node.remote_name.clone(),
             mtime: Some(node.mtime),
             replaces: if node.is_local_only() {
-                node.displaces.clone()
+                // A first upload may have landed without its event applied yet: the new
+                // version replaces that copy (else the drive would keep both under the name).
+                self.uploads
+                    .uploaded_file_id(ino)
+                    .or_else(|| node.displaces.clone())
             } else {
                 Some(node.file_id.clone())
             },

@@ -13,7 +13,9 @@
 //!   waiting job just takes the new name; a running one is stopped and queued again under it,
 //!   and the call waits until it has stopped, so the old name is free on the drive at once.
 //! - rename of a pending file onto a drive file makes the upload replace it (`displaces`):
-//!   the old copy stays on the drive until the new one is verified.
+//!   the old copy stays on the drive until the new one is verified. Deleting that file, or
+//!   renaming it away, removes the hidden copy at once (`Node::drive_copy`).
+//! - rename of a drive file whose newer version lands meanwhile renames the newest copy too.
 //! - mkdir, rmdir and renames of drive items are plain drive calls made before returning.
 //!
 //! An attempt stopped just as its final `complete` was answered removes the drive files it
@@ -94,9 +96,10 @@ impl FsCore {
         }
         let detached = self.detach_pending(node.ino).await;
         // An upload that completed just before the cancel left a drive item: remove that one.
+        // A file not uploaded yet may hide the drive item it was renamed onto: that one goes.
         let node = self.adopt_upload(node.ino)?;
-        if !node.is_local_only() {
-            if let Err(e) = self.remove_remote(&node.file_id).await {
+        if let Some(id) = node.drive_copy() {
+            if let Err(e) = self.remove_remote(id).await {
                 self.reattach(detached);
                 return Err(e);
             }
@@ -267,18 +270,20 @@ impl FsCore {
             };
             let target = self.adopt_upload(target_ino)?;
             let source_pending = !node.is_dir() && self.adopt_upload(node.ino)?.is_local_only();
-            if !target.is_local_only() && source_pending {
+            match target.drive_copy() {
                 // A file not on the drive yet replaces one that is: the old copy stays there
                 // until the new one is uploaded and verified (its upload retires it), so no
                 // moment, crash included, leaves the name without one good copy.
-                displaced = Some(target.file_id.clone());
-            } else if !target.is_local_only() {
-                if let Err(e) = self.remove_remote(&target.file_id).await {
-                    if let Some(detached) = detached {
-                        self.reattach(detached);
+                Some(id) if source_pending => displaced = Some(id.to_string()),
+                Some(id) => {
+                    if let Err(e) = self.remove_remote(id).await {
+                        if let Some(detached) = detached {
+                            self.reattach(detached);
+                        }
+                        return Err(e);
                     }
-                    return Err(e);
                 }
+                None => {}
             }
             if let Some(detached) = detached {
                 detached.discard();
@@ -287,6 +292,12 @@ impl FsCore {
         }
         // The newest drive item of the node (its upload may have landed a moment ago).
         let node = self.adopt_upload(node.ino)?;
+        // A pending file leaving a name it took by a rename: the copy it hid there goes, so
+        // the name is free on the drive too (its upload then retires nothing there).
+        let leaves_displaced = node.is_local_only() && node.displaces.is_some();
+        if let Some(old) = node.displaces.as_deref().filter(|_| leaves_displaced) {
+            self.remove_remote(old).await?;
+        }
         if displaced.is_some() && !node.is_local_only() {
             // Its first upload landed meanwhile: replace on the drive like any drive item.
             if let Some(old) = displaced.take() {
@@ -297,9 +308,17 @@ impl FsCore {
         let mut renamed_remote = false;
         if !node.is_local_only() {
             let to = (&target_folder.file_id, new_parent, new_name);
-            self.rename_remote(&node.file_id, &old_remote_name, parent, to)
-                .await?;
-            renamed_remote = true;
+            match self
+                .rename_remote(&node.file_id, &old_remote_name, parent, to)
+                .await
+            {
+                Ok(()) => renamed_remote = true,
+                // A newer version landed meanwhile and retired this copy: the newer one is
+                // renamed below, once its job can no longer change.
+                Err(Error::NotFound(_) | Error::InRecycleBin(_))
+                    if self.adopt_upload(node.ino)?.file_id != node.file_id => {}
+                Err(e) => return Err(e),
+            }
         }
         let queued = {
             let _gate = lock(&self.upload_gate);
@@ -309,7 +328,7 @@ impl FsCore {
             let queued = self.uploads.set_target(node.ino, move |t| {
                 t.parent_file_id = folder_id;
                 t.name = new_name_owned;
-                if replaces.is_some() {
+                if replaces.is_some() || leaves_displaced {
                     t.replaces = replaces;
                 }
             });
@@ -318,7 +337,7 @@ impl FsCore {
                 n.name = new_name.to_string();
                 n.remote_name = new_name.to_string();
                 n.ctime = SystemTime::now();
-                if displaced.is_some() {
+                if displaced.is_some() || leaves_displaced {
                     n.displaces = displaced.clone();
                 }
             }
@@ -341,10 +360,12 @@ impl FsCore {
             renamed_remote,
             "renamed"
         );
-        if !queued && !renamed_remote {
-            // A first upload that landed between our two looks is renamed like any drive item.
+        if !queued {
+            // An upload that landed between our two looks (a first one, or a newer version
+            // that retired the copy renamed above) is renamed like any drive item.
             let landed = self.adopt_upload(node.ino)?;
-            if !landed.is_local_only() {
+            let moved = renamed_remote && landed.file_id == node.file_id;
+            if !landed.is_local_only() && !moved {
                 if let Some(old) = &displaced {
                     self.remove_remote(old).await?;
                 }
