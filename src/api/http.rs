@@ -98,8 +98,14 @@ impl Api {
         let mut retrier = Retrier::new(self.retry);
         let mut token_replayed = false;
         let (mut token, mut gen) = self.auth.access_token().await?;
+        // A retry after a 429 has waited as the server asked: it takes the refused call's slot.
+        let mut throttled_retry = false;
         loop {
-            let waited = self.limiter(class).acquire().await;
+            let waited = if std::mem::take(&mut throttled_retry) {
+                Duration::ZERO
+            } else {
+                self.limiter(class).acquire().await
+            };
             self.stats.call(endpoint, waited);
             retrier.attempts += 1;
             let json = body(&token)?;
@@ -175,6 +181,8 @@ impl Api {
                 };
                 if retrier.may_retry_after(wait) {
                     tracing::debug!(endpoint, wait_ms = wait.as_millis() as u64, "throttled");
+                    self.limiter(class).refused(wait);
+                    throttled_retry = true;
                     tokio::time::sleep(wait).await;
                     continue;
                 }

@@ -50,6 +50,19 @@ impl RateLimiter {
         slot - now
     }
 
+    /// The server refused the call made in the last slot and asked for `wait`: the retry,
+    /// made after that wait, takes the refused call's place, so the next slot moves by it
+    /// (rather than the retry queuing for a slot of its own, a whole interval later).
+    pub fn refused(&self, wait: Duration) {
+        if self.interval.is_none() {
+            return;
+        }
+        let mut next = self.next_free.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = next.as_mut() {
+            *t += wait;
+        }
+    }
+
     /// Waits for the next slot; returns how long that was (for the status counters).
     pub async fn acquire(&self) -> Duration {
         let wait = self.reserve();
@@ -122,6 +135,18 @@ mod tests {
         assert!(
             times[9] - times[0] >= Duration::from_millis(85),
             "{times:?}"
+        );
+    }
+
+    #[test]
+    fn a_refused_call_moves_the_next_slot_by_the_servers_wait() {
+        let l = RateLimiter::new(10.0);
+        assert_eq!(l.reserve(), Duration::ZERO);
+        l.refused(Duration::from_millis(30));
+        let w = l.reserve();
+        assert!(
+            w > Duration::from_millis(120) && w <= Duration::from_millis(130),
+            "{w:?}"
         );
     }
 
