@@ -573,6 +573,14 @@ impl CachedFile {
         ))
     }
 
+    /// Every block of this version is cached (it may still be evicted a moment later).
+    pub fn is_complete(&self) -> bool {
+        let st = self.inner.lock();
+        st.files
+            .get(&self.key)
+            .is_some_and(|e| !e.doomed && e.complete())
+    }
+
     /// Cached blocks of this version.
     pub fn cached_blocks(&self) -> u64 {
         let st = self.inner.lock();

@@ -624,3 +624,29 @@ async fn read_ahead_under_way_at_a_seek_or_close_still_reaches_the_cache() {
         "the second scan downloaded"
     );
 }
+
+/// A fully cached file is read from the cache file alone: no download and no read-ahead held
+/// in memory; once a block is gone it is fetched again like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fully_cached_file_is_read_without_read_ahead() {
+    let size = 6 * MB + 100;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = crate::cache::DataCache::open(dir.path(), "u-d", 1 << 30)
+        .unwrap()
+        .unwrap();
+    let d = Arc::new(TestDrive::new(&[("f", size)]));
+    let r = Reader::with_cache(d.clone(), cfg(), Some(cache.clone()));
+    read_all(&r.open("f", size, Some("sha1:f")), "f", size, 128 * 1024).await;
+    wait_no_downloads(&d).await;
+    cache.flush();
+    assert!(cache.file("f", "sha1:f", size).is_complete());
+    let gets = d.range_calls.load(SeqCst);
+    let h = r.open("f", size, Some("sha1:f"));
+    read_all(&h, "f", size, 128 * 1024).await;
+    assert_eq!(
+        d.range_calls.load(SeqCst),
+        gets,
+        "a cached file was downloaded"
+    );
+    assert_eq!(r.memory_in_use(), 0, "read-ahead of cached bytes");
+}
