@@ -29,7 +29,7 @@ use std::io;
 use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
@@ -216,6 +216,8 @@ struct Inner {
     pending: AtomicU64,
     /// Woken whenever the writer has taken bytes off `pending`.
     room: tokio::sync::Notify,
+    /// A read-ahead gave up waiting for the writer: later ones do not wait until it moves again.
+    stalled: AtomicBool,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     /// Held for the cache's life: the namespace's flock.
     _lock: File,
@@ -276,6 +278,7 @@ impl DataCache {
             state: Mutex::new(state),
             pending: AtomicU64::new(0),
             room: tokio::sync::Notify::new(),
+            stalled: AtomicBool::new(false),
             jobs: Mutex::new(Some(tx)),
             _lock: lock,
         });
@@ -501,6 +504,9 @@ impl CachedFile {
         let Some(len) = self.cacheable(offset, &data) else {
             return;
         };
+        if self.inner.stalled.load(Ordering::Relaxed) {
+            return self.store(offset, data);
+        }
         let waited = tokio::time::timeout(ROOM_WAIT, async {
             loop {
                 let room = self.inner.room.notified();
@@ -516,7 +522,8 @@ impl CachedFile {
         match waited {
             Ok(()) => self.send_store(offset, data),
             Err(_) => {
-                debug!(file_id = %self.header.file_id, offset, "cache writer stalled: not caching these bytes")
+                self.inner.stalled.store(true, Ordering::Relaxed);
+                warn!(file_id = %self.header.file_id, offset, "the cache writer has not moved for {ROOM_WAIT:?} (slow or stuck disk under the cache dir?): read-ahead no longer waits for it")
             }
         }
     }
@@ -738,6 +745,7 @@ impl Writer {
                     let len = data.len() as u64;
                     self.store(&key, &header, offset, &data, &mut written);
                     self.inner.pending.fetch_sub(len, Ordering::AcqRel);
+                    self.inner.stalled.store(false, Ordering::Relaxed);
                     self.inner.room.notify_waiters();
                 }
                 Job::Seed {
