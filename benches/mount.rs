@@ -1220,7 +1220,8 @@ fn cache_rows(emu: &Emulator, dir: &Path, only: &Only, report: &mut Report) -> B
             for state in ["cold", "warm"] {
                 let (mut ours, mut local) = (Vec::new(), Vec::new());
                 emu.reset_calls();
-                for _ in 0..2 {
+                // Three runs each, alternating, medians compared: a cold disk's speed varies.
+                for _ in 0..3 {
                     if state == "cold" {
                         drop_caches()?;
                     } else {
