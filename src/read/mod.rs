@@ -6,7 +6,8 @@
 //! and keeps the fetched chunks.
 //!
 //! For the fs layer: `ReadHandle::read` must run inside the tokio runtime (it spawns the
-//! downloads); drop the handle on release (cancels its downloads, frees its memory); call
+//! downloads); drop the handle on release (cancels its downloads, frees its memory; with the data
+//! cache, downloads already on the wire finish into the cache instead); call
 //! `Reader::forget_file` when a file's content is replaced or deleted.
 //!
 //! With a data cache (`crate::cache`), every range a handle needs (read or read-ahead) is
