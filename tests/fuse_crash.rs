@@ -375,3 +375,71 @@ fn kill_9_right_after_renames_replaces_and_unlinks_of_pending_files() {
     }
     c.finish();
 }
+
+/// Files closed before a kill -9 whose uploads are still under way after the remount show in
+/// the mount at once, with their bytes, as pending files, and what is done to them then holds:
+/// one deleted never reaches the drive, one rewritten ends with its last version only, and one
+/// that replaces a drive file hides the old copy until it lands.
+#[test]
+fn files_pending_at_a_kill_9_show_at_once_after_the_remount_and_obey_later_changes() {
+    let old = b"the drive's copy".to_vec();
+    let m = crash_mount(
+        |e| {
+            e.seed_file("root", "old.txt", &old);
+        },
+        &[],
+    );
+    assert_eq!(std::fs::read(m.path("old.txt")).unwrap(), old);
+    // Part PUTs crawl (64 KiB at 2 KB/s): every upload below is still pending at each step.
+    let crawl = || {
+        m.emulator.set_faults(Faults {
+            upload_bandwidth: Some(2000),
+            ..Faults::default()
+        })
+    };
+    crawl();
+    let (new, rewritten, gone) = (
+        pattern_bytes(61, 0, 64 * 1024),
+        pattern_bytes(62, 0, 64 * 1024),
+        pattern_bytes(63, 0, 64 * 1024),
+    );
+    std::fs::write(m.path("new.bin"), &new).unwrap();
+    std::fs::write(m.path("old.txt"), &rewritten).unwrap();
+    std::fs::write(m.path("gone.bin"), &gone).unwrap();
+    m.kill9();
+    assert!(live_at(&m, "new.bin").is_empty() && live_at(&m, "gone.bin").is_empty());
+    assert_eq!(live_at(&m, "old.txt"), vec![Some(sha1_hex(&old))]);
+    m.mount_again(&[]);
+
+    // At once, before any of them has landed.
+    let mut names: Vec<String> = std::fs::read_dir(&m.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["gone.bin", "new.bin", "old.txt"], "{}", m.log());
+    assert_eq!(std::fs::read(m.path("new.bin")).unwrap(), new);
+    assert_eq!(std::fs::read(m.path("old.txt")).unwrap(), rewritten);
+    std::fs::remove_file(m.path("gone.bin")).unwrap();
+    let last = pattern_bytes(64, 0, 1000);
+    std::fs::write(m.path("old.txt"), &last).unwrap();
+    assert!(
+        live_at(&m, "new.bin").is_empty(),
+        "the test needs the uploads pending until here"
+    );
+
+    m.emulator.set_faults(Faults::default());
+    let want = BTreeMap::from([
+        ("new.bin".to_string(), sha1_hex(&new)),
+        ("old.txt".to_string(), sha1_hex(&last)),
+    ]);
+    wait_files_on_drive(&m, &want, "after the remount");
+    m.wait_for("no other file on the drive", UPLOAD_WAIT, || {
+        live_files(&m) == want
+    });
+    // And it stays so once everything has drained and the mount starts again.
+    m.restart(&[]);
+    assert_eq!(live_files(&m), want);
+    assert_eq!(std::fs::read(m.path("old.txt")).unwrap(), last);
+    assert!(!m.path("gone.bin").exists());
+}

@@ -223,6 +223,24 @@ impl InodeTable {
         now: SystemTime,
     ) -> u64 {
         let ino = self.allocate();
+        self.insert_local_file_at(ino, parent, name, local, now)
+    }
+
+    /// A number for a node made later (`insert_local_file_at`): an upload resumed at start-up
+    /// is queued under it before its folder is known.
+    pub fn reserve_ino(&mut self) -> u64 {
+        self.allocate()
+    }
+
+    /// `insert_local_file` under a number from `reserve_ino`.
+    pub fn insert_local_file_at(
+        &mut self,
+        ino: u64,
+        parent: u64,
+        name: &str,
+        local: Arc<LocalContent>,
+        now: SystemTime,
+    ) -> u64 {
         let node = Node {
             ino,
             file_id: format!("{LOCAL_ID_PREFIX}{ino}"),

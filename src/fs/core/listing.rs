@@ -130,7 +130,11 @@ impl FsCore {
             fresh_for,
             ..Listing::default()
         };
+        let resumed = self.take_resumed(&folder.file_id);
         let mut table = lock(&self.table);
+        for (r, file) in resumed {
+            self.attach_resumed(&mut table, dir, r, file);
+        }
         // Files written through the mount and not uploaded yet are shown with their local
         // content; a remote item of the same name (the old copy, or the new one whose upload is
         // finishing) is hidden behind them.

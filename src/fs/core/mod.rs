@@ -153,10 +153,17 @@ pub struct FsCore {
     /// Free bytes on the drive at the last look (u64::MAX until known), so a write that cannot
     /// fit fails with ENOSPC at once instead of an upload failing later.
     free_bytes: AtomicU64,
+    /// Uploads resumed at start-up whose folder has not been listed yet: each becomes a pending
+    /// file in the mount (under the inode number it was queued with) when it is.
+    resumed: Mutex<Vec<Resumed>>,
 }
 
-/// Upload-queue keys of resumed uploads (inode numbers never get this high).
-const RESUMED_KEY_BASE: u64 = u64::MAX - 1;
+/// An upload a previous run left, queued under `ino` at start-up.
+struct Resumed {
+    ino: u64,
+    target: UploadTarget,
+    staged: PathBuf,
+}
 
 /// How often the free space estimate is refreshed.
 const SPACE_REFRESH: Duration = Duration::from_secs(30);
@@ -219,6 +226,7 @@ impl FsCore {
             prepare_locks: KeyedLocks::default(),
             upload_gate: Mutex::new(()),
             free_bytes: AtomicU64::new(u64::MAX),
+            resumed: Mutex::new(Vec::new()),
         });
         tokio::spawn(Self::watch_space(Arc::downgrade(&core)));
         core.resume_journaled_uploads();
@@ -228,17 +236,23 @@ impl FsCore {
     }
 
     /// Uploads a previous run queued and could not finish (stopped, crashed, network gone) are
-    /// in the staging folder with their journal: queue them again. They show up in the mount
-    /// once uploaded.
+    /// in the staging folder with their journal: queue them again, each under an inode number
+    /// of its own. When its folder is listed, it shows there as a pending file (`attach_resumed`).
     pub(super) fn resume_journaled_uploads(&self) {
         match self.staging.recover() {
             Ok(jobs) => {
-                for (i, (target, staged)) in jobs.into_iter().enumerate() {
+                for (target, staged) in jobs {
                     warn!(name = %target.name, staged = %staged.display(), "resuming an upload left by a previous run");
                     // Its folder's stored listing predates it: list that folder afresh.
                     self.drop_stored_listing(&target.parent_file_id);
+                    let ino = lock(&self.table).reserve_ino();
                     self.uploads
-                        .submit_replayed(RESUMED_KEY_BASE - i as u64, target, staged);
+                        .submit_replayed(ino, target.clone(), staged.clone());
+                    lock(&self.resumed).push(Resumed {
+                        ino,
+                        target,
+                        staged,
+                    });
                 }
             }
             Err(e) => {

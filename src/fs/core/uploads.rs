@@ -101,3 +101,54 @@ impl FsCore {
         }
     }
 }
+
+impl FsCore {
+    /// The uploads resumed at start-up into folder `folder_id` that wait to be shown, taken off
+    /// that list, with their staged files opened (before the table is locked: disk I/O).
+    pub(super) fn take_resumed(&self, folder_id: &str) -> Vec<(Resumed, std::fs::File)> {
+        let mine: Vec<Resumed> = {
+            let mut all = lock(&self.resumed);
+            if all.is_empty() {
+                return Vec::new();
+            }
+            let (mine, rest) = std::mem::take(&mut *all)
+                .into_iter()
+                .partition(|r| r.target.parent_file_id == folder_id);
+            *all = rest;
+            mine
+        };
+        mine.into_iter()
+            .filter_map(|r| {
+                let file = std::fs::File::open(&r.staged).ok()?;
+                Some((r, file))
+            })
+            .collect()
+    }
+
+    /// Shows a resumed upload that has not landed yet as a pending file of folder `dir`, under
+    /// the inode number it is queued with: it reads from its staged bytes, hides the drive copy
+    /// it replaces, and unlink, rename and rewrite act on its upload as on any pending file.
+    /// Its landing then finds the node as for any upload (the queue records a landing before
+    /// it reports it, so one that landed already is skipped here and listed from the drive).
+    pub(super) fn attach_resumed(
+        &self,
+        table: &mut InodeTable,
+        dir: u64,
+        r: Resumed,
+        file: std::fs::File,
+    ) {
+        if !self.uploads.is_pending(r.ino) || self.uploads.uploaded_file_id(r.ino).is_some() {
+            return;
+        }
+        let size = file.metadata().map_or(0, |m| m.len());
+        let content = Arc::new(LocalContent::new(r.staged.clone(), file));
+        content.seal();
+        let mtime = r.target.mtime.unwrap_or_else(SystemTime::now);
+        table.insert_local_file_at(r.ino, dir, &r.target.name, content, mtime);
+        if let Some(n) = table.get_mut(r.ino) {
+            n.size = size;
+            n.displaces = r.target.replaces.clone();
+        }
+        debug!(ino = r.ino, name = %r.target.name, "resumed upload shown as a pending file");
+    }
+}
