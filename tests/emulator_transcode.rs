@@ -76,15 +76,12 @@ fn parse(pl: &str) -> (usize, bool, Vec<String>) {
     (extinf, pl.contains("#EXT-X-ENDLIST"), uris)
 }
 
+/// A signed URL's `x-oss-expires`, in unix seconds (read as the client reads it).
 fn expires(url: &str) -> u64 {
-    url.split("x-oss-expires=")
-        .nth(1)
-        .unwrap()
-        .split('&')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
+    alipanfs::api::oss_expires(url)
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .unwrap_or_else(|| panic!("no expiry in {url}"))
+        .as_secs()
 }
 
 #[tokio::test]

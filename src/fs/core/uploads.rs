@@ -1,4 +1,5 @@
 //! Upload results: a node follows its uploaded drive item; its staged bytes seed the data cache.
+//! Uploads resumed at start-up join their folder as pending files when it is first listed.
 
 use super::*;
 
