@@ -19,6 +19,7 @@ pub mod meta;
 pub mod metrics;
 pub mod read;
 pub mod redact;
+pub mod sync;
 pub mod timefmt;
 pub mod transcode;
 pub mod units;
