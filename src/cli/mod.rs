@@ -6,7 +6,7 @@ pub mod mount;
 pub mod notify;
 pub mod options;
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -205,26 +205,16 @@ pub fn main() -> i32 {
         Command::Sync(a) => return crate::control::client::sync(&a.paths, a.timeout),
         _ => {}
     }
-    init_logging(&cli.log_level);
+    crate::logging::init(&cli.log_level);
     match run(cli, argv) {
         Ok(()) => 0,
         Err(e) => {
             error!("{e}");
-            eprintln!("alipanfs: {e}");
+            // Not eprintln!: it panics when stderr cannot be written (a full disk).
+            let _ = writeln!(std::io::stderr(), "alipanfs: {e}");
             1
         }
     }
-}
-
-fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
