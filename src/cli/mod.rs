@@ -199,7 +199,14 @@ pub fn main() -> i32 {
             return 1;
         }
     };
-    let cli = Cli::parse_from(options::expand_negations(argv.clone()));
+    let cli = match options::prepare_argv(argv.clone()) {
+        Ok(argv) => Cli::parse_from(argv),
+        Err(e) => {
+            eprintln!("alipanfs: {e}");
+            // clap's exit code for usage errors.
+            return 2;
+        }
+    };
     // The control commands print their own one-line errors, without log lines.
     match &cli.command {
         Command::Status(a) => {
