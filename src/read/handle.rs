@@ -413,8 +413,8 @@ impl Drop for ReadHandle {
 }
 
 /// The bytes of `range`: from the data cache where its blocks are, the missing blocks fetched
-/// whole from the drive and handed to the cache. A read never waits for the cache's writer;
-/// read-ahead does when the writer lags (the disk sets the pace, and fetched bytes get cached).
+/// whole from the drive and handed to the cache. Neither a read nor read-ahead waits for the
+/// cache's writer: bytes it has no room for are not cached (a later read fills those blocks).
 /// `started` is set once a download request for the missing blocks is under way.
 async fn fetch_range(
     reader: &Reader,
@@ -463,10 +463,8 @@ async fn fetch_range(
             .await?;
         let whole = got.len() as u64 == to - from;
         if whole {
-            match prio {
-                Priority::Demand => cache.store(from, got.clone()),
-                Priority::Prefetch => cache.store_waiting(from, got.clone()).await,
-            }
+            // Best effort, never waiting: a busy cache disk must not slow a first read.
+            cache.store(from, got.clone());
         }
         let lo = start.max(from) - from;
         let hi = (end.min(to) - from).min(got.len() as u64).max(lo);

@@ -102,9 +102,14 @@ impl Reader {
         cache: Option<Arc<DataCache>>,
     ) -> Arc<Reader> {
         let budget_total = cfg.memory_limit.min(Semaphore::MAX_PERMITS as u64);
+        let budget = Arc::new(Semaphore::new(budget_total as usize));
+        if let Some(c) = &cache {
+            // Bytes queued for the cache's writer count against the same limit.
+            c.share_budget(budget.clone());
+        }
         Arc::new(Reader {
             fetcher: Fetcher::new(drive, cfg.max_concurrent_downloads, cfg.url_renew_margin),
-            budget: Arc::new(Semaphore::new(budget_total as usize)),
+            budget,
             budget_total,
             epoch: Instant::now(),
             handles: Mutex::new(Vec::new()),
