@@ -164,6 +164,14 @@ pub struct MountOptions {
     /// port, logged) [default: off].
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
+    /// Download bandwidth of the whole mount, e.g. 10M = 10 MiB/s; 0 = no limit; changed live by `alipanfs set` [default: 0].
+    #[arg(long, value_parser = crate::api::bwlimit::parse_rate, value_name = "RATE")]
+    #[serde(deserialize_with = "de_size")]
+    pub bwlimit_download: Option<u64>,
+    /// Upload bandwidth of the whole mount, e.g. 10M = 10 MiB/s; 0 = no limit; changed live by `alipanfs set` [default: 0].
+    #[arg(long, value_parser = crate::api::bwlimit::parse_rate, value_name = "RATE")]
+    #[serde(deserialize_with = "de_size")]
+    pub bwlimit_upload: Option<u64>,
 }
 
 /// The settings after defaults, as the mount uses them.
@@ -211,6 +219,9 @@ pub struct Settings {
     pub startup_timeout: Duration,
     /// None: no metrics listener.
     pub metrics_listen: Option<String>,
+    /// Bytes per second, 0 = no limit.
+    pub bwlimit_download: u64,
+    pub bwlimit_upload: u64,
 }
 
 impl MountOptions {
@@ -256,6 +267,8 @@ impl MountOptions {
             upload_drain_timeout: self.upload_drain_timeout.or(lower.upload_drain_timeout),
             startup_timeout: self.startup_timeout.or(lower.startup_timeout),
             metrics_listen: self.metrics_listen.or(lower.metrics_listen),
+            bwlimit_download: self.bwlimit_download.or(lower.bwlimit_download),
+            bwlimit_upload: self.bwlimit_upload.or(lower.bwlimit_upload),
         }
     }
 
@@ -423,6 +436,8 @@ impl MountOptions {
             upload_drain_timeout: secs(self.upload_drain_timeout, 300.0, "upload-drain-timeout")?,
             startup_timeout: secs(self.startup_timeout, 120.0, "startup-timeout")?,
             metrics_listen: nonblank(self.metrics_listen).map(|a| a.trim().to_string()),
+            bwlimit_download: self.bwlimit_download.unwrap_or(0),
+            bwlimit_upload: self.bwlimit_upload.unwrap_or(0),
         };
         if settings.memory_limit < 8 << 20 {
             return Err(Error::Config("--memory-limit must be at least 8M".into()));
@@ -886,6 +901,8 @@ mod tests {
             "upload-drain-timeout" => "12",
             "startup-timeout" => "9",
             "metrics-listen" => "\"127.0.0.1:9464\"",
+            "bwlimit-download" => "\"20M\"",
+            "bwlimit-upload" => "\"512K\"",
             other => panic!("add a sample value for the new option --{other}"),
         }
     }
