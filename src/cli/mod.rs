@@ -1,7 +1,8 @@
-//! The command line: `alipanfs mount | status | sync | emulator | about | token set | completions | man`.
+//! The command line: `alipanfs mount | status | sync | set | login | emulator | about | token set | completions | man`.
 
 pub mod daemon;
 pub mod helper;
+pub mod login;
 pub mod mount;
 pub mod notify;
 pub mod options;
@@ -45,6 +46,11 @@ pub enum Command {
     Status(StatusArgs),
     /// Wait until files closed before the call are on the drive and verified.
     Sync(SyncArgs),
+    /// Change a running mount's settings: bwlimit-download=RATE, bwlimit-upload=RATE (10M =
+    /// 10 MiB/s, 0 = off), log-level=LEVEL.
+    Set(SetArgs),
+    /// Sign in by scanning a QR code with the Aliyundrive app; stores the refresh token.
+    Login(login::LoginArgs),
     /// Serve an emulator of the Open API on 127.0.0.1 (for tests, benchmarks and the demo).
     Emulator(EmulatorArgs),
     /// Show the signed-in user, drive, space and token store.
@@ -100,6 +106,15 @@ pub struct SyncArgs {
     /// Give up after this many seconds, naming what is still uploading (exit 1).
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<f64>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SetArgs {
+    /// The mount point, or a path inside the mount.
+    pub mountpoint: PathBuf,
+    /// One or more KEY=VALUE: bwlimit-download=10M, bwlimit-upload=0, log-level=debug.
+    #[arg(required = true, value_name = "KEY=VALUE")]
+    pub settings: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -213,6 +228,8 @@ pub fn main() -> i32 {
             return crate::control::client::status(a.mountpoint.as_deref(), a.json, a.watch)
         }
         Command::Sync(a) => return crate::control::client::sync(&a.paths, a.timeout),
+        Command::Set(a) => return crate::control::client::set(&a.mountpoint, &a.settings),
+        Command::Login(a) => return login::main(a),
         _ => {}
     }
     init_logging(&cli.log_level);
@@ -227,14 +244,33 @@ pub fn main() -> i32 {
 }
 
 fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let from_env = tracing_subscriber::EnvFilter::try_from_default_env().ok();
+    let filter = from_env
+        .or_else(|| tracing_subscriber::EnvFilter::try_new(level).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+    // Behind a reload handle, so `alipanfs set MOUNTPOINT log-level=debug` can change it.
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .try_init()
+        .is_ok()
+    {
+        let shown = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_string());
+        crate::control::loglevel::install(
+            &shown,
+            Box::new(move |spec| {
+                let f = tracing_subscriber::EnvFilter::try_new(spec)
+                    .map_err(|e| format!("bad log level {spec:?}: {e}"))?;
+                handle.reload(f).map_err(|e| e.to_string())
+            }),
+        );
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -268,7 +304,7 @@ fn settings(cli: MountOptions, o: &[String], config: Option<PathBuf>) -> Result<
 fn run(cli: Cli, argv: Vec<std::ffi::OsString>) -> Result<()> {
     match cli.command {
         Command::Mount(args) => run_mount(args, argv),
-        Command::Status(_) | Command::Sync(_) => Ok(()), // handled in `main`
+        Command::Status(_) | Command::Sync(_) | Command::Set(_) | Command::Login(_) => Ok(()), // handled in `main`
         Command::Emulator(args) => run_emulator(args),
         Command::About(args) => run_about(args),
         Command::Token(TokenCommand::Set { token_file }) => {
