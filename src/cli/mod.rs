@@ -7,7 +7,7 @@ pub mod mount;
 pub mod notify;
 pub mod options;
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -232,44 +232,15 @@ pub fn main() -> i32 {
         Command::Login(a) => return login::main(a),
         _ => {}
     }
-    init_logging(&cli.log_level);
+    crate::logging::init(&cli.log_level);
     match run(cli, argv) {
         Ok(()) => 0,
         Err(e) => {
             error!("{e}");
-            eprintln!("alipanfs: {e}");
+            // Not eprintln!: it panics when stderr cannot be written (a full disk).
+            let _ = writeln!(std::io::stderr(), "alipanfs: {e}");
             1
         }
-    }
-}
-
-fn init_logging(level: &str) {
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    let from_env = tracing_subscriber::EnvFilter::try_from_default_env().ok();
-    let filter = from_env
-        .or_else(|| tracing_subscriber::EnvFilter::try_new(level).ok())
-        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
-    // Behind a reload handle, so `alipanfs set MOUNTPOINT log-level=debug` can change it.
-    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
-        .try_init()
-        .is_ok()
-    {
-        let shown = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_string());
-        crate::control::loglevel::install(
-            &shown,
-            Box::new(move |spec| {
-                let f = tracing_subscriber::EnvFilter::try_new(spec)
-                    .map_err(|e| format!("bad log level {spec:?}: {e}"))?;
-                handle.reload(f).map_err(|e| e.to_string())
-            }),
-        );
     }
 }
 
