@@ -24,7 +24,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Weak};
+
+use crate::sync::{Level, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, Notify, Semaphore};
@@ -115,7 +117,7 @@ pub struct UploadQueue {
     slots: Mutex<HashMap<u64, Slot>>,
     permits: Semaphore,
     /// One unbounded sender per subscriber: sending never fails for lag.
-    events: crate::sync::Mutex<Vec<mpsc::UnboundedSender<UploadEvent>>>,
+    events: Mutex<Vec<mpsc::UnboundedSender<UploadEvent>>>,
     /// Notified on every job completion or removal (for `drain`).
     changed: Notify,
     /// Recently replaced file_ids and their successors.
@@ -143,16 +145,16 @@ impl UploadQueue {
             me: me.clone(),
             drive,
             cfg,
-            slots: Mutex::new(HashMap::new()),
+            slots: Mutex::new(Level::WRITE_QUEUE, "upload slots", HashMap::new()),
             permits: Semaphore::new(MAX_CONCURRENT),
-            events: crate::sync::Mutex::new(
-                crate::sync::Level::WRITE_EVENTS,
-                "upload events",
-                Vec::new(),
-            ),
+            events: Mutex::new(Level::WRITE_EVENTS, "upload events", Vec::new()),
             changed: Notify::new(),
-            replaced: Mutex::new(ReplacedIds::default()),
-            completed: Mutex::new(HashMap::new()),
+            replaced: Mutex::new(
+                Level::WRITE_REPLACED,
+                "replaced ids",
+                ReplacedIds::default(),
+            ),
+            completed: Mutex::new(Level::WRITE_COMPLETED, "completed uploads", HashMap::new()),
             streams,
             runtime: tokio::runtime::Handle::current(),
             replay_folders: Default::default(),
@@ -160,13 +162,13 @@ impl UploadQueue {
     }
 
     fn lock_replaced(&self) -> MutexGuard<'_, ReplacedIds> {
-        self.replaced.lock().unwrap_or_else(|p| p.into_inner())
+        self.replaced.lock()
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<u64, Slot>> {
         // A panic while holding the lock cannot leave the map half-updated in a way that matters
         // more than losing the queue; keep going.
-        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+        self.slots.lock()
     }
 
     /// Queue `staged` for upload. A newer job for the same key supersedes an older one still
@@ -278,7 +280,7 @@ impl UploadQueue {
     /// The fs has pointed `key`'s node at `file_id`: the queue need not remember that landing
     /// (a newer landing stays until its own event is applied).
     pub fn applied(&self, key: u64, file_id: &str) {
-        let mut completed = self.completed.lock().unwrap_or_else(|p| p.into_inner());
+        let mut completed = self.completed.lock();
         if completed.get(&key).is_some_and(|id| id == file_id) {
             completed.remove(&key);
         }
@@ -286,10 +288,7 @@ impl UploadQueue {
 
     /// Landings not yet applied by the fs (bounded by the events in flight).
     pub fn unapplied(&self) -> usize {
-        self.completed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
+        self.completed.lock().len()
     }
 
     /// Jobs not yet uploaded (running or waiting).
@@ -806,10 +805,7 @@ impl UploadQueue {
             self.lock_replaced()
                 .record(old.clone(), item.file_id.clone());
         }
-        self.completed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, item.file_id.clone());
+        self.completed.lock().insert(key, item.file_id.clone());
         job.progress.end(Outcome::Uploaded);
         slot.running = None;
         let mut reused = false;
@@ -834,11 +830,7 @@ impl UploadQueue {
 
     /// The file_id of the last completed upload for `key`, if any.
     pub fn uploaded_file_id(&self, key: u64) -> Option<String> {
-        self.completed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            .cloned()
+        self.completed.lock().get(&key).cloned()
     }
 
     /// If the fs renamed/moved the file while it was uploading, apply that now.
