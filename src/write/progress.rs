@@ -47,7 +47,7 @@ pub struct JobProgress {
 impl Default for JobProgress {
     fn default() -> Self {
         JobProgress {
-            sent: AtomicU64::new(0),
+            sent: Arc::new(AtomicU64::new(0)),
             attempts: AtomicU32::new(0),
             outcome: AtomicU8::new(0),
             failed_last: AtomicBool::new(false),
