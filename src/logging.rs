@@ -33,21 +33,35 @@ static KEPT: Mutex<VecDeque<Vec<u8>>> = Mutex::new(Level::LOG, "log.kept", VecDe
 const KEPT_LINES: usize = 20;
 const KEPT_LINE_BYTES: usize = 4096;
 
-/// Set up the tracing subscriber: `level` (an EnvFilter directive; `RUST_LOG` wins) to stderr.
+/// Set up the tracing subscriber: `level` (an EnvFilter directive; `RUST_LOG` wins) to stderr,
+/// behind a reload handle so `alipanfs set MOUNTPOINT log-level=debug` can change it.
 pub fn init(level: &str) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     let layer = tracing_subscriber::fmt::layer()
         .with_writer(Stderr)
         .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
         .log_internal_errors(false);
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    let _ = tracing_subscriber::registry()
+    if tracing_subscriber::registry()
         .with(filter)
         .with(layer)
-        .try_init();
+        .try_init()
+        .is_ok()
+    {
+        let shown = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_string());
+        crate::control::loglevel::install(
+            &shown,
+            Box::new(move |spec| {
+                let f = tracing_subscriber::EnvFilter::try_new(spec)
+                    .map_err(|e| format!("bad log level {spec:?}: {e}"))?;
+                handle.reload(f).map_err(|e| e.to_string())
+            }),
+        );
+    }
     install_panic_hook();
 }
 
