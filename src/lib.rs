@@ -17,6 +17,7 @@ pub mod fs;
 pub mod hashing;
 pub mod meta;
 pub mod metrics;
+pub mod platform;
 pub mod read;
 pub mod redact;
 pub mod sync;
