@@ -95,6 +95,10 @@ mount_options! {
     /// Which drive to mount [default: default].
     #[arg(long, value_enum)]
     drive: DriveChoice;
+    /// With --drive all, the folder each drive shows as: resource=NAME,backup=NAME (in -o, ':'
+    /// between pairs) [default: resource=resource,backup=backup].
+    #[arg(long, value_name = "KIND=NAME,...")]
+    drive_names: String;
     /// Open API base URL [default: https://openapi.alipan.com].
     #[arg(long, env = "ALIPANFS_API_URL")]
     api_url: String;
@@ -209,6 +213,8 @@ pub struct Settings {
     pub client_secret: Option<String>,
     pub root_folder_id: String,
     pub drive: DriveChoice,
+    /// `--drive all`: (drive kind, folder name), in the order the folders are listed.
+    pub drive_names: Vec<(String, String)>,
     pub api_url: String,
     pub token_url: String,
     pub read_only: bool,
@@ -283,6 +289,7 @@ impl MountOptions {
             root_folder_id: nonblank(self.root_folder_id)
                 .unwrap_or_else(|| crate::drive::ROOT_ID.to_string()),
             drive: self.drive.unwrap_or_default(),
+            drive_names: values::drive_names(self.drive_names.as_deref().unwrap_or(""))?,
             api_url: self
                 .api_url
                 .unwrap_or_else(|| DEFAULT_API_URL.into())
@@ -341,6 +348,12 @@ impl MountOptions {
             startup_timeout: secs(self.startup_timeout, 120.0, "startup-timeout")?,
             metrics_listen: nonblank(self.metrics_listen).map(|a| a.trim().to_string()),
         };
+        if settings.drive == DriveChoice::All && settings.root_folder_id != crate::drive::ROOT_ID {
+            return Err(Error::Config(
+                "--root-folder-id cannot be used with --drive all (the root shows the drives)"
+                    .into(),
+            ));
+        }
         if settings.memory_limit < 8 << 20 {
             return Err(Error::Config("--memory-limit must be at least 8M".into()));
         }
