@@ -15,8 +15,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::drive::{
-    CheckNameMode, CreatedFolder, DownloadUrl, Drive, DriveInfo, NewFile, OpResult, PartUrl,
-    RemoteItem, SpaceInfo, TaskState, UploadSession, UploadedPart, VideoPlayInfo,
+    CheckNameMode, CreatedFolder, DeltaPage, DownloadUrl, Drive, DriveInfo, NewFile, OpResult,
+    PartUrl, RemoteItem, SearchPage, SearchQuery, SpaceInfo, TaskState, UploadSession,
+    UploadedPart, VideoPlayInfo,
 };
 use crate::error::{Error, Result};
 
@@ -287,6 +288,18 @@ impl<D: Drive> Drive for FaultyDrive<D> {
     async fn stream_urls(&self, file_id: &str) -> Result<Vec<(String, DownloadUrl)>> {
         self.enter("stream_urls").await?;
         self.inner.stream_urls(file_id).await
+    }
+    async fn search(&self, query: &SearchQuery) -> Result<SearchPage> {
+        self.enter("search").await?;
+        self.inner.search(query).await
+    }
+    async fn last_cursor(&self) -> Result<String> {
+        self.enter("last_cursor").await?;
+        self.inner.last_cursor().await
+    }
+    async fn list_delta(&self, cursor: &str) -> Result<DeltaPage> {
+        self.enter("list_delta").await?;
+        self.inner.list_delta(cursor).await
     }
 }
 

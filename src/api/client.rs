@@ -21,9 +21,9 @@ use super::wire::{
     SubtitleTask, TaskResp, UploadedPartsResp, VideoResp, VideoTask, WireFile,
 };
 use crate::drive::{
-    CheckNameMode, CreatedFolder, DownloadUrl, Drive, DriveChoice, DriveInfo, ItemKind, NewFile,
-    OpResult, PartUrl, RemoteItem, SpaceInfo, TaskState, UploadHashes, UploadSession, UploadedPart,
-    VideoPlayInfo, ROOT_ID,
+    CheckNameMode, CreatedFolder, DeltaPage, DownloadUrl, Drive, DriveChoice, DriveInfo, ItemKind,
+    NewFile, OpResult, PartUrl, RemoteItem, SearchPage, SearchQuery, SpaceInfo, TaskState,
+    UploadHashes, UploadSession, UploadedPart, VideoPlayInfo, ROOT_ID,
 };
 use crate::error::{Error, Result};
 use crate::hashing;
@@ -190,7 +190,7 @@ impl Client {
         })
     }
 
-    async fn call_drive<T: serde::de::DeserializeOwned>(
+    pub(super) async fn call_drive<T: serde::de::DeserializeOwned>(
         &self,
         endpoint: &'static str,
         class: Class,
@@ -302,6 +302,18 @@ fn create_file_body(drive_id: &str, req: &NewFile, token: &str) -> Result<serde_
 
 #[async_trait]
 impl Drive for Client {
+    async fn search(&self, query: &SearchQuery) -> Result<SearchPage> {
+        self.search_page(query).await
+    }
+
+    async fn last_cursor(&self) -> Result<String> {
+        self.delta_cursor().await
+    }
+
+    async fn list_delta(&self, cursor: &str) -> Result<DeltaPage> {
+        self.delta_page(cursor).await
+    }
+
     async fn drive_info(&self) -> Result<DriveInfo> {
         let info = self.fetch_drive_info().await?;
         // Keep the drive chosen at init; report it.

@@ -15,6 +15,7 @@
 
 mod auth;
 mod bufpool;
+mod changes;
 mod client;
 mod config;
 mod data;

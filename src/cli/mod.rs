@@ -152,6 +152,9 @@ pub struct EmulatorArgs {
     /// Seconds a video's full transcode takes after its first play-info request.
     #[arg(long, default_value_t = crate::emulator::DEFAULT_TRANSCODE_TIME.as_secs_f64())]
     pub transcode_time: f64,
+    /// Serve the (unconfirmed) delta feed: openFile/list_delta and openFile/get_last_cursor.
+    #[arg(long)]
+    pub delta_feed: bool,
     /// list calls per second per user (0 = unlimited).
     #[arg(long, default_value_t = 4.0)]
     pub list_rate: f64,
@@ -430,6 +433,7 @@ fn run_emulator(args: EmulatorArgs) -> Result<()> {
             upload_bandwidth: args.upload_bandwidth,
             ..Faults::default()
         },
+        delta_feed: args.delta_feed,
         ..EmulatorConfig::default()
     };
     runtime()?.block_on(crate::emulator::run_cli(args.listen, cfg, args.seed_demo))
