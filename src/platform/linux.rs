@@ -38,6 +38,19 @@ pub fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
     }
 }
 
+/// Starts writeback of a written range without waiting for it (a hint: errors are ignored).
+pub fn start_writeback(file: &File, offset: u64, len: u64) {
+    // SAFETY: a hint on an fd we own; its result changes nothing we rely on.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
+}
+
 /// Sends `state` to systemd's abstract notify socket `@name`.
 pub fn send_abstract(socket: &UnixDatagram, name: &[u8], state: &str) -> io::Result<usize> {
     use std::os::linux::net::SocketAddrExt;

@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | rename flags | `RENAME_NOREPLACE`, `RENAME_EXCHANGE` (renameat2) | `RENAME_EXCL`, `RENAME_SWAP` (renamex_np) |
 //! | hole punching | `fallocate(PUNCH_HOLE \| KEEP_SIZE)` | `fcntl(F_PUNCHHOLE)` |
+//! | early writeback of cache blocks | `sync_file_range(WRITE)` | none (the periodic sync does it) |
 //! | kernel passthrough | Linux 6.9+, as root | none |
 //! | sd_notify abstract socket | `@name` | none (only path sockets) |
 //! | is it mounted | `/proc/self/mountinfo` | device differs from the parent's |
