@@ -158,6 +158,23 @@ fn a_move_between_drives_is_exdev_and_mv_copies_to_the_target_drive() {
         entry(&m, "backup", "/r.txt").unwrap().sha1,
         Some(alipanfs::hashing::sha1_hex(b"kept in the resource drive"))
     );
+    // renameat2's flags reach the fs through platform::rename_flags: NOREPLACE onto an
+    // existing name is EEXIST, EXCHANGE is refused (EINVAL); both leave the files as they were.
+    std::fs::write(bak.join("other.txt"), b"other").unwrap();
+    for (flags, errno) in [
+        (libc::RENAME_NOREPLACE, libc::EEXIST),
+        (libc::RENAME_EXCHANGE, libc::EINVAL),
+    ] {
+        assert_eq!(
+            renameat2(&bak.join("b.txt"), &bak.join("other.txt"), flags),
+            Err(errno)
+        );
+    }
+    assert_eq!(std::fs::read(bak.join("other.txt")).unwrap(), b"other");
+    assert_eq!(
+        std::fs::read(bak.join("b.txt")).unwrap(),
+        b"kept in the backup drive"
+    );
     // A move inside one drive is still a plain rename on the drive (same file_id).
     let before = entry(&m, "backup", "/b.txt").unwrap().file_id;
     std::fs::rename(bak.join("b.txt"), bak.join("docs/b.txt")).unwrap();
@@ -166,4 +183,26 @@ fn a_move_between_drives_is_exdev_and_mv_copies_to_the_target_drive() {
         Duration::from_secs(30),
         || entry(&m, "backup", "/docs/b.txt").is_some_and(|e| e.file_id == before),
     );
+}
+
+/// renameat2(2) with `flags`; the errno when it fails.
+fn renameat2(from: &std::path::Path, to: &std::path::Path, flags: u32) -> Result<(), i32> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &std::path::Path| std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    let (from, to) = (c(from), c(to));
+    // SAFETY: two valid NUL-terminated paths, relative to no directory fd.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            flags,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    }
 }

@@ -92,7 +92,7 @@ mount_options! {
     /// file_id of the drive folder shown as the mount's root [default: root].
     #[arg(long)]
     root_folder_id: String;
-    /// Which drive to mount [default: default].
+    /// Which drive to mount; `all`: each drive of the account as a folder of the root [default: default].
     #[arg(long, value_enum)]
     drive: DriveChoice;
     /// With --drive all, the folder each drive shows as: resource=NAME,backup=NAME (in -o, ':'
