@@ -77,7 +77,7 @@ pub enum DriveChoice {
     Default,
     Resource,
     Backup,
-    /// Every drive the user has, each as a top-level folder (`drive::multi`).
+    /// Every drive of the account, each a folder of the mount's root.
     All,
 }
 
