@@ -18,8 +18,8 @@
 
 mod auth;
 mod bufpool;
-mod changes;
 pub mod bwlimit;
+mod changes;
 mod client;
 mod config;
 mod data;
