@@ -303,6 +303,32 @@ impl<D: Drive> Drive for FaultyDrive<D> {
     }
 }
 
+/// Names the FUSE operations whose first call panics, comma-separated (`write,readdir`): a test
+/// hook for the adapter's panic guard (tests/fuse_panic.rs). Unset in normal use.
+pub const PANIC_ENV: &str = "ALIPANFS_FAULT_PANIC";
+
+/// Panics if `op` is named in [`PANIC_ENV`] and has not panicked yet (each named op panics once).
+/// The environment is read once; without the variable this is one atomic load.
+pub fn panic_point(op: &str) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::OnceLock;
+    static ARMED: OnceLock<Vec<(String, AtomicBool)>> = OnceLock::new();
+    let armed = ARMED.get_or_init(|| {
+        std::env::var(PANIC_ENV)
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| (s.to_string(), AtomicBool::new(true)))
+            .collect()
+    });
+    for (name, on) in armed {
+        if name == op && on.swap(false, Ordering::SeqCst) {
+            panic!("fault injected by {PANIC_ENV}: {op} panics");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,7 @@ pub mod error;
 pub mod fault;
 pub mod fs;
 pub mod hashing;
+pub mod logging;
 pub mod meta;
 pub mod metrics;
 pub mod platform;

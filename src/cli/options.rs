@@ -202,6 +202,14 @@ mount_options! {
     /// port, logged) [default: off].
     #[arg(long, value_name = "ADDR")]
     metrics_listen: String;
+    /// Download bandwidth of the whole mount, e.g. 10M = 10 MiB/s; 0 = no limit; changed live by `alipanfs set` [default: 0].
+    #[arg(long, value_parser = crate::api::bwlimit::parse_rate, value_name = "RATE")]
+    #[serde(deserialize_with = "values::de_size")]
+    bwlimit_download: u64;
+    /// Upload bandwidth of the whole mount, e.g. 10M = 10 MiB/s; 0 = no limit; changed live by `alipanfs set` [default: 0].
+    #[arg(long, value_parser = crate::api::bwlimit::parse_rate, value_name = "RATE")]
+    #[serde(deserialize_with = "values::de_size")]
+    bwlimit_upload: u64;
 }
 
 /// The settings after defaults, as the mount uses them.
@@ -251,6 +259,9 @@ pub struct Settings {
     pub startup_timeout: Duration,
     /// None: no metrics listener.
     pub metrics_listen: Option<String>,
+    /// Bytes per second, 0 = no limit.
+    pub bwlimit_download: u64,
+    pub bwlimit_upload: u64,
 }
 
 impl MountOptions {
@@ -347,6 +358,8 @@ impl MountOptions {
             upload_drain_timeout: secs(self.upload_drain_timeout, 300.0, "upload-drain-timeout")?,
             startup_timeout: secs(self.startup_timeout, 120.0, "startup-timeout")?,
             metrics_listen: nonblank(self.metrics_listen).map(|a| a.trim().to_string()),
+            bwlimit_download: self.bwlimit_download.unwrap_or(0),
+            bwlimit_upload: self.bwlimit_upload.unwrap_or(0),
         };
         if settings.drive == DriveChoice::All && settings.root_folder_id != crate::drive::ROOT_ID {
             return Err(Error::Config(

@@ -1,6 +1,6 @@
 //! Introspection and control over HTTP for scripts: `/__emulator/{calls,tree,reset_calls,faults,
-//! quota,force_429,seed,rate_limits,delta_feed}`, and `device/OP` for changes made as another
-//! device (`device.rs`). Exempt from faults, counting and auth. Quota and seeds are
+//! quota,force_429,seed,rate_limits,delta_feed,qr}` (`qr`: see `qr`), and `device/OP` for changes made
+//! as another device (`device.rs`). Exempt from faults, counting and auth. Quota and seeds are
 //! drive state: saved at once when the emulator persists.
 
 use super::errors::{json_response, Resp};
@@ -49,6 +49,7 @@ pub async fn handle(sh: Arc<Shared>, method: &Method, rest: &str, body: Body) ->
                 .collect();
             json_response(200, &json!(tree))
         }
+        ("POST", "qr") => sh.lock().qr_admin(&v),
         ("POST", "reset_calls") => {
             sh.lock().calls.clear();
             ok()

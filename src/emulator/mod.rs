@@ -22,6 +22,7 @@ mod listing;
 mod livp;
 mod mapped;
 mod persist;
+mod qr;
 mod search;
 mod server;
 mod state;
@@ -449,6 +450,15 @@ impl Emulator {
     /// A fresh single-use authorization code for the configured app (valid 10 minutes).
     pub fn issue_auth_code(&self) -> String {
         self.shared.lock().issue_code()
+    }
+    /// Plays the phone on the newest QR sign-in (`qr`): scan, confirm, deny or expire. False
+    /// when there is no QR code yet.
+    pub fn qr_action(&self, action: &str) -> bool {
+        let r = self
+            .shared
+            .lock()
+            .qr_admin(&serde_json::json!({ "action": action }));
+        r.status().is_success()
     }
     /// Data GETs currently streaming.
     pub fn active_downloads(&self) -> usize {

@@ -147,6 +147,30 @@ async fn dispatch(
             // A rotated refresh token must be on disk before the client holds it.
             committed(&sh, r).await
         }
+        (Method::POST, "/oauth/authorize/qrcode")
+        | (Method::POST, "/alist/ali_open/qr")
+        | (Method::POST, "/alist/ali_open/code") => {
+            let ctype = headers
+                .get("content-type")
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let v = match read_body(body, &ctype, true).await {
+                Ok(v) => v,
+                Err(e) => return e.into_response(),
+            };
+            let r = match path.as_str() {
+                "/alist/ali_open/code" => sh.lock().token_endpoint(&v, true),
+                p => sh
+                    .lock()
+                    .qr_create(&v, p.starts_with("/alist/"), &sh.base_url),
+            };
+            committed(&sh, r).await
+        }
+        (Method::GET, p) if p.starts_with("/oauth/qrcode/") && p.ends_with("/status") => {
+            let sid = &p["/oauth/qrcode/".len()..p.len() - "/status".len()];
+            sh.lock().qr_status(sid)
+        }
         (Method::GET, "/oauth/authorize") => {
             let r = sh.lock().authorize(&parse_query(&query));
             committed(&sh, r).await

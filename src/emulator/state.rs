@@ -167,6 +167,8 @@ pub struct Tokens {
     pub codes: HashMap<String, (String, SystemTime, bool)>,
     pub current_refresh: String,
     pub next_chain: u64,
+    /// QR sign-ins by sid (`qr`).
+    pub qr: HashMap<String, super::qr::QrSession>,
 }
 
 pub struct Bucket {

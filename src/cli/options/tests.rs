@@ -201,6 +201,8 @@ fn sample(long: &str) -> &'static str {
         "upload-drain-timeout" => "12",
         "startup-timeout" => "9",
         "metrics-listen" => "\"127.0.0.1:9464\"",
+        "bwlimit-download" => "\"20M\"",
+        "bwlimit-upload" => "\"512K\"",
         other => panic!("add a sample value for the new option --{other}"),
     }
 }
