@@ -286,10 +286,11 @@ impl Filesystem for FuseAdapter {
             (Ok(a), Ok(b)) => (a.to_string(), b.to_string()),
             (Err(e), _) | (_, Err(e)) => return reply.error(e),
         };
-        if flags.bits() & libc::RENAME_EXCHANGE != 0 {
+        let flags = crate::platform::rename_flags(flags.bits());
+        if flags.exchange {
             return reply.error(fuser::Errno::from_i32(libc::EINVAL));
         }
-        let no_replace = flags.bits() & libc::RENAME_NOREPLACE != 0;
+        let no_replace = flags.no_replace;
         let core = self.core.clone();
         let work = async move {
             core.rename(parent.0, &name, newparent.0, &newname, no_replace)
