@@ -177,6 +177,7 @@ impl Error {
             | Error::NotSupported(_)
             | Error::ReadOnly
             | Error::InvalidName(_)
+            | Error::CrossDevice(_)
             | Error::NotEmpty(_)
             | Error::NotADirectory(_)
             | Error::IsADirectory(_)
@@ -202,7 +203,9 @@ impl Error {
             | libc::ENOTEMPTY
             | libc::ENOTSUP
             | libc::EPERM
-            | libc::EROFS => tracing::Level::DEBUG,
+            | libc::EROFS
+            // `mv` between two drives copies instead.
+            | libc::EXDEV => tracing::Level::DEBUG,
             _ => tracing::Level::WARN,
         }
     }
