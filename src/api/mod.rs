@@ -19,6 +19,7 @@
 mod auth;
 mod bufpool;
 pub mod bwlimit;
+mod changes;
 mod client;
 mod config;
 mod data;

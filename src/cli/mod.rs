@@ -7,10 +7,9 @@ pub mod mount;
 pub mod notify;
 pub mod options;
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -168,6 +167,9 @@ pub struct EmulatorArgs {
     /// Seconds a video's full transcode takes after its first play-info request.
     #[arg(long, default_value_t = crate::emulator::DEFAULT_TRANSCODE_TIME.as_secs_f64())]
     pub transcode_time: f64,
+    /// Serve the (unconfirmed) delta feed: openFile/list_delta and openFile/get_last_cursor.
+    #[arg(long)]
+    pub delta_feed: bool,
     /// list calls per second per user (0 = unlimited).
     #[arg(long, default_value_t = 4.0)]
     pub list_rate: f64,
@@ -211,7 +213,14 @@ pub fn main() -> i32 {
             return 1;
         }
     };
-    let cli = Cli::parse_from(options::expand_negations(argv.clone()));
+    let cli = match options::prepare_argv(argv.clone()) {
+        Ok(argv) => Cli::parse_from(argv),
+        Err(e) => {
+            eprintln!("alipanfs: {e}");
+            // clap's exit code for usage errors.
+            return 2;
+        }
+    };
     // The control commands print their own one-line errors, without log lines.
     match &cli.command {
         Command::Status(a) => {
@@ -222,44 +231,15 @@ pub fn main() -> i32 {
         Command::Login(a) => return login::main(a),
         _ => {}
     }
-    init_logging(&cli.log_level);
+    crate::logging::init(&cli.log_level);
     match run(cli, argv) {
         Ok(()) => 0,
         Err(e) => {
             error!("{e}");
-            eprintln!("alipanfs: {e}");
+            // Not eprintln!: it panics when stderr cannot be written (a full disk).
+            let _ = writeln!(std::io::stderr(), "alipanfs: {e}");
             1
         }
-    }
-}
-
-fn init_logging(level: &str) {
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    let from_env = tracing_subscriber::EnvFilter::try_from_default_env().ok();
-    let filter = from_env
-        .or_else(|| tracing_subscriber::EnvFilter::try_new(level).ok())
-        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
-    // Behind a reload handle, so `alipanfs set MOUNTPOINT log-level=debug` can change it.
-    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
-        .try_init()
-        .is_ok()
-    {
-        let shown = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_string());
-        crate::control::loglevel::install(
-            &shown,
-            Box::new(move |spec| {
-                let f = tracing_subscriber::EnvFilter::try_new(spec)
-                    .map_err(|e| format!("bad log level {spec:?}: {e}"))?;
-                handle.reload(f).map_err(|e| e.to_string())
-            }),
-        );
     }
 }
 
@@ -369,27 +349,23 @@ fn run_mount(args: MountArgs, argv: Vec<std::ffi::OsString>) -> Result<()> {
             return Err(e);
         }
     };
-    if let Err(e) = rt.block_on(mount::check_root_folder(client.as_ref(), &s.root_folder_id)) {
-        daemon::report_failure(&e);
-        return Err(e);
-    }
-    let namespace = crate::cache::namespace(
-        &client.user_id().unwrap_or_default(),
-        &client.drive_id().unwrap_or_default(),
-    );
+    let opened = rt.block_on(async {
+        let (drive, info) = mount::open_drive(&client, &s).await?;
+        mount::check_root_folder(drive.as_ref(), &s.root_folder_id).await?;
+        Ok((drive, info))
+    });
+    let (drive, info) = match opened {
+        Ok(opened) => opened,
+        Err(e) => {
+            daemon::report_failure(&e);
+            return Err(e);
+        }
+    };
+    let namespace = crate::cache::namespace(&info.user_id, &info.drive_id);
     let cache = mount::open_data_cache(&s, &namespace);
-    let core = rt.block_on(async {
-        let meta = match client.init().await {
-            Ok(info) => mount::open_meta(&s, &info),
-            Err(_) => None,
-        };
-        mount::build_core(
-            client.clone() as Arc<dyn crate::drive::Drive>,
-            &s,
-            meta,
-            cache,
-        )
-    })?;
+    let meta = mount::open_meta(&s, &info);
+    // Inside the runtime: the upload queue starts its tasks.
+    let core = rt.block_on(async { mount::build_core(drive, &s, meta, cache) })?;
     if let Err(e) = rt.block_on(mount::start_metrics(&s, client.clone(), &core)) {
         daemon::report_failure(&e);
         return Err(e);
@@ -464,6 +440,7 @@ fn run_emulator(args: EmulatorArgs) -> Result<()> {
             upload_bandwidth: args.upload_bandwidth,
             ..Faults::default()
         },
+        delta_feed: args.delta_feed,
         ..EmulatorConfig::default()
     };
     runtime()?.block_on(crate::emulator::run_cli(args.listen, cfg, args.seed_demo))

@@ -1,5 +1,5 @@
 //! The log level of the running daemon, changed by `alipanfs set MOUNTPOINT log-level=debug`.
-//! `cli::init_logging` installs the filter behind a reload handle and registers it here.
+//! `logging::init` installs the filter behind a reload handle and registers it here.
 
 use std::sync::OnceLock;
 

@@ -6,7 +6,7 @@ use super::files;
 use super::limits::{roll, Fault};
 use super::state::Shared;
 use super::util::{self, parse_query};
-use super::{admin, data, listing, transcode, upload};
+use super::{admin, changes, data, listing, search, transcode, upload};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method};
@@ -223,6 +223,9 @@ const ENDPOINTS: &[(&str, bool)] = &[
     ("openFile/recyclebin/trash", true),
     ("openFile/delete", true),
     ("openFile/async_task/get", false),
+    ("openFile/search", false),
+    ("openFile/list_delta", false),
+    ("openFile/get_last_cursor", false),
     // The first call for a video starts its full transcode (kept with the drive).
     ("openFile/getVideoPreviewPlayInfo", true),
 ];
@@ -316,6 +319,9 @@ fn api(sh: &Shared, key: &str, headers: &HeaderMap, v: &Value) -> Result<Value, 
         "openFile/recyclebin/trash" => files::trash(st, v),
         "openFile/delete" => files::delete(sh, st, v),
         "openFile/async_task/get" => files::async_task(st, v),
+        "openFile/search" => search::search(sh, st, v),
+        "openFile/list_delta" => changes::list_delta(sh, st, v),
+        "openFile/get_last_cursor" => changes::last_cursor(st, v),
         "openFile/getVideoPreviewPlayInfo" => transcode::play_info(sh, st, v),
         _ => Err(ApiErr::new(404, "NotFound", "Unknown endpoint.")),
     }

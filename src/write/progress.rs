@@ -10,7 +10,9 @@
 //! count at least the part's end (for drives that do not count on the wire, such as tests').
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use crate::sync::{Level, Mutex};
 
 /// How a job ended (or that it has not).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +29,7 @@ pub enum Outcome {
     Abandoned = 4,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct JobProgress {
     sent: Arc<AtomicU64>,
     attempts: AtomicU32,
@@ -40,6 +42,19 @@ pub struct JobProgress {
     /// Drive files the current attempt created (upload sessions, rapid uploads): an attempt
     /// stopped mid-way removes them, since one may have completed as it was stopped.
     sessions: Mutex<Vec<String>>,
+}
+
+impl Default for JobProgress {
+    fn default() -> Self {
+        JobProgress {
+            sent: Arc::new(AtomicU64::new(0)),
+            attempts: AtomicU32::new(0),
+            outcome: AtomicU8::new(0),
+            failed_last: AtomicBool::new(false),
+            last_error: Mutex::new(Level::WRITE_PROGRESS, "job last error", None),
+            sessions: Mutex::new(Level::LEAF, "job sessions", Vec::new()),
+        }
+    }
 }
 
 impl JobProgress {
@@ -67,10 +82,7 @@ impl JobProgress {
 
     /// The last attempt's error and whether it needs the user (quota, refused name).
     pub fn last_error(&self) -> Option<(String, bool)> {
-        self.last_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.last_error.lock().clone()
     }
 
     /// The last attempt failed and the job waits to retry.
@@ -88,7 +100,7 @@ impl JobProgress {
 
     /// The drive files the attempt created, emptied.
     pub(crate) fn take_sessions(&self) -> Vec<String> {
-        std::mem::take(&mut *self.sessions.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut *self.sessions.lock())
     }
 
     pub(crate) fn begin_attempt(&self) {
@@ -99,7 +111,7 @@ impl JobProgress {
     }
 
     pub(crate) fn failed(&self, error: String, needs_user: bool) {
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some((error, needs_user));
+        *self.last_error.lock() = Some((error, needs_user));
         self.failed_last.store(true, Ordering::Relaxed);
     }
 
@@ -161,7 +173,7 @@ pub fn part_done(end: u64) {
 /// The attempt created (or is about to complete) the drive file `file_id`.
 pub fn session_opened(file_id: &str) {
     let _ = CURRENT.try_with(|p| {
-        let mut sessions = p.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sessions = p.sessions.lock();
         if !sessions.iter().any(|s| s == file_id) {
             sessions.push(file_id.to_string());
         }

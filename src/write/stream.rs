@@ -17,7 +17,9 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use crate::sync::{Level, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -77,7 +79,7 @@ struct Inner {
 
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock()
     }
 
     fn update<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
@@ -140,7 +142,7 @@ impl Streams {
         self.start_after?;
         Some(Arc::new(WriteStream {
             inner: Arc::new(Inner {
-                state: Mutex::new(State::default()),
+                state: Mutex::new(Level::WRITE_STREAM, "write stream", State::default()),
                 changed: Notify::new(),
                 sent: Arc::default(),
             }),
