@@ -172,17 +172,18 @@ fn upload_limit_holds_at_the_emulator_and_set_changes_it() {
             "--upload-while-writing",
             "off",
             "--part-size",
-            "4M",
+            "1M",
             "--upload-drain-timeout",
             "1",
         ],
     );
-    let unlimited = upload_rate(&m, "a.bin", 32);
-    assert!(set(&m, "bwlimit-upload=8M").ends_with("bwlimit-upload=8 MiB/s"));
-    assert_eq!(status_json(&m)["bwlimit_upload"], 8u64 << 20);
-    let limited = upload_rate(&m, "b.bin", 32);
-    eprintln!("32 MiB upload: unlimited {unlimited:.2} MiB/s, under `set bwlimit-upload=8M` {limited:.2} MiB/s");
-    assert!(limited <= 8.4, "{limited:.2} MiB/s under an 8 MiB/s limit");
+    // A limit well under what a debug build on a busy machine uploads, so "faster" holds there.
+    let unlimited = upload_rate(&m, "a.bin", 8);
+    assert!(set(&m, "bwlimit-upload=1M").ends_with("bwlimit-upload=1 MiB/s"));
+    assert_eq!(status_json(&m)["bwlimit_upload"], 1u64 << 20);
+    let limited = upload_rate(&m, "b.bin", 8);
+    eprintln!("8 MiB upload: unlimited {unlimited:.2} MiB/s, under `set bwlimit-upload=1M` {limited:.2} MiB/s");
+    assert!(limited <= 1.05, "{limited:.2} MiB/s under a 1 MiB/s limit");
     assert!(
         unlimited > limited * 1.2,
         "unlimited {unlimited:.2} vs limited {limited:.2}"
