@@ -59,12 +59,14 @@ impl Level {
     pub const WRITE_COMPLETED: Level = Level(230);
     pub const WRITE_STREAM: Level = Level(240);
     pub const WRITE_JOURNAL: Level = Level(250);
+    pub const WRITE_EVENTS: Level = Level(280);
     pub const WRITE_PROGRESS: Level = Level(290);
     // meta (300-399)
     pub const META_LISTINGS: Level = Level(310);
     pub const META_URLS: Level = Level(320);
     // read, transcode (400-499)
     pub const TRANSCODE: Level = Level(410);
+    pub const TRANSCODE_SIZES: Level = Level(415);
     pub const READ_URLS: Level = Level(420);
     pub const READ_HANDLE: Level = Level(430);
     pub const READ_SLOTS: Level = Level(440);

@@ -104,6 +104,7 @@ impl FsCore {
         let parent_node = self.node(parent)?;
         if is_synthetic(&parent_node)
             || (parent == ROOT_INO && self.cfg.transcodes_dir.as_deref() == Some(name))
+            || self.drive.fixed_folder(&parent_node.file_id)
         {
             return Err(Error::ReadOnly);
         }
@@ -124,7 +125,7 @@ pub(super) struct SyntheticUrls {
     pub drive: Arc<dyn Drive>,
     pub transcodes: Arc<Transcodes>,
     /// A live photo's stream URLs, until shortly before they expire.
-    pub streams: Mutex<HashMap<String, StreamUrls>>,
+    pub streams: crate::sync::Mutex<HashMap<String, StreamUrls>>,
 }
 
 /// A live photo's URLs by stream name, and when to stop handing them out.
