@@ -70,6 +70,7 @@ impl Level {
     pub const META_URLS: Level = Level(320);
     // read, transcode (400-499)
     pub const TRANSCODE: Level = Level(410);
+    pub const TRANSCODE_SIZES: Level = Level(415);
     pub const READ_URLS: Level = Level(420);
     pub const READ_HANDLE: Level = Level(430);
     pub const READ_SLOTS: Level = Level(440);

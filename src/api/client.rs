@@ -11,19 +11,21 @@ use tokio::sync::OnceCell;
 
 use super::auth::{Auth, TokenEndpoint};
 use super::bufpool::BufferPool;
+use super::bwlimit::BwLimits;
 use super::config::ClientConfig;
 use super::data;
 use super::http::{Api, Replay};
 use super::limiter::Class;
+use super::received::Received;
 use super::token::TokenStatus;
 use super::wire::{
     CreateResp, DownloadUrlResp, DriveInfoResp, ListResp, OpResp, PartsResp, SpaceInfoResp,
     SubtitleTask, TaskResp, UploadedPartsResp, VideoResp, VideoTask, WireFile,
 };
 use crate::drive::{
-    CheckNameMode, CreatedFolder, DownloadUrl, Drive, DriveChoice, DriveInfo, ItemKind, NewFile,
-    OpResult, PartUrl, RemoteItem, SpaceInfo, TaskState, UploadHashes, UploadSession, UploadedPart,
-    VideoPlayInfo, ROOT_ID,
+    CheckNameMode, CreatedFolder, DeltaPage, DownloadUrl, Drive, DriveChoice, DriveInfo, ItemKind,
+    NewFile, OpResult, PartUrl, RemoteItem, SearchPage, SearchQuery, SpaceInfo, TaskState,
+    UploadHashes, UploadSession, UploadedPart, VideoPlayInfo, ROOT_ID,
 };
 use crate::error::{Error, Result};
 use crate::hashing;
@@ -39,11 +41,15 @@ const MAX_PAGES: usize = 100_000;
 const IDLE_BUFFERS: usize = 32 << 20;
 
 pub struct Client {
-    api: Api,
+    /// Shared by the per-drive views of `on_drive` (one sign-in, one set of rate limits).
+    api: Arc<Api>,
     cfg: ClientConfig,
     info: OnceCell<DriveInfo>,
     /// Download bodies' buffers, reused (read-ahead fetches one multi-MiB range after another).
     buffers: Arc<BufferPool>,
+    /// The bandwidth limits (changed live by `alipanfs set`).
+    bandwidth: Arc<BwLimits>,
+    received: Received,
 }
 
 impl Client {
@@ -86,10 +92,12 @@ impl Client {
             cfg.limits,
         );
         Ok(Client {
-            api,
-            cfg,
+            api: Arc::new(api),
             info: OnceCell::new(),
             buffers: BufferPool::new(IDLE_BUFFERS),
+            bandwidth: BwLimits::new(cfg.bwlimit_download, cfg.bwlimit_upload),
+            received: Received::default(),
+            cfg,
         })
     }
 
@@ -100,6 +108,30 @@ impl Client {
             .get_or_try_init(|| self.fetch_drive_info())
             .await
             .cloned()
+    }
+
+    /// A view of the same account on drive `drive_id`: same sign-in, rate limits and counters
+    /// (`--drive all` builds one per drive). Call after `init`.
+    pub fn on_drive(&self, drive_id: &str) -> Result<Client> {
+        let info = self
+            .info
+            .get()
+            .ok_or_else(|| Error::Config("on_drive before sign-in".into()))?;
+        let view = Client {
+            api: self.api.clone(),
+            cfg: self.cfg.clone(),
+            info: OnceCell::new_with(Some(DriveInfo {
+                drive_id: drive_id.to_string(),
+                ..info.clone()
+            })),
+            buffers: self.buffers.clone(),
+            // One byte bucket each way for the account, whichever drive the bytes are for.
+            bandwidth: self.bandwidth.clone(),
+            // Keyed by this view's file ids, not the qualified ones `status` asks about: bytes
+            // received per open file are not shown under `--drive all`.
+            received: Received::default(),
+        };
+        Ok(view)
     }
 
     pub fn drive_id(&self) -> Option<String> {
@@ -113,6 +145,21 @@ impl Client {
 
     pub fn token_store_path(&self) -> &Path {
         self.api.auth.store_path()
+    }
+
+    /// The bandwidth limits in force, shared by every transfer (and changed by `alipanfs set`).
+    pub fn bandwidth(&self) -> &Arc<BwLimits> {
+        &self.bandwidth
+    }
+
+    /// Bytes received for `file_id` since it was opened (see `received`).
+    pub fn received_bytes(&self, file_id: &str) -> u64 {
+        self.received.of(file_id)
+    }
+
+    /// Forgets the received counts of files not open.
+    pub fn keep_received(&self, open: &std::collections::HashSet<&str>) {
+        self.received.keep_only(open)
     }
 
     pub fn token_status(&self) -> TokenStatus {
@@ -149,11 +196,12 @@ impl Client {
         let resource = nonempty(r.resource_drive_id);
         let backup = nonempty(r.backup_drive_id);
         let wanted = match self.cfg.drive {
-            DriveChoice::Default => None,
+            // `all`: this client stays on the default drive; `on_drive` makes the others.
+            DriveChoice::Default | DriveChoice::All => None,
             DriveChoice::Resource => resource.clone(),
             DriveChoice::Backup => backup.clone(),
         };
-        if wanted.is_none() && self.cfg.drive != DriveChoice::Default {
+        if wanted.is_none() && !matches!(self.cfg.drive, DriveChoice::Default | DriveChoice::All) {
             tracing::warn!(
                 "the {:?} drive is not granted to this app; using the default drive",
                 self.cfg.drive
@@ -169,7 +217,7 @@ impl Client {
         })
     }
 
-    async fn call_drive<T: serde::de::DeserializeOwned>(
+    pub(super) async fn call_drive<T: serde::de::DeserializeOwned>(
         &self,
         endpoint: &'static str,
         class: Class,
@@ -281,6 +329,18 @@ fn create_file_body(drive_id: &str, req: &NewFile, token: &str) -> Result<serde_
 
 #[async_trait]
 impl Drive for Client {
+    async fn search(&self, query: &SearchQuery) -> Result<SearchPage> {
+        self.search_page(query).await
+    }
+
+    async fn last_cursor(&self) -> Result<String> {
+        self.delta_cursor().await
+    }
+
+    async fn list_delta(&self, cursor: &str) -> Result<DeltaPage> {
+        self.delta_page(cursor).await
+    }
+
     async fn drive_info(&self) -> Result<DriveInfo> {
         let info = self.fetch_drive_info().await?;
         // Keep the drive chosen at init; report it.
@@ -411,7 +471,9 @@ impl Drive for Client {
 
     async fn download_url(&self, file_id: &str) -> Result<DownloadUrl> {
         let r = self.get_download_url(file_id).await?;
-        self.download_url_from(r)
+        let url = self.download_url_from(r)?;
+        self.received.url_for(&url.url, file_id);
+        Ok(url)
     }
 
     async fn download_range(&self, url: &DownloadUrl, offset: u64, len: u64) -> Result<Bytes> {
@@ -422,6 +484,10 @@ impl Drive for Client {
             url,
             offset,
             len,
+            data::Meter {
+                limit: Some(&self.bandwidth.download),
+                received: self.received.counter(&url.url).as_deref(),
+            },
         )
         .await
     }
@@ -512,9 +578,9 @@ impl Drive for Client {
                     upload_url: data::with_origin(&part.upload_url, origin),
                     ..part.clone()
                 };
-                data::upload_part(&self.api.http, &internal, body).await
+                data::upload_part(&self.api.http, &internal, body, &self.bandwidth).await
             }
-            None => data::upload_part(&self.api.http, part, body).await,
+            None => data::upload_part(&self.api.http, part, body, &self.bandwidth).await,
         }
     }
 
@@ -701,7 +767,19 @@ impl Drive for Client {
     }
 
     async fn fetch_object(&self, url: &DownloadUrl, max_len: u64) -> Result<Bytes> {
-        data::fetch_object(&self.api.http, &self.buffers, self.cfg.retry, url, max_len).await
+        let meter = data::Meter {
+            limit: Some(&self.bandwidth.download),
+            received: None,
+        };
+        data::fetch_object(
+            &self.api.http,
+            &self.buffers,
+            self.cfg.retry,
+            url,
+            max_len,
+            meter,
+        )
+        .await
     }
 
     async fn object_size(&self, url: &DownloadUrl) -> Result<u64> {

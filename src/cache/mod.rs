@@ -7,21 +7,38 @@
 //! before a block is written and the least recently used blocks are evicted to make room
 //! (`lru`).
 //!
-//! Readers (`CachedFile::read`) are served from the page cache/disk with no lock held during
-//! I/O; every block is checked against its CRC-32 the first time this mount reads it. Fetched
-//! bytes are handed to `CachedFile::store`, which never waits: one writer thread does all disk
-//! changes (writes, evictions, drops) in order, so accounting has a single writer.
+//! Readers (`CachedFile::read`, in `file`) are served from the page cache/disk with no lock
+//! held during I/O; every block is checked against its CRC-32 the first time this mount reads
+//! it. Fetched bytes are handed to `CachedFile::store`, which never waits: one writer thread
+//! (`writer`) does all disk changes (writes, evictions, drops) in order, so accounting has a
+//! single writer. Filling is best effort: when the writer's queue is full (the disk is slower
+//! than the link) or the mount's memory budget has no room for it, the bytes are simply not
+//! cached and a later read fills those blocks. No read ever waits for the cache's disk.
 //!
 //! Durability, and why this much fsync: a kill -9 loses nothing the kernel already has, so
 //! ordering alone would do; a power loss may not. A block's record is appended only after its
-//! data is `fdatasync`ed (one sync per batch of blocks, not per block), so a recorded block is
-//! whole on disk, which is what passthrough relies on (the kernel reads the file without our
-//! checksums). A removal record is `fsync`ed before its hole is punched, so a hole is never
-//! taken for a recorded block. Records of added blocks are not synced: a lost one costs only
-//! a refetch.
+//! data is `fdatasync`ed, so a recorded block is whole on disk, which is what passthrough
+//! relies on (the kernel reads the file without our checksums). The sync is periodic (every
+//! `writer::SYNC_EVERY` or `writer::SYNC_BYTES`, whichever first) with writeback started as
+//! each block is written, so it costs the writer little and the reader nothing; a block
+//! written but not yet recorded is simply not served yet. A removal record is `fsync`ed before
+//! its hole is punched, so a hole is never taken for a recorded block. Records of added blocks
+//! are not synced: a lost one costs only a refetch.
+//!
+//! Memory: an entry per file version with blocks, or with a live `CachedFile`; an empty one is
+//! pruned when its last `CachedFile` goes (or its last block is evicted). Bytes queued for the
+//! writer hold permits of the mount's read memory budget (`DataCache::share_budget`) until
+//! written, so they count against `--memory-limit`.
+//!
+//! Locks (`crate::sync`): `state` (`Level::CACHE_INDEX`), the job sender `jobs`
+//! (`Level::CACHE_WRITER`, taken inside `state`). No disk I/O under either.
 
+mod file;
+mod load;
 pub mod lru;
+mod stats;
 pub mod store;
+mod writer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -29,25 +46,28 @@ use std::io;
 use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::AtomicU64;
+use std::sync::{mpsc, Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use tracing::{debug, info, warn};
 
+use crate::sync::{Level, Mutex, MutexGuard};
+pub use file::{CachedFile, Pin};
 use lru::Lru;
+pub use stats::{disk_usage, CacheStatus, SavedStats};
 pub use store::BLOCK;
-use store::{block_cost, block_len, blocks_of, BlockRec, Header, Index, FILE_COST};
+use store::{blocks_of, BlockRec, Header};
 
 /// Bytes of fetched data waiting for the writer at most (one larger store alone may exceed it);
-/// more is not cached, or waited for by read-ahead (`store_waiting`).
+/// more is not cached (a read never waits for the disk; a later read fills the gap).
 const MAX_PENDING: u64 = 32 << 20;
-/// How long read-ahead waits for the writer to take its bytes before giving up on caching them.
-const ROOM_WAIT: Duration = Duration::from_secs(10);
-/// How often the writer saves the hit counters for `alipanfs about`.
-const STATS_EVERY: Duration = Duration::from_secs(5);
+/// Seeding after an upload only for files up to this fraction of the cache's limit: a big copy
+/// must not flush the read cache.
+const SEED_FRACTION: u64 = 4;
+/// Seeding never evicts a block read (or written) this recently.
+const SEED_SPARES: Duration = Duration::from_secs(300);
 
 /// The content identity of a drive item: its SHA-1, or its size and last change where the
 /// drive gives no hash. A new identity is a new cache file.
@@ -80,69 +100,14 @@ pub fn namespace(user_id: &str, drive_id: &str) -> String {
     format!("{}-{}", clean(user_id), clean(drive_id))
 }
 
-/// What the status command and `about` show.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct CacheStatus {
-    pub dir: String,
-    pub limit: u64,
-    pub used: u64,
-    pub files: u64,
-    pub blocks: u64,
-    pub hit_blocks: u64,
-    pub miss_blocks: u64,
-    pub passthrough_opens: u64,
-}
-
-impl CacheStatus {
-    /// Hits over all block reads, if any.
-    pub fn hit_ratio(&self) -> Option<f64> {
-        let all = self.hit_blocks + self.miss_blocks;
-        (all > 0).then(|| self.hit_blocks as f64 / all as f64)
-    }
-}
-
-/// Lifetime counters of a namespace, saved beside it for `alipanfs about`.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
-pub struct SavedStats {
-    pub hit_blocks: u64,
-    pub miss_blocks: u64,
-    pub passthrough_opens: u64,
-}
-
-impl SavedStats {
-    pub fn load(ns_dir: &Path) -> SavedStats {
-        std::fs::read(ns_dir.join("stats.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
-    }
-}
-
-/// Bytes on disk under `dir` (allocated blocks, as du counts them).
-pub fn disk_usage(dir: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .filter_map(|e| e.ok())
-        .map(|e| {
-            let Ok(m) = e.metadata() else { return 0 };
-            if m.is_dir() {
-                disk_usage(&e.path())
-            } else {
-                m.blocks() * 512
-            }
-        })
-        .sum()
-}
-
 #[derive(Debug, Clone, Copy)]
 struct BlockState {
     rec: BlockRec,
     tick: u64,
     /// Its checksum was checked (or it was written) by this mount.
     verified: bool,
+    /// Last read or written, in seconds since the cache opened (0: not since).
+    used_s: u32,
 }
 
 struct Entry {
@@ -184,19 +149,35 @@ struct State {
     lru: Lru,
 }
 
+impl State {
+    /// Forgets the entry of `key` if it holds nothing (no file, no block, no pin), so entries
+    /// do not grow with every file ever opened.
+    fn prune(&mut self, key: &Arc<str>) {
+        let empty = self
+            .files
+            .get(key)
+            .is_some_and(|e| e.data.is_none() && e.blocks.is_empty() && e.pins == 0);
+        if !empty {
+            return;
+        }
+        if let Some(e) = self.files.remove(key) {
+            if self.current.get(&*e.header.file_id) == Some(key) {
+                self.current.remove(&*e.header.file_id);
+            }
+        }
+    }
+}
+
 enum Job {
     Store {
         key: Arc<str>,
         header: Header,
         offset: u64,
         data: Bytes,
+        /// The memory budget this queued data holds, given back once written.
+        _permit: Option<tokio::sync::OwnedSemaphorePermit>,
     },
-    Seed {
-        key: Arc<str>,
-        header: Header,
-        file: File,
-        done: tokio::sync::oneshot::Sender<()>,
-    },
+    Seed(writer::SeedTask),
     /// Remove a version's files (identity changed, or its last pin went).
     Drop {
         key: Arc<str>,
@@ -214,25 +195,32 @@ struct Inner {
     dir: PathBuf,
     state: Mutex<State>,
     pending: AtomicU64,
-    /// Woken whenever the writer has taken bytes off `pending`.
-    room: tokio::sync::Notify,
-    /// A read-ahead gave up waiting for the writer: later ones do not wait until it moves again.
-    stalled: AtomicBool,
+    /// Bytes handed to `store` and not cached (writer behind, or no memory budget).
+    skipped: AtomicU64,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    /// The mount's read memory budget, which queued bytes are charged to (set by the reader).
+    budget: OnceLock<Arc<tokio::sync::Semaphore>>,
+    epoch: Instant,
     /// Held for the cache's life: the namespace's flock.
     _lock: File,
 }
 
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock()
     }
 
     fn send(&self, job: Job) {
-        let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        let jobs = self.jobs.lock();
         if let Some(tx) = jobs.as_ref() {
             let _ = tx.send(job);
         }
+    }
+
+    /// Seconds since the cache opened, plus one (0 means "not used by this mount"), for
+    /// `BlockState::used_s`.
+    fn now_s(&self) -> u32 {
+        (self.epoch.elapsed().as_secs() + 1).min(u32::MAX as u64) as u32
     }
 }
 
@@ -264,7 +252,7 @@ impl DataCache {
             lru: Lru::new(limit),
             ..State::default()
         };
-        let indexes = load(&dir, &mut state)?;
+        let indexes = load::load(&dir, &mut state)?;
         info!(
             dir = %dir.display(),
             limit,
@@ -275,32 +263,27 @@ impl DataCache {
         let (tx, rx) = mpsc::channel();
         let inner = Arc::new(Inner {
             dir,
-            state: Mutex::new(state),
+            state: Mutex::new(Level::CACHE_INDEX, "cache.state", state),
             pending: AtomicU64::new(0),
-            room: tokio::sync::Notify::new(),
-            stalled: AtomicBool::new(false),
-            jobs: Mutex::new(Some(tx)),
+            skipped: AtomicU64::new(0),
+            jobs: Mutex::new(Level::CACHE_WRITER, "cache.jobs", Some(tx)),
+            budget: OnceLock::new(),
+            epoch: Instant::now(),
             _lock: lock,
         });
-        let mut writer = Writer {
-            inner: inner.clone(),
-            indexes,
-            saved: SavedStats::load(&inner.dir),
-            last_counts: crate::metrics::cache_counts(),
-        };
-        // A limit lowered since the last mount: make room at once.
-        writer.make_room(0);
-        let handle = std::thread::Builder::new()
-            .name("cache-writer".into())
-            .spawn(move || writer.run(rx))?;
+        let handle = writer::Writer::start(inner.clone(), indexes, rx)?;
         Ok(Some(Arc::new(DataCache {
             inner,
             writer: Some(handle),
         })))
     }
 
-    /// The cache of `file_id` at `identity` (`size` bytes). A file_id seen before with another
-    /// identity has changed on the drive: its old blocks are dropped (once no passthrough
+    /// Charges bytes queued for the writer to `budget` (the reader's memory budget): when it
+    /// has no room, they are not cached. Set once.
+    pub fn share_budget(&self, budget: Arc<tokio::sync::Semaphore>) {
+        let _ = self.inner.budget.set(budget);
+    }
+
     /// handle holds them) and never served again.
     pub fn file(&self, file_id: &str, identity: &str, size: u64) -> Arc<CachedFile> {
         let key: Arc<str> = store::key_of(file_id, identity).into();
@@ -334,7 +317,9 @@ impl DataCache {
     }
 
     /// Seeds the cache with a file's whole content from `file` (a file written through the
-    /// mount, once the drive has it). Resolves when done (or skipped).
+    /// mount, once the drive has it). Only a file up to a quarter of the cache's limit is
+    /// seeded, a block at a time when no read's bytes wait for the writer, and never by
+    /// evicting blocks used in the last `SEED_SPARES`. Resolves when done (or skipped).
     pub fn seed(
         &self,
         file_id: &str,
@@ -342,14 +327,23 @@ impl DataCache {
         size: u64,
         file: File,
     ) -> tokio::sync::oneshot::Receiver<()> {
-        let f = self.file(file_id, identity, size);
         let (done, rx) = tokio::sync::oneshot::channel();
-        self.inner.send(Job::Seed {
-            key: f.key.clone(),
-            header: f.header.clone(),
+        let limit = self.inner.lock().lru.limit();
+        if size == 0 || size > limit / SEED_FRACTION {
+            debug!(
+                file_id,
+                size, limit, "not seeding the data cache: file too big for it"
+            );
+            let _ = done.send(());
+            return rx;
+        }
+        let f = self.file(file_id, identity, size);
+        self.inner.send(Job::Seed(writer::SeedTask::new(
+            f.key.clone(),
+            f.header.clone(),
             file,
             done,
-        });
+        )));
         rx
     }
 
@@ -375,6 +369,14 @@ impl DataCache {
         }
     }
 
+    /// Bytes handed to the cache and not cached because the writer was behind (or the memory
+    /// budget full) since the mount started: the price of never slowing a read.
+    pub fn skipped_bytes(&self) -> u64 {
+        self.inner
+            .skipped
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn dir(&self) -> &Path {
         &self.inner.dir
     }
@@ -383,701 +385,9 @@ impl DataCache {
 impl Drop for DataCache {
     fn drop(&mut self) {
         // Closing the channel ends the writer after the jobs already queued.
-        self.inner
-            .jobs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        self.inner.jobs.lock().take();
         if let Some(w) = self.writer.take() {
             let _ = w.join();
-        }
-    }
-}
-
-/// One cached file version, as a read handle uses it.
-pub struct CachedFile {
-    inner: Arc<Inner>,
-    key: Arc<str>,
-    header: Header,
-}
-
-/// Keeps a cached file from being evicted or dropped while a passthrough handle reads it.
-pub struct Pin {
-    inner: Arc<Inner>,
-    key: Arc<str>,
-}
-
-impl Drop for Pin {
-    fn drop(&mut self) {
-        let mut st = self.inner.lock();
-        if let Some(e) = st.files.get_mut(&self.key) {
-            e.pins = e.pins.saturating_sub(1);
-            if e.pins == 0 && e.doomed {
-                self.inner.send(Job::Drop {
-                    key: self.key.clone(),
-                });
-            }
-        }
-    }
-}
-
-impl CachedFile {
-    pub fn size(&self) -> u64 {
-        self.header.size
-    }
-
-    /// The key naming this version's files (one backing file per key).
-    pub fn key(&self) -> &str {
-        &self.key
-    }
-
-    /// For each block overlapping `[start, end)`: its bytes within that range when cached and
-    /// intact, else `None`. Blocking (disk reads): call from a blocking thread.
-    pub fn read(&self, start: u64, end: u64) -> Vec<(u64, Option<Bytes>)> {
-        let end = end.min(self.header.size);
-        if start >= end {
-            return Vec::new();
-        }
-        let (first, last) = (start / BLOCK, (end - 1) / BLOCK);
-        let mut out = Vec::with_capacity((last - first + 1) as usize);
-        for b in first..=last {
-            let bytes = self.read_block(b, start, end);
-            crate::metrics::cache_blocks(bytes.is_some());
-            out.push((b, bytes));
-        }
-        out
-    }
-
-    fn read_block(&self, b: u64, start: u64, end: u64) -> Option<Bytes> {
-        let (data, state, gen) = {
-            let mut st = self.inner.lock();
-            let st = &mut *st;
-            let e = st.files.get_mut(&self.key).filter(|e| !e.doomed)?;
-            let s = e.blocks.get_mut(&b)?;
-            s.tick = st.lru.touch(Some(s.tick), (self.key.clone(), b));
-            (e.data.clone()?, *s, e.gen)
-        };
-        let bstart = b * BLOCK;
-        let (lo, hi) = (start.max(bstart), end.min(bstart + state.rec.len as u64));
-        let bytes = if state.verified {
-            store::read_exact_at(&data, lo, (hi - lo) as usize).ok()?
-        } else {
-            let whole = store::read_exact_at(&data, bstart, state.rec.len as usize).ok()?;
-            if whole.len() != state.rec.len as usize || store::crc(&whole) != state.rec.crc {
-                warn!(file_id = %self.header.file_id, block = b, "cached block fails its checksum; fetching it again");
-                self.inner.send(Job::DropBlock {
-                    key: self.key.clone(),
-                    block: b,
-                    gen,
-                });
-                return None;
-            }
-            whole[(lo - bstart) as usize..(hi - bstart) as usize].to_vec()
-        };
-        // Still there, unchanged, after the read: no eviction punched it meanwhile.
-        let mut st = self.inner.lock();
-        let e = st.files.get_mut(&self.key)?;
-        if e.gen != gen || !e.blocks.contains_key(&b) {
-            return None;
-        }
-        if let Some(s) = e.blocks.get_mut(&b) {
-            s.verified = true;
-        }
-        (bytes.len() as u64 == hi - lo).then(|| Bytes::from(bytes))
-    }
-
-    /// Hands fetched bytes at `offset` to the writer; the whole blocks among them are cached.
-    /// Never waits: past `MAX_PENDING` queued bytes, they are not cached (a read waits for no disk).
-    pub fn store(&self, offset: u64, data: Bytes) {
-        if let Some(len) = self.cacheable(offset, &data) {
-            if self.reserve(len) {
-                self.send_store(offset, data);
-            } else {
-                debug!(file_id = %self.header.file_id, offset, "cache writer busy: not caching these bytes");
-            }
-        }
-    }
-
-    /// As `store`, but waits (up to `ROOM_WAIT`) for the writer to have room: read-ahead is
-    /// slowed to the disk's pace rather than fetched for nothing.
-    pub async fn store_waiting(&self, offset: u64, data: Bytes) {
-        let Some(len) = self.cacheable(offset, &data) else {
-            return;
-        };
-        if self.inner.stalled.load(Ordering::Relaxed) {
-            return self.store(offset, data);
-        }
-        let waited = tokio::time::timeout(ROOM_WAIT, async {
-            loop {
-                let room = self.inner.room.notified();
-                tokio::pin!(room);
-                room.as_mut().enable();
-                if self.reserve(len) {
-                    return;
-                }
-                room.await;
-            }
-        })
-        .await;
-        match waited {
-            Ok(()) => self.send_store(offset, data),
-            Err(_) => {
-                self.inner.stalled.store(true, Ordering::Relaxed);
-                warn!(file_id = %self.header.file_id, offset, "the cache writer has not moved for {ROOM_WAIT:?} (slow or stuck disk under the cache dir?): read-ahead no longer waits for it")
-            }
-        }
-    }
-
-    /// The length to queue for `data` at `offset`, if it holds a whole block.
-    fn cacheable(&self, offset: u64, data: &Bytes) -> Option<u64> {
-        let len = data.len() as u64;
-        let first_whole = offset.div_ceil(BLOCK) * BLOCK;
-        let end = offset + len;
-        let whole_end = if end >= self.header.size {
-            end
-        } else {
-            end / BLOCK * BLOCK
-        };
-        (first_whole < whole_end).then_some(len)
-    }
-
-    /// Counts `len` queued bytes, if that stays within `MAX_PENDING` (or the queue is empty).
-    fn reserve(&self, len: u64) -> bool {
-        let pending = &self.inner.pending;
-        let before = pending.fetch_add(len, Ordering::AcqRel);
-        if before > 0 && before + len > MAX_PENDING {
-            pending.fetch_sub(len, Ordering::AcqRel);
-            return false;
-        }
-        true
-    }
-
-    fn send_store(&self, offset: u64, data: Bytes) {
-        self.inner.send(Job::Store {
-            key: self.key.clone(),
-            header: self.header.clone(),
-            offset,
-            data,
-        });
-    }
-
-    /// When every block is cached: the data file opened for reading and a pin that keeps it
-    /// (no eviction, no rewrite) until dropped.
-    pub fn pin_complete(&self) -> Option<(File, Pin)> {
-        let mut st = self.inner.lock();
-        let e = st.files.get_mut(&self.key).filter(|e| !e.doomed)?;
-        if !e.complete() {
-            return None;
-        }
-        let file = File::open(store::data_path(&self.inner.dir, &self.key)).ok()?;
-        e.pins += 1;
-        Some((
-            file,
-            Pin {
-                inner: self.inner.clone(),
-                key: self.key.clone(),
-            },
-        ))
-    }
-
-    /// Every block of this version is cached (it may still be evicted a moment later).
-    pub fn is_complete(&self) -> bool {
-        let st = self.inner.lock();
-        st.files
-            .get(&self.key)
-            .is_some_and(|e| !e.doomed && e.complete())
-    }
-
-    /// Cached blocks of this version.
-    pub fn cached_blocks(&self) -> u64 {
-        let st = self.inner.lock();
-        st.files.get(&self.key).map_or(0, |e| e.blocks.len() as u64)
-    }
-}
-
-/// Reads every index of the namespace into `state`; removes what is broken or orphaned.
-fn load(dir: &Path, state: &mut State) -> io::Result<HashMap<Arc<str>, Index>> {
-    let mut indexes = HashMap::new();
-    let mut found: Vec<(SystemTime, Arc<str>, store::Loaded)> = Vec::new();
-    for entry in std::fs::read_dir(dir)?.filter_map(|e| e.ok()) {
-        let path = entry.path();
-        let name = entry.file_name().to_string_lossy().to_string();
-        let Some(key) = name.strip_suffix(".idx") else {
-            if name.ends_with(".idx.tmp") {
-                let _ = std::fs::remove_file(&path);
-            }
-            if let Some(key) = name.strip_suffix(".data") {
-                if !store::idx_path(dir, key).exists() {
-                    let _ = std::fs::remove_file(&path);
-                }
-            }
-            continue;
-        };
-        let loaded = Index::load(&path).ok().flatten();
-        match loaded {
-            Some(l) if store::key_of(&l.header.file_id, &l.header.identity) == key => {
-                let mtime = entry
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .unwrap_or(SystemTime::UNIX_EPOCH);
-                found.push((mtime, key.into(), l));
-            }
-            _ => {
-                warn!(index = %path.display(), "unreadable cache index: dropping that file's cached blocks");
-                let _ = std::fs::remove_file(store::data_path(dir, key));
-                let _ = std::fs::remove_file(&path);
-            }
-        }
-    }
-    // Oldest files first: their blocks come first in the eviction order.
-    found.sort_by_key(|f| f.0);
-    for (_, key, loaded) in found {
-        let store::Loaded {
-            index: mut idx,
-            header,
-            blocks,
-            records,
-        } = loaded;
-        let data = match store::open_data(&store::data_path(dir, &key), header.size) {
-            Ok(f) => f,
-            Err(e) => {
-                warn!(key = %key, "cannot open a cached data file: {e}");
-                continue;
-            }
-        };
-        if records > blocks.len() as u64 + 64 {
-            // Mostly removals: rewrite it short.
-            if let Ok(c) = Index::compact(&store::idx_path(dir, &key), &header, &blocks) {
-                idx = c;
-            }
-        }
-        if let Some(older) = state.current.insert(header.file_id.clone(), key.clone()) {
-            // Two versions of one file on disk: the newer wins.
-            if let Some(mut e) = state.files.remove(&older) {
-                for s in e.blocks.values() {
-                    state.lru.forget(s.tick);
-                    state.lru.credit(block_cost(s.rec.len as u64));
-                }
-                state.lru.credit(FILE_COST);
-                e.data = None;
-                indexes.remove(&older);
-                remove_pair(dir, &older);
-            }
-        }
-        let mut e = Entry::new(header);
-        state.lru.charge(FILE_COST);
-        for (b, rec) in blocks {
-            state.lru.charge(block_cost(rec.len as u64));
-            let tick = state.lru.touch(None, (key.clone(), b));
-            e.blocks.insert(
-                b,
-                BlockState {
-                    rec,
-                    tick,
-                    verified: false,
-                },
-            );
-        }
-        e.data = Some(Arc::new(data));
-        state.files.insert(key.clone(), e);
-        indexes.insert(key, idx);
-    }
-    Ok(indexes)
-}
-
-fn remove_pair(dir: &Path, key: &str) {
-    // The index first: a data file without one is an orphan removed at next load.
-    let _ = std::fs::remove_file(store::idx_path(dir, key));
-    let _ = std::fs::remove_file(store::data_path(dir, key));
-}
-
-/// The one thread that changes the cache on disk.
-struct Writer {
-    inner: Arc<Inner>,
-    indexes: HashMap<Arc<str>, Index>,
-    saved: SavedStats,
-    last_counts: (u64, u64, u64),
-}
-
-/// A block written in this batch, recorded once its data file is synced.
-struct Written {
-    key: Arc<str>,
-    block: u64,
-    rec: BlockRec,
-}
-
-impl Writer {
-    fn run(mut self, rx: mpsc::Receiver<Job>) {
-        loop {
-            let job = match rx.recv_timeout(STATS_EVERY) {
-                Ok(job) => job,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    self.save_stats();
-                    continue;
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            };
-            // A batch: this job and whatever is already queued, synced once.
-            let mut batch = vec![job];
-            while batch.len() < 64 {
-                match rx.try_recv() {
-                    Ok(j) => batch.push(j),
-                    Err(_) => break,
-                }
-            }
-            self.run_batch(batch);
-        }
-        self.save_stats();
-    }
-
-    fn run_batch(&mut self, batch: Vec<Job>) {
-        let mut written: Vec<Written> = Vec::new();
-        let mut flushes = Vec::new();
-        let mut seeded = Vec::new();
-        for job in batch {
-            match job {
-                Job::Store {
-                    key,
-                    header,
-                    offset,
-                    data,
-                } => {
-                    let len = data.len() as u64;
-                    self.store(&key, &header, offset, &data, &mut written);
-                    self.inner.pending.fetch_sub(len, Ordering::AcqRel);
-                    self.inner.stalled.store(false, Ordering::Relaxed);
-                    self.inner.room.notify_waiters();
-                }
-                Job::Seed {
-                    key,
-                    header,
-                    file,
-                    done,
-                } => {
-                    for b in 0..blocks_of(header.size) {
-                        let want = block_len(header.size, b) as usize;
-                        match store::read_exact_at(&file, b * BLOCK, want) {
-                            Ok(d) if d.len() == want => {
-                                self.store(&key, &header, b * BLOCK, &d, &mut written)
-                            }
-                            _ => break,
-                        }
-                    }
-                    seeded.push(done);
-                }
-                Job::Drop { key } => {
-                    self.record(std::mem::take(&mut written));
-                    self.drop_file(&key);
-                }
-                Job::DropBlock { key, block, gen } => {
-                    self.record(std::mem::take(&mut written));
-                    let ok = {
-                        let st = self.inner.lock();
-                        st.files.get(&key).is_some_and(|e| e.gen == gen)
-                    };
-                    if ok {
-                        self.evict(vec![(key, block)]);
-                    }
-                }
-                Job::Flush(tx) => flushes.push(tx),
-            }
-        }
-        self.record(written);
-        for tx in flushes {
-            let _ = tx.send(());
-        }
-        for done in seeded {
-            let _ = done.send(());
-        }
-    }
-
-    /// Writes the whole, absent blocks among `data` (at `offset`) into the data file.
-    fn store(
-        &mut self,
-        key: &Arc<str>,
-        header: &Header,
-        offset: u64,
-        data: &[u8],
-        written: &mut Vec<Written>,
-    ) {
-        let end = offset + data.len() as u64;
-        let mut b = offset.div_ceil(BLOCK);
-        while b * BLOCK < end {
-            let blen = block_len(header.size, b);
-            let bstart = b * BLOCK;
-            if blen == 0 || bstart + blen > end {
-                break;
-            }
-            let bytes = &data[(bstart - offset) as usize..(bstart - offset + blen) as usize];
-            self.store_block(key, header, b, bytes, written);
-            b += 1;
-        }
-    }
-
-    fn store_block(
-        &mut self,
-        key: &Arc<str>,
-        header: &Header,
-        b: u64,
-        bytes: &[u8],
-        written: &mut Vec<Written>,
-    ) {
-        // Still wanted, and not already there (blocks are never rewritten: a pinned file's
-        // bytes stay as the kernel reads them).
-        let need_file = {
-            let mut st = self.inner.lock();
-            let current = st.current.get(&header.file_id) == Some(key);
-            let e = st
-                .files
-                .entry(key.clone())
-                .or_insert_with(|| Entry::new(header.clone()));
-            if !current || e.doomed || e.header.size != header.size || e.blocks.contains_key(&b) {
-                return;
-            }
-            if written.iter().any(|w| w.key == *key && w.block == b) {
-                return;
-            }
-            e.data.is_none()
-        };
-        let cost = block_cost(bytes.len() as u64) + if need_file { FILE_COST } else { 0 };
-        if !self.make_room(cost) {
-            debug!(key = %key, block = b, "cache full of pinned files: block not cached");
-            return;
-        }
-        let data = if need_file {
-            match self.create_pair(key, header) {
-                Ok(d) => d,
-                Err(e) => {
-                    warn!(dir = %self.inner.dir.display(), "cannot create a cache file: {e}");
-                    self.inner.lock().lru.credit(cost);
-                    return;
-                }
-            }
-        } else {
-            let data = self
-                .inner
-                .lock()
-                .files
-                .get(key)
-                .and_then(|e| e.data.clone());
-            match data {
-                Some(d) => d,
-                None => {
-                    self.inner.lock().lru.credit(cost);
-                    return;
-                }
-            }
-        };
-        use std::os::unix::fs::FileExt;
-        if let Err(e) = data.write_all_at(bytes, b * BLOCK) {
-            warn!(dir = %self.inner.dir.display(), "cannot write a cached block: {e}");
-            self.inner.lock().lru.credit(block_cost(bytes.len() as u64));
-            return;
-        }
-        written.push(Written {
-            key: key.clone(),
-            block: b,
-            rec: BlockRec {
-                len: bytes.len() as u32,
-                crc: store::crc(bytes),
-            },
-        });
-    }
-
-    fn create_pair(&mut self, key: &Arc<str>, header: &Header) -> io::Result<Arc<File>> {
-        let dir = &self.inner.dir;
-        let data = Arc::new(store::open_data(&store::data_path(dir, key), header.size)?);
-        let idx = Index::create(&store::idx_path(dir, key), header)?;
-        self.indexes.insert(key.clone(), idx);
-        let mut st = self.inner.lock();
-        if let Some(e) = st.files.get_mut(key) {
-            e.data = Some(data.clone());
-        }
-        Ok(data)
-    }
-
-    /// Syncs the data of the blocks written, then records them: only then are they served.
-    fn record(&mut self, written: Vec<Written>) {
-        if written.is_empty() {
-            return;
-        }
-        let mut by_key: BTreeMap<Arc<str>, Vec<(u64, BlockRec)>> = BTreeMap::new();
-        for w in written {
-            by_key.entry(w.key).or_default().push((w.block, w.rec));
-        }
-        for (key, blocks) in by_key {
-            let data = self
-                .inner
-                .lock()
-                .files
-                .get(&key)
-                .and_then(|e| e.data.clone());
-            let synced = data.as_ref().is_some_and(|d| d.sync_data().is_ok());
-            let recorded = synced
-                && self
-                    .indexes
-                    .get_mut(&key)
-                    .is_some_and(|idx| idx.add(&blocks).is_ok());
-            let mut st = self.inner.lock();
-            let st = &mut *st;
-            let Some(e) = st.files.get_mut(&key).filter(|_| recorded) else {
-                for (_, rec) in &blocks {
-                    st.lru.credit(block_cost(rec.len as u64));
-                }
-                continue;
-            };
-            for (b, rec) in blocks {
-                let tick = st.lru.touch(None, (key.clone(), b));
-                e.blocks.insert(
-                    b,
-                    BlockState {
-                        rec,
-                        tick,
-                        verified: true,
-                    },
-                );
-            }
-        }
-    }
-
-    /// Evicts least recently used blocks of unpinned files until `cost` more bytes fit, and
-    /// charges them. False if they cannot fit.
-    fn make_room(&mut self, cost: u64) -> bool {
-        loop {
-            let victims: Vec<(Arc<str>, u64)> = {
-                let mut st = self.inner.lock();
-                if st.lru.reserve(cost) {
-                    return true;
-                }
-                if cost > st.lru.limit() {
-                    return false;
-                }
-                let over = (st.lru.used() + cost).saturating_sub(st.lru.limit());
-                let files = &st.files;
-                let mut freed = 0;
-                let mut v = Vec::new();
-                for (_, (key, b)) in st
-                    .lru
-                    .oldest(|(k, _)| files.get(k).is_some_and(|e| e.pins > 0))
-                {
-                    if freed >= over {
-                        break;
-                    }
-                    let len = files
-                        .get(key)
-                        .and_then(|e| e.blocks.get(b))
-                        .map_or(0, |s| s.rec.len as u64);
-                    freed += block_cost(len);
-                    v.push((key.clone(), *b));
-                }
-                v
-            };
-            if victims.is_empty() {
-                return false;
-            }
-            self.evict(victims);
-        }
-    }
-
-    /// Removes blocks: from memory (readers stop using them), then a synced removal record,
-    /// then the hole. A file left with no block loses its files.
-    fn evict(&mut self, victims: Vec<(Arc<str>, u64)>) {
-        let mut by_key: BTreeMap<Arc<str>, Vec<u64>> = BTreeMap::new();
-        for (k, b) in victims {
-            by_key.entry(k).or_default().push(b);
-        }
-        for (key, blocks) in by_key {
-            let (data, emptied) = {
-                let mut st = self.inner.lock();
-                let st = &mut *st;
-                let Some(e) = st.files.get_mut(&key) else {
-                    continue;
-                };
-                e.gen += 1;
-                for b in &blocks {
-                    if let Some(s) = e.blocks.remove(b) {
-                        st.lru.forget(s.tick);
-                    }
-                }
-                let emptied = e.blocks.is_empty() && e.pins == 0;
-                let data = if emptied {
-                    e.data.take()
-                } else {
-                    e.data.clone()
-                };
-                (data, emptied)
-            };
-            let size = self
-                .inner
-                .lock()
-                .files
-                .get(&key)
-                .map_or(0, |e| e.header.size);
-            let costs: u64 = blocks.iter().map(|b| block_cost(block_len(size, *b))).sum();
-            if emptied {
-                self.indexes.remove(&key);
-                remove_pair(&self.inner.dir, &key);
-                self.inner.lock().lru.credit(costs + FILE_COST);
-                continue;
-            }
-            let recorded = self
-                .indexes
-                .get_mut(&key)
-                .is_some_and(|idx| idx.remove(&blocks).is_ok());
-            if let (true, Some(d)) = (recorded, data) {
-                for b in &blocks {
-                    if let Err(e) = store::punch_hole(&d, b * BLOCK, BLOCK) {
-                        debug!("cannot punch a hole in a cache file: {e}");
-                    }
-                }
-            }
-            self.inner.lock().lru.credit(costs);
-        }
-    }
-
-    /// Removes a version entirely (its file changed on the drive).
-    fn drop_file(&mut self, key: &Arc<str>) {
-        let removed = {
-            let mut st = self.inner.lock();
-            let st = &mut *st;
-            match st.files.get(key) {
-                Some(e) if e.pins == 0 && e.doomed => {}
-                _ => return,
-            }
-            let Some(e) = st.files.remove(key) else {
-                return;
-            };
-            let mut cost = 0;
-            for s in e.blocks.values() {
-                st.lru.forget(s.tick);
-                cost += block_cost(s.rec.len as u64);
-            }
-            if e.data.is_some() {
-                cost += FILE_COST;
-            }
-            st.lru.credit(cost);
-            e.data.is_some()
-        };
-        self.indexes.remove(key);
-        if removed {
-            remove_pair(&self.inner.dir, key);
-        }
-    }
-
-    fn save_stats(&mut self) {
-        let now = crate::metrics::cache_counts();
-        if now == self.last_counts {
-            return;
-        }
-        let d = |a: u64, b: u64| a.saturating_sub(b);
-        self.saved.hit_blocks += d(now.0, self.last_counts.0);
-        self.saved.miss_blocks += d(now.1, self.last_counts.1);
-        self.saved.passthrough_opens += d(now.2, self.last_counts.2);
-        self.last_counts = now;
-        let path = self.inner.dir.join("stats.json");
-        if let Ok(json) = serde_json::to_vec(&self.saved) {
-            let _ =
-                crate::atomic_file::replace(&path, &json, crate::atomic_file::Durability::Process);
         }
     }
 }

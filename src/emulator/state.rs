@@ -49,6 +49,8 @@ pub struct Knobs {
     pub strict_content_type: bool,
     /// How long a video's full transcode takes after its first play-info request.
     pub transcode_time: Duration,
+    /// Serve the delta feed (`changes.rs`); off, its endpoints answer 404.
+    pub delta_feed: bool,
 }
 
 // Persisted as is (`persist.rs`); defaults let an older state file load.
@@ -165,6 +167,8 @@ pub struct Tokens {
     pub codes: HashMap<String, (String, SystemTime, bool)>,
     pub current_refresh: String,
     pub next_chain: u64,
+    /// QR sign-ins by sid (`qr`).
+    pub qr: HashMap<String, super::qr::QrSession>,
 }
 
 pub struct Bucket {
@@ -200,6 +204,8 @@ pub struct State {
     /// the next one (`persist.rs`; always empty without persistence).
     pub doomed_blobs: Vec<String>,
     pub doomed_files: Vec<PathBuf>,
+    /// Every change to the tree, for the delta feed (not persisted: a restart starts a new log).
+    pub changes: super::changes::ChangeLog,
 }
 
 pub struct Shared {
@@ -256,6 +262,7 @@ impl Shared {
                 faults: cfg.faults,
                 strict_content_type: cfg.strict_content_type,
                 transcode_time: cfg.transcode_time,
+                delta_feed: cfg.delta_feed,
             },
             // A JWT bootstrap token names the user: every token issued later carries its `sub`,
             // as clients (alist, alipanfs) refuse a refresh that changes it.
@@ -285,6 +292,7 @@ impl Shared {
             last_sweep_ms: 0,
             doomed_blobs: Vec::new(),
             doomed_files: Vec::new(),
+            changes: Default::default(),
         };
         let persist = cfg
             .persist
@@ -441,6 +449,7 @@ impl Shared {
 
     fn seed_from_writer(
         &self,
+        kind: &str,
         parent: &str,
         name: &str,
         size: u64,
@@ -449,7 +458,7 @@ impl Shared {
         let sha1 = self.write_blob(size, fill);
         let id = {
             let mut st = self.lock();
-            let drive = st.drive_of_kind("default").unwrap_or_default();
+            let drive = st.drive_of_kind(kind).unwrap_or_default();
             st.insert_file(&drive, parent, name, size, &sha1, None, None)
         };
         self.save_now();
@@ -457,7 +466,13 @@ impl Shared {
     }
 
     pub fn seed_bytes(&self, parent: &str, name: &str, content: &[u8]) -> String {
-        self.seed_from_writer(parent, name, content.len() as u64, |w| w.write_all(content))
+        self.seed_bytes_in("default", parent, name, content)
+    }
+
+    /// A file in the drive of `kind` (default, resource, backup).
+    pub fn seed_bytes_in(&self, kind: &str, parent: &str, name: &str, content: &[u8]) -> String {
+        let size = content.len() as u64;
+        self.seed_from_writer(kind, parent, name, size, |w| w.write_all(content))
     }
 
     /// Test hook: `file_id` now holds `content` (same file_id; new hash, size and updated_at),
@@ -485,12 +500,13 @@ impl Shared {
             if let Some(old) = old {
                 self.release_blob(&mut st, &old);
             }
+            st.changed(super::changes::Op::Update, file_id);
         }
         self.save_now();
     }
 
     pub fn seed_pattern(&self, parent: &str, name: &str, size: u64, seed: u64) -> String {
-        self.seed_from_writer(parent, name, size, |w| {
+        self.seed_from_writer("default", parent, name, size, |w| {
             let mut off = 0u64;
             while off < size {
                 let n = (size - off).min(1 << 20) as usize;
@@ -502,9 +518,14 @@ impl Shared {
     }
 
     pub fn seed_folder(&self, parent: &str, name: &str) -> String {
+        self.seed_folder_in("default", parent, name)
+    }
+
+    /// A folder in the drive of `kind` (default, resource, backup).
+    pub fn seed_folder_in(&self, kind: &str, parent: &str, name: &str) -> String {
         let id = {
             let mut st = self.lock();
-            let drive = st.drive_of_kind("default").unwrap_or_default();
+            let drive = st.drive_of_kind(kind).unwrap_or_default();
             st.insert_folder(&drive, parent, name)
         };
         self.save_now();
@@ -692,6 +713,7 @@ impl State {
         let node = Self::new_node(drive, parent, name, true);
         let id = node.file_id.clone();
         self.link(node);
+        self.changed(super::changes::Op::Create, &id);
         id
     }
 
@@ -717,6 +739,7 @@ impl State {
         }
         let id = node.file_id.clone();
         self.link(node);
+        self.changed(super::changes::Op::Create, &id);
         id
     }
 

@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{watch, OwnedSemaphorePermit};
@@ -15,6 +15,7 @@ use super::window::{Window, WindowConfig};
 use super::Reader;
 use crate::cache::{CachedFile, BLOCK};
 use crate::error::{Error, Result};
+use crate::sync::{Level, Mutex, MutexGuard};
 
 /// Forward jumps up to this are absorbed without resetting the window.
 const MAX_FORWARD_SKIP: u64 = 1024 * 1024;
@@ -83,8 +84,8 @@ impl Drop for ActiveRead<'_> {
 }
 
 impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock()
     }
 
     /// Drops this handle's buffered bytes if it has not been read since `before_ms`.
@@ -95,7 +96,7 @@ impl Shared {
         {
             return false;
         }
-        let Ok(mut st) = self.state.try_lock() else {
+        let Some(mut st) = self.state.try_lock() else {
             return false;
         };
         if st.chunks.is_empty() {
@@ -143,10 +144,14 @@ impl ReadHandle {
             extend_step: cfg.request_size,
         };
         let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                window: Window::new(wcfg, size),
-                chunks: VecDeque::new(),
-            }),
+            state: Mutex::new(
+                Level::READ_HANDLE,
+                "read.handle",
+                State {
+                    window: Window::new(wcfg, size),
+                    chunks: VecDeque::new(),
+                },
+            ),
             last_read_ms: AtomicU64::new(reader.now_ms()),
             active_reads: AtomicUsize::new(0),
         });
@@ -160,7 +165,7 @@ impl ReadHandle {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, State> {
         self.shared.lock()
     }
 
@@ -210,9 +215,7 @@ impl ReadHandle {
                     {
                         Ok(s) => match &*s {
                             ChunkState::Ready(b) => Ok(b.clone()),
-                            ChunkState::Failed(e) => {
-                                Err(e.lock().unwrap_or_else(|p| p.into_inner()).take())
-                            }
+                            ChunkState::Failed(e) => Err(e.lock().take()),
                             ChunkState::Pending => Err(None),
                         },
                         // Its task was cancelled (the chunk was evicted meanwhile).
@@ -380,7 +383,7 @@ impl ReadHandle {
                 Ok(b) => ChunkState::Ready(b),
                 Err(e) => {
                     tracing::debug!(file_id = %file_id, offset = start, len, error = %e, "chunk download failed");
-                    ChunkState::Failed(Arc::new(Mutex::new(Some(e))))
+                    ChunkState::Failed(Arc::new(Mutex::new(Level::READ_MISC, "read.chunk_error", Some(e))))
                 }
             };
             tx.send_replace(state);
@@ -413,8 +416,8 @@ impl Drop for ReadHandle {
 }
 
 /// The bytes of `range`: from the data cache where its blocks are, the missing blocks fetched
-/// whole from the drive and handed to the cache. A read never waits for the cache's writer;
-/// read-ahead does when the writer lags (the disk sets the pace, and fetched bytes get cached).
+/// whole from the drive and handed to the cache. Neither a read nor read-ahead waits for the
+/// cache's writer: bytes it has no room for are not cached (a later read fills those blocks).
 /// `started` is set once a download request for the missing blocks is under way.
 async fn fetch_range(
     reader: &Reader,
@@ -463,10 +466,8 @@ async fn fetch_range(
             .await?;
         let whole = got.len() as u64 == to - from;
         if whole {
-            match prio {
-                Priority::Demand => cache.store(from, got.clone()),
-                Priority::Prefetch => cache.store_waiting(from, got.clone()).await,
-            }
+            // Best effort, never waiting: a busy cache disk must not slow a first read.
+            cache.store(from, got.clone());
         }
         let lo = start.max(from) - from;
         let hi = (end.min(to) - from).min(got.len() as u64).max(lo);

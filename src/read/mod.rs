@@ -13,6 +13,11 @@
 //! With a data cache (`crate::cache`), every range a handle needs (read or read-ahead) is
 //! served block by block from the cache where it can be, and only the missing blocks are
 //! fetched (whole blocks, so they can be cached), then handed to the cache's writer.
+//!
+//! Locks (`crate::sync`): URL slots `read.urls` (`Level::READ_URLS`), a handle's state
+//! `read.handle` (`Level::READ_HANDLE`), download slots `read.slots` (`Level::READ_SLOTS`), the
+//! handle registry `read.handles` and a failed chunk's error `read.chunk_error`
+//! (`Level::READ_MISC`, never held together).
 
 mod fetch;
 mod handle;
@@ -25,7 +30,7 @@ mod testdrive;
 #[cfg(test)]
 mod tests;
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -34,6 +39,7 @@ use tokio::sync::Semaphore;
 
 use crate::cache::{CachedFile, DataCache, Pin};
 use crate::drive::Drive;
+use crate::sync::{Level, Mutex};
 use fetch::Fetcher;
 pub use handle::ReadHandle;
 use handle::Shared;
@@ -102,12 +108,17 @@ impl Reader {
         cache: Option<Arc<DataCache>>,
     ) -> Arc<Reader> {
         let budget_total = cfg.memory_limit.min(Semaphore::MAX_PERMITS as u64);
+        let budget = Arc::new(Semaphore::new(budget_total as usize));
+        if let Some(c) = &cache {
+            // Bytes queued for the cache's writer count against the same limit.
+            c.share_budget(budget.clone());
+        }
         Arc::new(Reader {
             fetcher: Fetcher::new(drive, cfg.max_concurrent_downloads, cfg.url_renew_margin),
-            budget: Arc::new(Semaphore::new(budget_total as usize)),
+            budget,
             budget_total,
             epoch: Instant::now(),
-            handles: Mutex::new(Vec::new()),
+            handles: Mutex::new(Level::READ_MISC, "read.handles", Vec::new()),
             cache,
             cfg,
         })
@@ -186,7 +197,7 @@ impl Reader {
     }
 
     fn register(&self, h: &Arc<Shared>) {
-        let mut hs = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        let mut hs = self.handles.lock();
         hs.retain(|w| w.strong_count() > 0);
         hs.push(Arc::downgrade(h));
     }
@@ -198,7 +209,7 @@ impl Reader {
             return false;
         };
         let others: Vec<Arc<Shared>> = {
-            let hs = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+            let hs = self.handles.lock();
             hs.iter().filter_map(Weak::upgrade).collect()
         };
         let mut freed = false;

@@ -15,7 +15,9 @@
 //! held `Slot` (a cancelled task) gives the slot back: nothing leaks.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use crate::sync::{Level, Mutex, MutexGuard};
 
 use tokio::sync::oneshot;
 
@@ -124,15 +126,19 @@ struct Waiter {
 impl Slots {
     pub fn new(n: usize) -> Arc<Slots> {
         Arc::new(Slots {
-            inner: Mutex::new(Inner {
-                free: n.max(1),
-                ..Inner::default()
-            }),
+            inner: Mutex::new(
+                Level::READ_SLOTS,
+                "read.slots",
+                Inner {
+                    free: n.max(1),
+                    ..Inner::default()
+                },
+            ),
         })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.lock()
     }
 
     fn slot(self: &Arc<Self>, grant: Grant) -> Slot {

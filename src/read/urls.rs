@@ -9,7 +9,9 @@
 //! `UrlSource` instead of getDownloadUrl.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use crate::sync::{Level, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
@@ -71,11 +73,15 @@ impl UrlCache {
         UrlCache {
             drive,
             margin,
-            slots: Mutex::new(Slots {
-                by_file: HashMap::new(),
-                prune_at: PRUNE_ABOVE,
-                prunes: 0,
-            }),
+            slots: Mutex::new(
+                Level::READ_URLS,
+                "read.urls",
+                Slots {
+                    by_file: HashMap::new(),
+                    prune_at: PRUNE_ABOVE,
+                    prunes: 0,
+                },
+            ),
             observer: std::sync::OnceLock::new(),
             source: std::sync::OnceLock::new(),
         }
@@ -91,8 +97,8 @@ impl UrlCache {
         let _ = self.source.set(source);
     }
 
-    fn lock_slots(&self) -> std::sync::MutexGuard<'_, Slots> {
-        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock_slots(&self) -> MutexGuard<'_, Slots> {
+        self.slots.lock()
     }
 
     fn slot(&self, file_id: &str) -> Slot {

@@ -4,11 +4,14 @@
 //! (segments) of the new playlists are mapped by index, so a reader never notices.
 //!
 //! Free of FUSE types: `fs::core::transcoded` builds the virtual tree from this.
+//!
+//! Locks (`crate::sync`): the video table `videos` (`Level::TRANSCODE`), each video's object
+//! sizes `sizes` (`Level::TRANSCODE_SIZES`, taken inside `videos`).
 
 pub mod playlist;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -18,6 +21,7 @@ use crate::api::oss_expires;
 use crate::drive::{DownloadUrl, Drive};
 use crate::error::{Error, Result};
 use crate::read::Reader;
+use crate::sync::{Level, Mutex};
 pub use playlist::Playlist;
 
 /// Subtitles above this are refused.
@@ -79,12 +83,20 @@ impl VideoState {
     }
 }
 
-#[derive(Default)]
 struct Entry {
     state: tokio::sync::Mutex<Option<Arc<VideoState>>>,
     /// Object sizes by (template name, index): a segment's content does not change when its
     /// URL does.
     sizes: Mutex<HashMap<(String, usize), u64>>,
+}
+
+impl Default for Entry {
+    fn default() -> Entry {
+        Entry {
+            state: tokio::sync::Mutex::new(None),
+            sizes: Mutex::new(Level::TRANSCODE_SIZES, "transcode.sizes", HashMap::new()),
+        }
+    }
 }
 
 /// The transcodes of the mount's videos.
@@ -122,7 +134,7 @@ impl Transcodes {
         Transcodes {
             drive,
             reader,
-            videos: Mutex::new(HashMap::new()),
+            videos: Mutex::new(Level::TRANSCODE, "transcode.videos", HashMap::new()),
             refresh_every,
         }
     }
@@ -153,7 +165,7 @@ impl Transcodes {
     }
 
     fn entry(&self, file_id: &str) -> Arc<Entry> {
-        let mut videos = self.videos.lock().unwrap_or_else(|e| e.into_inner());
+        let mut videos = self.videos.lock();
         if let Some(e) = videos.get(file_id) {
             return e.clone();
         }
@@ -330,12 +342,7 @@ impl Transcodes {
     pub async fn object_size(&self, file_id: &str, template: &str, index: usize) -> Result<u64> {
         let entry = self.entry(file_id);
         let key = (template.to_string(), index);
-        if let Some(&n) = entry
-            .sizes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-        {
+        if let Some(&n) = entry.sizes.lock().get(&key) {
             return Ok(n);
         }
         let mut url = self.object_url(file_id, template, index, None).await?;
@@ -351,19 +358,15 @@ impl Transcodes {
                 r => break r?,
             }
         };
-        entry
-            .sizes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, size);
+        entry.sizes.lock().insert(key, size);
         Ok(size)
     }
 
     /// The size of an object if it was asked before.
     pub fn known_size(&self, file_id: &str, template: &str, index: usize) -> Option<u64> {
-        let videos = self.videos.lock().unwrap_or_else(|e| e.into_inner());
+        let videos = self.videos.lock();
         let entry = videos.get(file_id)?;
-        let sizes = entry.sizes.lock().unwrap_or_else(|e| e.into_inner());
+        let sizes = entry.sizes.lock();
         sizes.get(&(template.to_string(), index)).copied()
     }
 }
