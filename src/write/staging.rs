@@ -337,16 +337,19 @@ pub fn write_sidecar_of(
     target: impl FnOnce() -> Option<UploadTarget>,
 ) -> Result<()> {
     crate::sync::assert_io_allowed("journal fsync");
-    if closed == Closed::Now {
-        // The bytes first, before any lock: an entry must never promise content the disk does
-        // not hold, and a big file's fdatasync must keep no other writer waiting.
-        File::open(staged)?.sync_data()?;
-    }
+    // The bytes first, before any lock: an entry must never promise content the disk does
+    // not hold, and a big file's fdatasync must keep no other writer waiting. Its error counts
+    // only if there is an entry to write (a file deleted meanwhile has none).
+    let synced = match closed {
+        Closed::Now => File::open(staged).and_then(|f| f.sync_data()),
+        _ => Ok(()),
+    };
     let entry = JournalEntry::of(staged);
     let _serial = entry.lock.lock();
     let Some(target) = target() else {
         return Ok(());
     };
+    synced?;
     let target = &target;
     let path = sidecar_path(staged);
     if closed == Closed::Synced {
