@@ -45,6 +45,10 @@ impl Level {
     /// (fsync, network, waiting on a task) may happen while one is held.
     pub const IO_FREE_ABOVE: Level = Level(300);
 
+    /// One staged file's journal entry (`write::staging`): the outermost lock, since the fs and
+    /// the queue read the entry's target (inode table, job slots) under it. Only writers of that
+    /// same entry take it.
+    pub const JOURNAL_ENTRY: Level = Level(100);
     // fs (100-199)
     pub const FS_GATE: Level = Level(110);
     pub const FS_INODES: Level = Level(120);

@@ -36,8 +36,34 @@ pub(super) struct Listings {
 struct Drops {
     /// Counts tickets and drops.
     clock: u64,
-    /// Folder id -> the clock at its last drop.
+    /// Folder id -> the clock at its last drop, for at most `DROPS_REMEMBERED` folders.
     last_drop: HashMap<String, u64>,
+    /// Drops at or before this clock were forgotten: a ticket older than it stores nothing.
+    forgotten_before: u64,
+}
+
+/// Folders whose last drop is remembered; past that, all are forgotten at once and tickets
+/// taken before then store nothing (a listing not stored costs a list call later, no more).
+const DROPS_REMEMBERED: usize = 4096;
+
+impl Drops {
+    /// Did `folder_id` change after `ticket` was taken (or may it have, as far as we remember)?
+    fn changed_since(&self, folder_id: &str, ticket: Ticket) -> bool {
+        ticket.0 < self.forgotten_before
+            || self
+                .last_drop
+                .get(folder_id)
+                .is_some_and(|&at| at > ticket.0)
+    }
+
+    fn record(&mut self, folder_id: &str) {
+        self.clock += 1;
+        if self.last_drop.len() >= DROPS_REMEMBERED {
+            self.last_drop.clear();
+            self.forgotten_before = self.clock;
+        }
+        self.last_drop.insert(folder_id.to_string(), self.clock);
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -200,11 +226,7 @@ impl Listings {
                 std::io::Write::write_all(&mut tmp, &json)?;
                 tmp.as_file().sync_all()?;
                 let drops = lock(&self.drops);
-                if drops
-                    .last_drop
-                    .get(folder_id)
-                    .is_some_and(|&at| at > ticket.0)
-                {
+                if drops.changed_since(folder_id, ticket) {
                     debug!(folder_id, "folder changed during its listing; not stored");
                     return Ok(());
                 }
@@ -219,9 +241,7 @@ impl Listings {
 
     pub(super) fn drop_folder(&self, folder_id: &str) {
         let mut d = lock(&self.drops);
-        d.clock += 1;
-        let at = d.clock;
-        d.last_drop.insert(folder_id.to_string(), at);
+        d.record(folder_id);
         match std::fs::remove_file(self.path_of(folder_id)) {
             Ok(()) => debug!(folder_id, "stored listing dropped"),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -309,6 +329,23 @@ mod tests {
         let ticket = l.ticket();
         l.drop_folder("elsewhere");
         l.save(ticket, "root", &[item("a", "x")]);
+        assert!(l.load("root", Duration::from_secs(60)).is_some());
+    }
+
+    #[test]
+    fn remembered_drops_stay_bounded_and_old_tickets_then_store_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = open(dir.path());
+        let old = l.ticket();
+        for i in 0..DROPS_REMEMBERED + 10 {
+            l.drop_folder(&format!("folder{i}"));
+        }
+        assert!(lock(&l.drops).last_drop.len() <= DROPS_REMEMBERED);
+        // `root` was never dropped, but its drop may have been forgotten: not stored.
+        l.save(old, "root", &[item("a", "x")]);
+        assert!(l.load("root", Duration::from_secs(60)).is_none());
+        // A ticket taken after the forgetting stores as usual.
+        l.save(l.ticket(), "root", &[item("a", "x")]);
         assert!(l.load("root", Duration::from_secs(60)).is_some());
     }
 

@@ -9,6 +9,10 @@
 //! - `urls.log`: the download URLs asked with getDownloadUrl, one line each, loaded at start
 //!   while still valid beyond the renewal margin (`urls`).
 //!
+//! Locks: `listings::Listings::drops` (`META_LISTINGS`, 310: drop clock, bounded to 4,096
+//! remembered folders) and `urls::UrlLog::state` (`META_URLS`, 320); both may be held across a
+//! local file write (they are above `IO_FREE_ABOVE`: the lookup path holds none of its own).
+//!
 //! Why plain files and not an embedded database (redb, sled): the data is two simple shapes,
 //! a folder snapshot always written and read whole, and an append-only log of URLs. A snapshot
 //! written to a temporary file, fsynced and renamed can never be seen torn, dropping a folder

@@ -41,6 +41,8 @@ use crate::write::staging::{remove_staged, write_sidecar, write_sidecar_of, Clos
 use crate::write::stream::{StreamTarget, Streams, WriteStream};
 use crate::write::upload::{adopt_landed, upload_file, UploadConfig, UploadTarget};
 
+mod runner;
+
 /// Uploads running at once (each is sequential inside; two keep one slow file from blocking all).
 pub const MAX_CONCURRENT: usize = 2;
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -215,13 +217,36 @@ impl UploadQueue {
         stream: Option<Arc<WriteStream>>,
         journal: Closed,
     ) {
-        // The fs may not have applied our last event yet and still name a copy we replaced.
-        if let Some(old) = target.replaces.take() {
-            target.replaces = Some(self.lock_replaced().resolve(old));
-        }
+        self.resolve_replaces(&mut target);
         if let Err(e) = write_sidecar(&staged, &target, journal) {
             tracing::warn!(path = %staged.display(), "could not journal upload job (it will still run): {e}");
         }
+        if let Some(old) = self.enqueue(key, target, staged, stream) {
+            remove_staged(&old);
+        }
+    }
+
+    /// The fs may not have applied our last event yet and still name a copy we replaced.
+    fn resolve_replaces(&self, target: &mut UploadTarget) {
+        if let Some(old) = target.replaces.take() {
+            target.replaces = Some(self.lock_replaced().resolve(old));
+        }
+    }
+
+    /// `submit_streamed` without the journal: for a caller that holds a lock the lookup path
+    /// takes (the fs's upload gate), which journals before (`write_sidecar_of`) and calls
+    /// `rejournal` once the lock is dropped, so the entry names the job's final target.
+    /// No disk I/O but a stat. Returns the staged file of a waiting version this one
+    /// superseded: the caller removes it (`remove_staged`) once it holds no such lock.
+    #[must_use = "a superseded staged file must be removed"]
+    pub fn enqueue(
+        &self,
+        key: u64,
+        mut target: UploadTarget,
+        staged: PathBuf,
+        stream: Option<Arc<WriteStream>>,
+    ) -> Option<PathBuf> {
+        self.resolve_replaces(&mut target);
         let size = std::fs::metadata(&staged).map_or(0, |m| m.len());
         let job = Job {
             target,
@@ -253,14 +278,12 @@ impl UploadQueue {
         }
         slot.wake.notify_one();
         drop(slots);
-        if let Some(old) = superseded {
-            remove_staged(&old);
-        }
         if spawn {
             if let Some(me) = self.me.upgrade() {
                 self.runtime.spawn(async move { me.run_key(key).await });
             }
         }
+        superseded
     }
 
     /// Every upload outcome from now on, in order per key; nothing is ever dropped.
@@ -397,19 +420,38 @@ impl UploadQueue {
         }
     }
 
+    /// Rewrite the journal entry of queued version `staged` from its job's target, if it says
+    /// something else (`Closed::Synced`: the bytes are durable) or was written to since
+    /// (`Closed::Now`). Nothing when the version is no longer queued.
+    pub fn rejournal(&self, staged: &Path, closed: Closed) {
+        if let Err(e) = write_sidecar_of(staged, closed, || self.job_target(staged)) {
+            tracing::warn!(path = %staged.display(), "could not update upload journal: {e}");
+        }
+    }
+
+    /// `retarget`, then its journal entries written at once.
+    pub fn set_target(&self, key: u64, f: impl FnOnce(&mut UploadTarget)) -> bool {
+        self.retarget(key, f).write(self)
+    }
+
     /// Change where a queued job goes (rename/move, or a new mtime, while queued). A waiting job
-    /// is updated and re-journaled; a running attempt is stopped and started again with the new
+    /// is updated (its journal entry is rewritten by `Rejournal::write`, which the caller runs
+    /// once it holds no lock of the lookup path); a running attempt is stopped and started again with the new
     /// target, so the old name is never created on the drive after the rename returned (an
     /// upload that had already landed is renamed right after it completes).
-    /// Returns false when the key has no job: the change is then the caller's to make.
-    pub fn set_target(&self, key: u64, f: impl FnOnce(&mut UploadTarget)) -> bool {
+    /// `queued` is false when the key has no job: the change is then the caller's to make.
+    pub fn retarget(&self, key: u64, f: impl FnOnce(&mut UploadTarget)) -> Rejournal {
+        let none = Rejournal {
+            queued: false,
+            staged: Vec::new(),
+        };
         let mut slots = self.lock();
         let Some(slot) = slots.get_mut(&key) else {
-            return false;
+            return none;
         };
         let mut target = match (&slot.waiting, &slot.running) {
             (Some(j), _) | (None, Some(j)) => j.target.clone(),
-            (None, None) => return false,
+            (None, None) => return none,
         };
         let base_replaces = target.replaces.clone();
         f(&mut target);
@@ -435,451 +477,56 @@ impl UploadQueue {
                 journal.push(j.staged.clone());
             }
         }
-        drop(slots);
-        for staged in journal {
-            self.journal(&staged);
+        Rejournal {
+            queued: true,
+            staged: journal,
         }
-        true
+    }
+
+    /// The target of the queued job of version `staged`, as it is now.
+    fn job_target(&self, staged: &Path) -> Option<UploadTarget> {
+        self.lock().values().find_map(|s| {
+            [&s.waiting, &s.running]
+                .into_iter()
+                .flatten()
+                .find(|j| j.staged == staged)
+                .map(|j| j.target.clone())
+        })
     }
 
     /// Rewrite the journal entry of a queued version from its job's target as it is when the
     /// entry is written (not when it was changed), so concurrent changes cannot leave an older
     /// target in the journal. Lock order: the journal's, then the slots'.
     fn journal(&self, staged: &Path) {
-        let current = || {
-            self.lock().values().find_map(|s| {
-                [&s.waiting, &s.running]
-                    .into_iter()
-                    .flatten()
-                    .find(|j| j.staged == staged)
-                    .map(|j| j.target.clone())
-            })
-        };
-        if let Err(e) = write_sidecar_of(staged, Closed::Keep, current) {
+        if let Err(e) = write_sidecar_of(staged, Closed::Keep, || self.job_target(staged)) {
             tracing::warn!(path = %staged.display(), "could not update upload journal: {e}");
         }
-    }
-
-    /// The key's task: run waiting jobs until none is left, then retire the slot.
-    async fn run_key(self: Arc<Self>, key: u64) {
-        loop {
-            let next = {
-                let mut slots = self.lock();
-                let Some(slot) = slots.get_mut(&key) else {
-                    return;
-                };
-                let young = slot
-                    .waiting
-                    .as_ref()
-                    .map(|j| SETTLE.saturating_sub(j.queued_at.elapsed()))
-                    .filter(|wait| !wait.is_zero());
-                match (young, slot.waiting.take()) {
-                    (Some(wait), Some(job)) => {
-                        slot.waiting = Some(job);
-                        Err(Some(wait))
-                    }
-                    (_, Some(job)) => {
-                        slot.running = Some(job.clone());
-                        slot.abort = Arc::new(Notify::new());
-                        Ok(job)
-                    }
-                    (_, None) => {
-                        slots.remove(&key);
-                        Err(None)
-                    }
-                }
-            };
-            let job = match next {
-                Ok(job) => job,
-                Err(Some(wait)) => {
-                    tokio::time::sleep(wait).await;
-                    continue;
-                }
-                Err(None) => {
-                    self.changed.notify_waiters();
-                    return;
-                }
-            };
-            self.run_job(key, job).await;
-            self.changed.notify_waiters();
-        }
-    }
-
-    /// Upload one job until it succeeds or a newer job supersedes it.
-    async fn run_job(&self, key: u64, job: Job) {
-        let mut backoff = FIRST_BACKOFF;
-        let mut attempt = 0u32;
-        let mut stream = job.stream.clone();
-        loop {
-            attempt += 1;
-            let Some(abort) = self.lock().get(&key).map(|s| s.abort.clone()) else {
-                return;
-            };
-            job.progress.begin_attempt();
-            let first = stream.take();
-            let upload = async {
-                let _permit = self.permits.acquire().await;
-                // A newer version may have arrived while we queued for a slot: skip straight to it.
-                if self.is_superseded(key) {
-                    return None;
-                }
-                let target = self
-                    .running_target(key)
-                    .unwrap_or_else(|| job.target.clone());
-                if job.resumed && attempt == 1 {
-                    let landed = match self.replay_folder(&target.parent_file_id).await {
-                        Ok(siblings) => {
-                            adopt_landed(&*self.drive, &self.cfg, &target, &job.staged, &siblings)
-                                .await
-                        }
-                        Err(e) => Err(e),
-                    };
-                    match landed {
-                        Ok(Some(item)) => return Some(Ok((item, target))),
-                        Ok(None) => {}
-                        Err(e) => tracing::debug!(
-                            key,
-                            "could not check for an upload landed before the restart: {e}"
-                        ),
-                    }
-                }
-                let result = upload_file(
-                    &*self.drive,
-                    &self.cfg,
-                    &target,
-                    &job.staged,
-                    first.as_deref(),
-                )
-                .await;
-                Some(result.map(|item| (item, target)))
-            };
-            let result = tokio::select! {
-                result = progress::scope(job.progress.clone(), upload) => result,
-                () = abort.notified() => {
-                    if let Some(s) = &first {
-                        s.abandon("stopped by a rename or delete");
-                    }
-                    // A session stopped as it completed may have landed: remove what this
-                    // attempt created, so nothing appears under the old name or after a delete.
-                    self.remove_sessions(key, &job.progress.take_sessions()).await;
-                    crate::write::resume::forget(&job.staged);
-                    if self.is_cancelled(key) {
-                        job.progress.end(Outcome::Cancelled);
-                        tracing::info!(key, path = %job.staged.display(), "upload stopped: the file was deleted");
-                        self.clear_cancelled(key);
-                        return;
-                    }
-                    tracing::debug!(key, "upload stopped for its new name or mtime; queued again");
-                    self.requeue(key, &job);
-                    return;
-                }
-            };
-            let Some(result) = result else {
-                job.progress.end(Outcome::Superseded);
-                tracing::info!(key, path = %job.staged.display(), "older version skipped: a newer version is queued");
-                self.drop_job(key, &job);
-                return;
-            };
-            match result {
-                Ok((mut item, uploaded)) => {
-                    // Apply renames/moves made meanwhile, until `finish` sees no newer one: a
-                    // rename or delete arriving at any moment is either applied here or finds
-                    // no job and the result in `uploaded_file_id`.
-                    let mut applied = uploaded.clone();
-                    let outcome = loop {
-                        let (moved, now) = self.follow_target(key, &applied, item).await;
-                        item = moved;
-                        applied = now;
-                        match self.finish(key, &job, &uploaded, &applied, &item) {
-                            Finish::Retarget => continue,
-                            done => break done,
-                        }
-                    };
-                    if outcome == Finish::Cancelled {
-                        job.progress.end(Outcome::Cancelled);
-                        tracing::info!(key, file_id = %item.file_id, "file deleted while uploading; removing the upload");
-                        let removed = if self.cfg.delete_permanently {
-                            self.drive.delete(&item.file_id).await
-                        } else {
-                            self.drive.trash(&item.file_id).await
-                        };
-                        if let Err(e) = removed {
-                            tracing::error!(key, file_id = %item.file_id, "could not remove the upload of a deleted file: {e}");
-                        }
-                        self.clear_cancelled(key);
-                        return;
-                    }
-                    self.send(UploadEvent {
-                        key,
-                        staged: job.staged.clone(),
-                        outcome: Ok(item),
-                    });
-                    return;
-                }
-                Err(Error::Io(e))
-                    if e.kind() == std::io::ErrorKind::NotFound && !job.staged.exists() =>
-                {
-                    // Nothing left to upload: retrying would fail forever.
-                    tracing::error!(key, path = %job.staged.display(), "staged file vanished; upload abandoned");
-                    job.progress
-                        .failed(format!("staged file vanished: {e}"), true);
-                    job.progress.end(Outcome::Abandoned);
-                    self.send(UploadEvent {
-                        key,
-                        staged: job.staged.clone(),
-                        outcome: Err(format!("staged file vanished: {e}")),
-                    });
-                    self.drop_job(key, &job);
-                    return;
-                }
-                Err(e) => {
-                    let quota = matches!(e, Error::QuotaExhausted(_));
-                    job.progress
-                        .failed(e.to_string(), quota || !e.is_transient());
-                    if quota {
-                        backoff = backoff.max(QUOTA_BACKOFF);
-                    }
-                    let wait = jitter(backoff);
-                    if quota {
-                        tracing::error!(key, path = %job.staged.display(), attempt,
-                            "UPLOAD BLOCKED: the drive is full; free space on the drive. Retrying in {wait:?}: {e}");
-                    } else {
-                        tracing::error!(key, path = %job.staged.display(), attempt,
-                            "upload failed, retrying in {wait:?}: {e}");
-                    }
-                    self.send(UploadEvent {
-                        key,
-                        staged: job.staged.clone(),
-                        outcome: Err(e.to_string()),
-                    });
-                    if self.wait_or_superseded(key, wait).await {
-                        job.progress.end(Outcome::Superseded);
-                        tracing::info!(key, path = %job.staged.display(), "failed older version dropped: a newer version is queued");
-                        self.drop_job(key, &job);
-                        return;
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-            }
-        }
-    }
-
-    /// A retargeted job goes back to waiting (with the settle delay again, so that a burst of
-    /// renames costs one upload), unless a newer version already waits.
-    fn requeue(&self, key: u64, job: &Job) {
-        let mut slots = self.lock();
-        let Some(slot) = slots.get_mut(&key) else {
-            return;
-        };
-        let Some(running) = slot.running.take() else {
-            return;
-        };
-        if slot.waiting.is_none() {
-            slot.waiting = Some(Job {
-                queued_at: Instant::now(),
-                stream: None,
-                ..running
-            });
-        } else if !slot
-            .waiting
-            .as_ref()
-            .is_some_and(|w| w.staged == job.staged)
-        {
-            job.progress.end(Outcome::Superseded);
-            drop(slots);
-            remove_staged(&job.staged);
-        }
-    }
-
-    async fn remove_sessions(&self, key: u64, file_ids: &[String]) {
-        for file_id in file_ids {
-            let removed = if self.cfg.delete_permanently {
-                self.drive.delete(file_id).await
-            } else {
-                self.drive.trash(file_id).await
-            };
-            match removed {
-                Ok(_) => tracing::debug!(key, file_id, "removed what a stopped upload created"),
-                Err(Error::NotFound(_) | Error::InRecycleBin(_)) => {}
-                Err(e) => tracing::warn!(
-                    key,
-                    file_id,
-                    "could not remove what a stopped upload created: {e}"
-                ),
-            }
-        }
-    }
-
-    fn is_cancelled(&self, key: u64) -> bool {
-        self.lock().get(&key).is_some_and(|s| s.cancelled)
-    }
-
-    fn is_superseded(&self, key: u64) -> bool {
-        self.lock()
-            .get(&key)
-            .is_some_and(|s| s.waiting.is_some() || s.cancelled)
-    }
-
-    fn running_target(&self, key: u64) -> Option<UploadTarget> {
-        self.lock()
-            .get(&key)
-            .and_then(|s| s.running.as_ref())
-            .map(|j| j.target.clone())
-    }
-
-    /// Sleep `backoff`, waking early if a newer job arrives. True when superseded.
-    async fn wait_or_superseded(&self, key: u64, backoff: Duration) -> bool {
-        let deadline = Instant::now() + backoff;
-        let Some(wake) = self.lock().get(&key).map(|s| s.wake.clone()) else {
-            return false;
-        };
-        loop {
-            if self.is_superseded(key) {
-                return true;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => return false,
-                _ = wake.notified() => {}
-            }
-        }
-    }
-
-    /// The running job stopped because of a cancel: its staged file is the canceller's.
-    fn clear_cancelled(&self, key: u64) {
-        if let Some(slot) = self.lock().get_mut(&key) {
-            slot.running = None;
-            if slot.waiting.is_none() {
-                slot.cancelled = false;
-            }
-        }
-    }
-
-    /// Forget a job that will not be uploaded (superseded or unreadable), with its staged file.
-    fn drop_job(&self, key: u64, job: &Job) {
-        job.drop_stream();
-        let mut slots = self.lock();
-        if let Some(slot) = slots.get_mut(&key) {
-            slot.running = None;
-            // After a cancel, the staged file is the canceller's (see `cancel`).
-            let keep = slot.cancelled
-                || slot
-                    .waiting
-                    .as_ref()
-                    .is_some_and(|w| w.staged == job.staged);
-            if slot.waiting.is_none() {
-                slot.cancelled = false;
-            }
-            drop(slots);
-            if !keep {
-                remove_staged(&job.staged);
-            }
-        }
-    }
-
-    /// Success bookkeeping, atomic with respect to `set_target` and `cancel`: unless a newer
-    /// target or a cancel arrived, the waiting job (if any) now replaces the file we just made,
-    /// the result is recorded, the staged file goes and the slot's running job clears.
-    fn finish(
-        &self,
-        key: u64,
-        job: &Job,
-        uploaded: &UploadTarget,
-        applied: &UploadTarget,
-        item: &RemoteItem,
-    ) -> Finish {
-        let mut slots = self.lock();
-        let Some(slot) = slots.get_mut(&key) else {
-            return Finish::Done;
-        };
-        if slot.cancelled {
-            // The staged file is the canceller's (see `cancel`). The job stays running until
-            // its result is removed from the drive, so `settle` waits for that.
-            return Finish::Cancelled;
-        }
-        if let Some(want) = slot.running.as_ref().map(|j| &j.target) {
-            if want.parent_file_id != applied.parent_file_id || want.name != applied.name {
-                return Finish::Retarget;
-            }
-        }
-        if let Some(old) = &uploaded.replaces {
-            self.lock_replaced()
-                .record(old.clone(), item.file_id.clone());
-        }
-        self.completed.lock().insert(key, item.file_id.clone());
-        job.progress.end(Outcome::Uploaded);
-        slot.running = None;
-        let mut reused = false;
-        let mut journal = None;
-        if let Some(w) = slot.waiting.as_mut() {
-            reused = w.staged == job.staged;
-            // The newer version meant to replace "the current copy"; that is ours now.
-            if w.target.replaces == uploaded.replaces {
-                w.target.replaces = Some(item.file_id.clone());
-                journal = Some(w.staged.clone());
-            }
-        }
-        drop(slots);
-        if let Some(staged) = journal {
-            self.journal(&staged);
-        }
-        if !reused {
-            remove_staged(&job.staged);
-        }
-        Finish::Done
     }
 
     /// The file_id of the last completed upload for `key`, if any.
     pub fn uploaded_file_id(&self, key: u64) -> Option<String> {
         self.completed.lock().get(&key).cloned()
     }
-
-    /// If the fs renamed/moved the file while it was uploading, apply that now.
-    async fn follow_target(
-        &self,
-        key: u64,
-        uploaded: &UploadTarget,
-        item: RemoteItem,
-    ) -> (RemoteItem, UploadTarget) {
-        let Some(want) = self.running_target(key) else {
-            return (item, uploaded.clone());
-        };
-        if want.parent_file_id == uploaded.parent_file_id && want.name == uploaded.name {
-            return (item, uploaded.clone());
-        }
-        let result = if want.parent_file_id != uploaded.parent_file_id {
-            let new_name = (want.name != item.name).then_some(want.name.as_str());
-            match self
-                .drive
-                .move_item(&item.file_id, &want.parent_file_id, new_name)
-                .await
-            {
-                Ok(r) if r.exist => Err(Error::AlreadyExists(want.name.clone())),
-                Ok(_) => self.drive.get(&item.file_id).await,
-                Err(e) => Err(e),
-            }
-        } else {
-            self.drive.rename(&item.file_id, &want.name).await
-        };
-        match result {
-            Ok(moved) => (moved, want),
-            Err(e) => {
-                // Not retried: the item keeps its uploaded name, visible in the log and listing.
-                tracing::error!(key, file_id = %item.file_id, from = %uploaded.name, to = %want.name,
-                    "uploaded, but could not apply the rename/move made meanwhile: {e}");
-                (item, want)
-            }
-        }
-    }
 }
 
-/// How a successful upload ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Finish {
-    Done,
-    /// A rename/move arrived after the last one was applied: apply it first.
-    Retarget,
-    /// The file was deleted meanwhile: remove the upload.
-    Cancelled,
+/// Journal entries a retarget changed, to write once the caller holds no lock of the lookup
+/// path (the journal fsyncs). Written under each entry's own lock from the job's target as it
+/// is then, so writers racing on one entry leave the newest target.
+#[must_use = "the journal entries must be written (Rejournal::write)"]
+pub struct Rejournal {
+    /// The key had a job (false: the caller makes the change itself).
+    pub queued: bool,
+    staged: Vec<PathBuf>,
+}
+
+impl Rejournal {
+    /// Write the entries; returns `queued`.
+    pub fn write(self, queue: &UploadQueue) -> bool {
+        for staged in &self.staged {
+            queue.journal(staged);
+        }
+        self.queued
+    }
 }
 
 /// file_id → the file_id that replaced it, for the last `REPLACED_MEMORY` replacements.

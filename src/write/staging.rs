@@ -11,6 +11,14 @@
 //!   returned the version survives a crash or a power cut. The upload queue rewrites it when a
 //!   queued job is retargeted, and removes it with the staged file once the upload is verified.
 //!
+//! Locks: each staged file's entry has its own lock (`JournalEntry`, level
+//! `Level::JOURNAL_ENTRY`, the outermost of the daemon), taken around the read of the target and
+//! the write of that one entry, so a rename and a FLUSH of the same version write in the order
+//! they read; `JOURNAL_LOCKS` (level `WRITE_JOURNAL`) only finds or drops those locks, briefly,
+//! with nothing else held. The fdatasync of the staged bytes comes before any lock; only the
+//! entry's own small write and fsyncs happen under its lock, which nothing but writers of that
+//! same entry take (never lookup, readdir, getattr, nor the release of another file).
+//!
 //! Recovery at start (`Staging::recover`): every closed entry whose staged file exists is queued
 //! again under its current name (a file still open at the crash is uploaded as of its last
 //! flush). A staged file with no entry, an unreadable one, or one never closed carries no
@@ -20,16 +28,19 @@
 //! happened: the queue then finds it in its folder (same name, size and SHA-1) and adopts it
 //! instead of uploading a duplicate (`upload::adopt_landed`).
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::sync::{Level, Mutex};
 use crate::write::upload::UploadTarget;
 
 const SIDECAR_SUFFIX: &str = ".job.json";
@@ -260,9 +271,41 @@ pub fn sidecar_path(staged: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Serialises journal writes, so a rename and a flush of the same version cannot interleave
-/// their read-modify-write. No lock that lookup, getattr or read take is ever held around it.
-static JOURNAL_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// The lock of each staged file's journal entry with a writer now (see the module doc).
+static JOURNAL_LOCKS: Mutex<BTreeMap<PathBuf, Arc<Mutex<()>>>> =
+    Mutex::new(Level::WRITE_JOURNAL, "journal entry locks", BTreeMap::new());
+
+/// The lock of one staged file's journal entry: serialises the read-modify-write of that entry
+/// (a rename and a FLUSH of the same version), and its removal. Dropped from `JOURNAL_LOCKS`
+/// when its last user is done, so the map holds only entries being written.
+struct JournalEntry {
+    staged: PathBuf,
+    lock: Arc<Mutex<()>>,
+}
+
+impl JournalEntry {
+    fn of(staged: &Path) -> JournalEntry {
+        let lock = JOURNAL_LOCKS
+            .lock()
+            .entry(staged.to_path_buf())
+            .or_insert_with(|| Arc::new(Mutex::new(Level::JOURNAL_ENTRY, "journal entry", ())))
+            .clone();
+        JournalEntry {
+            staged: staged.to_path_buf(),
+            lock,
+        }
+    }
+}
+
+impl Drop for JournalEntry {
+    fn drop(&mut self) {
+        let mut all = JOURNAL_LOCKS.lock();
+        // Only the map and this user hold it: nobody else writes or waits for this entry.
+        if Arc::strong_count(&self.lock) == 2 {
+            all.remove(&self.staged);
+        }
+    }
+}
 
 /// How a journal entry is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -293,10 +336,20 @@ pub fn write_sidecar_of(
     closed: Closed,
     target: impl FnOnce() -> Option<UploadTarget>,
 ) -> Result<()> {
-    let _serial = JOURNAL_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    crate::sync::assert_io_allowed("journal fsync");
+    // The bytes first, before any lock: an entry must never promise content the disk does
+    // not hold, and a big file's fdatasync must keep no other writer waiting. Its error counts
+    // only if there is an entry to write (a file deleted meanwhile has none).
+    let synced = match closed {
+        Closed::Now => File::open(staged).and_then(|f| f.sync_data()),
+        _ => Ok(()),
+    };
+    let entry = JournalEntry::of(staged);
+    let _serial = entry.lock.lock();
     let Some(target) = target() else {
         return Ok(());
     };
+    synced?;
     let target = &target;
     let path = sidecar_path(staged);
     if closed == Closed::Synced {
@@ -305,13 +358,15 @@ pub fn write_sidecar_of(
             return Ok(());
         }
     }
+    let closed_as = closed;
     let closed = match closed {
         Closed::Now | Closed::Synced => true,
         Closed::NotYet => false,
         Closed::Keep => read_sidecar(&path).is_ok_and(|r| r.closed),
     };
-    if closed {
-        // The bytes first: an entry must never promise content the disk does not hold.
+    if closed && !matches!(closed_as, Closed::Now) {
+        // Synced or Keep of a closed entry: the bytes are durable already, this costs nothing
+        // unless something was written since.
         File::open(staged)?.sync_data()?;
     }
     let size = std::fs::metadata(staged).map(|m| m.len()).unwrap_or(0);
@@ -352,7 +407,8 @@ pub fn read_sidecar(path: &Path) -> Result<JobRecord> {
 /// Remove a staged file and its sidecar; already-missing files are fine. Open handles keep
 /// reading the bytes through their descriptors.
 pub fn remove_staged(staged: &Path) {
-    let _serial = JOURNAL_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let entry = JournalEntry::of(staged);
+    let _serial = entry.lock.lock();
     let session = super::resume::session_path(staged);
     for p in [sidecar_path(staged), session, staged.to_path_buf()] {
         if let Err(e) = std::fs::remove_file(&p) {
@@ -367,6 +423,42 @@ pub fn remove_staged(staged: &Path) {
 mod tests {
     use super::*;
     use std::io::{Read, Seek, SeekFrom};
+
+    /// The journal's fsyncs never run under a lock the lookup path takes (debug builds check).
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "journal fsync while holding a lock the lookup path takes")]
+    fn journaling_under_a_lookup_lock_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let st = Staging::new(tmp.path().join("staging")).unwrap();
+        let f = st.create().unwrap();
+        let gate = crate::sync::Mutex::new(Level::FS_GATE, "test gate", ());
+        let _held = gate.lock();
+        let target = UploadTarget {
+            parent_file_id: "root".into(),
+            name: "x".into(),
+            mtime: None,
+            replaces: None,
+        };
+        let _ = write_sidecar(&f.path, &target, Closed::Now);
+    }
+
+    /// Entry locks live only while their entry is written.
+    #[test]
+    fn journal_entry_locks_are_dropped_after_use() {
+        let tmp = tempfile::tempdir().unwrap();
+        let st = Staging::new(tmp.path().join("staging")).unwrap();
+        let f = st.create().unwrap();
+        let target = UploadTarget {
+            parent_file_id: "root".into(),
+            name: "x".into(),
+            mtime: None,
+            replaces: None,
+        };
+        write_sidecar(&f.path, &target, Closed::Now).unwrap();
+        remove_staged(&f.path);
+        assert!(!JOURNAL_LOCKS.lock().contains_key(&f.path));
+    }
 
     #[test]
     fn creates_private_dir_and_unique_read_write_files() {

@@ -209,28 +209,46 @@ impl FsCore {
     }
 
     pub(super) fn submit_upload(&self, ino: u64, content: &Arc<LocalContent>) -> Result<()> {
-        // Sealed under the gate, so `control`'s snapshot sees a file either still unsealed or
-        // already queued, never in between.
-        let _gate = lock(&self.upload_gate);
-        content.seal();
-        let Some(target) = self.upload_target(ino) else {
-            return Ok(()); // deleted while open: nothing to upload
-        };
-        info!(ino, name = %target.name, mtime = ?target.mtime, "queued upload");
-        let stream = content.stream().cloned();
-        if let (Some(stream), Ok(len)) = (&stream, content.len()) {
-            // The stream sends the last part now, not when the queue gets to this job.
-            stream.close(len);
+        // Durable first, with no lock held: the fdatasync of a big file must not hold up the
+        // lookups and listings that take the upload gate. The FLUSH of close() made the entry
+        // durable unless something was written since.
+        if let Err(e) = self.journal(ino, content, self.closed_now(content)) {
+            warn!(ino, path = %content.path.display(), "could not journal upload job (it will still run): {e}");
         }
-        // The FLUSH of close() made the entry durable unless something was written since.
-        let journal = if content.take_unflushed() {
+        let superseded = {
+            // Sealed and queued under the gate, so `control`'s snapshot and `listing_ticket`
+            // see a file either still unsealed or already queued, never in between.
+            let _gate = lock(&self.upload_gate);
+            content.seal();
+            let Some(target) = self.upload_target(ino) else {
+                return Ok(()); // deleted while open: nothing to upload
+            };
+            info!(ino, name = %target.name, mtime = ?target.mtime, "queued upload");
+            let stream = content.stream().cloned();
+            if let (Some(stream), Ok(len)) = (&stream, content.len()) {
+                // The stream sends the last part now, not when the queue gets to this job.
+                stream.close(len);
+            }
+            self.uploads
+                .enqueue(ino, target, content.path.clone(), stream)
+        };
+        if let Some(old) = superseded {
+            remove_staged(&old);
+        }
+        // A rename or write between the entry above and the seal: the entry says so too.
+        self.uploads
+            .rejournal(&content.path, self.closed_now(content));
+        Ok(())
+    }
+
+    /// How a closed version's entry is written: `Now` (data fsync) if written since its last
+    /// FLUSH, else `Synced` (rewritten only if it would say something else).
+    fn closed_now(&self, content: &LocalContent) -> Closed {
+        if content.take_unflushed() {
             Closed::Now
         } else {
             Closed::Synced
-        };
-        self.uploads
-            .submit_streamed(ino, target, content.path.clone(), stream, journal);
-        Ok(())
+        }
     }
 
     /// Local content a writer may change: the node's unsealed content, or a new staging file
@@ -444,8 +462,11 @@ impl FsCore {
             }
             // Under the gate: a RELEASE queueing this file right now finishes first, so the
             // queued job gets the new mtime.
-            let _gate = lock(&self.upload_gate);
-            self.uploads.set_target(ino, |t| t.mtime = Some(mtime));
+            let rejournal = {
+                let _gate = lock(&self.upload_gate);
+                self.uploads.retarget(ino, |t| t.mtime = Some(mtime))
+            };
+            rejournal.write(&self.uploads);
         }
         self.getattr(ino).await
     }

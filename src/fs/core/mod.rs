@@ -6,6 +6,21 @@
 //! listing make no API call. A folder of N entries costs ceil(N/100) list calls per
 //! `dir_cache_ttl`. Changes made through the mount edit the cached listings in place (no
 //! re-listing after every create), so `tar -x` of 500 files costs one listing, not 500.
+//!
+//! # Locks (`crate::sync`, taken in increasing level only)
+//!
+//! | level | lock | guards | slow work under it |
+//! |---|---|---|---|
+//! | 100 `JOURNAL_ENTRY` | one staged file's journal entry (`write::staging`) | that entry's read-modify-write | the entry's own small fsyncs; taken by nothing on the lookup path |
+//! | 110 `FS_GATE` | `upload_gate` | "seal and queue" vs rename, setattr, listing tickets, snapshots | none: no journal write, no fsync (journaling is done before or after it) |
+//! | 120 `FS_INODES` | `table` | the inode table | none |
+//! | 130 `FS_HANDLES` | `handles` | open file handles | none |
+//! | 140 `FS_KEYED` | `prepare_locks` map | the per-inode async locks (held across downloads, as async locks, not this one) | none |
+//! | 150 `FS_SYNTHETIC` | `SyntheticUrls::streams` | transcoded stream URLs | none |
+//! | 160 `FS_LISTING` | `Listing::entries` | one folder's children | none |
+//! | 190 `FS_MISC` | `resumed` | uploads resumed at start, not shown yet | none |
+//!
+//! The write layer's locks (200-299, see `write`) and meta's (300-399) come after these.
 
 mod control;
 mod handles;

@@ -138,12 +138,26 @@ impl FsCore {
     /// The deletion failed on the drive: the file is back in its folder with every pending
     /// version queued again, as if nothing had happened.
     pub(super) fn reattach(&self, detached: Detached) {
-        let _gate = lock(&self.upload_gate);
-        if let Some(n) = lock(&self.table).get_mut(detached.ino) {
-            n.parent = detached.parent;
+        let superseded: Vec<PathBuf> = {
+            let _gate = lock(&self.upload_gate);
+            if let Some(n) = lock(&self.table).get_mut(detached.ino) {
+                n.parent = detached.parent;
+            }
+            detached
+                .queued
+                .iter()
+                .filter_map(|(target, staged)| {
+                    self.uploads
+                        .enqueue(detached.ino, target.clone(), staged.clone(), None)
+                })
+                .collect()
+        };
+        for old in superseded {
+            remove_staged(&old);
         }
-        for (target, staged) in detached.queued {
-            self.uploads.submit(detached.ino, target, staged);
+        // Their entries were closed when first queued; the gate is dropped before the fsyncs.
+        for (_, staged) in &detached.queued {
+            self.uploads.rejournal(staged, Closed::Synced);
         }
     }
 
@@ -238,8 +252,6 @@ impl FsCore {
         names::validate(new_name)?;
         let node = self.child(parent, name).await?;
         self.refuse_synthetic(&node)?;
-        // The drive item a pending source takes the place of (retired by its upload).
-        let mut displaced: Option<String> = None;
         let target_folder = self.folder(new_parent)?;
         let target_listing = self.listing(new_parent).await?;
         if node.is_dir() && self.is_ancestor(node.ino, new_parent) {
@@ -247,85 +259,175 @@ impl FsCore {
                 "cannot move {name} into itself"
             )));
         }
+        // The drive item a pending source takes the place of (retired by its upload).
+        let mut displaced: Option<String> = None;
         if let Some(target_ino) = target_listing.get(new_name) {
             if target_ino == node.ino {
                 return Ok(());
             }
-            if no_replace {
-                return Err(Error::AlreadyExists(new_name.to_string()));
-            }
-            let target = self.node(target_ino)?;
-            match (node.is_dir(), target.is_dir()) {
-                (false, true) => return Err(Error::IsADirectory(new_name.to_string())),
-                (true, false) => return Err(Error::NotADirectory(new_name.to_string())),
-                (true, true) if self.listing(target_ino).await?.len() > 0 => {
-                    return Err(Error::NotEmpty(new_name.to_string()))
-                }
-                _ => {}
-            }
-            let detached = if target.is_dir() {
-                None
-            } else {
-                Some(self.detach_pending(target_ino).await)
-            };
-            let target = self.adopt_upload(target_ino)?;
-            let source_pending = !node.is_dir() && self.adopt_upload(node.ino)?.is_local_only();
-            match target.drive_copy() {
-                // A file not on the drive yet replaces one that is: the old copy stays there
-                // until the new one is uploaded and verified (its upload retires it), so no
-                // moment, crash included, leaves the name without one good copy.
-                Some(id) if source_pending => displaced = Some(id.to_string()),
-                Some(id) => {
-                    if let Err(e) = self.remove_remote(id).await {
-                        if let Some(detached) = detached {
-                            self.reattach(detached);
-                        }
-                        return Err(e);
-                    }
-                }
-                None => {}
-            }
-            if let Some(detached) = detached {
-                detached.discard();
-            }
-            self.forget_removed(new_parent, new_name, &target).await;
+            self.check_replaceable(&node, target_ino, new_name, no_replace)
+                .await?;
+            displaced = self
+                .replace_target(&node, new_parent, new_name, target_ino)
+                .await?;
         }
         // The newest drive item of the node (its upload may have landed a moment ago).
         let node = self.adopt_upload(node.ino)?;
-        // A pending file leaving a name it took by a rename: the copy it hid there goes, so
-        // the name is free on the drive too (its upload then retires nothing there).
+        let leaves_displaced = self.retire_hidden_copies(&node, &mut displaced).await?;
+        let to = (target_folder.file_id.as_str(), new_parent, new_name);
+        let renamed_remote = self.rename_drive_copy(&node, parent, to).await?;
+        let queued = self.retarget_pending(&node, to, &displaced, leaves_displaced)?;
+        if queued {
+            // An upload under way under the old name is stopped (and queued again under the
+            // new one) before we return, so the old name is free on the drive at once.
+            self.uploads.settle(node.ino).await;
+        }
+        debug!(
+            ino = node.ino,
+            from = name,
+            to = new_name,
+            queued,
+            renamed_remote,
+            "renamed"
+        );
+        if !queued {
+            self.rename_late_landing(&node, parent, to, renamed_remote, &displaced)
+                .await?;
+        }
+        if let Some(listing) = self.listings.get(&parent).await {
+            listing.remove(name);
+        }
+        target_listing.insert(new_name, node.ino);
+        self.touch_dir(parent);
+        self.touch_dir(new_parent);
+        Ok(())
+    }
+
+    /// May `node` take the place of `target_ino` (`new_name`)? As rename(2) says.
+    async fn check_replaceable(
+        &self,
+        node: &Node,
+        target_ino: u64,
+        new_name: &str,
+        no_replace: bool,
+    ) -> Result<()> {
+        if no_replace {
+            return Err(Error::AlreadyExists(new_name.to_string()));
+        }
+        let target = self.node(target_ino)?;
+        match (node.is_dir(), target.is_dir()) {
+            (false, true) => Err(Error::IsADirectory(new_name.to_string())),
+            (true, false) => Err(Error::NotADirectory(new_name.to_string())),
+            (true, true) if self.listing(target_ino).await?.len() > 0 => {
+                Err(Error::NotEmpty(new_name.to_string()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The rename's target goes: its pending upload is cancelled, its drive copy removed, or,
+    /// when a pending source replaces it, kept until that source's upload retires it (returned:
+    /// the source's `displaced`), so no moment, crash included, leaves the name without one
+    /// good copy.
+    async fn replace_target(
+        &self,
+        node: &Node,
+        new_parent: u64,
+        new_name: &str,
+        target_ino: u64,
+    ) -> Result<Option<String>> {
+        let target = self.node(target_ino)?;
+        let detached = if target.is_dir() {
+            None
+        } else {
+            Some(self.detach_pending(target_ino).await)
+        };
+        let target = self.adopt_upload(target_ino)?;
+        let source_pending = !node.is_dir() && self.adopt_upload(node.ino)?.is_local_only();
+        let mut displaced = None;
+        match target.drive_copy() {
+            Some(id) if source_pending => displaced = Some(id.to_string()),
+            Some(id) => {
+                if let Err(e) = self.remove_remote(id).await {
+                    if let Some(detached) = detached {
+                        self.reattach(detached);
+                    }
+                    return Err(e);
+                }
+            }
+            None => {}
+        }
+        if let Some(detached) = detached {
+            detached.discard();
+        }
+        self.forget_removed(new_parent, new_name, &target).await;
+        Ok(displaced)
+    }
+
+    /// Drive copies the moved name must no longer hide: the one a pending file hid at the name
+    /// it leaves (returns true: the name is then free on the drive too, and its upload retires
+    /// nothing there), and the one it was to retire at the new name if its first upload landed
+    /// meanwhile (then it is replaced like any drive item).
+    async fn retire_hidden_copies(
+        &self,
+        node: &Node,
+        displaced: &mut Option<String>,
+    ) -> Result<bool> {
         let leaves_displaced = node.is_local_only() && node.displaces.is_some();
         if let Some(old) = node.displaces.as_deref().filter(|_| leaves_displaced) {
             self.remove_remote(old).await?;
         }
         if displaced.is_some() && !node.is_local_only() {
-            // Its first upload landed meanwhile: replace on the drive like any drive item.
             if let Some(old) = displaced.take() {
                 self.remove_remote(&old).await?;
             }
         }
-        let old_remote_name = node.remote_name.clone();
-        let mut renamed_remote = false;
-        if !node.is_local_only() {
-            let to = (&target_folder.file_id, new_parent, new_name);
-            match self
-                .rename_remote(&node.file_id, &old_remote_name, parent, to)
-                .await
-            {
-                Ok(()) => renamed_remote = true,
-                // A newer version landed meanwhile and retired this copy: the newer one is
-                // renamed below, once its job can no longer change.
-                Err(Error::NotFound(_) | Error::InRecycleBin(_))
-                    if self.adopt_upload(node.ino)?.file_id != node.file_id => {}
-                Err(e) => return Err(e),
-            }
+        Ok(leaves_displaced)
+    }
+
+    /// Rename/move `node`'s drive copy, if it has one; true when done.
+    async fn rename_drive_copy(
+        &self,
+        node: &Node,
+        parent: u64,
+        to: (&str, u64, &str),
+    ) -> Result<bool> {
+        if node.is_local_only() {
+            return Ok(false);
         }
-        let queued = {
+        match self
+            .rename_remote(&node.file_id, &node.remote_name, parent, to)
+            .await
+        {
+            Ok(()) => Ok(true),
+            // A newer version landed meanwhile and retired this copy: the newer one is
+            // renamed below, once its job can no longer change.
+            Err(Error::NotFound(_) | Error::InRecycleBin(_))
+                if self.adopt_upload(node.ino)?.file_id != node.file_id =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The node takes its new name, and its queued upload (if any) the new target, at one
+    /// instant under the upload gate; the journal entries follow with the gate dropped. True
+    /// when an upload was queued.
+    fn retarget_pending(
+        &self,
+        node: &Node,
+        to: (&str, u64, &str),
+        displaced: &Option<String>,
+        leaves_displaced: bool,
+    ) -> Result<bool> {
+        let (folder_id, new_parent, new_name) = to;
+        let rejournal = {
             let _gate = lock(&self.upload_gate);
-            let folder_id = target_folder.file_id.clone();
+            let folder_id = folder_id.to_string();
             let new_name_owned = new_name.to_string();
             let replaces = displaced.clone();
-            let queued = self.uploads.set_target(node.ino, move |t| {
+            let rejournal = self.uploads.retarget(node.ino, move |t| {
                 t.parent_file_id = folder_id;
                 t.name = new_name_owned;
                 if replaces.is_some() || leaves_displaced {
@@ -341,46 +443,36 @@ impl FsCore {
                     n.displaces = displaced.clone();
                 }
             }
-            queued
+            rejournal
         };
+        let queued = rejournal.write(&self.uploads);
         // A version still being written goes under the new name after a crash too.
         if let Some(content) = node.local.as_ref().filter(|c| !c.is_sealed()) {
             self.journal(node.ino, content, Closed::Keep)?;
         }
-        if queued {
-            // An upload under way under the old name is stopped (and queued again under the
-            // new one) before we return, so the old name is free on the drive at once.
-            self.uploads.settle(node.ino).await;
+        Ok(queued)
+    }
+
+    /// An upload that landed between our two looks (a first one, or a newer version that
+    /// retired the copy renamed above) is renamed like any drive item.
+    async fn rename_late_landing(
+        &self,
+        node: &Node,
+        parent: u64,
+        to: (&str, u64, &str),
+        renamed_remote: bool,
+        displaced: &Option<String>,
+    ) -> Result<()> {
+        let landed = self.adopt_upload(node.ino)?;
+        let moved = renamed_remote && landed.file_id == node.file_id;
+        if landed.is_local_only() || moved {
+            return Ok(());
         }
-        debug!(
-            ino = node.ino,
-            from = name,
-            to = new_name,
-            queued,
-            renamed_remote,
-            "renamed"
-        );
-        if !queued {
-            // An upload that landed between our two looks (a first one, or a newer version
-            // that retired the copy renamed above) is renamed like any drive item.
-            let landed = self.adopt_upload(node.ino)?;
-            let moved = renamed_remote && landed.file_id == node.file_id;
-            if !landed.is_local_only() && !moved {
-                if let Some(old) = &displaced {
-                    self.remove_remote(old).await?;
-                }
-                let to = (&target_folder.file_id, new_parent, new_name);
-                self.rename_remote(&landed.file_id, &old_remote_name, parent, to)
-                    .await?;
-            }
+        if let Some(old) = displaced {
+            self.remove_remote(old).await?;
         }
-        if let Some(listing) = self.listings.get(&parent).await {
-            listing.remove(name);
-        }
-        target_listing.insert(new_name, node.ino);
-        self.touch_dir(parent);
-        self.touch_dir(new_parent);
-        Ok(())
+        self.rename_remote(&landed.file_id, &node.remote_name, parent, to)
+            .await
     }
 
     /// Rename and/or move a drive item.
@@ -390,7 +482,7 @@ impl FsCore {
         file_id: &str,
         remote_name: &str,
         parent: u64,
-        to: (&String, u64, &str),
+        to: (&str, u64, &str),
     ) -> Result<()> {
         let (folder_id, new_parent, new_name) = to;
         if parent == new_parent {

@@ -50,32 +50,37 @@ impl FsCore {
         table.get(ino).cloned()
     }
 
+    /// A mirrored drive folder's children: its folders and videos, each a synthetic folder.
+    async fn mirror_entries(&self, folder_id: &str) -> Result<Vec<(RemoteItem, String)>> {
+        let items = self.drive.list_folder(folder_id).await?;
+        let display = names::display_names(&items);
+        let mut entries = Vec::new();
+        for (item, name) in items.iter().zip(display) {
+            let child = if item.is_dir() {
+                Synthetic::Mirror(item.file_id.clone())
+            } else if is_video(&item.name) {
+                Synthetic::Video(item.file_id.clone())
+            } else {
+                continue;
+            };
+            let mut it = item.clone();
+            it.file_id = child.key();
+            it.kind = ItemKind::Folder;
+            it.size = 0;
+            it.download_url = None;
+            it.streams.clear();
+            entries.push((it, name));
+        }
+        Ok(entries)
+    }
+
     /// The listing of a synthetic folder.
     pub(super) async fn load_synthetic_listing(&self, dir: &Node) -> Result<Arc<Listing>> {
         let key =
             Synthetic::parse(&dir.file_id).ok_or_else(|| Error::NotADirectory(dir.name.clone()))?;
         let mut entries: Vec<(RemoteItem, String)> = Vec::new();
         match &key {
-            Synthetic::Mirror(folder_id) => {
-                let items = self.drive.list_folder(folder_id).await?;
-                let display = names::display_names(&items);
-                for (item, name) in items.iter().zip(display) {
-                    let child = if item.is_dir() {
-                        Synthetic::Mirror(item.file_id.clone())
-                    } else if is_video(&item.name) {
-                        Synthetic::Video(item.file_id.clone())
-                    } else {
-                        continue;
-                    };
-                    let mut it = item.clone();
-                    it.file_id = child.key();
-                    it.kind = ItemKind::Folder;
-                    it.size = 0;
-                    it.download_url = None;
-                    it.streams.clear();
-                    entries.push((it, name));
-                }
-            }
+            Synthetic::Mirror(folder_id) => entries = self.mirror_entries(folder_id).await?,
             Synthetic::Video(id) => {
                 let video = self.transcodes.video(id, false).await?;
                 for t in &video.templates {
