@@ -325,4 +325,79 @@ pub trait Drive: Send + Sync + 'static {
         let _ = file_id;
         Err(crate::error::Error::NotSupported("stream_urls".into()))
     }
+    /// One page of `search` (the API's query grammar); items in the recycle bin are left out.
+    async fn search(&self, query: &SearchQuery) -> Result<SearchPage> {
+        let _ = query;
+        Err(crate::error::Error::NotSupported("search".into()))
+    }
+    /// `get_last_cursor` of the delta feed, which the Open API may not have: any error means
+    /// "no feed here".
+    async fn last_cursor(&self) -> Result<String> {
+        Err(crate::error::Error::NotSupported("get_last_cursor".into()))
+    }
+    /// One page of `list_delta` after `cursor`.
+    async fn list_delta(&self, cursor: &str) -> Result<DeltaPage> {
+        let _ = cursor;
+        Err(crate::error::Error::NotSupported("list_delta".into()))
+    }
+}
+
+/// A `search` request: `query` in the API's grammar (`updated_at > '2024-05-01T10:00:00'`,
+/// `parent_file_id = 'X'`, ...), `order_by` such as `updated_at DESC`, at most 100 a page.
+#[derive(Debug, Clone, Default)]
+pub struct SearchQuery {
+    pub query: String,
+    pub order_by: String,
+    pub limit: u32,
+    pub marker: String,
+    pub return_total_count: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SearchPage {
+    pub items: Vec<RemoteItem>,
+    /// Empty or absent on the last page.
+    pub next_marker: Option<String>,
+    pub total_count: Option<u64>,
+}
+
+/// What the delta feed says happened to an item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeltaOp {
+    Create,
+    Update,
+    Move,
+    Trash,
+    Delete,
+    /// An op this client does not know: treated as "something changed" (the item is re-read).
+    Other(String),
+}
+
+impl DeltaOp {
+    pub fn parse(op: &str) -> DeltaOp {
+        match op {
+            "create" => DeltaOp::Create,
+            "update" | "overwrite" | "rename" => DeltaOp::Update,
+            "move" => DeltaOp::Move,
+            "trash" => DeltaOp::Trash,
+            "delete" => DeltaOp::Delete,
+            other => DeltaOp::Other(other.to_string()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DeltaItem {
+    pub op: DeltaOp,
+    pub file_id: String,
+    /// The item as it is now; absent once it is deleted.
+    pub item: Option<RemoteItem>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeltaPage {
+    pub items: Vec<DeltaItem>,
+    /// Where the next `list_delta` starts.
+    pub cursor: String,
+    pub has_more: bool,
 }

@@ -1,8 +1,29 @@
-//! The one error type of alipanfs, and the one place where it becomes an errno.
+//! The one error type of alipanfs, and the one place where it becomes an errno, a log level
+//! and a layer.
 //!
-//! Every layer (api client, drive, read and write paths, fs core) returns `Error`; the FUSE adapter
-//! replies with `err.errno()` and logs `err` once. Messages never carry tokens, secrets or signed
-//! URL query strings (see `crate::redact`).
+//! # Shape
+//!
+//! Every layer (api client, drive, read and write paths, fs core) returns [`Error`], an enum of
+//! what went wrong. Like mountpoint-s3's `fs::Error` (errno + message + source + level), each
+//! error answers, from one mapping each, here:
+//! - [`Error::errno`]: what the FUSE adapter replies with;
+//! - [`Error::level`]: the level the adapter logs it at, once (expected answers such as ENOENT
+//!   at debug, trouble at warn);
+//! - [`Error::layer`]: where it arose ([`Layer::Api`] for what the drive said or the network did,
+//!   [`Layer::Local`] for the local disk, [`Layer::Fs`] for what the filesystem refuses itself);
+//! - [`Error::is_transient`]: worth retrying;
+//! - `std::error::Error::source`: the underlying error where there is one (`Io` keeps its
+//!   `std::io::Error`, `Shared` its original).
+//!
+//! Sharing: single-flight work (moka) hands every waiter an `Arc<Error>`; [`Error::unshare`]
+//! keeps the original inside [`Error::Shared`], so errno, level, layer and `is_transient` of a
+//! shared error are the original's. [`Error::root`] sees through it for matching.
+//!
+//! Disk full has two causes told apart everywhere: [`Error::QuotaExhausted`] (the drive's quota,
+//! layer `Api`) and a local `ENOSPC` (`Io`, layer `Local`: the cache/staging disk). Both reply
+//! ENOSPC; [`Error::hint`] says which space to free.
+//!
+//! Messages never carry tokens, secrets or signed URL query strings (see `crate::redact`).
 
 use std::time::Duration;
 
@@ -95,10 +116,21 @@ pub enum Error {
     /// The operation was cancelled or timed out locally.
     #[error("timed out: {0}")]
     TimedOut(String),
-    /// An error shared by several waiters (e.g. of one single-flight listing), kept as its errno
-    /// and message.
-    #[error("{message}")]
-    Shared { errno: i32, message: String },
+    /// An error shared by several waiters (e.g. of one single-flight listing): the original,
+    /// whose errno, level, layer and transience it keeps.
+    #[error(transparent)]
+    Shared(std::sync::Arc<Error>),
+}
+
+/// Where an error arose (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layer {
+    /// The drive's answer, or the network on the way to it.
+    Api,
+    /// The local disk: staging files, the data cache, the token store.
+    Local,
+    /// The filesystem itself: names, kinds and operations it refuses.
+    Fs,
 }
 
 impl Error {
@@ -119,15 +151,72 @@ impl Error {
             Error::TimedOut(_) => libc::ETIMEDOUT,
             Error::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
             Error::Config(_) => libc::EINVAL,
-            Error::Shared { errno, .. } => *errno,
+            Error::Shared(inner) => inner.errno(),
             _ => libc::EIO,
+        }
+    }
+
+    /// The error itself, seen through any sharing: match on this, not on `self`.
+    pub fn root(&self) -> &Error {
+        match self {
+            Error::Shared(inner) => inner.root(),
+            other => other,
+        }
+    }
+
+    /// Where the error arose.
+    pub fn layer(&self) -> Layer {
+        match self.root() {
+            Error::Io(_) | Error::TokenStore { .. } => Layer::Local,
+            Error::Config(_)
+            | Error::NotSupported(_)
+            | Error::ReadOnly
+            | Error::InvalidName(_)
+            | Error::NotEmpty(_)
+            | Error::NotADirectory(_)
+            | Error::IsADirectory(_)
+            | Error::TimedOut(_) => Layer::Fs,
+            _ => Layer::Api,
+        }
+    }
+
+    /// A local disk out of space (ENOSPC or EDQUOT from the staging or cache disk): not the
+    /// drive's quota.
+    pub fn is_local_disk_full(&self) -> bool {
+        matches!(self.root(), Error::Io(e)
+            if matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)))
+    }
+
+    /// The level the FUSE adapter logs a failed operation at: the answers a filesystem gives
+    /// every day (no such file, exists, not empty, not supported, read-only) at debug, trouble
+    /// at warn.
+    pub fn level(&self) -> tracing::Level {
+        match self.errno() {
+            libc::ENOENT
+            | libc::EEXIST
+            | libc::ENOTEMPTY
+            | libc::ENOTSUP
+            | libc::EPERM
+            | libc::EROFS => tracing::Level::DEBUG,
+            _ => tracing::Level::WARN,
+        }
+    }
+
+    /// What the user can do about it, where there is something to say.
+    pub fn hint(&self) -> Option<&'static str> {
+        if self.is_local_disk_full() {
+            Some("local disk is full (cache/staging folder): free space there; writing resumes by itself")
+        } else if matches!(self.root(), Error::QuotaExhausted(_)) {
+            Some("drive is full (quota exhausted): free space on the drive")
+        } else {
+            None
         }
     }
 
     /// Worth retrying later with backoff (network trouble, 5xx, throttling): used by the
     /// background upload queue and the read path.
     pub fn is_transient(&self) -> bool {
-        match self {
+        match self.root() {
             Error::Network(_) | Error::RateLimited { .. } | Error::TimedOut(_) => true,
             Error::ExceedMaxConcurrency | Error::UrlExpired => true,
             Error::Api { status, .. } => *status >= 500 || *status == 429 || *status == 408,
@@ -139,10 +228,7 @@ impl Error {
     pub fn unshare(shared: std::sync::Arc<Error>) -> Error {
         match std::sync::Arc::try_unwrap(shared) {
             Ok(e) => e,
-            Err(shared) => Error::Shared {
-                errno: shared.errno(),
-                message: shared.to_string(),
-            },
+            Err(shared) => Error::Shared(shared),
         }
     }
 
@@ -161,5 +247,51 @@ impl From<Error> for std::io::Error {
             Error::Io(io) => io,
             other => std::io::Error::from_raw_os_error(other.errno()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_shared_error_keeps_errno_transience_layer_and_source() {
+        let original = Arc::new(Error::Network("connection reset".into()));
+        let _other_waiter = original.clone();
+        let shared = Error::unshare(original);
+        assert!(matches!(shared, Error::Shared(_)));
+        assert!(shared.is_transient());
+        assert_eq!(shared.errno(), libc::EIO);
+        assert_eq!(shared.layer(), Layer::Api);
+        assert_eq!(shared.to_string(), "network error: connection reset");
+
+        let io = Arc::new(Error::Io(std::io::Error::from_raw_os_error(libc::ENOSPC)));
+        let _other_waiter = io.clone();
+        let shared = Error::unshare(io);
+        assert!(shared.is_local_disk_full());
+        assert_eq!(shared.errno(), libc::ENOSPC);
+        assert!(std::error::Error::source(&shared).is_some());
+    }
+
+    #[test]
+    fn local_disk_full_and_drive_quota_are_told_apart() {
+        let local = Error::Io(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        let quota = Error::QuotaExhausted("drive full".into());
+        assert_eq!(local.errno(), libc::ENOSPC);
+        assert_eq!(quota.errno(), libc::ENOSPC);
+        assert_eq!(local.layer(), Layer::Local);
+        assert_eq!(quota.layer(), Layer::Api);
+        assert!(local.hint().unwrap().contains("local disk is full"));
+        assert!(quota.hint().unwrap().contains("quota"));
+        assert!(!quota.is_local_disk_full());
+    }
+
+    #[test]
+    fn everyday_answers_log_at_debug_and_trouble_at_warn() {
+        assert_eq!(Error::NotFound("x".into()).level(), tracing::Level::DEBUG);
+        assert_eq!(Error::Network("x".into()).level(), tracing::Level::WARN);
+        let full = Error::Io(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        assert_eq!(full.level(), tracing::Level::WARN);
     }
 }

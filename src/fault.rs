@@ -15,8 +15,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::drive::{
-    CheckNameMode, CreatedFolder, DownloadUrl, Drive, DriveInfo, NewFile, OpResult, PartUrl,
-    RemoteItem, SpaceInfo, TaskState, UploadSession, UploadedPart, VideoPlayInfo,
+    CheckNameMode, CreatedFolder, DeltaPage, DownloadUrl, Drive, DriveInfo, NewFile, OpResult,
+    PartUrl, RemoteItem, SearchPage, SearchQuery, SpaceInfo, TaskState, UploadSession,
+    UploadedPart, VideoPlayInfo,
 };
 use crate::error::{Error, Result};
 
@@ -287,6 +288,44 @@ impl<D: Drive> Drive for FaultyDrive<D> {
     async fn stream_urls(&self, file_id: &str) -> Result<Vec<(String, DownloadUrl)>> {
         self.enter("stream_urls").await?;
         self.inner.stream_urls(file_id).await
+    }
+    async fn search(&self, query: &SearchQuery) -> Result<SearchPage> {
+        self.enter("search").await?;
+        self.inner.search(query).await
+    }
+    async fn last_cursor(&self) -> Result<String> {
+        self.enter("last_cursor").await?;
+        self.inner.last_cursor().await
+    }
+    async fn list_delta(&self, cursor: &str) -> Result<DeltaPage> {
+        self.enter("list_delta").await?;
+        self.inner.list_delta(cursor).await
+    }
+}
+
+/// Names the FUSE operations whose first call panics, comma-separated (`write,readdir`): a test
+/// hook for the adapter's panic guard (tests/fuse_panic.rs). Unset in normal use.
+pub const PANIC_ENV: &str = "ALIPANFS_FAULT_PANIC";
+
+/// Panics if `op` is named in [`PANIC_ENV`] and has not panicked yet (each named op panics once).
+/// The environment is read once; without the variable this is one atomic load.
+pub fn panic_point(op: &str) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::OnceLock;
+    static ARMED: OnceLock<Vec<(String, AtomicBool)>> = OnceLock::new();
+    let armed = ARMED.get_or_init(|| {
+        std::env::var(PANIC_ENV)
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| (s.to_string(), AtomicBool::new(true)))
+            .collect()
+    });
+    for (name, on) in armed {
+        if name == op && on.swap(false, Ordering::SeqCst) {
+            panic!("fault injected by {PANIC_ENV}: {op} panics");
+        }
     }
 }
 

@@ -59,6 +59,7 @@ impl Level {
     pub const WRITE_COMPLETED: Level = Level(230);
     pub const WRITE_STREAM: Level = Level(240);
     pub const WRITE_JOURNAL: Level = Level(250);
+    pub const WRITE_EVENTS: Level = Level(280);
     pub const WRITE_PROGRESS: Level = Level(290);
     // meta (300-399)
     pub const META_LISTINGS: Level = Level(310);

@@ -255,3 +255,38 @@ fn a_root_folder_id_that_is_missing_or_a_file_is_refused_by_name() {
         .mount();
     assert!(m.path("inside.txt").exists());
 }
+
+#[test]
+fn switches_show_one_form_in_the_help_and_two_words_name_the_form_to_use() {
+    let out = Command::new(BIN)
+        .args(["mount", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for switch in [
+        "read-only",
+        "rapid-upload",
+        "transcodes",
+        "delete-permanently",
+    ] {
+        assert!(help.contains(&format!("--{switch}[=<on|off>]")), "{help}");
+    }
+    assert!(!help.contains("possible values: true, false"), "{help}");
+    let temp = tempfile::tempdir().unwrap();
+    let mnt = temp.path().to_str().unwrap();
+    let (code, err) = run(&["mount", "-f", "--rapid-upload", "off", mnt], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(last_line(&err).contains("--rapid-upload=off"), "{err}");
+    // Every spelling reaches the mount's own checks (here: the mount point is not empty).
+    std::fs::write(temp.path().join("file"), b"x").unwrap();
+    for switch in [
+        "--read-only=yes",
+        "--read-only=off",
+        "--no-read-only",
+        "--read-only",
+    ] {
+        let (code, err) = run(&["mount", "-f", switch, mnt], &[]);
+        assert_eq!(code, 1, "{switch}: {err}");
+        assert!(last_line(&err).contains("not empty"), "{switch}: {err}");
+    }
+}

@@ -11,19 +11,21 @@ use tokio::sync::OnceCell;
 
 use super::auth::{Auth, TokenEndpoint};
 use super::bufpool::BufferPool;
+use super::bwlimit::BwLimits;
 use super::config::ClientConfig;
 use super::data;
 use super::http::{Api, Replay};
 use super::limiter::Class;
+use super::received::Received;
 use super::token::TokenStatus;
 use super::wire::{
     CreateResp, DownloadUrlResp, DriveInfoResp, ListResp, OpResp, PartsResp, SpaceInfoResp,
     SubtitleTask, TaskResp, UploadedPartsResp, VideoResp, VideoTask, WireFile,
 };
 use crate::drive::{
-    CheckNameMode, CreatedFolder, DownloadUrl, Drive, DriveChoice, DriveInfo, ItemKind, NewFile,
-    OpResult, PartUrl, RemoteItem, SpaceInfo, TaskState, UploadHashes, UploadSession, UploadedPart,
-    VideoPlayInfo, ROOT_ID,
+    CheckNameMode, CreatedFolder, DeltaPage, DownloadUrl, Drive, DriveChoice, DriveInfo, ItemKind,
+    NewFile, OpResult, PartUrl, RemoteItem, SearchPage, SearchQuery, SpaceInfo, TaskState,
+    UploadHashes, UploadSession, UploadedPart, VideoPlayInfo, ROOT_ID,
 };
 use crate::error::{Error, Result};
 use crate::hashing;
@@ -44,6 +46,9 @@ pub struct Client {
     info: OnceCell<DriveInfo>,
     /// Download bodies' buffers, reused (read-ahead fetches one multi-MiB range after another).
     buffers: Arc<BufferPool>,
+    /// The bandwidth limits (changed live by `alipanfs set`).
+    bandwidth: Arc<BwLimits>,
+    received: Received,
 }
 
 impl Client {
@@ -87,9 +92,11 @@ impl Client {
         );
         Ok(Client {
             api,
-            cfg,
             info: OnceCell::new(),
             buffers: BufferPool::new(IDLE_BUFFERS),
+            bandwidth: BwLimits::new(cfg.bwlimit_download, cfg.bwlimit_upload),
+            received: Received::default(),
+            cfg,
         })
     }
 
@@ -113,6 +120,21 @@ impl Client {
 
     pub fn token_store_path(&self) -> &Path {
         self.api.auth.store_path()
+    }
+
+    /// The bandwidth limits in force, shared by every transfer (and changed by `alipanfs set`).
+    pub fn bandwidth(&self) -> &Arc<BwLimits> {
+        &self.bandwidth
+    }
+
+    /// Bytes received for `file_id` since it was opened (see `received`).
+    pub fn received_bytes(&self, file_id: &str) -> u64 {
+        self.received.of(file_id)
+    }
+
+    /// Forgets the received counts of files not open.
+    pub fn keep_received(&self, open: &std::collections::HashSet<&str>) {
+        self.received.keep_only(open)
     }
 
     pub fn token_status(&self) -> TokenStatus {
@@ -169,7 +191,7 @@ impl Client {
         })
     }
 
-    async fn call_drive<T: serde::de::DeserializeOwned>(
+    pub(super) async fn call_drive<T: serde::de::DeserializeOwned>(
         &self,
         endpoint: &'static str,
         class: Class,
@@ -281,6 +303,18 @@ fn create_file_body(drive_id: &str, req: &NewFile, token: &str) -> Result<serde_
 
 #[async_trait]
 impl Drive for Client {
+    async fn search(&self, query: &SearchQuery) -> Result<SearchPage> {
+        self.search_page(query).await
+    }
+
+    async fn last_cursor(&self) -> Result<String> {
+        self.delta_cursor().await
+    }
+
+    async fn list_delta(&self, cursor: &str) -> Result<DeltaPage> {
+        self.delta_page(cursor).await
+    }
+
     async fn drive_info(&self) -> Result<DriveInfo> {
         let info = self.fetch_drive_info().await?;
         // Keep the drive chosen at init; report it.
@@ -411,7 +445,9 @@ impl Drive for Client {
 
     async fn download_url(&self, file_id: &str) -> Result<DownloadUrl> {
         let r = self.get_download_url(file_id).await?;
-        self.download_url_from(r)
+        let url = self.download_url_from(r)?;
+        self.received.url_for(&url.url, file_id);
+        Ok(url)
     }
 
     async fn download_range(&self, url: &DownloadUrl, offset: u64, len: u64) -> Result<Bytes> {
@@ -422,6 +458,10 @@ impl Drive for Client {
             url,
             offset,
             len,
+            data::Meter {
+                limit: Some(&self.bandwidth.download),
+                received: self.received.counter(&url.url).as_deref(),
+            },
         )
         .await
     }
@@ -512,9 +552,9 @@ impl Drive for Client {
                     upload_url: data::with_origin(&part.upload_url, origin),
                     ..part.clone()
                 };
-                data::upload_part(&self.api.http, &internal, body).await
+                data::upload_part(&self.api.http, &internal, body, &self.bandwidth).await
             }
-            None => data::upload_part(&self.api.http, part, body).await,
+            None => data::upload_part(&self.api.http, part, body, &self.bandwidth).await,
         }
     }
 
@@ -701,7 +741,19 @@ impl Drive for Client {
     }
 
     async fn fetch_object(&self, url: &DownloadUrl, max_len: u64) -> Result<Bytes> {
-        data::fetch_object(&self.api.http, &self.buffers, self.cfg.retry, url, max_len).await
+        let meter = data::Meter {
+            limit: Some(&self.bandwidth.download),
+            received: None,
+        };
+        data::fetch_object(
+            &self.api.http,
+            &self.buffers,
+            self.cfg.retry,
+            url,
+            max_len,
+            meter,
+        )
+        .await
     }
 
     async fn object_size(&self, url: &DownloadUrl) -> Result<u64> {

@@ -67,6 +67,9 @@ pub struct ClientConfig {
     /// `--internal-upload`: part uploads go to this origin (scheme://host[:port]), keeping the
     /// upload URL's path and query.
     pub upload_origin: Option<String>,
+    /// `--bwlimit-download` and `--bwlimit-upload`, bytes per second (0 = no limit).
+    pub bwlimit_download: u64,
+    pub bwlimit_upload: u64,
 }
 
 impl ClientConfig {
@@ -90,6 +93,8 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(10),
             user_agent: format!("alipanfs/{}", env!("CARGO_PKG_VERSION")),
             upload_origin: None,
+            bwlimit_download: 0,
+            bwlimit_upload: 0,
         }
     }
 

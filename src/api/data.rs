@@ -6,9 +6,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::bufpool::BufferPool;
+use super::bwlimit::{self, Bandwidth, BwLimits};
 
 use super::config::RetryPolicy;
 use super::errors::{map_data_error, parse_error_body};
@@ -86,11 +88,15 @@ pub async fn download_range(
     url: &DownloadUrl,
     offset: u64,
     len: u64,
+    meter: Meter<'_>,
 ) -> Result<Bytes> {
     if len == 0 {
         return Ok(Bytes::new());
     }
-    with_retries(retry, url, || download_once(http, pool, url, offset, len)).await
+    with_retries(retry, url, || {
+        download_once(http, pool, url, offset, len, meter)
+    })
+    .await
 }
 
 /// A whole small object (a playlist, a subtitle): one GET without Range, at most `max_len`
@@ -101,9 +107,10 @@ pub async fn fetch_object(
     retry: RetryPolicy,
     url: &DownloadUrl,
     max_len: u64,
+    meter: Meter<'_>,
 ) -> Result<Bytes> {
     with_retries(retry, url, || async {
-        let got = match get_once(http, pool, url, None, max_len.saturating_add(1)).await {
+        let got = match get_once(http, pool, url, None, max_len.saturating_add(1), meter).await {
             Ok(g) => g,
             Err(a) => return a,
         };
@@ -135,7 +142,7 @@ pub async fn object_size(
     url: &DownloadUrl,
 ) -> Result<u64> {
     with_retries(retry, url, || async {
-        let got = match get_once(http, pool, url, Some((0, 1)), 1).await {
+        let got = match get_once(http, pool, url, Some((0, 1)), 1, Meter::NONE).await {
             Ok(g) => g,
             Err(a) => return a,
         };
@@ -160,6 +167,30 @@ pub async fn object_size(
     .await
 }
 
+/// What a download's bytes count against as they arrive: the download limit, and the count of
+/// bytes received for the file being read (shown by `alipanfs status`).
+#[derive(Clone, Copy)]
+pub struct Meter<'a> {
+    pub limit: Option<&'a Bandwidth>,
+    pub received: Option<&'a AtomicU64>,
+}
+
+impl Meter<'_> {
+    pub const NONE: Meter<'static> = Meter {
+        limit: None,
+        received: None,
+    };
+
+    async fn received(&self, n: u64) {
+        if let Some(r) = self.received {
+            r.fetch_add(n, Ordering::Relaxed);
+        }
+        if let Some(bw) = self.limit {
+            bw.take(n).await;
+        }
+    }
+}
+
 /// Error bodies are a few hundred bytes of XML; more is not worth reading.
 const MAX_ERROR_BODY: u64 = 64 * 1024;
 
@@ -171,10 +202,12 @@ async fn read_body(
     mut resp: reqwest::Response,
     limit: u64,
     pool: &Arc<BufferPool>,
+    meter: Meter<'_>,
 ) -> reqwest::Result<Bytes> {
     let hint = resp.content_length().unwrap_or(0).min(limit);
     let mut buf = pool.get(usize::try_from(hint).unwrap_or(0));
     while let Some(chunk) = resp.chunk().await? {
+        meter.received(chunk.len() as u64).await;
         let room = usize::try_from(limit - buf.len() as u64).unwrap_or(usize::MAX);
         if chunk.len() > room {
             buf.extend_from_slice(&chunk[..room]);
@@ -202,6 +235,7 @@ async fn get_once<T>(
     url: &DownloadUrl,
     range: Option<(u64, u64)>,
     limit: u64,
+    meter: Meter<'_>,
 ) -> std::result::Result<Got, Attempt<T>> {
     let started = tokio::time::Instant::now();
     let mut req = http.get(&url.url);
@@ -233,7 +267,7 @@ async fn get_once<T>(
         200 | 206 => limit,
         _ => MAX_ERROR_BODY,
     };
-    let body = match read_body(resp, limit, pool).await {
+    let body = match read_body(resp, limit, pool, meter).await {
         Ok(b) => {
             if matches!(status, 200 | 206) {
                 crate::metrics::download_bytes(b.len() as u64);
@@ -283,13 +317,14 @@ async fn download_once(
     url: &DownloadUrl,
     offset: u64,
     len: u64,
+    meter: Meter<'_>,
 ) -> Attempt<Bytes> {
     let Got {
         status,
         content_range,
         body,
         ..
-    } = match get_once(http, pool, url, Some((offset, len)), len).await {
+    } = match get_once(http, pool, url, Some((offset, len)), len, meter).await {
         Ok(g) => g,
         Err(a) => return a,
     };
@@ -361,15 +396,34 @@ pub async fn upload_part(
     http: &reqwest::Client,
     part: &PartUrl,
     body: Bytes,
+    limits: &Arc<BwLimits>,
 ) -> Result<Option<String>> {
     let started = tokio::time::Instant::now();
+    // Counted as it goes out (the PUT's body is polled by the connection's own task, so the
+    // counter is taken from this task now); a failed PUT takes its bytes back.
+    let counter = bwlimit::sent_counter();
+    let (metered, went_out) = bwlimit::metered_body(body.clone(), limits.clone(), counter.clone());
+    let take_back = || {
+        if let Some(c) = &counter {
+            let n = went_out.load(Ordering::Relaxed);
+            let _ = c.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_sub(n))
+            });
+        }
+    };
     let sent = http
         .put(&part.upload_url)
         .header(reqwest::header::CONTENT_LENGTH, body.len())
-        .body(body.clone())
+        .body(metered)
         .send()
         .await;
-    let resp = sent.map_err(|e| Error::Network(format!("upload part: {}", e.without_url())))?;
+    let resp = match sent {
+        Ok(r) => r,
+        Err(e) => {
+            take_back();
+            return Err(Error::Network(format!("upload part: {}", e.without_url())));
+        }
+    };
     let status = resp.status().as_u16();
     let etag = resp
         .headers()
@@ -394,6 +448,7 @@ pub async fn upload_part(
         crate::metrics::upload_bytes(body.len() as u64);
         return Ok(etag);
     }
+    take_back();
     let e = parse_error_body(&bytes);
     if status == 429 {
         return Err(Error::RateLimited {

@@ -11,16 +11,23 @@
 //! - `http`    — one API call: limiter, bearer token, retries, token replay, logging;
 //! - `stats`   — per-endpoint call, wait, 429 and error counters for `alipanfs status`;
 //! - `data`    — the data plane: ranged downloads and part uploads on signed URLs;
+//! - `login`   — the QR sign-in flows of `alipanfs login`;
+//! - `received` — bytes received per file, for `status`;
+//! - `bwlimit` — the download and upload bandwidth limits, and the bytes-on-the-wire counter;
 //! - `client`  — `Client`, tying it together and implementing `Drive`.
 
 mod auth;
 mod bufpool;
+pub mod bwlimit;
+mod changes;
 mod client;
 mod config;
 mod data;
 mod errors;
 mod http;
 mod limiter;
+pub mod login;
+mod received;
 pub mod retry;
 mod stats;
 mod token;
@@ -30,4 +37,4 @@ pub use client::Client;
 pub use config::{ClientConfig, RateLimits, RetryPolicy};
 pub use data::oss_expires;
 pub use stats::{ApiStats, EndpointStats};
-pub use token::{jwt_sub, store_refresh_token, TokenStatus, TokenStore};
+pub use token::{jwt_sub, store_refresh_token, unix_now, TokenStatus, TokenStore};

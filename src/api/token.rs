@@ -161,7 +161,7 @@ pub struct TokenStatus {
     pub access_expires_at: Option<SystemTime>,
 }
 
-pub(crate) fn unix_now() -> u64 {
+pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -472,6 +472,39 @@ pub fn decode<T: serde::de::DeserializeOwned>(endpoint: &str, body: &[u8]) -> Re
     })
 }
 
+/// `openFile/search`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct SearchResp {
+    pub items: Option<Vec<WireFile>>,
+    #[serde(deserialize_with = "lenient_string")]
+    pub next_marker: Option<String>,
+    #[serde(deserialize_with = "lenient_u64")]
+    pub total_count: Option<u64>,
+}
+
+/// `openFile/list_delta` and `get_last_cursor` (PDS shape; unconfirmed for the Open API, so
+/// every field is optional and a cursor may come as a number).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct DeltaResp {
+    pub items: Option<Vec<WireDelta>>,
+    #[serde(deserialize_with = "lenient_string")]
+    pub cursor: Option<String>,
+    #[serde(deserialize_with = "lenient_bool")]
+    pub has_more: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct WireDelta {
+    #[serde(deserialize_with = "lenient_string")]
+    pub op: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    pub file_id: Option<String>,
+    pub file: Option<WireFile>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

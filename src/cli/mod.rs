@@ -1,12 +1,13 @@
-//! The command line: `alipanfs mount | status | sync | emulator | about | token set | completions | man`.
+//! The command line: `alipanfs mount | status | sync | set | login | emulator | about | token set | completions | man`.
 
 pub mod daemon;
 pub mod helper;
+pub mod login;
 pub mod mount;
 pub mod notify;
 pub mod options;
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -45,6 +46,11 @@ pub enum Command {
     Status(StatusArgs),
     /// Wait until files closed before the call are on the drive and verified.
     Sync(SyncArgs),
+    /// Change a running mount's settings: bwlimit-download=RATE, bwlimit-upload=RATE (10M =
+    /// 10 MiB/s, 0 = off), log-level=LEVEL.
+    Set(SetArgs),
+    /// Sign in by scanning a QR code with the Aliyundrive app; stores the refresh token.
+    Login(login::LoginArgs),
     /// Serve an emulator of the Open API on 127.0.0.1 (for tests, benchmarks and the demo).
     Emulator(EmulatorArgs),
     /// Show the signed-in user, drive, space and token store.
@@ -103,6 +109,15 @@ pub struct SyncArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct SetArgs {
+    /// The mount point, or a path inside the mount.
+    pub mountpoint: PathBuf,
+    /// One or more KEY=VALUE: bwlimit-download=10M, bwlimit-upload=0, log-level=debug.
+    #[arg(required = true, value_name = "KEY=VALUE")]
+    pub settings: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct AboutArgs {
     /// TOML config file [default: $XDG_CONFIG_HOME/alipanfs/config.toml].
     #[arg(long, env = "ALIPANFS_CONFIG")]
@@ -153,6 +168,9 @@ pub struct EmulatorArgs {
     /// Seconds a video's full transcode takes after its first play-info request.
     #[arg(long, default_value_t = crate::emulator::DEFAULT_TRANSCODE_TIME.as_secs_f64())]
     pub transcode_time: f64,
+    /// Serve the (unconfirmed) delta feed: openFile/list_delta and openFile/get_last_cursor.
+    #[arg(long)]
+    pub delta_feed: bool,
     /// list calls per second per user (0 = unlimited).
     #[arg(long, default_value_t = 4.0)]
     pub list_rate: f64,
@@ -196,35 +214,34 @@ pub fn main() -> i32 {
             return 1;
         }
     };
-    let cli = Cli::parse_from(options::expand_negations(argv.clone()));
+    let cli = match options::prepare_argv(argv.clone()) {
+        Ok(argv) => Cli::parse_from(argv),
+        Err(e) => {
+            eprintln!("alipanfs: {e}");
+            // clap's exit code for usage errors.
+            return 2;
+        }
+    };
     // The control commands print their own one-line errors, without log lines.
     match &cli.command {
         Command::Status(a) => {
             return crate::control::client::status(a.mountpoint.as_deref(), a.json, a.watch)
         }
         Command::Sync(a) => return crate::control::client::sync(&a.paths, a.timeout),
+        Command::Set(a) => return crate::control::client::set(&a.mountpoint, &a.settings),
+        Command::Login(a) => return login::main(a),
         _ => {}
     }
-    init_logging(&cli.log_level);
+    crate::logging::init(&cli.log_level);
     match run(cli, argv) {
         Ok(()) => 0,
         Err(e) => {
             error!("{e}");
-            eprintln!("alipanfs: {e}");
+            // Not eprintln!: it panics when stderr cannot be written (a full disk).
+            let _ = writeln!(std::io::stderr(), "alipanfs: {e}");
             1
         }
     }
-}
-
-fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -258,7 +275,7 @@ fn settings(cli: MountOptions, o: &[String], config: Option<PathBuf>) -> Result<
 fn run(cli: Cli, argv: Vec<std::ffi::OsString>) -> Result<()> {
     match cli.command {
         Command::Mount(args) => run_mount(args, argv),
-        Command::Status(_) | Command::Sync(_) => Ok(()), // handled in `main`
+        Command::Status(_) | Command::Sync(_) | Command::Set(_) | Command::Login(_) => Ok(()), // handled in `main`
         Command::Emulator(args) => run_emulator(args),
         Command::About(args) => run_about(args),
         Command::Token(TokenCommand::Set { token_file }) => {
@@ -428,6 +445,7 @@ fn run_emulator(args: EmulatorArgs) -> Result<()> {
             upload_bandwidth: args.upload_bandwidth,
             ..Faults::default()
         },
+        delta_feed: args.delta_feed,
         ..EmulatorConfig::default()
     };
     runtime()?.block_on(crate::emulator::run_cli(args.listen, cfg, args.seed_demo))

@@ -111,6 +111,8 @@ pub fn client_config(s: &Settings) -> ClientConfig {
     cfg.refresh_token = s.refresh_token.clone();
     cfg.drive = s.drive;
     cfg.upload_origin = s.upload_origin.clone();
+    cfg.bwlimit_download = s.bwlimit_download;
+    cfg.bwlimit_upload = s.bwlimit_upload;
     cfg.limits = RateLimits {
         list_per_sec: s.list_rate,
         download_url_per_sec: s.download_url_rate,

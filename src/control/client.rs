@@ -103,7 +103,7 @@ fn ask<T>(
 
 fn status_of(m: &IndexEntry) -> Result<Status> {
     ask(m, &Request::Status, |r| match r {
-        Response::Status(s) => Ok(Some(s)),
+        Response::Status(s) => Ok(Some(*s)),
         _ => Ok(None),
     })
 }
@@ -225,6 +225,16 @@ pub fn table(s: &Status) -> String {
         "{} (pid {})  token age {}  last minute: {} throttled (429), {} errors\n",
         s.mountpoint, s.pid, token, s.throttled_last_minute, s.errors_last_minute
     );
+    o += &format!(
+        "limits: download {}, upload {}  log level {}\n",
+        crate::api::bwlimit::format_rate(s.bwlimit_download),
+        crate::api::bwlimit::format_rate(s.bwlimit_upload),
+        if s.log_level.is_empty() {
+            "-"
+        } else {
+            &s.log_level
+        }
+    );
     if s.uploads.is_empty() && s.writing.is_empty() {
         o += "uploads: none pending\n";
     } else {
@@ -248,6 +258,9 @@ pub fn table(s: &Status) -> String {
             o += "\n";
         }
         for w in &s.writing {
+            if s.uploads.iter().any(|u| &u.path == w) {
+                continue;
+            }
             o += &format!("{w:<40} {:>9} {:>9} {:>5} writing\n", "", "", "");
         }
     }
@@ -256,9 +269,14 @@ pub fn table(s: &Status) -> String {
         None => o += "cache: off\n",
     }
     if !s.downloads.is_empty() {
-        o += &format!("{:<40} {:>9}\n", "READING", "SIZE");
+        o += &format!("{:<40} {:>9} {:>9}\n", "READING", "SIZE", "RECEIVED");
         for d in &s.downloads {
-            o += &format!("{:<40} {:>9}\n", d.path, size(d.size));
+            o += &format!(
+                "{:<40} {:>9} {:>9}\n",
+                d.path,
+                size(d.size),
+                size(d.received)
+            );
         }
     }
     if !s.api.is_empty() {
@@ -279,6 +297,44 @@ pub fn table(s: &Status) -> String {
         }
     }
     o
+}
+
+/// `alipanfs set MOUNTPOINT KEY=VALUE...`: prints `KEY=VALUE` as now in force for each, or one
+/// error line; returns the exit code.
+pub fn set(mountpoint: &Path, settings: &[String]) -> i32 {
+    match set_all(mountpoint, settings) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("alipanfs: {e}");
+            1
+        }
+    }
+}
+
+fn set_all(mountpoint: &Path, settings: &[String]) -> Result<()> {
+    if settings.is_empty() {
+        return Err(format!(
+            "nothing to set: give KEY=VALUE (keys: {})",
+            super::server::SETTINGS
+        ));
+    }
+    let mut pairs = Vec::new();
+    for kv in settings {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| format!("{kv:?} is not KEY=VALUE (e.g. bwlimit-download=10M)"))?;
+        pairs.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let (m, _) = find(mountpoint)?;
+    for (key, value) in pairs {
+        let req = Request::Set { key, value };
+        let (k, v) = ask(&m, &req, |r| match r {
+            Response::Set { key, value } => Ok(Some((key, value))),
+            _ => Ok(None),
+        })?;
+        println!("{}: {k}={v}", m.mountpoint.display());
+    }
+    Ok(())
 }
 
 /// `alipanfs sync [PATH...] [--timeout S]`; returns the exit code.

@@ -14,15 +14,30 @@ pub enum Request {
         #[serde(default)]
         timeout_secs: Option<f64>,
     },
+    /// Change a setting of the running mount (`alipanfs set`): `bwlimit-download`,
+    /// `bwlimit-upload` (a rate, 0 = off) or `log-level`.
+    Set {
+        key: String,
+        value: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Response {
-    Status(Status),
-    SyncProgress { pending: Vec<String> },
+    Status(Box<Status>),
+    SyncProgress {
+        pending: Vec<String>,
+    },
     SyncDone(SyncResult),
-    Error { message: String },
+    /// A `Set` applied: the setting's name and the value now in force.
+    Set {
+        key: String,
+        value: String,
+    },
+    Error {
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -43,6 +58,14 @@ pub struct Status {
     /// The data cache on disk; None when it is off (`--cache-size 0`) or held by another mount.
     #[serde(default)]
     pub cache: Option<crate::cache::CacheStatus>,
+    /// Bandwidth limits in force, bytes per second (0 = off).
+    #[serde(default)]
+    pub bwlimit_download: u64,
+    #[serde(default)]
+    pub bwlimit_upload: u64,
+    /// The daemon's log level (or filter) in force.
+    #[serde(default)]
+    pub log_level: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -50,7 +73,8 @@ pub struct Upload {
     pub path: String,
     pub size: u64,
     pub sent: u64,
-    /// waiting, uploading, retrying, blocked (needs the user: full drive, refused name).
+    /// streaming (uploading while still written: `size` is what is written so far), waiting,
+    /// uploading, retrying, blocked (needs the user: full drive, refused name).
     pub state: String,
     pub attempts: u32,
     pub last_error: Option<String>,
@@ -60,6 +84,9 @@ pub struct Upload {
 pub struct Download {
     pub path: String,
     pub size: u64,
+    /// Bytes received from the drive for this file while it is open.
+    #[serde(default)]
+    pub received: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -106,5 +133,11 @@ mod tests {
             Request::Status
         );
         assert!(serde_json::from_str::<Request>(r#"{"op":"format_drive"}"#).is_err());
+        let set = Request::Set {
+            key: "bwlimit-download".into(),
+            value: "10M".into(),
+        };
+        let line = serde_json::to_string(&set).unwrap();
+        assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), set);
     }
 }

@@ -153,7 +153,7 @@ async fn serve(shared: Arc<Shared>, mut stream: UnixStream) {
     };
     let response = match request {
         Err(e) => error(format!("bad request: {e}")),
-        Ok(Request::Status) => Response::Status(status(&shared)),
+        Ok(Request::Status) => Response::Status(Box::new(status(&shared))),
         Ok(Request::Sync {
             paths,
             timeout_secs,
@@ -163,10 +163,37 @@ async fn serve(shared: Arc<Shared>, mut stream: UnixStream) {
                 .map(|t| Duration::from_secs_f64(t.min(1e9)));
             Response::SyncDone(sync(&shared, &mut stream, paths, timeout).await)
         }
+        Ok(Request::Set { key, value }) => match apply_setting(&shared, &key, &value) {
+            Ok((key, value)) => {
+                info!("set {key}={value} (by alipanfs set)");
+                Response::Set { key, value }
+            }
+            Err(message) => error(message),
+        },
     };
     if let Err(e) = send(&mut stream, &response).await {
         debug!("control socket: client went away: {e}");
     }
+}
+
+/// What `alipanfs set` may change, with the names it accepts.
+pub const SETTINGS: &str = "bwlimit-download, bwlimit-upload, log-level";
+
+/// Applies one `key=value`; returns the canonical key and the value now in force.
+fn apply_setting(shared: &Shared, key: &str, value: &str) -> Result<(String, String), String> {
+    let bw = shared.client.bandwidth();
+    let (limit, name) = match key.trim().replace('_', "-").as_str() {
+        "bwlimit-download" => (&bw.download, "bwlimit-download"),
+        "bwlimit-upload" => (&bw.upload, "bwlimit-upload"),
+        "log-level" => {
+            crate::control::loglevel::set(value.trim())?;
+            return Ok(("log-level".into(), crate::control::loglevel::current()));
+        }
+        other => return Err(format!("unknown setting {other:?}; settable: {SETTINGS}")),
+    };
+    let rate = crate::api::bwlimit::parse_rate(value)?;
+    limit.set_rate(rate);
+    Ok((name.into(), crate::api::bwlimit::format_rate(rate)))
 }
 
 fn status(shared: &Shared) -> Status {
@@ -196,7 +223,35 @@ fn status(shared: &Shared) -> Status {
         })
         .collect::<Vec<_>>();
     let mut uploads = uploads;
+    // Files still being written whose upload already began: what their stream has sent.
+    uploads.extend(
+        shared
+            .core
+            .streaming_writes()
+            .into_iter()
+            .map(|(path, written, sent)| Upload {
+                path,
+                size: written,
+                sent: sent.min(written),
+                state: "streaming".into(),
+                attempts: 1,
+                last_error: None,
+            }),
+    );
     uploads.sort_by(|a, b| a.path.cmp(&b.path));
+    let open = shared.core.open_read_files();
+    shared
+        .client
+        .keep_received(&open.iter().map(|(_, _, id)| id.as_str()).collect());
+    let downloads = open
+        .iter()
+        .map(|(path, size, id)| Download {
+            path: path.clone(),
+            size: *size,
+            received: shared.client.received_bytes(id),
+        })
+        .collect();
+    let bw = shared.client.bandwidth();
     let (endpoints, (throttled, errors)) = shared.client.api_stats().snapshot();
     let token = shared.client.token_status();
     let rotated = token.last_rotation.or_else(|| {
@@ -214,12 +269,7 @@ fn status(shared: &Shared) -> Status {
             .into_iter()
             .map(|(_, p)| p)
             .collect(),
-        downloads: shared
-            .core
-            .open_reads()
-            .into_iter()
-            .map(|(path, size)| Download { path, size })
-            .collect(),
+        downloads,
         api: endpoints
             .into_iter()
             .map(|(name, e)| Endpoint {
@@ -237,6 +287,9 @@ fn status(shared: &Shared) -> Status {
             .and_then(|t| SystemTime::now().duration_since(t).ok())
             .map(|d| d.as_secs()),
         cache: shared.core.data_cache().map(|c| c.status()),
+        bwlimit_download: bw.download.rate(),
+        bwlimit_upload: bw.upload.rate(),
+        log_level: crate::control::loglevel::current(),
     }
 }
 

@@ -1,5 +1,6 @@
 //! Introspection and control over HTTP for scripts: `/__emulator/{calls,tree,reset_calls,faults,
-//! quota,force_429,seed,rate_limits}`. Exempt from faults, counting and auth. Quota and seeds are
+//! quota,force_429,seed,rate_limits,delta_feed,qr}` (`qr`: see `qr`), and `device/OP` for changes made
+//! as another device (`device.rs`). Exempt from faults, counting and auth. Quota and seeds are
 //! drive state: saved at once when the emulator persists.
 
 use super::errors::{json_response, Resp};
@@ -48,6 +49,7 @@ pub async fn handle(sh: Arc<Shared>, method: &Method, rest: &str, body: Body) ->
                 .collect();
             json_response(200, &json!(tree))
         }
+        ("POST", "qr") => sh.lock().qr_admin(&v),
         ("POST", "reset_calls") => {
             sh.lock().calls.clear();
             ok()
@@ -100,6 +102,21 @@ pub async fn handle(sh: Arc<Shared>, method: &Method, rest: &str, body: Body) ->
             st.knobs.rate_other = float(&v, "other").unwrap_or(st.knobs.rate_other);
             st.buckets.clear();
             ok()
+        }
+        ("POST", "delta_feed") => {
+            sh.lock().knobs.delta_feed = super::util::boolean(&v, "on").unwrap_or(true);
+            ok()
+        }
+        ("POST", op) if op.starts_with("device/") => {
+            let (sh2, op) = (sh.clone(), op["device/".len()..].to_string());
+            match tokio::task::spawn_blocking(move || super::device::apply(&sh2, &op, &v)).await {
+                Ok(Ok(out)) => json_response(200, &out),
+                Ok(Err(msg)) => bad(&msg),
+                Err(e) => json_response(
+                    500,
+                    &json!({"code": "InternalError", "message": e.to_string()}),
+                ),
+            }
         }
         ("POST", "seed") => {
             let (Some(parent), Some(name)) = (s(&v, "parent_file_id"), s(&v, "name")) else {

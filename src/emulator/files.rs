@@ -2,6 +2,7 @@
 //! batch/get, getDownloadUrl, update, move, copy, trash, delete, async_task/get,
 //! and the user/drive endpoints.
 
+use super::changes::Op;
 use super::errors::ApiErr;
 use super::state::{Node, Shared, State};
 use super::util::{self, boolean, int, s, s_nonempty};
@@ -282,6 +283,7 @@ pub fn update(sh: &Shared, st: &mut State, v: &Value) -> ApiResult {
     }
     node.updated_ms = util::now_ms();
     let node = node.clone();
+    st.changed(Op::Update, &node.file_id);
     Ok(file_json(sh, st, &node))
 }
 
@@ -333,6 +335,7 @@ pub fn move_file(st: &mut State, v: &Value) -> ApiResult {
         node.name = name;
         node.updated_ms = util::now_ms();
     }
+    st.changed(Op::Move, &n.file_id);
     let task = if n.is_dir {
         st.new_task()
     } else {
@@ -395,6 +398,7 @@ fn copy_tree(st: &mut State, id: &str, parent: &str, name: Option<String>) -> St
     }
     let new_id = node.file_id.clone();
     st.link(node);
+    st.changed(Op::Create, &new_id);
     if src.is_dir {
         let kids: Vec<String> = st
             .live_children(&src.drive_id, &src.file_id)
@@ -422,7 +426,9 @@ pub fn trash(st: &mut State, v: &Value) -> ApiResult {
     if let Some(node) = st.nodes.get_mut(&n.file_id) {
         node.trashed = true;
         node.trashed_ms = Some(util::now_ms());
+        node.updated_ms = util::now_ms().max(node.updated_ms + 1);
     }
+    st.changed(Op::Trash, &n.file_id);
     let mut out = json!({"drive_id": d, "file_id": n.file_id});
     if n.is_dir {
         out["async_task_id"] = json!(st.new_task());
@@ -462,6 +468,7 @@ pub fn delete(sh: &Shared, st: &mut State, v: &Value) -> ApiResult {
             }
         }
     }
+    st.changed_in(Op::Delete, &d, &n.file_id);
     let mut out = json!({"drive_id": d, "file_id": n.file_id});
     if n.is_dir {
         out["async_task_id"] = json!(st.new_task());

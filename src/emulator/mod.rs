@@ -11,8 +11,10 @@
 
 mod admin;
 mod auth;
+mod changes;
 mod data;
 mod demo;
+mod device;
 mod errors;
 mod files;
 mod limits;
@@ -20,6 +22,8 @@ mod listing;
 mod livp;
 mod mapped;
 mod persist;
+mod qr;
+mod search;
 mod server;
 mod state;
 mod transcode;
@@ -75,6 +79,9 @@ pub struct EmulatorConfig {
     /// Also serve on a second 127.0.0.1 port, standing for the internal upload host of
     /// `--internal-upload` (`Emulator::internal_url`); requests there count as `internal/...`.
     pub internal_endpoint: bool,
+    /// Serve the unconfirmed delta feed (`openFile/list_delta`, `openFile/get_last_cursor`);
+    /// off by default, as clients must work without it.
+    pub delta_feed: bool,
 }
 
 impl Default for EmulatorConfig {
@@ -104,6 +111,7 @@ impl Default for EmulatorConfig {
             strict_content_type: true,
             transcode_time: DEFAULT_TRANSCODE_TIME,
             internal_endpoint: false,
+            delta_feed: false,
         }
     }
 }
@@ -293,6 +301,19 @@ impl Emulator {
     pub fn entries_at(&self, path: &str) -> Vec<TreeEntry> {
         self.shared.lock().entries_at(path)
     }
+    /// A change made as another device (the phone app, the web): `op` is one of `device.rs`'s
+    /// (create, mkdir, overwrite, rename, move, trash, delete) with its JSON arguments.
+    pub fn device(
+        &self,
+        op: &str,
+        args: serde_json::Value,
+    ) -> std::result::Result<serde_json::Value, String> {
+        device::apply(&self.shared, op, &args)
+    }
+    /// Turns the delta feed (`openFile/list_delta`) on or off.
+    pub fn set_delta_feed(&self, on: bool) {
+        self.shared.lock().knobs.delta_feed = on;
+    }
     /// A folder in the default drive; returns its file_id.
     pub fn seed_folder(&self, parent_file_id: &str, name: &str) -> String {
         self.shared.seed_folder(parent_file_id, name)
@@ -413,6 +434,15 @@ impl Emulator {
     /// A fresh single-use authorization code for the configured app (valid 10 minutes).
     pub fn issue_auth_code(&self) -> String {
         self.shared.lock().issue_code()
+    }
+    /// Plays the phone on the newest QR sign-in (`qr`): scan, confirm, deny or expire. False
+    /// when there is no QR code yet.
+    pub fn qr_action(&self, action: &str) -> bool {
+        let r = self
+            .shared
+            .lock()
+            .qr_admin(&serde_json::json!({ "action": action }));
+        r.status().is_success()
     }
     /// Data GETs currently streaming.
     pub fn active_downloads(&self) -> usize {

@@ -6,7 +6,7 @@ use super::files;
 use super::limits::{roll, Fault};
 use super::state::Shared;
 use super::util::{self, parse_query};
-use super::{admin, data, listing, transcode, upload};
+use super::{admin, changes, data, listing, search, transcode, upload};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method};
@@ -147,6 +147,30 @@ async fn dispatch(
             // A rotated refresh token must be on disk before the client holds it.
             committed(&sh, r).await
         }
+        (Method::POST, "/oauth/authorize/qrcode")
+        | (Method::POST, "/alist/ali_open/qr")
+        | (Method::POST, "/alist/ali_open/code") => {
+            let ctype = headers
+                .get("content-type")
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let v = match read_body(body, &ctype, true).await {
+                Ok(v) => v,
+                Err(e) => return e.into_response(),
+            };
+            let r = match path.as_str() {
+                "/alist/ali_open/code" => sh.lock().token_endpoint(&v, true),
+                p => sh
+                    .lock()
+                    .qr_create(&v, p.starts_with("/alist/"), &sh.base_url),
+            };
+            committed(&sh, r).await
+        }
+        (Method::GET, p) if p.starts_with("/oauth/qrcode/") && p.ends_with("/status") => {
+            let sid = &p["/oauth/qrcode/".len()..p.len() - "/status".len()];
+            sh.lock().qr_status(sid)
+        }
         (Method::GET, "/oauth/authorize") => {
             let r = sh.lock().authorize(&parse_query(&query));
             committed(&sh, r).await
@@ -199,6 +223,9 @@ const ENDPOINTS: &[(&str, bool)] = &[
     ("openFile/recyclebin/trash", true),
     ("openFile/delete", true),
     ("openFile/async_task/get", false),
+    ("openFile/search", false),
+    ("openFile/list_delta", false),
+    ("openFile/get_last_cursor", false),
     // The first call for a video starts its full transcode (kept with the drive).
     ("openFile/getVideoPreviewPlayInfo", true),
 ];
@@ -292,6 +319,9 @@ fn api(sh: &Shared, key: &str, headers: &HeaderMap, v: &Value) -> Result<Value, 
         "openFile/recyclebin/trash" => files::trash(st, v),
         "openFile/delete" => files::delete(sh, st, v),
         "openFile/async_task/get" => files::async_task(st, v),
+        "openFile/search" => search::search(sh, st, v),
+        "openFile/list_delta" => changes::list_delta(sh, st, v),
+        "openFile/get_last_cursor" => changes::last_cursor(st, v),
         "openFile/getVideoPreviewPlayInfo" => transcode::play_info(sh, st, v),
         _ => Err(ApiErr::new(404, "NotFound", "Unknown endpoint.")),
     }

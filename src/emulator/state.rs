@@ -49,6 +49,8 @@ pub struct Knobs {
     pub strict_content_type: bool,
     /// How long a video's full transcode takes after its first play-info request.
     pub transcode_time: Duration,
+    /// Serve the delta feed (`changes.rs`); off, its endpoints answer 404.
+    pub delta_feed: bool,
 }
 
 // Persisted as is (`persist.rs`); defaults let an older state file load.
@@ -165,6 +167,8 @@ pub struct Tokens {
     pub codes: HashMap<String, (String, SystemTime, bool)>,
     pub current_refresh: String,
     pub next_chain: u64,
+    /// QR sign-ins by sid (`qr`).
+    pub qr: HashMap<String, super::qr::QrSession>,
 }
 
 pub struct Bucket {
@@ -200,6 +204,8 @@ pub struct State {
     /// the next one (`persist.rs`; always empty without persistence).
     pub doomed_blobs: Vec<String>,
     pub doomed_files: Vec<PathBuf>,
+    /// Every change to the tree, for the delta feed (not persisted: a restart starts a new log).
+    pub changes: super::changes::ChangeLog,
 }
 
 pub struct Shared {
@@ -256,6 +262,7 @@ impl Shared {
                 faults: cfg.faults,
                 strict_content_type: cfg.strict_content_type,
                 transcode_time: cfg.transcode_time,
+                delta_feed: cfg.delta_feed,
             },
             // A JWT bootstrap token names the user: every token issued later carries its `sub`,
             // as clients (alist, alipanfs) refuse a refresh that changes it.
@@ -285,6 +292,7 @@ impl Shared {
             last_sweep_ms: 0,
             doomed_blobs: Vec::new(),
             doomed_files: Vec::new(),
+            changes: Default::default(),
         };
         let persist = cfg
             .persist
@@ -485,6 +493,7 @@ impl Shared {
             if let Some(old) = old {
                 self.release_blob(&mut st, &old);
             }
+            st.changed(super::changes::Op::Update, file_id);
         }
         self.save_now();
     }
@@ -692,6 +701,7 @@ impl State {
         let node = Self::new_node(drive, parent, name, true);
         let id = node.file_id.clone();
         self.link(node);
+        self.changed(super::changes::Op::Create, &id);
         id
     }
 
@@ -717,6 +727,7 @@ impl State {
         }
         let id = node.file_id.clone();
         self.link(node);
+        self.changed(super::changes::Op::Create, &id);
         id
     }
 

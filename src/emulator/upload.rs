@@ -2,6 +2,7 @@
 //! `getUploadUrl`, `listUploadedParts`, `complete`.
 
 use super::auth::Ctx;
+use super::changes::Op;
 use super::errors::ApiErr;
 use super::files::{
     auto_name, check_name, clash, drive, file_json, parent_folder, quota_err, ApiResult,
@@ -376,5 +377,6 @@ pub fn complete(sh: &Shared, st: &mut State, v: &Value) -> ApiResult {
     node.sha1 = Some(sha);
     node.updated_ms = util::now_ms();
     let node = node.clone();
+    st.changed(Op::Create, &node.file_id);
     Ok(file_json(sh, st, &node))
 }

@@ -1,6 +1,13 @@
 //! The FUSE adapter: translates fuser callbacks into `FsCore` calls run on tokio, and replies
 //! from the task. No logic of its own, and no callback blocks on the network. Errors become errno
-//! here, through `Error::errno`, with one log line each.
+//! here, through `Error::errno`, with one log line each, at the error's level.
+//!
+//! Panics: every operation runs guarded. Async ones catch the panic in their task
+//! (`FuseAdapter::spawn`); the ones answered on the FUSE thread or on tokio's blocking pool
+//! (`write`, `release`, `readdir`, `readdirplus`, `releasedir`, flush/fsync) run inside
+//! [`guarded`]. Either way the operation fails with EIO and the mount goes on (on macOS there is
+//! one FUSE thread: an unguarded panic would end the mount). The panic hook
+//! (`crate::logging`) logs the message and backtrace once.
 
 use std::ffi::OsStr;
 use std::sync::Arc;
@@ -52,7 +59,7 @@ impl FuseAdapter {
         max_readahead: u32,
         passthrough: bool,
     ) -> Self {
-        log_panics();
+        crate::logging::install_panic_hook();
         FuseAdapter {
             core,
             rt,
@@ -65,16 +72,19 @@ impl FuseAdapter {
     }
 }
 
-/// Panics reach the log with their backtrace (once per process), so a panic that fails one
-/// operation with EIO is never silent.
-fn log_panics() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        std::panic::set_hook(Box::new(|info| {
-            let backtrace = std::backtrace::Backtrace::force_capture();
-            tracing::error!("panic: {info}; the operation fails with EIO\n{backtrace}");
-        }));
+/// Runs an operation answered synchronously (on the FUSE thread or the blocking pool). The
+/// closure owns the reply: if it panics before replying, unwinding drops the reply and fuser's
+/// `Drop` answers EIO; if it panics after replying, nothing more is sent. So the kernel gets
+/// exactly one answer whatever panicked, and the thread lives on.
+fn guarded(op: &'static str, work: impl FnOnce()) {
+    let run = AssertUnwindSafe(|| {
+        crate::fault::panic_point(op);
+        work()
     });
+    if std::panic::catch_unwind(run).is_err() {
+        metrics::fuse_op(op, libc::EIO);
+        tracing::error!(op, "fs op panicked: answered EIO, the mount goes on");
+    }
 }
 
 fn file_attr(a: &Attr) -> FileAttr {
@@ -109,20 +119,12 @@ fn file_type(kind: ItemKind) -> FileType {
 fn errno(op: &'static str, err: &Error) -> fuser::Errno {
     let code = err.errno();
     metrics::fuse_op(op, code);
-    match code {
+    let layer = err.layer();
+    match (err.level(), err.hint()) {
         // Expected answers (and what the drive cannot store, e.g. git's chmod probe): quiet.
-        libc::ENOENT
-        | libc::EEXIST
-        | libc::ENOTEMPTY
-        | libc::ENOTSUP
-        | libc::EPERM
-        | libc::EROFS => {
-            debug!(op, error = %err, "fs op refused")
-        }
-        libc::ENOSPC => {
-            warn!(op, error = %err, "drive is full (quota exhausted): free space on the drive")
-        }
-        _ => warn!(op, error = %err, "fs op failed"),
+        (tracing::Level::DEBUG, _) => debug!(op, ?layer, error = %err, "fs op refused"),
+        (_, Some(hint)) => warn!(op, ?layer, error = %err, "{hint}"),
+        _ => warn!(op, ?layer, error = %err, "fs op failed"),
     }
     fuser::Errno::from_i32(code)
 }
@@ -192,11 +194,14 @@ impl FuseAdapter {
         work: impl FnOnce(&FsCore) -> crate::error::Result<()> + Send + 'static,
     ) {
         let core = self.core.clone();
-        self.rt
-            .spawn_blocking(move || match span.in_scope(|| done(op, work(&core))) {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e),
-            });
+        self.rt.spawn_blocking(move || {
+            span.in_scope(|| {
+                guarded(op, move || match done(op, work(&core)) {
+                    Ok(()) => reply.ok(),
+                    Err(e) => reply.error(e),
+                })
+            })
+        });
     }
 
     /// Run a core operation on tokio (never on the FUSE thread), in the operation's span, and
@@ -216,6 +221,10 @@ impl FuseAdapter {
             async move {
                 // A panic fails this operation with EIO (the hook logged it with its
                 // backtrace); the mount goes on.
+                let work = async move {
+                    crate::fault::panic_point(op);
+                    work.await
+                };
                 match AssertUnwindSafe(work).catch_unwind().await {
                     Ok(Ok(value)) => {
                         metrics::fuse_op(op, 0);
@@ -224,6 +233,7 @@ impl FuseAdapter {
                     Ok(Err(e)) => reply.fail(errno(op, &e)),
                     Err(_) => {
                         metrics::fuse_op(op, libc::EIO);
+                        tracing::error!(op, "fs op panicked: answered EIO, the mount goes on");
                         reply.fail(fuser::Errno::from_i32(libc::EIO))
                     }
                 }
@@ -541,10 +551,12 @@ impl Filesystem for FuseAdapter {
     ) {
         // Local disk only: answered on the FUSE thread, no network involved.
         let _span = op_span("write", req, ino.0).entered();
-        match done("write", self.core.write(fh.0, offset, data)) {
-            Ok(n) => reply.written(n),
-            Err(e) => reply.error(e),
-        }
+        guarded("write", || {
+            match done("write", self.core.write(fh.0, offset, data)) {
+                Ok(n) => reply.written(n),
+                Err(e) => reply.error(e),
+            }
+        })
     }
 
     fn flush(
@@ -572,11 +584,13 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let _span = op_span("release", req, ino.0).entered();
-        lock(&self.backings).release(fh.0, ino.0);
-        match done("release", self.core.release(fh.0)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        guarded("release", || {
+            lock(&self.backings).release(fh.0, ino.0);
+            match done("release", self.core.release(fh.0)) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
+        })
     }
 
     fn fsync(
@@ -610,28 +624,10 @@ impl Filesystem for FuseAdapter {
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
         let _span = op_span("readdir", req, ino.0).entered();
-        match done("readdir", self.core.readdir(fh.0, offset, false)) {
-            Ok(entries) => {
-                for DirSlot {
-                    next_offset, entry, ..
-                } in &entries
-                {
-                    if reply.add(
-                        INodeNo(entry.ino),
-                        *next_offset,
-                        file_type(entry.kind),
-                        &entry.name,
-                    ) {
-                        break;
-                    }
-                }
-                reply.ok();
-            }
-            Err(e) => reply.error(e),
-        }
+        guarded("readdir", || self.readdir_reply(fh, offset, reply))
     }
 
     fn readdirplus(
@@ -640,43 +636,10 @@ impl Filesystem for FuseAdapter {
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectoryPlus,
+        reply: ReplyDirectoryPlus,
     ) {
         let _span = op_span("readdirplus", req, ino.0).entered();
-        match done("readdirplus", self.core.readdir(fh.0, offset, true)) {
-            Ok(entries) => {
-                for DirSlot {
-                    next_offset,
-                    entry,
-                    attr,
-                } in &entries
-                {
-                    let attr = match attr {
-                        Some(a) => *a,
-                        None => match self.core.plus_attr(entry.ino) {
-                            Some(a) => a,
-                            None => continue,
-                        },
-                    };
-                    if reply.add(
-                        INodeNo(entry.ino),
-                        *next_offset,
-                        &entry.name,
-                        &self.ttl,
-                        &file_attr(&attr),
-                        Generation(0),
-                    ) {
-                        break;
-                    }
-                    // The kernel now holds a lookup on this entry (but not on . and ..).
-                    if entry.name != "." && entry.name != ".." {
-                        self.core.count_lookup(entry.ino);
-                    }
-                }
-                reply.ok();
-            }
-            Err(e) => reply.error(e),
-        }
+        guarded("readdirplus", || self.readdirplus_reply(fh, offset, reply))
     }
 
     fn releasedir(
@@ -688,11 +651,12 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let _span = op_span("releasedir", req, ino.0).entered();
-        self.core.releasedir(fh.0);
-        metrics::fuse_op("releasedir", 0);
-        reply.ok();
+        guarded("releasedir", || {
+            self.core.releasedir(fh.0);
+            metrics::fuse_op("releasedir", 0);
+            reply.ok();
+        })
     }
-
     fn statfs(&self, req: &Request, ino: INodeNo, reply: ReplyStatfs) {
         let core = self.core.clone();
         self.spawn(
@@ -784,5 +748,69 @@ impl Filesystem for FuseAdapter {
                 )
             },
         );
+    }
+}
+
+impl FuseAdapter {
+    /// readdir's answer: the handle's entries from `offset`, as many as fit the reply.
+    fn readdir_reply(&self, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        match done("readdir", self.core.readdir(fh.0, offset, false)) {
+            Ok(entries) => {
+                for DirSlot {
+                    next_offset, entry, ..
+                } in &entries
+                {
+                    if reply.add(
+                        INodeNo(entry.ino),
+                        *next_offset,
+                        file_type(entry.kind),
+                        &entry.name,
+                    ) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    /// readdirplus's answer: entries with their attributes; each entry sent is a lookup the
+    /// kernel now holds.
+    fn readdirplus_reply(&self, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        match done("readdirplus", self.core.readdir(fh.0, offset, true)) {
+            Ok(entries) => {
+                for DirSlot {
+                    next_offset,
+                    entry,
+                    attr,
+                } in &entries
+                {
+                    let attr = match attr {
+                        Some(a) => *a,
+                        None => match self.core.plus_attr(entry.ino) {
+                            Some(a) => a,
+                            None => continue,
+                        },
+                    };
+                    if reply.add(
+                        INodeNo(entry.ino),
+                        *next_offset,
+                        &entry.name,
+                        &self.ttl,
+                        &file_attr(&attr),
+                        Generation(0),
+                    ) {
+                        break;
+                    }
+                    // The kernel now holds a lookup on this entry (but not on . and ..).
+                    if entry.name != "." && entry.name != ".." {
+                        self.core.count_lookup(entry.ino);
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(e),
+        }
     }
 }

@@ -2,13 +2,22 @@
 //! them, so the map stays as small as the set of inodes being worked on.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use crate::sync::{Level, Mutex};
 
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
-#[derive(Default)]
 pub struct KeyedLocks {
     locks: Mutex<HashMap<u64, Arc<AsyncMutex<()>>>>,
+}
+
+impl Default for KeyedLocks {
+    fn default() -> Self {
+        KeyedLocks {
+            locks: Mutex::new(Level::FS_KEYED, "keyed locks", HashMap::new()),
+        }
+    }
 }
 
 /// Held while one key's work runs; frees the key's entry when it is the last user.

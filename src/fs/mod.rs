@@ -15,6 +15,45 @@ pub use self::core::{Attr, FsConfig, FsCore, LivpMode, OrderBy, OrderDirection};
 /// answered with EIO (see `fuse.rs`); the data these locks guard is kept consistent by each
 /// critical section being short and non-panicking, so a poisoned lock must not fail every later
 /// operation of the mount.
-pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+pub(crate) fn lock<L: Lockable + ?Sized>(m: &L) -> L::Guard<'_> {
+    m.take()
+}
+
+/// A mutex `lock` can take: a level-checked `crate::sync::Mutex` (every lock of `fs`, `write`
+/// and `meta`) or a plain std one (layers not moved yet).
+pub(crate) trait Lockable {
+    type Guard<'a>
+    where
+        Self: 'a;
+    fn take(&self) -> Self::Guard<'_>;
+}
+
+impl<T: ?Sized> Lockable for std::sync::Mutex<T> {
+    type Guard<'a>
+        = std::sync::MutexGuard<'a, T>
+    where
+        Self: 'a;
+    fn take(&self) -> Self::Guard<'_> {
+        self.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl<T: ?Sized> Lockable for crate::sync::Mutex<T> {
+    type Guard<'a>
+        = crate::sync::MutexGuard<'a, T>
+    where
+        Self: 'a;
+    fn take(&self) -> Self::Guard<'_> {
+        self.lock()
+    }
+}
+
+impl<L: Lockable + ?Sized> Lockable for std::sync::Arc<L> {
+    type Guard<'a>
+        = L::Guard<'a>
+    where
+        Self: 'a;
+    fn take(&self) -> Self::Guard<'_> {
+        (**self).take()
+    }
 }

@@ -7,9 +7,9 @@
 //! stored. The check and the rename into place happen under one lock, so a drop is never
 //! undone by a save that was already under way.
 
+use crate::sync::{Level, Mutex};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -132,7 +132,7 @@ impl Listings {
         debug!(dir = %dir.display(), removed, "opened the stored listings");
         Listings {
             dir,
-            drops: Mutex::new(Drops::default()),
+            drops: Mutex::new(Level::META_LISTINGS, "listing drops", Drops::default()),
         }
     }
 

@@ -4,12 +4,12 @@
 //! line cut short by a crash is skipped. While mounted, the log is compacted again once it
 //! holds more dead lines than live ones.
 
+use crate::sync::{Level, Mutex};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -135,7 +135,7 @@ impl UrlLog {
         debug!(urls = state.live.len(), "opened the stored download URLs");
         UrlLog {
             path,
-            state: Mutex::new(state),
+            state: Mutex::new(Level::META_URLS, "stored urls", state),
         }
     }
 

@@ -294,7 +294,7 @@ impl<'a> PartSender<'a> {
             let result = self.drive.upload_part(&url, body.clone()).await;
             match result {
                 Ok(_etag) => {
-                    super::progress::part_sent(body.len() as u64);
+                    super::progress::part_done(self.part_offset(n) + len);
                     // Sent parts never need their URL again; keep the map small on huge files.
                     self.urls.remove(&n);
                     self.log_progress(self.part_offset(n) + len);

@@ -1,13 +1,18 @@
 //! What `alipanfs status` and `alipanfs sync` see of an upload job: one small record per job,
 //! shared (Arc) between the queue, which writes it, and the control socket, which reads it.
 //!
-//! Bytes sent are counted where parts go out (`parts::PartSender`) through a task-local, so
-//! the upload code needs no extra parameter: the queue runs each attempt inside `scope`.
-//! Parts sent by a stream (upload while writing) run on the stream's own task and are not
-//! counted until the queue's attempt takes over.
+//! Bytes sent rise while a part goes out: the part PUT's body counts each slice as the
+//! connection takes it (`api::bwlimit::metered_body`, a failed PUT takes its bytes back), into
+//! the counter of the task-local `api::bwlimit::counting_sent`, so the upload code needs no
+//! extra parameter. The queue runs each attempt inside `scope`; a stream (upload while writing)
+//! runs its sender inside `stream_scope` with the stream's own counter, which `status` shows
+//! while the file is still being written. When the drive accepts a part, `part_done` makes the
+//! count at least the part's end (for drives that do not count on the wire, such as tests').
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use crate::sync::{Level, Mutex};
 
 /// How a job ended (or that it has not).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,9 +29,9 @@ pub enum Outcome {
     Abandoned = 4,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct JobProgress {
-    sent: AtomicU64,
+    sent: Arc<AtomicU64>,
     attempts: AtomicU32,
     outcome: AtomicU8,
     /// The last attempt failed and the next has not begun (backoff).
@@ -37,6 +42,19 @@ pub struct JobProgress {
     /// Drive files the current attempt created (upload sessions, rapid uploads): an attempt
     /// stopped mid-way removes them, since one may have completed as it was stopped.
     sessions: Mutex<Vec<String>>,
+}
+
+impl Default for JobProgress {
+    fn default() -> Self {
+        JobProgress {
+            sent: Arc::new(AtomicU64::new(0)),
+            attempts: AtomicU32::new(0),
+            outcome: AtomicU8::new(0),
+            failed_last: AtomicBool::new(false),
+            last_error: Mutex::new(Level::WRITE_PROGRESS, "job last error", None),
+            sessions: Mutex::new(Level::LEAF, "job sessions", Vec::new()),
+        }
+    }
 }
 
 impl JobProgress {
@@ -64,10 +82,7 @@ impl JobProgress {
 
     /// The last attempt's error and whether it needs the user (quota, refused name).
     pub fn last_error(&self) -> Option<(String, bool)> {
-        self.last_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.last_error.lock().clone()
     }
 
     /// The last attempt failed and the job waits to retry.
@@ -85,7 +100,7 @@ impl JobProgress {
 
     /// The drive files the attempt created, emptied.
     pub(crate) fn take_sessions(&self) -> Vec<String> {
-        std::mem::take(&mut *self.sessions.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut *self.sessions.lock())
     }
 
     pub(crate) fn begin_attempt(&self) {
@@ -96,7 +111,7 @@ impl JobProgress {
     }
 
     pub(crate) fn failed(&self, error: String, needs_user: bool) {
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some((error, needs_user));
+        *self.last_error.lock() = Some((error, needs_user));
         self.failed_last.store(true, Ordering::Relaxed);
     }
 
@@ -117,18 +132,28 @@ tokio::task_local! {
 
 /// Run an upload attempt with `progress` as the record its parts count into.
 pub async fn scope<F: std::future::Future>(progress: Arc<JobProgress>, f: F) -> F::Output {
-    CURRENT.scope(progress, f).await
+    let sent = progress.sent.clone();
+    CURRENT
+        .scope(progress, crate::api::bwlimit::counting_sent(sent, f))
+        .await
 }
 
-/// A part of `len` bytes was accepted by the drive.
-pub fn part_sent(len: u64) {
-    let _ = CURRENT.try_with(|p| p.sent.fetch_add(len, Ordering::Relaxed));
+/// Run a stream's sender with `sent` as the count of its bytes on the wire.
+pub async fn stream_scope<F: std::future::Future>(sent: Arc<AtomicU64>, f: F) -> F::Output {
+    crate::api::bwlimit::counting_sent(sent, f).await
+}
+
+/// The drive accepted the part that ends at byte `end`: everything below it is sent.
+pub fn part_done(end: u64) {
+    if let Some(sent) = crate::api::bwlimit::sent_counter() {
+        sent.fetch_max(end, Ordering::Relaxed);
+    }
 }
 
 /// The attempt created (or is about to complete) the drive file `file_id`.
 pub fn session_opened(file_id: &str) {
     let _ = CURRENT.try_with(|p| {
-        let mut sessions = p.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sessions = p.sessions.lock();
         if !sessions.iter().any(|s| s == file_id) {
             sessions.push(file_id.to_string());
         }
@@ -137,5 +162,7 @@ pub fn session_opened(file_id: &str) {
 
 /// A fresh session, or a resync, restarts the count at `offset`.
 pub fn sent_so_far(offset: u64) {
-    let _ = CURRENT.try_with(|p| p.sent.store(offset, Ordering::Relaxed));
+    if let Some(sent) = crate::api::bwlimit::sent_counter() {
+        sent.store(offset, Ordering::Relaxed);
+    }
 }

@@ -10,8 +10,12 @@
 //! - Failures are logged at ERROR with the staged path and the reason, and retried with exponential
 //!   backoff (capped at 5 minutes) forever; a full drive is retried slowly and loudly. The staged file
 //!   is removed only after success.
-//! - Every attempt's outcome is broadcast (`UploadEvent`), so the fs can point the inode at the new
-//!   file_id. A superseded job sends no event; the job that replaced it will.
+//! - Every attempt's outcome is sent to each subscriber (`UploadEvent`), so the fs can point the
+//!   inode at the new file_id. A superseded job sends no event; the job that replaced it will.
+//!   The channels are unbounded: an event is never dropped (a lagging fs would otherwise leave a
+//!   node on its placeholder id); the fs consumes them at once, so they hold only a burst.
+//! - `completed` (key → its last landed file_id) holds only landings the fs has not applied yet:
+//!   the fs calls `applied` once its node follows the event, which removes the entry.
 //! - `replaces` ids are kept current: a job still waiting when an earlier one completes, and any
 //!   later job naming a copy this queue already replaced, are redirected to the newest copy. The
 //!   one case left to the fs: a never-uploaded file (`replaces: None`) submitted again after its
@@ -20,10 +24,12 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Weak};
+
+use crate::sync::{Level, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{broadcast, Notify, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::time::Instant;
 
 use crate::api::retry::jitter;
@@ -110,13 +116,15 @@ pub struct UploadQueue {
     cfg: UploadConfig,
     slots: Mutex<HashMap<u64, Slot>>,
     permits: Semaphore,
-    events: broadcast::Sender<UploadEvent>,
+    /// One unbounded sender per subscriber: sending never fails for lag.
+    events: Mutex<Vec<mpsc::UnboundedSender<UploadEvent>>>,
     /// Notified on every job completion or removal (for `drain`).
     changed: Notify,
     /// Recently replaced file_ids and their successors.
     replaced: Mutex<ReplacedIds>,
-    /// key → file_id of its last completed upload. Written under the slots lock as the running
-    /// job clears, so a caller that finds no job for a key finds its result here.
+    /// key → file_id of its last completed upload, until the fs has applied it (`applied`).
+    /// Written under the slots lock as the running job clears, so a caller that finds no job
+    /// for a key finds its result here or already on its node.
     completed: Mutex<HashMap<u64, String>>,
     streams: Arc<Streams>,
     runtime: tokio::runtime::Handle,
@@ -128,7 +136,6 @@ pub struct UploadQueue {
 impl UploadQueue {
     /// Must be called inside a tokio runtime; the queue's tasks run on it.
     pub fn new(drive: Arc<dyn Drive>, cfg: UploadConfig) -> Arc<UploadQueue> {
-        let (events, _) = broadcast::channel(1024);
         let streams = Streams::new(
             drive.clone(),
             cfg.upload_while_writing,
@@ -138,12 +145,16 @@ impl UploadQueue {
             me: me.clone(),
             drive,
             cfg,
-            slots: Mutex::new(HashMap::new()),
+            slots: Mutex::new(Level::WRITE_QUEUE, "upload slots", HashMap::new()),
             permits: Semaphore::new(MAX_CONCURRENT),
-            events,
+            events: Mutex::new(Level::WRITE_EVENTS, "upload events", Vec::new()),
             changed: Notify::new(),
-            replaced: Mutex::new(ReplacedIds::default()),
-            completed: Mutex::new(HashMap::new()),
+            replaced: Mutex::new(
+                Level::WRITE_REPLACED,
+                "replaced ids",
+                ReplacedIds::default(),
+            ),
+            completed: Mutex::new(Level::WRITE_COMPLETED, "completed uploads", HashMap::new()),
             streams,
             runtime: tokio::runtime::Handle::current(),
             replay_folders: Default::default(),
@@ -151,13 +162,13 @@ impl UploadQueue {
     }
 
     fn lock_replaced(&self) -> MutexGuard<'_, ReplacedIds> {
-        self.replaced.lock().unwrap_or_else(|p| p.into_inner())
+        self.replaced.lock()
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<u64, Slot>> {
         // A panic while holding the lock cannot leave the map half-updated in a way that matters
         // more than losing the queue; keep going.
-        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+        self.slots.lock()
     }
 
     /// Queue `staged` for upload. A newer job for the same key supersedes an older one still
@@ -252,8 +263,32 @@ impl UploadQueue {
         }
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<UploadEvent> {
-        self.events.subscribe()
+    /// Every upload outcome from now on, in order per key; nothing is ever dropped.
+    pub fn subscribe(&self) -> mpsc::UnboundedReceiver<UploadEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.events.lock().push(tx);
+        rx
+    }
+
+    /// Send `event` to every subscriber still listening.
+    fn send(&self, event: UploadEvent) {
+        self.events
+            .lock()
+            .retain(|tx| tx.send(event.clone()).is_ok());
+    }
+
+    /// The fs has pointed `key`'s node at `file_id`: the queue need not remember that landing
+    /// (a newer landing stays until its own event is applied).
+    pub fn applied(&self, key: u64, file_id: &str) {
+        let mut completed = self.completed.lock();
+        if completed.get(&key).is_some_and(|id| id == file_id) {
+            completed.remove(&key);
+        }
+    }
+
+    /// Landings not yet applied by the fs (bounded by the events in flight).
+    pub fn unapplied(&self) -> usize {
+        self.completed.lock().len()
     }
 
     /// Jobs not yet uploaded (running or waiting).
@@ -574,7 +609,7 @@ impl UploadQueue {
                         self.clear_cancelled(key);
                         return;
                     }
-                    let _ = self.events.send(UploadEvent {
+                    self.send(UploadEvent {
                         key,
                         staged: job.staged.clone(),
                         outcome: Ok(item),
@@ -589,7 +624,7 @@ impl UploadQueue {
                     job.progress
                         .failed(format!("staged file vanished: {e}"), true);
                     job.progress.end(Outcome::Abandoned);
-                    let _ = self.events.send(UploadEvent {
+                    self.send(UploadEvent {
                         key,
                         staged: job.staged.clone(),
                         outcome: Err(format!("staged file vanished: {e}")),
@@ -612,7 +647,7 @@ impl UploadQueue {
                         tracing::error!(key, path = %job.staged.display(), attempt,
                             "upload failed, retrying in {wait:?}: {e}");
                     }
-                    let _ = self.events.send(UploadEvent {
+                    self.send(UploadEvent {
                         key,
                         staged: job.staged.clone(),
                         outcome: Err(e.to_string()),
@@ -770,10 +805,7 @@ impl UploadQueue {
             self.lock_replaced()
                 .record(old.clone(), item.file_id.clone());
         }
-        self.completed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, item.file_id.clone());
+        self.completed.lock().insert(key, item.file_id.clone());
         job.progress.end(Outcome::Uploaded);
         slot.running = None;
         let mut reused = false;
@@ -798,11 +830,7 @@ impl UploadQueue {
 
     /// The file_id of the last completed upload for `key`, if any.
     pub fn uploaded_file_id(&self, key: u64) -> Option<String> {
-        self.completed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            .cloned()
+        self.completed.lock().get(&key).cloned()
     }
 
     /// If the fs renamed/moved the file while it was uploading, apply that now.

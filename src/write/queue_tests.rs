@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::broadcast;
+use tokio::sync::mpsc;
 
 use crate::error::Error;
 use crate::write::queue::{UploadEvent, UploadQueue};
@@ -27,7 +27,7 @@ fn stage(st: &Staging, content: &[u8]) -> PathBuf {
     f.path
 }
 
-async fn next_event(rx: &mut broadcast::Receiver<UploadEvent>) -> UploadEvent {
+async fn next_event(rx: &mut mpsc::UnboundedReceiver<UploadEvent>) -> UploadEvent {
     tokio::time::timeout(Duration::from_secs(10), rx.recv())
         .await
         .expect("no upload event within 10 s")
@@ -50,7 +50,7 @@ struct Fixture {
     st: Staging,
     drive: Arc<MockDrive>,
     q: Arc<UploadQueue>,
-    rx: broadcast::Receiver<UploadEvent>,
+    rx: mpsc::UnboundedReceiver<UploadEvent>,
 }
 
 fn fixture() -> Fixture {
@@ -329,4 +329,29 @@ async fn stale_replaces_is_mapped_to_the_newest_copy() {
     let v2 = next_event(&mut f.rx).await.outcome.unwrap().file_id;
     assert!(f.drive.state().trashed.contains(&v1));
     assert_eq!(f.drive.visible("root", "m"), vec![(v2, b"v2".to_vec())]);
+}
+
+/// More landings than the old broadcast channel held (1,024), none read until all are done:
+/// every one still arrives (the hand-off to the fs cannot drop), and `completed` empties as
+/// the fs applies them.
+#[tokio::test]
+async fn no_event_is_lost_to_a_slow_subscriber() {
+    let mut f = fixture();
+    const FILES: u64 = 1500;
+    for key in 0..FILES {
+        let staged = stage(&f.st, format!("file {key}").as_bytes());
+        f.q.submit(key, target(&format!("f{key}")), staged);
+    }
+    assert_eq!(f.q.drain(Duration::from_secs(60)).await, 0);
+    assert_eq!(f.q.unapplied(), FILES as usize);
+    let mut landed = std::collections::HashSet::new();
+    while let Ok(ev) = f.rx.try_recv() {
+        let item = ev.outcome.expect("mock uploads succeed");
+        assert_eq!(f.q.uploaded_file_id(ev.key), Some(item.file_id.clone()));
+        f.q.applied(ev.key, &item.file_id);
+        landed.insert(ev.key);
+    }
+    assert_eq!(landed.len(), FILES as usize, "an upload event was lost");
+    assert_eq!(f.q.unapplied(), 0, "applied landings are forgotten");
+    assert_eq!(f.drive.state().files.len(), FILES as usize);
 }

@@ -17,7 +17,9 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use crate::sync::{Level, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -71,11 +73,13 @@ impl State {
 struct Inner {
     state: Mutex<State>,
     changed: Notify,
+    /// Bytes of this stream's parts on the wire or on the drive (`alipanfs status`).
+    sent: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock()
     }
 
     fn update<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
@@ -138,8 +142,9 @@ impl Streams {
         self.start_after?;
         Some(Arc::new(WriteStream {
             inner: Arc::new(Inner {
-                state: Mutex::new(State::default()),
+                state: Mutex::new(Level::WRITE_STREAM, "write stream", State::default()),
                 changed: Notify::new(),
+                sent: Arc::default(),
             }),
             streams: self.clone(),
             path: path.to_path_buf(),
@@ -241,6 +246,11 @@ impl WriteStream {
     }
 
     /// Whether the upload began while the file was written.
+    /// Bytes its parts have put on the wire so far (for `alipanfs status`).
+    pub fn sent_bytes(&self) -> u64 {
+        self.inner.sent.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn is_started(&self) -> bool {
         let st = self.inner.lock();
         st.started && st.stopped.is_none()
@@ -360,7 +370,8 @@ async fn send_task(
     target: StreamTarget,
     _permit: OwnedSemaphorePermit,
 ) {
-    if let Err(why) = send_parts(&inner, &*streams.drive, &path, &target, streams.part_size).await {
+    let sending = send_parts(&inner, &*streams.drive, &path, &target, streams.part_size);
+    if let Err(why) = super::progress::stream_scope(inner.sent.clone(), sending).await {
         tracing::debug!(name = %target.name, "upload while writing gave up: {why}");
         inner.stop(&why);
     }

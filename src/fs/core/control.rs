@@ -52,11 +52,51 @@ impl FsCore {
             .collect()
     }
 
+    /// Files being written that already upload while written: path, bytes written so far and
+    /// bytes their stream has sent.
+    pub fn streaming_writes(&self) -> Vec<(String, u64, u64)> {
+        let table = lock(&self.table);
+        table
+            .with_local()
+            .filter_map(|ino| {
+                let local = table.get(ino)?.local.as_ref()?;
+                let stream = local.stream().filter(|s| s.is_started())?;
+                if !local.is_dirty() || local.is_sealed() {
+                    return None;
+                }
+                let written = local.len().unwrap_or(0);
+                Some((table.path_of(ino)?, written, stream.sent_bytes()))
+            })
+            .collect()
+    }
+
     /// `pending_uploads` and `unqueued_writes` at one instant: a file being queued right now
     /// is in exactly one of them (the upload gate orders this against `submit_upload`).
     pub fn uploads_snapshot(&self) -> (Vec<PendingUpload>, Vec<(u64, String)>) {
         let _gate = lock(&self.upload_gate);
         (self.pending_uploads(), self.unqueued_writes())
+    }
+
+    /// Files open for reading from the drive: path, size and file_id.
+    pub fn open_read_files(&self) -> Vec<(String, u64, String)> {
+        let inos: Vec<u64> = lock(&self.handles)
+            .values()
+            .filter_map(|h| match h {
+                Handle::Remote { ino, .. } | Handle::Memory { ino, .. } => Some(*ino),
+                _ => None,
+            })
+            .collect();
+        let table = lock(&self.table);
+        let mut out: Vec<(String, u64, String)> = inos
+            .into_iter()
+            .filter_map(|ino| {
+                let node = table.get(ino)?;
+                Some((table.path_of(ino)?, node.size, node.file_id.clone()))
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// Files open for reading from the drive: path and size.

@@ -33,9 +33,9 @@ pub enum OrderDirection {
 }
 
 /// A folder's children by display name. Edited in place by changes made through the mount.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Listing {
-    entries: Mutex<BTreeMap<String, u64>>,
+    entries: crate::sync::Mutex<BTreeMap<String, u64>>,
     /// How long it stays fresh if less than the TTL (read from the disk, fetched a while ago).
     fresh_for: Option<Duration>,
 }
@@ -63,6 +63,19 @@ impl moka::Expiry<u64, Arc<Listing>> for Freshness {
         _left: Option<Duration>,
     ) -> Option<Duration> {
         self.expire_after_create(dir, listing, at)
+    }
+}
+
+impl Default for Listing {
+    fn default() -> Self {
+        Listing {
+            entries: crate::sync::Mutex::new(
+                crate::sync::Level::FS_LISTING,
+                "listing entries",
+                BTreeMap::new(),
+            ),
+            fresh_for: None,
+        }
     }
 }
 
@@ -278,7 +291,6 @@ impl FsCore {
         let mut entries: Vec<DirEntry> = listing
             .entries
             .lock()
-            .unwrap()
             .iter()
             .filter_map(|(name, &child)| {
                 table.get(child).map(|n| DirEntry {

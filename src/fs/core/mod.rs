@@ -26,7 +26,9 @@ pub use livp::LivpMode;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use crate::sync::{Level, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -177,10 +179,11 @@ impl FsCore {
         staging: Staging,
         uploads: Arc<UploadQueue>,
     ) -> Arc<FsCore> {
-        let table = Arc::new(Mutex::new(InodeTable::new(
-            &cfg.root_file_id,
-            SystemTime::now(),
-        )));
+        let table = Arc::new(Mutex::new(
+            Level::FS_INODES,
+            "inode table",
+            InodeTable::new(&cfg.root_file_id, SystemTime::now()),
+        ));
         let evict_table = table.clone();
         let listings = Cache::builder()
             .max_capacity(cfg.max_cached_dirs)
@@ -206,7 +209,7 @@ impl FsCore {
         reader.set_url_source(Arc::new(synthetic::SyntheticUrls {
             drive: drive.clone(),
             transcodes: transcodes.clone(),
-            streams: Mutex::new(HashMap::new()),
+            streams: Mutex::new(Level::FS_SYNTHETIC, "synthetic streams", HashMap::new()),
         }));
         let core = Arc::new(FsCore {
             drive,
@@ -217,16 +220,16 @@ impl FsCore {
             transcodes,
             staging,
             uploads,
-            handles: Mutex::new(HashMap::new()),
+            handles: Mutex::new(Level::FS_HANDLES, "handles", HashMap::new()),
             next_fh: AtomicU64::new(1),
             space: Cache::builder()
                 .max_capacity(1)
                 .time_to_live(Duration::from_secs(10))
                 .build(),
             prepare_locks: KeyedLocks::default(),
-            upload_gate: Mutex::new(()),
+            upload_gate: Mutex::new(Level::FS_GATE, "upload gate", ()),
             free_bytes: AtomicU64::new(u64::MAX),
-            resumed: Mutex::new(Vec::new()),
+            resumed: Mutex::new(Level::FS_MISC, "resumed uploads", Vec::new()),
         });
         tokio::spawn(Self::watch_space(Arc::downgrade(&core)));
         core.resume_journaled_uploads();
@@ -338,7 +341,6 @@ impl FsCore {
     pub(super) fn node(&self, ino: u64) -> Result<Node> {
         self.table
             .lock()
-            .unwrap()
             .get(ino)
             .cloned()
             .ok_or_else(|| Error::NotFound(format!("inode {ino}")))

@@ -124,7 +124,7 @@ pub(super) struct SyntheticUrls {
     pub drive: Arc<dyn Drive>,
     pub transcodes: Arc<Transcodes>,
     /// A live photo's stream URLs, until shortly before they expire.
-    pub streams: Mutex<HashMap<String, StreamUrls>>,
+    pub streams: crate::sync::Mutex<HashMap<String, StreamUrls>>,
 }
 
 /// A live photo's URLs by stream name, and when to stop handing them out.

@@ -9,17 +9,10 @@ impl FsCore {
     /// Swap a node to its uploaded drive item once the queue reports success.
     pub(super) async fn follow_uploads(
         core: std::sync::Weak<FsCore>,
-        mut events: tokio::sync::broadcast::Receiver<UploadEvent>,
+        mut events: tokio::sync::mpsc::UnboundedReceiver<UploadEvent>,
     ) {
-        loop {
-            let event = match events.recv().await {
-                Ok(event) => event,
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    warn!(missed = n, "upload events lagged");
-                    continue;
-                }
-                Err(_) => return,
-            };
+        // The channel cannot drop an event: every landing reaches its node.
+        while let Some(event) = events.recv().await {
             let Some(core) = core.upgrade() else { return };
             if let Ok(item) = &event.outcome {
                 core.drop_stored_listing(&item.parent_file_id);
@@ -28,6 +21,7 @@ impl FsCore {
                 Ok(item) if lock(&core.table).get(event.key).is_none() => {
                     // A resumed upload (or a file deleted meanwhile): show it on next listing.
                     let dir = lock(&core.table).ino_of(&item.parent_file_id);
+                    core.uploads.applied(event.key, &item.file_id);
                     if let Some(dir) = dir {
                         core.listings.invalidate(&dir).await;
                     }
@@ -52,6 +46,8 @@ impl FsCore {
                         }
                         (old_id, current)
                     };
+                    // After the rekey: a reader of `uploaded_file_id` finds the id on the node.
+                    core.uploads.applied(event.key, &item.file_id);
                     if let Some(content) = landed_current {
                         tokio::spawn(core.clone().seed_cache(event.key, item.clone(), content));
                     }
