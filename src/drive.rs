@@ -13,6 +13,8 @@ use bytes::Bytes;
 
 use crate::error::Result;
 
+pub mod multi;
+
 /// The literal id of a drive's top folder.
 pub const ROOT_ID: &str = "root";
 
@@ -75,6 +77,8 @@ pub enum DriveChoice {
     Default,
     Resource,
     Backup,
+    /// Every drive of the account, each a folder of the mount's root.
+    All,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -319,6 +323,12 @@ pub trait Drive: Send + Sync + 'static {
     async fn object_size(&self, url: &DownloadUrl) -> Result<u64> {
         let _ = url;
         Err(crate::error::Error::NotSupported("object_size".into()))
+    }
+    /// A folder whose entries cannot change (`--drive all`'s root, which shows the drives):
+    /// the fs refuses changes in it with EROFS before staging anything.
+    fn fixed_folder(&self, file_id: &str) -> bool {
+        let _ = file_id;
+        false
     }
     /// `getDownloadUrl` of a `.livp`: one URL per stream (`streamsUrl`), by stream name.
     async fn stream_urls(&self, file_id: &str) -> Result<Vec<(String, DownloadUrl)>> {

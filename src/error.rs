@@ -104,6 +104,10 @@ pub enum Error {
     /// A name the drive cannot store (empty, contains '/', longer than 1024 bytes, ...).
     #[error("invalid name: {0}")]
     InvalidName(String),
+    /// A move between two drives of one mount (`--drive all`): the drive cannot, so EXDEV
+    /// and `mv` copies instead.
+    #[error("cross-drive move: {0}")]
+    CrossDevice(String),
     /// A folder that must be empty is not.
     #[error("directory not empty: {0}")]
     NotEmpty(String),
@@ -146,6 +150,7 @@ impl Error {
             Error::InvalidName(name) if name.len() > 1024 => libc::ENAMETOOLONG,
             Error::InvalidName(_) => libc::EINVAL,
             Error::NotEmpty(_) => libc::ENOTEMPTY,
+            Error::CrossDevice(_) => libc::EXDEV,
             Error::NotADirectory(_) => libc::ENOTDIR,
             Error::IsADirectory(_) => libc::EISDIR,
             Error::TimedOut(_) => libc::ETIMEDOUT,
@@ -172,6 +177,7 @@ impl Error {
             | Error::NotSupported(_)
             | Error::ReadOnly
             | Error::InvalidName(_)
+            | Error::CrossDevice(_)
             | Error::NotEmpty(_)
             | Error::NotADirectory(_)
             | Error::IsADirectory(_)
@@ -197,7 +203,9 @@ impl Error {
             | libc::ENOTEMPTY
             | libc::ENOTSUP
             | libc::EPERM
-            | libc::EROFS => tracing::Level::DEBUG,
+            | libc::EROFS
+            // `mv` between two drives copies instead.
+            | libc::EXDEV => tracing::Level::DEBUG,
             _ => tracing::Level::WARN,
         }
     }

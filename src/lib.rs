@@ -18,6 +18,7 @@ pub mod hashing;
 pub mod logging;
 pub mod meta;
 pub mod metrics;
+pub mod platform;
 pub mod poll;
 pub mod read;
 pub mod redact;

@@ -7,19 +7,31 @@
 //! a panic inside the panic hook (which logs too) aborts the process: that was the SIGABRT seen
 //! under fsstress on a full disk. So here:
 //! - [`LogWriter`] swallows failed writes: the line is dropped and counted, and the first write
-//!   that works again is preceded by one line saying how many were lost;
+//!   that works again is preceded by one line saying how many were lost, then the last 20
+//!   warnings and errors that were dropped (so the line saying the disk is full survives it);
 //! - tracing-subscriber's own error reporting (`log_internal_errors`) is off;
 //! - the panic hook logs through tracing only (never `eprintln!`), so it cannot panic itself.
 //!
-//! No locks: the drop count is an atomic.
+//! Locks: `log.kept` ([`Level::LOG`], above every other lock since any code may log while
+//! holding its own), taken only once a write has failed.
 
+use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use tracing_subscriber::fmt::MakeWriter;
+
+use crate::sync::{Level, Mutex};
 
 /// Log lines lost to failed writes since the last write that worked.
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 /// Log lines lost over the process's life (for `dropped_total`).
 static DROPPED_TOTAL: AtomicU64 = AtomicU64::new(0);
+/// The last warnings and errors that could not be written, written once the log works again,
+/// so the message that explains a full disk is not lost with it. Bounded.
+static KEPT: Mutex<VecDeque<Vec<u8>>> = Mutex::new(Level::LOG, "log.kept", VecDeque::new());
+const KEPT_LINES: usize = 20;
+const KEPT_LINE_BYTES: usize = 4096;
 
 /// Set up the tracing subscriber: `level` (an EnvFilter directive; `RUST_LOG` wins) to stderr,
 /// behind a reload handle so `alipanfs set MOUNTPOINT log-level=debug` can change it.
@@ -31,7 +43,7 @@ pub fn init(level: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     let layer = tracing_subscriber::fmt::layer()
-        .with_writer(|| LogWriter(io::stderr()))
+        .with_writer(Stderr)
         .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
         .log_internal_errors(false);
     if tracing_subscriber::registry()
@@ -58,8 +70,71 @@ pub fn dropped_total() -> u64 {
     DROPPED_TOTAL.load(Ordering::Relaxed)
 }
 
+/// Makes the [`LogWriter`] on stderr for each event; warnings and errors are kept back when
+/// dropped.
+struct Stderr;
+
+impl<'a> MakeWriter<'a> for Stderr {
+    type Writer = LogWriter<io::Stderr>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        LogWriter::new(io::stderr(), true)
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
+        LogWriter::new(io::stderr(), *meta.level() <= tracing::Level::WARN)
+    }
+}
+
 /// A writer that never fails: a write that fails is dropped and counted (see the module doc).
-pub struct LogWriter<W: Write>(pub W);
+pub struct LogWriter<W: Write> {
+    out: W,
+    /// Keep this line back if it cannot be written (a warning or an error).
+    keep: bool,
+}
+
+impl<W: Write> LogWriter<W> {
+    pub fn new(out: W, keep: bool) -> Self {
+        LogWriter { out, keep }
+    }
+
+    /// After lines were dropped: one line saying how many, then the kept-back ones.
+    fn catch_up(&mut self) {
+        let mut kept = KEPT.lock();
+        let lost = DROPPED.load(Ordering::Relaxed);
+        if lost == 0 {
+            return;
+        }
+        let note = format!(
+            // A leading newline ends a line the failed write may have left half-written.
+            "\nWARN alipanfs::logging: {lost} log line(s) were dropped: the log could not be written (disk full?); the last {} warning(s) follow\n",
+            kept.len()
+        );
+        if self.out.write_all(note.as_bytes()).is_err() {
+            return;
+        }
+        for line in kept.drain(..) {
+            let _ = self.out.write_all(&line);
+        }
+        DROPPED.fetch_sub(lost, Ordering::Relaxed);
+    }
+
+    fn drop_line(&mut self, buf: &[u8]) {
+        DROPPED.fetch_add(1, Ordering::Relaxed);
+        DROPPED_TOTAL.fetch_add(1, Ordering::Relaxed);
+        if self.keep {
+            let mut kept = KEPT.lock();
+            if kept.len() == KEPT_LINES {
+                kept.pop_front();
+            }
+            let mut line = buf[..buf.len().min(KEPT_LINE_BYTES)].to_vec();
+            if !line.ends_with(b"\n") {
+                line.push(b'\n');
+            }
+            kept.push_back(line);
+        }
+    }
+}
 
 impl<W: Write> Write for LogWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -68,24 +143,17 @@ impl<W: Write> Write for LogWriter<W> {
     }
 
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        let lost = DROPPED.load(Ordering::Relaxed);
-        if lost > 0 {
-            let note = format!(
-                "WARN alipanfs::logging: {lost} log line(s) were dropped: the log could not be written (disk full?)\n"
-            );
-            if self.0.write_all(note.as_bytes()).is_ok() {
-                DROPPED.fetch_sub(lost, Ordering::Relaxed);
-            }
+        if DROPPED.load(Ordering::Relaxed) > 0 {
+            self.catch_up();
         }
-        if self.0.write_all(buf).is_err() {
-            DROPPED.fetch_add(1, Ordering::Relaxed);
-            DROPPED_TOTAL.fetch_add(1, Ordering::Relaxed);
+        if self.out.write_all(buf).is_err() {
+            self.drop_line(buf);
         }
         Ok(())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        let _ = self.0.flush();
+        let _ = self.out.flush();
         Ok(())
     }
 }
@@ -130,21 +198,27 @@ mod tests {
     #[test]
     fn failed_writes_are_dropped_counted_and_reported_once_writing_works() {
         let before = dropped_total();
-        let mut w = LogWriter(Disk {
+        let disk = Disk {
             full: true,
             text: Vec::new(),
-        });
+        };
+        let mut info = LogWriter::new(disk, false);
         for _ in 0..3 {
-            w.write_all(b"lost line\n").expect("never fails");
+            info.write_all(b"lost info line\n").expect("never fails");
         }
-        assert!(dropped_total() - before >= 3);
-        w.0.full = false;
-        w.write_all(b"kept line\n").unwrap();
-        w.write_all(b"next line\n").unwrap();
-        let text = String::from_utf8(w.0.text.clone()).unwrap();
-        assert!(text.contains("log line(s) were dropped"), "{text}");
+        let mut warn = LogWriter::new(info.out, true);
+        warn.write_all(b"WARN local disk is full\n").unwrap();
+        assert!(dropped_total() - before >= 4);
+        warn.out.full = false;
+        warn.write_all(b"written line\n").unwrap();
+        warn.write_all(b"next line\n").unwrap();
+        let text = String::from_utf8(warn.out.text.clone()).unwrap();
+        assert!(text.contains("4 log line(s) were dropped"), "{text}");
         assert_eq!(text.matches("were dropped").count(), 1, "{text}");
-        assert!(text.ends_with("kept line\nnext line\n"), "{text}");
-        assert!(!text.contains("lost line"));
+        assert!(
+            text.ends_with("follow\nWARN local disk is full\nwritten line\nnext line\n"),
+            "{text}"
+        );
+        assert!(!text.contains("lost info line"));
     }
 }

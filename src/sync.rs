@@ -83,6 +83,8 @@ impl Level {
     pub const API_STATS: Level = Level(690);
     // leaves (900-999)
     pub const LEAF: Level = Level(900);
+    /// The log's kept-back lines (`crate::logging`): taken while logging, so above every other.
+    pub const LOG: Level = Level(999);
 }
 
 impl fmt::Display for Level {

@@ -331,3 +331,87 @@ fn errors_are_one_line_when_no_daemon_answers() {
         "stale index and socket removed"
     );
 }
+
+/// The case: a 200 MiB copy uploading while written, at 20 MiB/s (the upload limit).
+/// `sent` must rise between calls a second apart, while the file is still written (state
+/// `streaming`) and after close while its stream finishes (the job's state).
+#[test]
+fn status_shows_a_streamed_copy_sending_from_its_first_bytes() {
+    runtime_dir();
+    let m = mount_with(
+        |_| {},
+        |_| {},
+        &[
+            "--bwlimit-upload",
+            "20M",
+            "--upload-while-writing",
+            "8M",
+            "--part-size",
+            "8M",
+            "--upload-drain-timeout",
+            "1",
+        ],
+    );
+    let src = m.cache_dir.with_file_name("copy.src");
+    sh(&format!("head -c 200M /dev/urandom > '{}'", src.display()));
+    let want = sha1_hex(&std::fs::read(&src).unwrap());
+    let dst = m.path("copy.bin");
+    // A writer slower than a disk copy (about 40 MiB/s), so the first seconds are "while written".
+    let writer = std::thread::spawn(move || {
+        let data = std::fs::read(&src).unwrap();
+        let mut f = std::fs::File::create(&dst).unwrap();
+        for chunk in data.chunks(4 << 20) {
+            f.write_all(chunk).unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let mut samples: Vec<(String, u64, u64)> = Vec::new();
+    let started = Instant::now();
+    while samples.len() < 8 && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_secs(1));
+        let st = status_json(&m);
+        if let Some(u) = st["uploads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["path"] == "copy.bin")
+        {
+            samples.push((
+                u["state"].as_str().unwrap().to_string(),
+                u["sent"].as_u64().unwrap(),
+                u["size"].as_u64().unwrap(),
+            ));
+        }
+    }
+    writer.join().unwrap();
+    eprintln!("(state, sent, size) once a second: {samples:?}");
+    assert!(
+        samples.iter().any(|(s, n, _)| s == "streaming" && *n > 0),
+        "bytes sent while the file is still written: {samples:?}"
+    );
+    assert!(samples.len() >= 6, "{samples:?}");
+    // While written, the stream can only send whole parts the writer is past (a writer slowed
+    // by a busy machine may leave it waiting), and at a part's end it waits for the drive's
+    // answer (the emulator hashes the part first; slow in a debug build): one call may see no
+    // rise then, never more.
+    let stalls: Vec<_> = samples
+        .windows(2)
+        .filter(|w| w[1].1 <= w[0].1)
+        .filter(|w| !(w[1].0 == "streaming" && w[1].2 < w[1].1 + 2 * (8 << 20)))
+        .collect();
+    assert!(samples[0].1 > 0, "sent from the first call: {samples:?}");
+    assert!(stalls.len() <= 1, "sent rises a second later: {samples:?}");
+    let o = cli(&[
+        "sync",
+        "--timeout",
+        "60",
+        m.path("copy.bin").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let remote = m.remote("copy.bin").expect("on the drive");
+    assert_eq!(remote.size, 200 << 20);
+    assert_eq!(
+        remote.sha1.as_deref().map(str::to_lowercase),
+        Some(want.to_lowercase())
+    );
+}

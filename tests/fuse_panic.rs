@@ -30,6 +30,9 @@ fn a_panicking_operation_answers_eio_and_the_mount_serves_the_next_ones() {
         &[],
     );
     let mut checks = Checks::default();
+    let pid = m.pid().expect("daemon pid");
+    let threads_before = fuse_threads(pid);
+    assert!(threads_before > 0, "no fuser-* thread in the daemon");
 
     // lookup (async path): the first fails with EIO, the next works.
     let first = std::fs::metadata(m.path("seed.txt"));
@@ -92,9 +95,16 @@ fn a_panicking_operation_answers_eio_and_the_mount_serves_the_next_ones() {
     );
     assert_eq!(std::fs::read(m.path("b.txt")).expect("read b.txt"), content);
 
-    // The daemon is the same process, still mounted, and logged each panic with a backtrace.
-    checks.check(m.pid().is_some() && is_mounted(&m.dir), || {
+    // The daemon is the same process, still mounted, with every FUSE thread alive (an unguarded
+    // panic ends its thread: with the last one, the mount), and logged each panic with a
+    // backtrace.
+    checks.check(m.pid() == Some(pid) && is_mounted(&m.dir), || {
         "the daemon is gone".to_string()
+    });
+    let threads_after = fuse_threads(pid);
+    println!("FUSE threads: {threads_before} before the panics, {threads_after} after");
+    checks.check(threads_after == threads_before, || {
+        format!("FUSE threads: {threads_before} before the panics, {threads_after} after")
     });
     let log = m.full_log();
     for op in ["lookup", "write", "flush", "release"] {
@@ -133,4 +143,13 @@ fn close(f: std::fs::File) -> std::io::Result<()> {
         }
         Err(e)
     }
+}
+
+/// The daemon's FUSE session threads (fuser names them `fuser-N`).
+fn fuse_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the daemon's threads")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("fuser-"))
+        .count()
 }

@@ -24,7 +24,8 @@ const MARGIN_FRACTION: f64 = 0.1;
 /// Lifetime assumed when the token endpoint gives no `expires_in`.
 const DEFAULT_EXPIRES_IN: u64 = 7200;
 
-const SIGN_IN_HINT: &str = "get a new refresh token and store it with `alipanfs token set`";
+const SIGN_IN_HINT: &str =
+    "sign in again with `alipanfs login` (or store a new refresh token with `alipanfs token set`)";
 
 #[derive(Debug, Clone)]
 struct Access {

@@ -41,7 +41,8 @@ const MAX_PAGES: usize = 100_000;
 const IDLE_BUFFERS: usize = 32 << 20;
 
 pub struct Client {
-    api: Api,
+    /// Shared by the per-drive views of `on_drive` (one sign-in, one set of rate limits).
+    api: Arc<Api>,
     cfg: ClientConfig,
     info: OnceCell<DriveInfo>,
     /// Download bodies' buffers, reused (read-ahead fetches one multi-MiB range after another).
@@ -91,7 +92,7 @@ impl Client {
             cfg.limits,
         );
         Ok(Client {
-            api,
+            api: Arc::new(api),
             info: OnceCell::new(),
             buffers: BufferPool::new(IDLE_BUFFERS),
             bandwidth: BwLimits::new(cfg.bwlimit_download, cfg.bwlimit_upload),
@@ -107,6 +108,30 @@ impl Client {
             .get_or_try_init(|| self.fetch_drive_info())
             .await
             .cloned()
+    }
+
+    /// A view of the same account on drive `drive_id`: same sign-in, rate limits and counters
+    /// (`--drive all` builds one per drive). Call after `init`.
+    pub fn on_drive(&self, drive_id: &str) -> Result<Client> {
+        let info = self
+            .info
+            .get()
+            .ok_or_else(|| Error::Config("on_drive before sign-in".into()))?;
+        let view = Client {
+            api: self.api.clone(),
+            cfg: self.cfg.clone(),
+            info: OnceCell::new_with(Some(DriveInfo {
+                drive_id: drive_id.to_string(),
+                ..info.clone()
+            })),
+            buffers: self.buffers.clone(),
+            // One byte bucket each way for the account, whichever drive the bytes are for.
+            bandwidth: self.bandwidth.clone(),
+            // Keyed by this view's file ids, not the qualified ones `status` asks about: bytes
+            // received per open file are not shown under `--drive all`.
+            received: Received::default(),
+        };
+        Ok(view)
     }
 
     pub fn drive_id(&self) -> Option<String> {
@@ -171,11 +196,12 @@ impl Client {
         let resource = nonempty(r.resource_drive_id);
         let backup = nonempty(r.backup_drive_id);
         let wanted = match self.cfg.drive {
-            DriveChoice::Default => None,
+            // `all`: this client stays on the default drive; `on_drive` makes the others.
+            DriveChoice::Default | DriveChoice::All => None,
             DriveChoice::Resource => resource.clone(),
             DriveChoice::Backup => backup.clone(),
         };
-        if wanted.is_none() && self.cfg.drive != DriveChoice::Default {
+        if wanted.is_none() && !matches!(self.cfg.drive, DriveChoice::Default | DriveChoice::All) {
             tracing::warn!(
                 "the {:?} drive is not granted to this app; using the default drive",
                 self.cfg.drive

@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use crate::sync::{Level, Mutex};
 
-/// Remembered URLs beyond this are dropped (their files count again from their next URL).
+/// Remembered URLs (and counted files) beyond this are dropped (their files count again from
+/// their next URL).
 const MAX_URLS: usize = 4096;
 
 #[derive(Default)]
@@ -39,6 +40,10 @@ impl Received {
         let mut inner = self.inner.lock();
         if inner.file_of_url.len() >= MAX_URLS {
             inner.file_of_url.clear();
+        }
+        // Without a `status` call to prune them, counts of files long closed would pile up.
+        if inner.by_file.len() >= MAX_URLS {
+            inner.by_file.clear();
         }
         inner
             .file_of_url

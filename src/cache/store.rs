@@ -250,21 +250,7 @@ pub fn open_data(path: &Path, size: u64) -> io::Result<File> {
 
 /// Frees the disk blocks of `[offset, offset+len)`, keeping the file's size.
 pub fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: fallocate on an fd we own, with plain integer arguments.
-    let r = unsafe {
-        libc::fallocate(
-            file.as_raw_fd(),
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            offset as libc::off_t,
-            len as libc::off_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    crate::platform::punch_hole(file, offset, len)
 }
 
 /// Reads exactly `len` bytes at `offset` (short only at end of file).

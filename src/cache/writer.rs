@@ -9,7 +9,6 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -535,13 +534,5 @@ impl Writer {
 /// Starts writeback of a block just written, without waiting: the periodic sync then finds
 /// most of it on disk already.
 fn start_writeback(file: &File, offset: u64, len: u64) {
-    // SAFETY: a hint on an fd we own; its result changes nothing we rely on.
-    unsafe {
-        libc::sync_file_range(
-            file.as_raw_fd(),
-            offset as libc::off64_t,
-            len as libc::off64_t,
-            libc::SYNC_FILE_RANGE_WRITE,
-        );
-    }
+    crate::platform::start_writeback(file, offset, len)
 }

@@ -58,7 +58,9 @@ pub fn detach(mountpoint: &Path, mut args: Vec<std::ffi::OsString>) -> Result<()
     File::from(read_end).read_to_string(&mut verdict)?;
     match verdict.lines().next() {
         Some("ready") => {
-            println!(
+            // Not println!: it panics when stdout is closed; the mount is up either way.
+            let _ = writeln!(
+                std::io::stdout(),
                 "mounted {} (pid {}, log {})",
                 mountpoint.display(),
                 child.id(),

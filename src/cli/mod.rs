@@ -10,7 +10,6 @@ pub mod options;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -350,27 +349,23 @@ fn run_mount(args: MountArgs, argv: Vec<std::ffi::OsString>) -> Result<()> {
             return Err(e);
         }
     };
-    if let Err(e) = rt.block_on(mount::check_root_folder(client.as_ref(), &s.root_folder_id)) {
-        daemon::report_failure(&e);
-        return Err(e);
-    }
-    let namespace = crate::cache::namespace(
-        &client.user_id().unwrap_or_default(),
-        &client.drive_id().unwrap_or_default(),
-    );
+    let opened = rt.block_on(async {
+        let (drive, info) = mount::open_drive(&client, &s).await?;
+        mount::check_root_folder(drive.as_ref(), &s.root_folder_id).await?;
+        Ok((drive, info))
+    });
+    let (drive, info) = match opened {
+        Ok(opened) => opened,
+        Err(e) => {
+            daemon::report_failure(&e);
+            return Err(e);
+        }
+    };
+    let namespace = crate::cache::namespace(&info.user_id, &info.drive_id);
     let cache = mount::open_data_cache(&s, &namespace);
-    let core = rt.block_on(async {
-        let meta = match client.init().await {
-            Ok(info) => mount::open_meta(&s, &info),
-            Err(_) => None,
-        };
-        mount::build_core(
-            client.clone() as Arc<dyn crate::drive::Drive>,
-            &s,
-            meta,
-            cache,
-        )
-    })?;
+    let meta = mount::open_meta(&s, &info);
+    // Inside the runtime: the upload queue starts its tasks.
+    let core = rt.block_on(async { mount::build_core(drive, &s, meta, cache) })?;
     if let Err(e) = rt.block_on(mount::start_metrics(&s, client.clone(), &core)) {
         daemon::report_failure(&e);
         return Err(e);

@@ -12,11 +12,13 @@ use crate::api::{Client, ClientConfig, RateLimits};
 use crate::cache::DataCache;
 use crate::cli::notify;
 use crate::cli::options::Settings;
-use crate::drive::{Drive, DriveInfo};
+use crate::drive::multi::{Member, MultiDrive};
+use crate::drive::{Drive, DriveChoice, DriveInfo};
 use crate::error::{Error, Result};
 use crate::fs::fuse::FuseAdapter;
 use crate::fs::{FsConfig, FsCore};
 use crate::meta::MetaStore;
+use crate::platform::{self, is_mounted};
 use crate::read::{ReadConfig, Reader};
 use crate::write::{Staging, UploadConfig, UploadQueue};
 
@@ -39,8 +41,9 @@ pub fn check_mountpoint(path: &Path) -> Result<PathBuf> {
     let canonical = path.canonicalize()?;
     if is_mounted(&canonical) {
         return Err(Error::Config(format!(
-            "{} is already a mount point: unmount it first (fusermount3 -u {})",
+            "{} is already a mount point: unmount it first ({} {})",
             canonical.display(),
+            platform::UNMOUNT_COMMAND,
             canonical.display()
         )));
     }
@@ -50,56 +53,10 @@ pub fn check_mountpoint(path: &Path) -> Result<PathBuf> {
             canonical.display()
         )));
     }
-    #[cfg(target_os = "linux")]
-    if !Path::new("/dev/fuse").exists() {
-        return Err(Error::Config(
-            "FUSE is not available (/dev/fuse is missing): install fuse3 (apt-get install fuse3) and load the fuse module (modprobe fuse)".into(),
-        ));
+    if let Some(why) = platform::fuse_unavailable() {
+        return Err(Error::Config(why));
     }
     Ok(canonical)
-}
-
-/// Whether `path` is the mount point of a mounted filesystem.
-pub fn is_mounted(path: &Path) -> bool {
-    #[cfg(target_os = "linux")]
-    {
-        let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-            return false;
-        };
-        let wanted = path.to_string_lossy();
-        info.lines()
-            .any(|line| line.split(' ').nth(4).map(unescape_mountinfo).as_deref() == Some(&*wanted))
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        use std::os::unix::fs::MetadataExt;
-        match (
-            std::fs::metadata(path),
-            path.parent().map(std::fs::metadata),
-        ) {
-            (Ok(m), Some(Ok(p))) => m.dev() != p.dev(),
-            _ => false,
-        }
-    }
-}
-
-#[cfg(target_os = "linux")]
-fn unescape_mountinfo(s: &str) -> String {
-    // mountinfo escapes space, tab, newline and backslash as \ooo.
-    let mut out = String::new();
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            let code: String = chars.by_ref().take(3).collect();
-            match u8::from_str_radix(&code, 8) {
-                Ok(b) => out.push(b as char),
-                Err(_) => out.push_str(&code),
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 pub fn client_config(s: &Settings) -> ClientConfig {
@@ -149,6 +106,50 @@ pub async fn connect(s: &Settings) -> Result<Arc<Client>> {
             Err(e) => return Err(e),
         }
     }
+}
+
+/// The drive the mount shows and what describes it (cache namespaces, `status`): the chosen
+/// drive, or with `--drive all` every drive of the account as a folder of the root, on views
+/// of the one signed-in `client`.
+pub async fn open_drive(client: &Arc<Client>, s: &Settings) -> Result<(Arc<dyn Drive>, DriveInfo)> {
+    let info = client.init().await?;
+    if s.drive != DriveChoice::All {
+        return Ok((client.clone(), info));
+    }
+    let kinds = [
+        ("resource", info.resource_drive_id.clone()),
+        ("backup", info.backup_drive_id.clone()),
+    ];
+    let mut found: Vec<(&str, String)> = Vec::new();
+    for (kind, id) in kinds {
+        if let Some(id) = id.filter(|id| !found.iter().any(|(_, d)| d == id)) {
+            found.push((kind, id));
+        }
+    }
+    if found.is_empty() {
+        found.push(("default", info.default_drive_id.clone()));
+    }
+    let folder = |kind: &str| {
+        s.drive_names
+            .iter()
+            .find(|(k, _)| k == kind)
+            .map_or_else(|| kind.to_string(), |(_, name)| name.clone())
+    };
+    let mut members = Vec::new();
+    for (kind, id) in &found {
+        let view: Arc<dyn Drive> = Arc::new(client.on_drive(id)?);
+        members.push(Member {
+            folder: folder(kind),
+            drive: view,
+        });
+        info!(drive = kind, drive_id = %id, folder = %folder(kind), "drive shown as a folder");
+    }
+    let ids: Vec<&str> = found.iter().map(|(_, id)| id.as_str()).collect();
+    let info = DriveInfo {
+        drive_id: format!("all-{}", ids.join("-")),
+        ..info
+    };
+    Ok((Arc::new(MultiDrive::new(members, info.clone())?), info))
 }
 
 /// `--root-folder-id` must name a folder the drive has: a wrong id is refused at mount time, in
@@ -288,8 +289,8 @@ fn fuse_config(s: &Settings) -> fuser::Config {
     } else {
         fuser::SessionACL::Owner
     };
-    config.n_threads = Some(if cfg!(target_os = "linux") { 4 } else { 1 });
-    config.clone_fd = cfg!(target_os = "linux");
+    config.n_threads = Some(platform::FUSE_THREADS);
+    config.clone_fd = platform::FUSE_THREADS > 1;
     config
 }
 
@@ -381,39 +382,13 @@ pub fn serve(
 /// How long the FUSE session may take to finish its queued requests after the unmount.
 const SESSION_END_WAIT: Duration = Duration::from_secs(10);
 
-/// Unmount our own mount point: umount(2) as root, else fusermount3 -u; lazily if busy.
+/// Unmount our own mount point; lazily if busy.
 fn unmount(mountpoint: &Path) {
     info!(mountpoint = %mountpoint.display(), "unmounting");
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::unix::ffi::OsStrExt;
-        if let Ok(path) = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()) {
-            // SAFETY: a valid NUL-terminated path; umount2 has no other preconditions.
-            if unsafe { libc::umount2(path.as_ptr(), 0) } == 0 {
-                return;
-            }
-        }
-        let ok = std::process::Command::new("fusermount3")
-            .arg("-u")
-            .arg(mountpoint)
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return;
-        }
+    if !platform::unmount(mountpoint) {
+        warn!("unmount failed (busy?); detaching lazily");
+        lazy_unmount(mountpoint);
     }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let ok = std::process::Command::new("umount")
-            .arg(mountpoint)
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return;
-        }
-    }
-    warn!("unmount failed (busy?); detaching lazily");
-    lazy_unmount(mountpoint);
 }
 
 /// Wait until the kernel routes the mount point to us (its device differs from its parent's).
@@ -435,18 +410,7 @@ async fn wait_until_answering(mountpoint: &Path) {
 }
 
 pub fn lazy_unmount(mountpoint: &Path) {
-    #[cfg(target_os = "linux")]
-    let status = std::process::Command::new("fusermount3")
-        .arg("-u")
-        .arg("-z")
-        .arg(mountpoint)
-        .status();
-    #[cfg(not(target_os = "linux"))]
-    let status = std::process::Command::new("umount")
-        .arg("-f")
-        .arg(mountpoint)
-        .status();
-    if !matches!(status, Ok(s) if s.success()) {
-        error!(mountpoint = %mountpoint.display(), "could not unmount; run: fusermount3 -u -z {}", mountpoint.display());
+    if !platform::lazy_unmount(mountpoint) {
+        error!(mountpoint = %mountpoint.display(), "could not unmount; run: {} {}", platform::UNMOUNT_COMMAND, mountpoint.display());
     }
 }

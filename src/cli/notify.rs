@@ -13,25 +13,13 @@ pub fn send(state: &str) {
     };
     let bytes = path.as_encoded_bytes();
     let result = if let Some(abstract_name) = bytes.strip_prefix(b"@") {
-        send_abstract(&socket, abstract_name, state)
+        crate::platform::send_abstract(&socket, abstract_name, state)
     } else {
         socket.send_to(state.as_bytes(), std::path::Path::new(&path))
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "sd_notify failed");
     }
-}
-
-#[cfg(target_os = "linux")]
-fn send_abstract(socket: &UnixDatagram, name: &[u8], state: &str) -> std::io::Result<usize> {
-    use std::os::linux::net::SocketAddrExt;
-    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
-    socket.send_to_addr(state.as_bytes(), &addr)
-}
-
-#[cfg(not(target_os = "linux"))]
-fn send_abstract(_socket: &UnixDatagram, _name: &[u8], _state: &str) -> std::io::Result<usize> {
-    Err(std::io::Error::other("abstract sockets are Linux-only"))
 }
 
 pub fn ready() {

@@ -92,9 +92,13 @@ mount_options! {
     /// file_id of the drive folder shown as the mount's root [default: root].
     #[arg(long)]
     root_folder_id: String;
-    /// Which drive to mount [default: default].
+    /// Which drive to mount; `all`: each drive of the account as a folder of the root [default: default].
     #[arg(long, value_enum)]
     drive: DriveChoice;
+    /// With --drive all, the folder each drive shows as: resource=NAME,backup=NAME (in -o, ':'
+    /// between pairs) [default: resource=resource,backup=backup].
+    #[arg(long, value_name = "KIND=NAME,...")]
+    drive_names: String;
     /// Open API base URL [default: https://openapi.alipan.com].
     #[arg(long, env = "ALIPANFS_API_URL")]
     api_url: String;
@@ -217,6 +221,8 @@ pub struct Settings {
     pub client_secret: Option<String>,
     pub root_folder_id: String,
     pub drive: DriveChoice,
+    /// `--drive all`: (drive kind, folder name), in the order the folders are listed.
+    pub drive_names: Vec<(String, String)>,
     pub api_url: String,
     pub token_url: String,
     pub read_only: bool,
@@ -294,6 +300,7 @@ impl MountOptions {
             root_folder_id: nonblank(self.root_folder_id)
                 .unwrap_or_else(|| crate::drive::ROOT_ID.to_string()),
             drive: self.drive.unwrap_or_default(),
+            drive_names: values::drive_names(self.drive_names.as_deref().unwrap_or(""))?,
             api_url: self
                 .api_url
                 .unwrap_or_else(|| DEFAULT_API_URL.into())
@@ -354,6 +361,12 @@ impl MountOptions {
             bwlimit_download: self.bwlimit_download.unwrap_or(0),
             bwlimit_upload: self.bwlimit_upload.unwrap_or(0),
         };
+        if settings.drive == DriveChoice::All && settings.root_folder_id != crate::drive::ROOT_ID {
+            return Err(Error::Config(
+                "--root-folder-id cannot be used with --drive all (the root shows the drives)"
+                    .into(),
+            ));
+        }
         if settings.memory_limit < 8 << 20 {
             return Err(Error::Config("--memory-limit must be at least 8M".into()));
         }

@@ -63,7 +63,7 @@ pub fn map_region(file: &File, offset: u64, len: usize) -> io::Result<Bytes> {
             std::ptr::null_mut(),
             map_len,
             libc::PROT_READ,
-            libc::MAP_PRIVATE | populate_flag(),
+            libc::MAP_PRIVATE | crate::platform::MAP_POPULATE,
             file.as_raw_fd(),
             start as libc::off_t,
         )
@@ -83,17 +83,6 @@ fn page_size() -> u64 {
     } else {
         4096
     }
-}
-
-/// Pre-fault the pages in the mmap call itself: one batch instead of a fault per 4 KiB page.
-#[cfg(target_os = "linux")]
-fn populate_flag() -> libc::c_int {
-    libc::MAP_POPULATE
-}
-
-#[cfg(not(target_os = "linux"))]
-fn populate_flag() -> libc::c_int {
-    0
 }
 
 #[cfg(test)]

@@ -322,6 +322,22 @@ impl Emulator {
     pub fn seed_file(&self, parent_file_id: &str, name: &str, content: &[u8]) -> String {
         self.shared.seed_bytes(parent_file_id, name, content)
     }
+    /// A file in the drive of `kind` (`default`, `resource` or `backup`; the default drive is
+    /// the backup drive, as on the service); returns its file_id.
+    pub fn seed_file_in(
+        &self,
+        kind: &str,
+        parent_file_id: &str,
+        name: &str,
+        content: &[u8],
+    ) -> String {
+        self.shared
+            .seed_bytes_in(kind, parent_file_id, name, content)
+    }
+    /// A folder in the drive of `kind`; returns its file_id.
+    pub fn seed_folder_in(&self, kind: &str, parent_file_id: &str, name: &str) -> String {
+        self.shared.seed_folder_in(kind, parent_file_id, name)
+    }
     /// Test hook: the content of `file_id` changes to `content`, keeping its file_id (a change
     /// behind the mount's back that only the content hash, size and updated_at show).
     pub fn replace_content(&self, file_id: &str, content: &[u8]) {

@@ -449,6 +449,7 @@ impl Shared {
 
     fn seed_from_writer(
         &self,
+        kind: &str,
         parent: &str,
         name: &str,
         size: u64,
@@ -457,7 +458,7 @@ impl Shared {
         let sha1 = self.write_blob(size, fill);
         let id = {
             let mut st = self.lock();
-            let drive = st.drive_of_kind("default").unwrap_or_default();
+            let drive = st.drive_of_kind(kind).unwrap_or_default();
             st.insert_file(&drive, parent, name, size, &sha1, None, None)
         };
         self.save_now();
@@ -465,7 +466,13 @@ impl Shared {
     }
 
     pub fn seed_bytes(&self, parent: &str, name: &str, content: &[u8]) -> String {
-        self.seed_from_writer(parent, name, content.len() as u64, |w| w.write_all(content))
+        self.seed_bytes_in("default", parent, name, content)
+    }
+
+    /// A file in the drive of `kind` (default, resource, backup).
+    pub fn seed_bytes_in(&self, kind: &str, parent: &str, name: &str, content: &[u8]) -> String {
+        let size = content.len() as u64;
+        self.seed_from_writer(kind, parent, name, size, |w| w.write_all(content))
     }
 
     /// Test hook: `file_id` now holds `content` (same file_id; new hash, size and updated_at),
@@ -499,7 +506,7 @@ impl Shared {
     }
 
     pub fn seed_pattern(&self, parent: &str, name: &str, size: u64, seed: u64) -> String {
-        self.seed_from_writer(parent, name, size, |w| {
+        self.seed_from_writer("default", parent, name, size, |w| {
             let mut off = 0u64;
             while off < size {
                 let n = (size - off).min(1 << 20) as usize;
@@ -511,9 +518,14 @@ impl Shared {
     }
 
     pub fn seed_folder(&self, parent: &str, name: &str) -> String {
+        self.seed_folder_in("default", parent, name)
+    }
+
+    /// A folder in the drive of `kind` (default, resource, backup).
+    pub fn seed_folder_in(&self, kind: &str, parent: &str, name: &str) -> String {
         let id = {
             let mut st = self.lock();
-            let drive = st.drive_of_kind("default").unwrap_or_default();
+            let drive = st.drive_of_kind(kind).unwrap_or_default();
             st.insert_folder(&drive, parent, name)
         };
         self.save_now();

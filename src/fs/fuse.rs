@@ -8,34 +8,32 @@
 //! [`guarded`]. Either way the operation fails with EIO and the mount goes on (on macOS there is
 //! one FUSE thread: an unguarded panic would end the mount). The panic hook
 //! (`crate::logging`) logs the message and backtrace once.
+//!
+//! Submodules: `answer` (guard, errno and log, spawn/blocking), `attr` (attributes as the
+//! kernel wants them), `dirs` (readdir/readdirplus answers).
 
 use std::ffi::OsStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig,
-    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, TimeOrNow, WriteFlags,
+    FileHandle, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner, OpenFlags,
+    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
-use futures_util::FutureExt;
-use std::panic::AssertUnwindSafe;
-use tracing::{debug, warn, Instrument};
+use tracing::{debug, warn};
 
-use crate::drive::ItemKind;
-use crate::error::Error;
-use crate::fs::core::{Attr, DirSlot, FsCore};
+use crate::fs::core::FsCore;
 use crate::fs::lock;
 use crate::fs::passthrough::Backings;
 use crate::metrics;
 
-/// Block size reported to statfs and as stat's block unit.
-const BLOCK_SIZE: u32 = 4096;
-/// stat's st_blksize, the preferred I/O size: cp, cat and friends size their buffers by it, and
-/// every request is a round trip through the daemon, so 1 MiB (the largest FUSE request) rather
-/// than 4 KiB (coreutils would use 128 KiB).
-const PREFERRED_IO_SIZE: u32 = 1 << 20;
+mod answer;
+mod attr;
+mod dirs;
+
+use answer::{done, guarded, op_span};
+use attr::{file_attr, file_type, BLOCK_SIZE};
 
 pub struct FuseAdapter {
     core: Arc<FsCore>,
@@ -72,63 +70,6 @@ impl FuseAdapter {
     }
 }
 
-/// Runs an operation answered synchronously (on the FUSE thread or the blocking pool). The
-/// closure owns the reply: if it panics before replying, unwinding drops the reply and fuser's
-/// `Drop` answers EIO; if it panics after replying, nothing more is sent. So the kernel gets
-/// exactly one answer whatever panicked, and the thread lives on.
-fn guarded(op: &'static str, work: impl FnOnce()) {
-    let run = AssertUnwindSafe(|| {
-        crate::fault::panic_point(op);
-        work()
-    });
-    if std::panic::catch_unwind(run).is_err() {
-        metrics::fuse_op(op, libc::EIO);
-        tracing::error!(op, "fs op panicked: answered EIO, the mount goes on");
-    }
-}
-
-fn file_attr(a: &Attr) -> FileAttr {
-    FileAttr {
-        ino: INodeNo(a.ino),
-        size: a.size,
-        blocks: a.size.div_ceil(512),
-        atime: a.mtime,
-        mtime: a.mtime,
-        ctime: a.ctime,
-        crtime: a.crtime,
-        kind: file_type(a.kind),
-        perm: a.perm,
-        nlink: a.nlink,
-        uid: a.uid,
-        gid: a.gid,
-        rdev: 0,
-        blksize: PREFERRED_IO_SIZE,
-        flags: 0,
-    }
-}
-
-fn file_type(kind: ItemKind) -> FileType {
-    match kind {
-        ItemKind::Folder => FileType::Directory,
-        ItemKind::File => FileType::RegularFile,
-    }
-}
-
-/// The errno of a failed operation, logged and counted (metrics) once: quietly for the
-/// expected ones.
-fn errno(op: &'static str, err: &Error) -> fuser::Errno {
-    let code = err.errno();
-    metrics::fuse_op(op, code);
-    let layer = err.layer();
-    match (err.level(), err.hint()) {
-        // Expected answers (and what the drive cannot store, e.g. git's chmod probe): quiet.
-        (tracing::Level::DEBUG, _) => debug!(op, ?layer, error = %err, "fs op refused"),
-        (_, Some(hint)) => warn!(op, ?layer, error = %err, "{hint}"),
-        _ => warn!(op, ?layer, error = %err, "fs op failed"),
-    }
-    fuser::Errno::from_i32(code)
-}
-
 fn name_str<'a>(name: &'a OsStr, op: &'static str) -> Result<&'a str, fuser::Errno> {
     name.to_str().ok_or_else(|| {
         debug!(op, ?name, "name is not UTF-8");
@@ -141,105 +82,6 @@ fn time_of(t: TimeOrNow) -> SystemTime {
     match t {
         TimeOrNow::SpecificTime(t) => t,
         TimeOrNow::Now => SystemTime::now(),
-    }
-}
-
-/// The span every FUSE operation runs in: its kind, inode and the kernel's request id.
-fn op_span(op: &'static str, req: &Request, ino: u64) -> tracing::Span {
-    tracing::debug_span!("fuse", op, ino, req = req.unique().0)
-}
-
-/// A synchronous operation's result, answered on the FUSE thread: counted, and its errno.
-fn done<T>(op: &'static str, result: crate::error::Result<T>) -> Result<T, fuser::Errno> {
-    match result {
-        Ok(v) => {
-            metrics::fuse_op(op, 0);
-            Ok(v)
-        }
-        Err(e) => Err(errno(op, &e)),
-    }
-}
-
-/// Replies that can carry an errno, so one helper can answer every kind of request.
-trait ErrorReply: Send + 'static {
-    fn fail(self, errno: fuser::Errno);
-}
-
-macro_rules! error_reply {
-    ($($reply:ty),*) => {
-        $(impl ErrorReply for $reply {
-            fn fail(self, errno: fuser::Errno) {
-                self.error(errno)
-            }
-        })*
-    };
-}
-error_reply!(
-    ReplyEntry,
-    ReplyAttr,
-    ReplyEmpty,
-    ReplyOpen,
-    ReplyData,
-    ReplyStatfs,
-    ReplyCreate
-);
-
-impl FuseAdapter {
-    /// Run a core operation that blocks on the disk (fsync) on tokio's blocking pool.
-    fn blocking(
-        &self,
-        op: &'static str,
-        span: tracing::Span,
-        reply: ReplyEmpty,
-        work: impl FnOnce(&FsCore) -> crate::error::Result<()> + Send + 'static,
-    ) {
-        let core = self.core.clone();
-        self.rt.spawn_blocking(move || {
-            span.in_scope(|| {
-                guarded(op, move || match done(op, work(&core)) {
-                    Ok(()) => reply.ok(),
-                    Err(e) => reply.error(e),
-                })
-            })
-        });
-    }
-
-    /// Run a core operation on tokio (never on the FUSE thread), in the operation's span, and
-    /// answer with `ok`, or with the errno of its error; either is counted.
-    #[allow(clippy::too_many_arguments)]
-    fn spawn<R: ErrorReply, T: Send + 'static>(
-        &self,
-        op: &'static str,
-        req: &Request,
-        ino: u64,
-        reply: R,
-        work: impl std::future::Future<Output = crate::error::Result<T>> + Send + 'static,
-        ok: impl FnOnce(R, T) + Send + 'static,
-    ) {
-        let span = op_span(op, req, ino);
-        self.rt.spawn(
-            async move {
-                // A panic fails this operation with EIO (the hook logged it with its
-                // backtrace); the mount goes on.
-                let work = async move {
-                    crate::fault::panic_point(op);
-                    work.await
-                };
-                match AssertUnwindSafe(work).catch_unwind().await {
-                    Ok(Ok(value)) => {
-                        metrics::fuse_op(op, 0);
-                        ok(reply, value)
-                    }
-                    Ok(Err(e)) => reply.fail(errno(op, &e)),
-                    Err(_) => {
-                        metrics::fuse_op(op, libc::EIO);
-                        tracing::error!(op, "fs op panicked: answered EIO, the mount goes on");
-                        reply.fail(fuser::Errno::from_i32(libc::EIO))
-                    }
-                }
-            }
-            .instrument(span),
-        );
     }
 }
 
@@ -452,10 +294,11 @@ impl Filesystem for FuseAdapter {
             (Ok(a), Ok(b)) => (a.to_string(), b.to_string()),
             (Err(e), _) | (_, Err(e)) => return reply.error(e),
         };
-        if flags.bits() & libc::RENAME_EXCHANGE != 0 {
+        let flags = crate::platform::rename_flags(flags.bits());
+        if flags.exchange {
             return reply.error(fuser::Errno::from_i32(libc::EINVAL));
         }
-        let no_replace = flags.bits() & libc::RENAME_NOREPLACE != 0;
+        let no_replace = flags.no_replace;
         let core = self.core.clone();
         let work = async move {
             core.rename(parent.0, &name, newparent.0, &newname, no_replace)
@@ -748,69 +591,5 @@ impl Filesystem for FuseAdapter {
                 )
             },
         );
-    }
-}
-
-impl FuseAdapter {
-    /// readdir's answer: the handle's entries from `offset`, as many as fit the reply.
-    fn readdir_reply(&self, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        match done("readdir", self.core.readdir(fh.0, offset, false)) {
-            Ok(entries) => {
-                for DirSlot {
-                    next_offset, entry, ..
-                } in &entries
-                {
-                    if reply.add(
-                        INodeNo(entry.ino),
-                        *next_offset,
-                        file_type(entry.kind),
-                        &entry.name,
-                    ) {
-                        break;
-                    }
-                }
-                reply.ok();
-            }
-            Err(e) => reply.error(e),
-        }
-    }
-
-    /// readdirplus's answer: entries with their attributes; each entry sent is a lookup the
-    /// kernel now holds.
-    fn readdirplus_reply(&self, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
-        match done("readdirplus", self.core.readdir(fh.0, offset, true)) {
-            Ok(entries) => {
-                for DirSlot {
-                    next_offset,
-                    entry,
-                    attr,
-                } in &entries
-                {
-                    let attr = match attr {
-                        Some(a) => *a,
-                        None => match self.core.plus_attr(entry.ino) {
-                            Some(a) => a,
-                            None => continue,
-                        },
-                    };
-                    if reply.add(
-                        INodeNo(entry.ino),
-                        *next_offset,
-                        &entry.name,
-                        &self.ttl,
-                        &file_attr(&attr),
-                        Generation(0),
-                    ) {
-                        break;
-                    }
-                    // The kernel now holds a lookup on this entry (but not on . and ..).
-                    if entry.name != "." && entry.name != ".." {
-                        self.core.count_lookup(entry.ino);
-                    }
-                }
-                reply.ok();
-            }
-            Err(e) => reply.error(e),
-        }
     }
 }

@@ -16,7 +16,7 @@ use crate::cli::options::Passthrough;
 /// root (the kernel asks CAP_SYS_ADMIN to register a backing file). Says why not in one INFO
 /// line when `auto` cannot.
 pub fn allowed(mode: Passthrough) -> bool {
-    if mode == Passthrough::Off {
+    if mode == Passthrough::Off || !crate::platform::PASSTHROUGH {
         return false;
     }
     let release = kernel_release();

@@ -143,6 +143,26 @@ pub async fn stream_scope<F: std::future::Future>(sent: Arc<AtomicU64>, f: F) ->
     crate::api::bwlimit::counting_sent(sent, f).await
 }
 
+/// Runs `f` (an attempt finishing a stream's upload) while copying `source` (the stream's bytes
+/// sent) into the attempt's count every `MIRROR_EVERY`, so a job whose parts a stream sends
+/// shows them rising too.
+pub async fn mirror_while<F: std::future::Future>(source: impl Fn() -> u64, f: F) -> F::Output {
+    let Some(dst) = crate::api::bwlimit::sent_counter() else {
+        return f.await;
+    };
+    tokio::pin!(f);
+    let mut tick = tokio::time::interval(MIRROR_EVERY);
+    loop {
+        tokio::select! {
+            out = &mut f => return out,
+            _ = tick.tick() => dst.store(source(), Ordering::Relaxed),
+        }
+    }
+}
+
+/// How often `mirror_while` copies the count.
+const MIRROR_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// The drive accepted the part that ends at byte `end`: everything below it is sent.
 pub fn part_done(end: u64) {
     if let Some(sent) = crate::api::bwlimit::sent_counter() {

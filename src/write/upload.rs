@@ -84,7 +84,8 @@ pub async fn upload_file(
 ) -> Result<RemoteItem> {
     let mut known = None;
     if let Some(stream) = stream {
-        let streamed = finish_stream(drive, cfg, target, local, stream).await;
+        let finishing = finish_stream(drive, cfg, target, local, stream);
+        let streamed = super::progress::mirror_while(|| stream.sent_bytes(), finishing).await;
         // Landed, or stopped for a reason: either way its session is not to be continued.
         resume::forget(local);
         match streamed {

@@ -505,3 +505,51 @@ pub fn sh_status(cmd: &str) -> (std::process::ExitStatus, String) {
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     (out.status, text)
 }
+
+impl Mount {
+    /// `alipanfs sync --timeout T <mount>`: block until every closed file is on the drive;
+    /// panics with the command's output and the daemon's log when it does not get there.
+    pub fn sync_all(&self, timeout: Duration) {
+        let out = Command::new(BIN)
+            .arg("sync")
+            .arg("--timeout")
+            .arg(format!("{}", timeout.as_secs_f64()))
+            .arg(&self.dir)
+            .output()
+            .expect("alipanfs sync runs");
+        assert!(
+            out.status.success(),
+            "sync failed: {}{}\n--- daemon log ---\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+    }
+
+    /// The daemon's resident set size in KiB (`VmRSS` in /proc/PID/status).
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.pid().expect("daemon runs");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+}
+
+/// Drive folders holding two live items with one name: `(parent path, name, count)`.
+pub fn drive_duplicates(emulator: &Emulator) -> Vec<(String, String, usize)> {
+    let mut seen: BTreeMap<(String, String), (String, usize)> = BTreeMap::new();
+    for e in emulator.tree().into_iter().filter(|e| !e.trashed) {
+        let parent = e.path.rsplit_once('/').map(|(p, _)| p.to_string());
+        let slot = seen
+            .entry((e.parent_file_id.clone(), e.name.clone()))
+            .or_insert((parent.unwrap_or_default(), 0));
+        slot.1 += 1;
+    }
+    seen.into_iter()
+        .filter(|(_, (_, n))| *n > 1)
+        .map(|((_, name), (parent, n))| (parent, name, n))
+        .collect()
+}

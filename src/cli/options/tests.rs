@@ -169,6 +169,7 @@ fn sample(long: &str) -> &'static str {
         "client-secret" => "\"app-secret\"",
         "root-folder-id" => "\"0123abcd\"",
         "drive" => "\"resource\"",
+        "drive-names" => "\"resource=R:backup=B\"",
         "api-url" => "\"http://127.0.0.1:9\"",
         "token-url" => "\"http://127.0.0.1:9/token\"",
         "read-only" | "allow-other" | "delete-permanently" | "strict-permissions" => "true",
@@ -377,4 +378,47 @@ fn every_switch_takes_every_spelling_in_every_form_and_refuses_two_words() {
         assert_eq!(prepare_argv(fine.clone()).unwrap(), fine);
     }
     assert!(parse_switch("maybe").is_err());
+}
+
+#[test]
+fn drive_names_rename_the_drive_folders_and_refuse_bad_ones() {
+    let names = |args: &[&str]| {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        from_cli(&args).resolve().map(|r| r.drive_names)
+    };
+    let pairs = |v: &[(&str, &str)]| {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(&[]).unwrap(),
+        pairs(&[
+            ("resource", "resource"),
+            ("backup", "backup"),
+            ("default", "default")
+        ])
+    );
+    assert_eq!(
+        names(&["--drive-names", "resource=资源库,backup=备份盘"]).unwrap()[..2],
+        pairs(&[("resource", "资源库"), ("backup", "备份盘")])
+    );
+    let o = MountOptions::from_o_list(&["drive=all,drive_names=backup=B:resource=R".into()])
+        .unwrap()
+        .resolve()
+        .unwrap();
+    assert_eq!(o.drive, DriveChoice::All);
+    assert_eq!(
+        o.drive_names[..2],
+        pairs(&[("resource", "R"), ("backup", "B")])
+    );
+    for bad in [
+        "photos=x",
+        "resource",
+        "resource=a/b",
+        "resource=x,backup=x",
+    ] {
+        assert!(names(&["--drive-names", bad]).is_err(), "{bad}");
+    }
+    assert!(names(&["--drive", "all", "--root-folder-id", "abc"]).is_err());
 }

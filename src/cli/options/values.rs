@@ -115,3 +115,37 @@ pub(super) fn de_octal<'de, D: serde::Deserializer<'de>>(
         Some(s) => parse_octal(&s).map(Some).map_err(serde::de::Error::custom),
     }
 }
+
+/// `--drive-names resource=资源库,backup=备份盘` (`:` also separates pairs, for `-o`): the folder
+/// of each drive kind under `--drive all`, kinds not named keeping their own name.
+pub fn drive_names(s: &str) -> crate::error::Result<Vec<(String, String)>> {
+    use crate::error::Error;
+    let mut names: Vec<(String, String)> = ["resource", "backup", "default"]
+        .iter()
+        .map(|k| (k.to_string(), k.to_string()))
+        .collect();
+    for pair in s.split([',', ':']).map(str::trim).filter(|p| !p.is_empty()) {
+        let (kind, name) = pair.split_once('=').ok_or_else(|| {
+            Error::Config(format!(
+                "--drive-names {pair:?}: write KIND=NAME, e.g. resource=资源库"
+            ))
+        })?;
+        let (kind, name) = (kind.trim(), name.trim());
+        let slot = names.iter_mut().find(|(k, _)| k == kind).ok_or_else(|| {
+            Error::Config(format!(
+                "--drive-names: {kind:?} is not a drive (resource, backup)"
+            ))
+        })?;
+        crate::fs::names::validate(name)
+            .map_err(|_| Error::Config(format!("--drive-names: {name:?} is not a folder name")))?;
+        slot.1 = name.to_string();
+    }
+    for (i, (_, name)) in names.iter().enumerate() {
+        if names[..i].iter().any(|(_, other)| other == name) {
+            return Err(Error::Config(format!(
+                "--drive-names: two drives are named {name:?}"
+            )));
+        }
+    }
+    Ok(names)
+}

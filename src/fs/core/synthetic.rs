@@ -104,6 +104,7 @@ impl FsCore {
         let parent_node = self.node(parent)?;
         if is_synthetic(&parent_node)
             || (parent == ROOT_INO && self.cfg.transcodes_dir.as_deref() == Some(name))
+            || self.drive.fixed_folder(&parent_node.file_id)
         {
             return Err(Error::ReadOnly);
         }
