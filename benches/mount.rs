@@ -4,7 +4,9 @@
 //!
 //! `ALIPANFS_BENCH_ONLY` runs a subset: a comma-separated list of `read` (rows 1-4 and 6),
 //! `write` (rows 5 and 7), `cache` (rows 8-10: the data cache and passthrough), `scan` (row 11,
-//! a library scan before and after a remount) and row numbers, e.g. `ALIPANFS_BENCH_ONLY=read`
+//! a library scan before and after a remount), `first` (rows 12-13: a first read with the
+//! cache on against `--cache-size 0`, `ls -l` of 20,000 entries against a local folder; see
+//! `mount_rows/first.rs`) and row numbers, e.g. `ALIPANFS_BENCH_ONLY=read`
 //! or `=1,2`. Rows 1-4
 //! share one mount, so a read row alone still runs on a fresh, cold mount. Row 1 includes 1b
 //! (CPU per GiB) and 1c (the FUSE floor: a do-nothing file system in this process read the same
@@ -21,6 +23,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+#[path = "mount_rows/first.rs"]
+mod first;
 
 use alipanfs::api::{Client, ClientConfig};
 use alipanfs::drive::{CheckNameMode, Drive, NewFile, UploadHashes};
@@ -188,6 +193,9 @@ fn run() -> BoxResult<()> {
     }
     if only.runs("scan", 11) {
         scan_row(&rt, &client, &emu, temp.path(), &mut report)?;
+    }
+    if only.any_of("first", &[12, 13]) {
+        first::first_rows(&emu, temp.path(), &mut report)?;
     }
 
     report.note(

@@ -161,17 +161,45 @@ fn kill9_during_a_fill_then_a_remount_is_byte_exact_and_a_torn_block_is_fetched_
             })
         })
         .collect();
-    let data = m.cache_dir.join("data");
-    m.wait_for("12 MiB cached", Duration::from_secs(60), || {
-        alipanfs::cache::disk_usage(&data) >= 12 * MIB
+    // Blocks are recorded after a periodic sync: wait for 12 recorded (more are written).
+    let recorded_blocks = || -> usize {
+        let data = m.cache_dir.join("data");
+        let Ok(dirs) = std::fs::read_dir(&data) else {
+            return 0;
+        };
+        let ns: Vec<PathBuf> = dirs.filter_map(|e| Some(e.ok()?.path())).collect();
+        let Some(ns) = ns.first() else { return 0 };
+        names
+            .iter()
+            .filter_map(|n| Index::load(&store::idx_path(ns, &key_of(&m, n))).ok()?)
+            .map(|l| l.blocks.len())
+            .sum()
+    };
+    m.wait_for("12 blocks recorded", Duration::from_secs(60), || {
+        recorded_blocks() >= 12
     });
     m.kill9();
     for r in readers {
         r.join().unwrap();
     }
+    // Every block recorded before the kill is whole on disk: its bytes match its checksum.
+    let ns = ns_dir(&m);
+    let mut checked = 0;
+    for n in names {
+        let key = key_of(&m, n);
+        let Ok(Some(loaded)) = Index::load(&store::idx_path(&ns, &key)) else {
+            continue;
+        };
+        let data = std::fs::File::open(store::data_path(&ns, &key)).unwrap();
+        for (b, rec) in &loaded.blocks {
+            let bytes = store::read_exact_at(&data, b * BLOCK, rec.len as usize).unwrap();
+            assert_eq!(store::crc(&bytes), rec.crc, "{n}: recorded block {b} torn");
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "no block recorded before the kill");
 
     // A recorded block of one file, corrupted by hand (as a bad disk would).
-    let ns = ns_dir(&m);
     let mut recorded = Vec::new();
     for (i, n) in names.iter().enumerate() {
         let key = key_of(&m, n);
@@ -363,4 +391,88 @@ fn cache_size_0_behaves_as_without_a_cache() {
         "files under {}",
         data.display()
     );
+}
+
+/// The cache's block count once the writer has settled (blocks are recorded after a periodic
+/// sync): the same figure twice, 1.5 s apart.
+fn settled_blocks(m: &Mount) -> u64 {
+    let mut last = cached_blocks(m);
+    for _ in 0..40 {
+        std::thread::sleep(Duration::from_millis(1500));
+        let now = cached_blocks(m);
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    panic!("the cache writer never settled");
+}
+
+#[test]
+fn a_first_read_with_the_cache_on_is_byte_exact_and_leaves_the_file_fully_cached() {
+    let size = 40 * MIB + 5;
+    let blocks = size.div_ceil(BLOCK);
+    let (emulator, temp) = emulator_with(|c| {
+        // A link the local disk keeps up with.
+        c.faults.bandwidth_per_conn = Some(32 * MIB);
+    });
+    emulator.seed_pattern_file("root", "first.bin", size, 50);
+    runtime_dir();
+    let m = MountBuilder::new(emulator, temp).mount();
+    let sha = m.remote("first.bin").unwrap().sha1.unwrap();
+    assert_eq!(sha1_of(&m.path("first.bin")), sha);
+    m.wait_for("every block cached", Duration::from_secs(30), || {
+        cached_blocks(&m) == blocks
+    });
+    // Every block on disk and recorded: a remount re-reads it with no data GET.
+    m.restart(&["--passthrough", "off"]);
+    let before = m.calls();
+    assert_eq!(sha1_of(&m.path("first.bin")), sha);
+    let d = m.calls().since(&before);
+    assert_eq!(d.get("data/get"), 0, "{d}");
+}
+
+#[test]
+fn a_second_pass_fills_what_the_first_skipped() {
+    let size = 96 * MIB;
+    let blocks = size / BLOCK;
+    // The smallest memory budget: bytes the writer has no room for are skipped, not waited for.
+    let m = mount(
+        |e| {
+            e.seed_pattern_file("root", "two.bin", size, 60);
+        },
+        &[
+            "--memory-limit",
+            "8M",
+            "--passthrough",
+            "off",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let sha = m.remote("two.bin").unwrap().sha1.unwrap();
+    let mut passes = 0;
+    let mut after = Vec::new();
+    loop {
+        let cached = settled_blocks(&m);
+        after.push(cached);
+        if cached == blocks {
+            break;
+        }
+        passes += 1;
+        assert!(passes <= 6, "passes never filled the cache: {after:?}");
+        let hits_before = metric(&m, "alipanfs_cache_hits", "");
+        assert_eq!(sha1_of(&m.path("two.bin")), sha, "pass {passes}");
+        // A pass reads what earlier ones cached from the cache, and fetches the rest.
+        let hits = metric(&m, "alipanfs_cache_hits", "") - hits_before;
+        assert!(
+            hits >= cached as f64,
+            "pass {passes}: {hits} block hits with {cached} blocks cached before it"
+        );
+    }
+    eprintln!("blocks cached after each pass: {after:?}");
+    assert!(passes >= 1);
+    let before = m.calls();
+    assert_eq!(sha1_of(&m.path("two.bin")), sha);
+    assert_eq!(m.calls().since(&before).get("data/get"), 0);
 }

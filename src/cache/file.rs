@@ -117,21 +117,14 @@ impl CachedFile {
         let Some(len) = self.cacheable(offset, &data) else {
             return;
         };
-        let permit = match self.inner.budget.get() {
-            Some(budget) => {
-                let permits = len.min(u32::MAX as u64) as u32;
-                match budget.clone().try_acquire_many_owned(permits) {
-                    Ok(p) => Some(p),
-                    Err(_) => {
-                        self.inner.skipped.fetch_add(len, Ordering::Relaxed);
-                        debug!(file_id = %self.header.file_id, offset, "memory budget full: not caching these bytes");
-                        return;
-                    }
-                }
-            }
-            None => None,
-        };
-        if !self.reserve(len) {
+        // Queued bytes hold the memory budget; with none free, they are queued only when the
+        // queue is empty (one job over the limit at most), so a small budget still caches.
+        let budget = self.inner.budget.get();
+        let permit = budget.and_then(|b| {
+            let permits = len.min(u32::MAX as u64) as u32;
+            b.clone().try_acquire_many_owned(permits).ok()
+        });
+        if !self.reserve(len, budget.is_some() && permit.is_none()) {
             self.inner.skipped.fetch_add(len, Ordering::Relaxed);
             debug!(file_id = %self.header.file_id, offset, "cache writer busy: not caching these bytes");
             return;
@@ -158,11 +151,12 @@ impl CachedFile {
         (first_whole < whole_end).then_some(len)
     }
 
-    /// Counts `len` queued bytes, if that stays within `MAX_PENDING` (or the queue is empty).
-    fn reserve(&self, len: u64) -> bool {
+    /// Counts `len` queued bytes, if that stays within `MAX_PENDING` (or the queue is empty);
+    /// with `only_if_empty`, only into an empty queue.
+    fn reserve(&self, len: u64, only_if_empty: bool) -> bool {
         let pending = &self.inner.pending;
         let before = pending.fetch_add(len, Ordering::AcqRel);
-        if before > 0 && before + len > MAX_PENDING {
+        if before > 0 && (only_if_empty || before + len > MAX_PENDING) {
             pending.fetch_sub(len, Ordering::AcqRel);
             return false;
         }

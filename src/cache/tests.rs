@@ -235,21 +235,33 @@ fn a_busy_writer_skips_blocks_and_a_second_pass_fills_them() {
 }
 
 #[test]
-fn queued_bytes_hold_the_memory_budget_and_nothing_is_queued_without_it() {
+fn queued_bytes_hold_the_memory_budget_and_an_empty_queue_always_takes_one_job() {
     let dir = tempfile::tempdir().unwrap();
     let cache = open(dir.path(), 1 << 30);
     let budget = Arc::new(tokio::sync::Semaphore::new((4 * BLOCK) as usize));
     cache.share_budget(budget.clone());
     let f = cache.file("m", "sha1:m", 16 * BLOCK);
-    // Bigger than the whole budget: not cached, and the budget is untouched.
+    // Bigger than the whole budget, into an empty queue: queued anyway (a small budget must
+    // still cache), without taking the budget.
     f.store(0, Bytes::from(pattern(2, 0, 8 * BLOCK as usize)));
-    assert_eq!(cache.skipped_bytes(), 8 * BLOCK);
-    assert_eq!(budget.available_permits() as u64, 4 * BLOCK);
-    f.store(0, Bytes::from(pattern(2, 0, 2 * BLOCK as usize)));
     cache.flush();
-    // Written: the budget is whole again and the blocks are there.
+    assert_eq!(f.cached_blocks(), 8);
     assert_eq!(budget.available_permits() as u64, 4 * BLOCK);
-    assert_eq!(f.cached_blocks(), 2);
+    // Within the budget: its permits are held while queued and all given back once written.
+    f.store(
+        8 * BLOCK,
+        Bytes::from(pattern(2, 8 * BLOCK, 2 * BLOCK as usize)),
+    );
+    cache.flush();
+    assert_eq!(budget.available_permits() as u64, 4 * BLOCK);
+    assert_eq!(f.cached_blocks(), 10);
+    assert_eq!(read_all(&f), None, "six blocks still missing");
+    let got: Vec<u8> = f
+        .read(0, 10 * BLOCK)
+        .into_iter()
+        .flat_map(|(_, b)| b.unwrap())
+        .collect();
+    assert_eq!(got, pattern(2, 0, 10 * BLOCK as usize));
 }
 
 #[test]

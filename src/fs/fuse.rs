@@ -117,6 +117,14 @@ impl Filesystem for FuseAdapter {
         self.direct_io_reads = config
             .add_capabilities(fuser::InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP)
             .is_ok();
+        // `ls -l`: names and attributes in one READDIRPLUS answered from the listing, not a
+        // LOOKUP per entry (always, not the kernel's adaptive choice).
+        if config
+            .add_capabilities(fuser::InitFlags::FUSE_DO_READDIRPLUS)
+            .is_err()
+        {
+            tracing::debug!("kernel without readdirplus: ls -l looks each entry up");
+        }
         if self.passthrough {
             let negotiated = config
                 .add_capabilities(fuser::InitFlags::FUSE_PASSTHROUGH)

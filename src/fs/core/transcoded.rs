@@ -212,12 +212,33 @@ impl FsCore {
                     .ok_or_else(|| Error::NotFound(node.name.clone()))?;
                 Ok(whole(sub.bytes.clone()))
             }
-            Synthetic::Object(..) => {
+            Synthetic::Object(id, ..) => {
                 let node = self.size_synthetic(node.clone()).await?;
-                // Segments are not kept in the data cache: their URLs and sizes are per play info.
+                // Segments go into the data cache under their key (video, template, index) and
+                // the video's content identity: watching again costs no GET, and a changed video
+                // never shows old segments.
+                let identity = {
+                    let table = lock(&self.table);
+                    // The video itself if listed (its content hash), else its folder under the
+                    // transcodes tree (its change time, copied from the video's listing).
+                    let video = table.ino_of(&id).and_then(|ino| table.get(ino));
+                    let folder = table
+                        .ino_of(&Synthetic::Video(id.clone()).key())
+                        .and_then(|ino| table.get(ino));
+                    let of_video = video.and_then(|v| v.identity.clone());
+                    of_video
+                        .or_else(|| {
+                            folder.map(|f| format!("updated:{}", crate::timefmt::format(f.mtime)))
+                        })
+                        .map(|v| format!("segment:{}:{v}", node.size))
+                };
                 Ok(Handle::Remote {
                     ino: node.ino,
-                    reader: Arc::new(self.reader.open(&node.file_id, node.size, None)),
+                    reader: Arc::new(self.reader.open(
+                        &node.file_id,
+                        node.size,
+                        identity.as_deref(),
+                    )),
                     direct: true,
                     _pin: None,
                 })
