@@ -125,6 +125,13 @@ async fn search_leaves_out_the_recycle_bin_and_sees_moved_updated_at() {
     let dir = h.mkdir("root", "d").await;
     let inner = h.emu.seed_file(&dir, "inner.txt", b"1");
     let loose = h.emu.seed_file("root", "loose.txt", b"2");
+    // Made a minute ago, so the rename below lands on a later millisecond however fast it runs.
+    let minute_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        - 60_000;
+    h.emu.set_times(&loose, minute_ago, minute_ago);
     let q = json!({"drive_id": h.drive, "query": "type = 'file'", "return_total_count": true});
     assert_eq!(h.ok("openFile/search", q.clone()).await["total_count"], 2);
     let before = h

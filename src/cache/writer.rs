@@ -297,9 +297,20 @@ impl Writer {
         let data = Arc::new(store::open_data(&store::data_path(dir, key), header.size)?);
         let idx = Index::create(&store::idx_path(dir, key), header)?;
         self.indexes.insert(key.clone(), idx);
+        // The entry may have been pruned since `store_block` made it (its last reader closed
+        // meanwhile: a short segment is opened, read and closed at once). Make it again, or
+        // the blocks written now could never be recorded.
         let mut st = self.inner.lock();
-        if let Some(e) = st.files.get_mut(key) {
-            e.data = Some(data.clone());
+        let st = &mut *st;
+        let current = st
+            .current
+            .entry(header.file_id.to_string())
+            .or_insert_with(|| key.clone());
+        if *current == *key {
+            st.files
+                .entry(key.clone())
+                .or_insert_with(|| Entry::new(header.clone()))
+                .data = Some(data.clone());
         }
         Ok(data)
     }
