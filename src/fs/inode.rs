@@ -11,6 +11,7 @@ use std::time::SystemTime;
 
 use crate::drive::{ItemKind, RemoteItem};
 use crate::fs::local::LocalContent;
+use crate::fs::recent::{RecentChanges, Since};
 
 pub const ROOT_INO: u64 = 1;
 
@@ -98,6 +99,8 @@ pub struct InodeTable {
     /// Nodes with local content, so re-listing a folder can keep showing not-yet-uploaded files.
     with_local: HashSet<u64>,
     next_ino: u64,
+    /// Namespace changes made through the mount lately (see `recent`).
+    recent: RecentChanges,
 }
 
 impl InodeTable {
@@ -157,6 +160,27 @@ impl InodeTable {
             at = node.parent;
         }
         None
+    }
+
+    /// The number of the last namespace change: a listing notes it before its call.
+    pub fn change_seq(&self) -> u64 {
+        self.recent.seq()
+    }
+
+    /// Node `ino`'s name, folder, file_id or local content changed through the mount: a
+    /// listing fetched before now must not undo that.
+    pub fn mark_changed(&mut self, ino: u64) {
+        self.recent.mark(ino);
+    }
+
+    /// Drive item `file_id` was deleted through the mount.
+    pub fn mark_removed(&mut self, file_id: &str) {
+        self.recent.mark_removed(file_id);
+    }
+
+    /// What changed after change number `seq` (None: too long ago to tell; list again).
+    pub fn changed_since(&self, seq: u64) -> Option<Since> {
+        self.recent.since(seq)
     }
 
     /// Nodes holding local content (written through the mount, not on the drive yet).
@@ -262,6 +286,7 @@ impl InodeTable {
         self.by_file_id.insert(node.file_id.clone(), ino);
         self.with_local.insert(ino);
         self.nodes.insert(ino, node);
+        self.recent.mark(ino);
         ino
     }
 
@@ -272,6 +297,7 @@ impl InodeTable {
                 self.by_file_id.remove(&node.file_id);
                 node.file_id = new_file_id.to_string();
                 self.by_file_id.insert(new_file_id.to_string(), ino);
+                self.recent.mark(ino);
             }
         }
     }
@@ -284,6 +310,7 @@ impl InodeTable {
                 self.with_local.remove(&ino);
             }
             node.local = local;
+            self.recent.mark(ino);
         }
     }
 

@@ -8,6 +8,7 @@ mod keyed;
 pub mod local;
 pub mod names;
 pub mod passthrough;
+pub mod recent;
 
 pub use self::core::{Attr, FsConfig, FsCore, LivpMode, OrderBy, OrderDirection};
 

@@ -6,7 +6,9 @@
 //! - A newer job for a key replaces an older one that is still waiting (its staged file is removed):
 //!   the staged file always holds a whole version, so only the newest one matters. A running upload
 //!   is never cancelled; it finishes, then the newer one runs, replacing what the first produced.
-//!   A failed upload with a newer job waiting is dropped instead of retried.
+//!   A failed upload with a newer job waiting is dropped instead of retried. Every job carries
+//!   its version's creation order (`version`): a version handed over late (its RELEASE was slow
+//!   while a newer one was written and closed) never replaces a newer one; it is dropped.
 //! - Failures are logged at ERROR with the staged path and the reason, and retried with exponential
 //!   backoff (capped at 5 minutes) forever; a full drive is retried slowly and loudly. The staged file
 //!   is removed only after success.
@@ -75,6 +77,8 @@ struct Job {
     stream: Option<Arc<WriteStream>>,
     /// Attempts, bytes sent and outcome, for `status` and `sync`.
     progress: Arc<JobProgress>,
+    /// The version's creation order (0: replayed, older than any made by this run).
+    version: u64,
 }
 
 /// A job as `status` and `sync` see it.
@@ -221,7 +225,7 @@ impl UploadQueue {
         if let Err(e) = write_sidecar(&staged, &target, journal) {
             tracing::warn!(path = %staged.display(), "could not journal upload job (it will still run): {e}");
         }
-        if let Some(old) = self.enqueue(key, target, staged, stream) {
+        if let Some(old) = self.enqueue(key, target, staged, stream, 0) {
             remove_staged(&old);
         }
     }
@@ -237,7 +241,8 @@ impl UploadQueue {
     /// takes (the fs's upload gate), which journals before (`write_sidecar_of`) and calls
     /// `rejournal` once the lock is dropped, so the entry names the job's final target.
     /// No disk I/O but a stat. Returns the staged file of a waiting version this one
-    /// superseded: the caller removes it (`remove_staged`) once it holds no such lock.
+    /// superseded, or of this one if a newer `version` is already queued: the caller removes
+    /// it (`remove_staged`) once it holds no such lock.
     #[must_use = "a superseded staged file must be removed"]
     pub fn enqueue(
         &self,
@@ -245,6 +250,7 @@ impl UploadQueue {
         mut target: UploadTarget,
         staged: PathBuf,
         stream: Option<Arc<WriteStream>>,
+        version: u64,
     ) -> Option<PathBuf> {
         self.resolve_replaces(&mut target);
         let size = std::fs::metadata(&staged).map_or(0, |m| m.len());
@@ -256,6 +262,7 @@ impl UploadQueue {
             resumed: false,
             stream,
             progress: JobProgress::new(),
+            version,
         };
         let mut slots = self.lock();
         let spawn = !slots.contains_key(&key);
@@ -266,6 +273,18 @@ impl UploadQueue {
             abort: Arc::new(Notify::new()),
             cancelled: false,
         });
+        let newest = [&slot.waiting, &slot.running]
+            .into_iter()
+            .flatten()
+            .map(|j| j.version)
+            .max();
+        if newest.is_some_and(|v| v > version) {
+            // Handed over after a newer version of the same file: it must not replace that.
+            tracing::debug!(key, staged = %job.staged.display(), "older version dropped: a newer one is queued");
+            job.drop_stream();
+            job.progress.end(Outcome::Superseded);
+            return Some(job.staged);
+        }
         slot.cancelled = false;
         let mut superseded = None;
         if let Some(old) = slot.waiting.replace(job.clone()) {
@@ -387,7 +406,8 @@ impl UploadQueue {
             return Vec::new();
         };
         let mut taken: Vec<(UploadTarget, PathBuf)> = Vec::new();
-        for job in [slot.waiting.take(), slot.running.clone()]
+        // Oldest first: submitted again in this order, the newest ends up waiting.
+        for job in [slot.running.clone(), slot.waiting.take()]
             .into_iter()
             .flatten()
         {

@@ -192,19 +192,28 @@ impl FsCore {
                 writable,
             } => {
                 self.track_open(ino, -1);
-                if writable && content.remove_writer() == 0 && !content.is_sealed() {
-                    if content.is_dirty() {
-                        self.submit_upload(ino, &content)?;
-                    } else {
-                        // Opened for writing, never written: a copy of the drive's content
-                        // that carries no upload. Keep it for reads (through its descriptor)
-                        // and off the journal; a later writer copies it.
-                        content.seal();
-                        remove_staged(&content.path);
-                    }
+                if writable {
+                    self.writer_left(ino, &content)?;
                 }
             }
         }
+        Ok(())
+    }
+
+    /// A writer of `content` is done (its handle closed, or a truncate by path finished). The
+    /// last one closes the content in the same step (no writer joins it after) and queues it.
+    pub(super) fn writer_left(&self, ino: u64, content: &Arc<LocalContent>) -> Result<()> {
+        if !content.leave() || content.is_sealed() {
+            return Ok(());
+        }
+        if content.is_dirty() {
+            return self.submit_upload(ino, content);
+        }
+        // Opened for writing, never written: a copy of the drive's content that carries no
+        // upload. Keep it for reads (through its descriptor) and off the journal; a later
+        // writer copies it.
+        content.seal();
+        remove_staged(&content.path);
         Ok(())
     }
 
@@ -230,7 +239,7 @@ impl FsCore {
                 stream.close(len);
             }
             self.uploads
-                .enqueue(ino, target, content.path.clone(), stream)
+                .enqueue(ino, target, content.path.clone(), stream, content.version())
         };
         if let Some(old) = superseded {
             remove_staged(&old);
@@ -262,12 +271,16 @@ impl FsCore {
         // Per inode: opening one big file for read-modify-write never holds up another file.
         let _guard = self.prepare_locks.lock(ino).await;
         let node = self.node(ino)?;
-        if let Some(content) = node.local.as_ref().filter(|c| !c.is_sealed()) {
+        // Join the version being written, unless its last writer has left (then it is being
+        // queued, or is: a new version starts from a copy of it).
+        if let Some(content) = node.local.as_ref().filter(|c| c.try_join()) {
             if truncate {
-                content.set_len(0)?;
+                if let Err(e) = content.set_len(0) {
+                    self.writer_left(ino, content)?;
+                    return Err(e.into());
+                }
                 self.set_size(ino, 0);
             }
-            content.add_writer();
             return Ok(content.clone());
         }
         let staged = self.staging.create()?;
@@ -289,7 +302,8 @@ impl FsCore {
         } else if node.size > 0 {
             self.download_into(&node, &content).await?;
         }
-        content.add_writer();
+        let joined = content.try_join();
+        debug_assert!(joined, "a new version takes its first writer");
         let folder_id = {
             let mut table = lock(&self.table);
             table.set_local(ino, Some(content.clone()));
@@ -365,7 +379,8 @@ impl FsCore {
             stream,
         ));
         content.mark_dirty();
-        content.add_writer();
+        let joined = content.try_join();
+        debug_assert!(joined, "a new file takes its first writer");
         let node = {
             let mut table = lock(&self.table);
             let ino = table.insert_local_file(parent, name, content.clone(), SystemTime::now());
@@ -442,12 +457,13 @@ impl FsCore {
                 return Err(Error::IsADirectory(node.name));
             }
             let content = self.local_for_writing(ino, size == 0).await?;
-            content.set_len(size)?;
-            self.set_size(ino, size);
-            // A truncate by path (no open writer besides ours) is a complete change: upload it.
-            if content.remove_writer() == 0 {
-                self.submit_upload(ino, &content)?;
+            let resized = content.set_len(size);
+            if resized.is_ok() {
+                self.set_size(ino, size);
             }
+            // A truncate by path (no open writer besides ours) is a complete change: upload it.
+            self.writer_left(ino, &content)?;
+            resized?;
         }
         if let Some(mtime) = mtime {
             // Kept with local content and sent as local_modified_at by its upload (a queued one

@@ -114,16 +114,57 @@ impl FsCore {
         if synthetic::is_synthetic(&folder) {
             return self.load_synthetic_listing(&folder).await;
         }
-        let (items, fresh_for) = match self.stored_listing(&folder.file_id).await {
+        // A listing older than the changes the table keeps is fetched again (rare: a very slow
+        // call beside a very busy mount); the last try merges local content only.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let seq = lock(&self.table).change_seq();
+            let (items, fresh_for) = self.fetch_items(dir, &folder.file_id).await?;
+            let resumed = self.take_resumed(&folder.file_id);
+            let mut table = lock(&self.table);
+            for (r, file) in resumed {
+                self.attach_resumed(&mut table, dir, r, file);
+            }
+            let since = match table.changed_since(seq) {
+                Some(since) => since,
+                None if tries < 3 => continue,
+                None => Default::default(),
+            };
+            let listing = Listing {
+                fresh_for,
+                ..Listing::default()
+            };
+            for (name, ino, item) in merge::merge_listing(&mut table, dir, items, &since) {
+                listing.insert(&name, ino);
+                if let Some(item) = item {
+                    if let Some(url) = item.download_url {
+                        self.reader.offer_url(&item.file_id, url);
+                    }
+                }
+            }
+            debug!(dir, file_id = %folder.file_id, entries = listing.len(), "listed folder");
+            return Ok(Arc::new(listing));
+        }
+    }
+
+    /// Folder `dir`'s items, from the metadata store while fresh there (with how long they stay
+    /// so), else from the drive (stored when allowed); livp expanded, hidden names left out.
+    async fn fetch_items(
+        &self,
+        dir: u64,
+        folder_id: &str,
+    ) -> Result<(Vec<RemoteItem>, Option<Duration>)> {
+        let (items, fresh_for) = match self.stored_listing(folder_id).await {
             Some((items, fresh_for)) => {
-                debug!(dir, file_id = %folder.file_id, ?fresh_for, "listing from the metadata store");
+                debug!(dir, file_id = %folder_id, ?fresh_for, "listing from the metadata store");
                 (items, Some(fresh_for))
             }
             None => {
-                let ticket = self.listing_ticket(dir, &folder.file_id);
-                let items = self.drive.list_folder(&folder.file_id).await?;
+                let ticket = self.listing_ticket(dir, folder_id);
+                let items = self.drive.list_folder(folder_id).await?;
                 if let (Some(ticket), Some(meta)) = (ticket, self.cfg.meta.clone()) {
-                    let (id, items) = (folder.file_id.clone(), items.clone());
+                    let (id, items) = (folder_id.to_string(), items.clone());
                     let _ =
                         tokio::task::spawn_blocking(move || meta.save_listing(ticket, &id, &items))
                             .await;
@@ -138,42 +179,7 @@ impl FsCore {
                 items.retain(|i| i.name != hidden);
             }
         }
-        let display = names::display_names(&items);
-        let listing = Listing {
-            fresh_for,
-            ..Listing::default()
-        };
-        let resumed = self.take_resumed(&folder.file_id);
-        let mut table = lock(&self.table);
-        for (r, file) in resumed {
-            self.attach_resumed(&mut table, dir, r, file);
-        }
-        // Files written through the mount and not uploaded yet are shown with their local
-        // content; a remote item of the same name (the old copy, or the new one whose upload is
-        // finishing) is hidden behind them.
-        let local: HashMap<String, u64> = table
-            .local_children(dir)
-            .into_iter()
-            .filter_map(|ino| table.get(ino).map(|n| (n.name.clone(), ino)))
-            .collect();
-        for (item, name) in items.iter().zip(display) {
-            if local
-                .get(&name)
-                .is_some_and(|&ino| table.get(ino).is_some_and(|n| n.file_id != item.file_id))
-            {
-                continue;
-            }
-            let ino = table.upsert_remote(item, dir, &name);
-            listing.insert(&name, ino);
-            if let Some(url) = &item.download_url {
-                self.reader.offer_url(&item.file_id, url.clone());
-            }
-        }
-        for (name, ino) in local {
-            listing.insert(&name, ino);
-        }
-        debug!(dir, file_id = %folder.file_id, entries = listing.len(), "listed folder");
-        Ok(Arc::new(listing))
+        Ok((items, fresh_for))
     }
 
     /// The stored listing of a folder, if still fresh (and how long it stays so).

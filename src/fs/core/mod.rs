@@ -26,6 +26,7 @@ mod control;
 mod handles;
 mod listing;
 mod livp;
+mod merge;
 mod namespace;
 #[cfg(test)]
 mod reftest;

@@ -59,6 +59,7 @@ impl FsCore {
         let node = {
             let mut table = lock(&self.table);
             let ino = table.upsert_remote(&item, parent, name);
+            table.mark_changed(ino);
             let node = table.get_mut(ino).expect("just inserted");
             node.lookups += 1;
             node.perms = self.perms_for_new(ItemKind::Folder, mode);
@@ -81,7 +82,10 @@ impl FsCore {
             self.drive.trash(file_id).await
         };
         match result {
-            Ok(_) | Err(Error::NotFound(_)) => Ok(()),
+            Ok(_) | Err(Error::NotFound(_)) => {
+                lock(&self.table).mark_removed(file_id);
+                Ok(())
+            }
             Err(e) => Err(e),
         }
     }
@@ -124,6 +128,7 @@ impl FsCore {
                 .get_mut(ino)
                 .map(|n| (std::mem::replace(&mut n.parent, 0), n.local.clone()))
                 .unwrap_or_default();
+            table.mark_changed(ino);
             Detached {
                 ino,
                 parent,
@@ -140,15 +145,18 @@ impl FsCore {
     pub(super) fn reattach(&self, detached: Detached) {
         let superseded: Vec<PathBuf> = {
             let _gate = lock(&self.upload_gate);
-            if let Some(n) = lock(&self.table).get_mut(detached.ino) {
+            let mut table = lock(&self.table);
+            if let Some(n) = table.get_mut(detached.ino) {
                 n.parent = detached.parent;
             }
+            table.mark_changed(detached.ino);
+            drop(table);
             detached
                 .queued
                 .iter()
                 .filter_map(|(target, staged)| {
                     self.uploads
-                        .enqueue(detached.ino, target.clone(), staged.clone(), None)
+                        .enqueue(detached.ino, target.clone(), staged.clone(), None, 0)
                 })
                 .collect()
         };
@@ -198,6 +206,9 @@ impl FsCore {
         self.touch_dir(parent);
         let mut table = lock(&self.table);
         table.set_local(node.ino, None);
+        if !node.is_local_only() {
+            table.mark_removed(&node.file_id);
+        }
         match table.get_mut(node.ino) {
             Some(n) if n.lookups == 0 && n.open_handles == 0 => {
                 table.remove(node.ino);
@@ -434,7 +445,8 @@ impl FsCore {
                     t.replaces = replaces;
                 }
             });
-            if let Some(n) = lock(&self.table).get_mut(node.ino) {
+            let mut table = lock(&self.table);
+            if let Some(n) = table.get_mut(node.ino) {
                 n.parent = new_parent;
                 n.name = new_name.to_string();
                 n.remote_name = new_name.to_string();
@@ -443,6 +455,8 @@ impl FsCore {
                     n.displaces = displaced.clone();
                 }
             }
+            table.mark_changed(node.ino);
+            drop(table);
             rejournal
         };
         let queued = rejournal.write(&self.uploads);

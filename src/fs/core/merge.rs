@@ -1,0 +1,195 @@
+//! Merging a folder listing fetched from the drive with what the mount knows better.
+//!
+//! The drive's answer is the truth for everything the mount did not touch while the call was
+//! under way. For the rest the inode table wins (see `crate::fs::recent`): nodes changed through
+//! the mount since the call began (renamed, moved, created, uploaded, let go of their local
+//! content) and nodes holding local content are placed where the table has them; a drive item
+//! deleted through the mount meanwhile is left out; and a drive item under the plain name of
+//! such a node is hidden behind it (the copy an upload is retiring, or the upload finishing).
+//! So a listing can never make a file vanish, come back, revert a rename or show a twin.
+
+use std::collections::{BTreeSet, HashSet};
+
+use super::*;
+use crate::fs::recent::Since;
+
+/// The entries of folder `dir`: `items` (the drive's answer, livp and hidden names applied)
+/// merged with the table as described above. `since`: what changed through the mount after
+/// the call began.
+pub(super) fn merge_listing(
+    table: &mut InodeTable,
+    dir: u64,
+    items: Vec<RemoteItem>,
+    since: &Since,
+) -> Vec<(String, u64, Option<RemoteItem>)> {
+    let placed: BTreeSet<u64> = since
+        .nodes
+        .iter()
+        .copied()
+        .chain(table.local_children(dir))
+        .filter(|&ino| ino != dir && table.get(ino).is_some_and(|n| n.parent == dir))
+        .collect();
+    // Plain names the placed nodes hold (a node shown as a disambiguated twin holds none).
+    let held: HashSet<String> = placed
+        .iter()
+        .filter_map(|&ino| table.get(ino))
+        .filter(|n| n.name == n.remote_name)
+        .map(|n| n.remote_name.clone())
+        .collect();
+    let kept: Vec<RemoteItem> = items
+        .into_iter()
+        .filter(|item| {
+            let known_better = table
+                .ino_of(&item.file_id)
+                .is_some_and(|ino| since.nodes.contains(&ino) || placed.contains(&ino));
+            !known_better && !since.removed.contains(&item.file_id) && !held.contains(&item.name)
+        })
+        .collect();
+    let taken: HashSet<String> = placed
+        .iter()
+        .filter_map(|&ino| table.get(ino).map(|n| n.name.clone()))
+        .collect();
+    let display = names::display_names(&kept);
+    let mut entries = Vec::with_capacity(kept.len() + placed.len());
+    for (item, mut name) in kept.into_iter().zip(display) {
+        if taken.contains(&name) {
+            name = names::disambiguated(&item.name, &item.file_id);
+        }
+        let ino = table.upsert_remote(&item, dir, &name);
+        entries.push((name, ino, Some(item)));
+    }
+    for ino in placed {
+        if let Some(n) = table.get(ino) {
+            entries.push((n.name.clone(), ino, None));
+        }
+    }
+    entries
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    fn item(id: &str, name: &str) -> RemoteItem {
+        RemoteItem {
+            file_id: id.into(),
+            parent_file_id: "root".into(),
+            name: name.into(),
+            kind: ItemKind::File,
+            size: 1,
+            content_hash: None,
+            created_at: UNIX_EPOCH,
+            updated_at: UNIX_EPOCH,
+            local_modified_at: None,
+            download_url: None,
+            streams: Vec::new(),
+        }
+    }
+
+    fn names(entries: &[(String, u64, Option<RemoteItem>)]) -> Vec<(String, u64)> {
+        let mut v: Vec<_> = entries.iter().map(|(n, i, _)| (n.clone(), *i)).collect();
+        v.sort();
+        v
+    }
+
+    fn table() -> InodeTable {
+        InodeTable::new("root", UNIX_EPOCH)
+    }
+
+    #[test]
+    fn a_rename_made_during_the_call_is_not_undone() {
+        let mut t = table();
+        let a = t.upsert_remote(&item("f1", "a"), ROOT_INO, "a");
+        let seq = t.change_seq();
+        // Renamed through the mount while the listing was on the wire.
+        let n = t.get_mut(a).unwrap();
+        n.name = "b".into();
+        n.remote_name = "b".into();
+        t.mark_changed(a);
+        let since = t.changed_since(seq).unwrap();
+        let got = merge_listing(&mut t, ROOT_INO, vec![item("f1", "a")], &since);
+        assert_eq!(names(&got), [("b".to_string(), a)]);
+        assert_eq!(t.get(a).unwrap().name, "b");
+    }
+
+    #[test]
+    fn a_file_deleted_during_the_call_does_not_come_back() {
+        let mut t = table();
+        let seq = t.change_seq();
+        t.mark_removed("gone");
+        let since = t.changed_since(seq).unwrap();
+        let got = merge_listing(
+            &mut t,
+            ROOT_INO,
+            vec![item("gone", "x"), item("k", "y")],
+            &since,
+        );
+        assert_eq!(names(&got).len(), 1);
+        assert_eq!(names(&got)[0].0, "y");
+        assert!(t.ino_of("gone").is_none());
+    }
+
+    #[test]
+    fn a_first_upload_landing_during_the_call_keeps_its_file_listed() {
+        let mut t = table();
+        let dir = ROOT_INO;
+        let staged = tempfile::NamedTempFile::new().unwrap();
+        let content = Arc::new(LocalContent::new(
+            staged.path().to_path_buf(),
+            staged.reopen().unwrap(),
+        ));
+        let f = t.insert_local_file(dir, "new", content, UNIX_EPOCH);
+        let seq = t.change_seq();
+        // Landed and let go of its local content while the (older) answer was on the wire.
+        t.rekey(f, "landed");
+        t.set_local(f, None);
+        let since = t.changed_since(seq).unwrap();
+        let got = merge_listing(&mut t, dir, vec![item("other", "o")], &since);
+        assert!(names(&got).contains(&("new".to_string(), f)));
+    }
+
+    #[test]
+    fn the_copy_an_upload_is_retiring_shows_no_twin() {
+        let mut t = table();
+        let old = t.upsert_remote(&item("old", "f"), ROOT_INO, "f");
+        let staged = tempfile::NamedTempFile::new().unwrap();
+        let content = Arc::new(LocalContent::new(
+            staged.path().to_path_buf(),
+            staged.reopen().unwrap(),
+        ));
+        t.set_local(old, Some(content));
+        let since = t.changed_since(t.change_seq()).unwrap();
+        // The drive shows the old copy and the new one whose upload is finishing.
+        let got = merge_listing(
+            &mut t,
+            ROOT_INO,
+            vec![item("old", "f"), item("new", "f")],
+            &since,
+        );
+        assert_eq!(names(&got), [("f".to_string(), old)]);
+    }
+
+    #[test]
+    fn a_drive_item_under_a_placed_nodes_name_gets_another_name_only_if_the_node_is_a_twin() {
+        let mut t = table();
+        let twin = t.upsert_remote(&item("t", "f"), ROOT_INO, "f (t)");
+        let staged = tempfile::NamedTempFile::new().unwrap();
+        let content = Arc::new(LocalContent::new(
+            staged.path().to_path_buf(),
+            staged.reopen().unwrap(),
+        ));
+        t.set_local(twin, Some(content));
+        let since = t.changed_since(t.change_seq()).unwrap();
+        let got = merge_listing(
+            &mut t,
+            ROOT_INO,
+            vec![item("o", "f"), item("t", "f")],
+            &since,
+        );
+        let got = names(&got);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got.iter().any(|(n, i)| n == "f (t)" && *i == twin));
+        assert!(got.iter().any(|(n, _)| n == "f"));
+    }
+}
