@@ -366,6 +366,19 @@ fn run_mount(args: MountArgs, argv: Vec<std::ffi::OsString>) -> Result<()> {
     let meta = mount::open_meta(&s, &info);
     // Inside the runtime: the upload queue starts its tasks.
     let core = rt.block_on(async { mount::build_core(drive, &s, meta, cache) })?;
+    // The drive's free space is known before the first write, so a write past the quota gets
+    // ENOSPC at once (it was accepted, then retried for ever, when it came before this call).
+    let space =
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), core.statfs()).await });
+    match space {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(
+            "could not read the drive's free space; writes are checked against it once known: {e}"
+        ),
+        Err(_) => tracing::warn!(
+            "the drive's free space did not come within 10 s; writes are checked against it once known"
+        ),
+    }
     if let Err(e) = rt.block_on(mount::start_metrics(&s, client.clone(), &core)) {
         daemon::report_failure(&e);
         return Err(e);
