@@ -1,6 +1,13 @@
 //! Changes made elsewhere (the phone app, the web, another computer): found by polling the
-//! drive, since the API has no change callback. `detect` finds what changed at the fewest calls.
+//! drive, since the API has no change callback. `detect` finds what changed at the fewest calls,
+//! `poller` applies it to the mount every `--poll-interval` (and on `alipanfs refresh`),
+//! `kernel` makes the kernel's caches follow, `hook` runs `--on-change`.
 
 pub mod detect;
+pub mod hook;
+pub mod kernel;
+pub mod poller;
 
 pub use detect::{Detector, FeedKind, Found};
+pub use kernel::Kernel;
+pub use poller::{PollConfig, Poller};

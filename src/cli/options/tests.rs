@@ -203,6 +203,8 @@ fn sample(long: &str) -> &'static str {
         "metrics-listen" => "\"127.0.0.1:9464\"",
         "bwlimit-download" => "\"20M\"",
         "bwlimit-upload" => "\"512K\"",
+        "poll-interval" => "30",
+        "on-change" => "\"/usr/local/bin/tell-jellyfin\"",
         other => panic!("add a sample value for the new option --{other}"),
     }
 }

@@ -38,6 +38,9 @@ pub struct Listing {
     entries: crate::sync::Mutex<BTreeMap<String, u64>>,
     /// How long it stays fresh if less than the TTL (read from the disk, fetched a while ago).
     fresh_for: Option<Duration>,
+    /// How many items the drive listed (before `.livp` halves, hidden names and local files):
+    /// a folder whose count on the drive differs has changed (`FsCore::revalidate`).
+    pub(super) drive_count: usize,
 }
 
 /// The cache's expiry of a listing: `ttl` after its fetch.
@@ -75,6 +78,7 @@ impl Default for Listing {
                 BTreeMap::new(),
             ),
             fresh_for: None,
+            drive_count: 0,
         }
     }
 }
@@ -94,6 +98,10 @@ impl Listing {
     }
     pub(super) fn len(&self) -> usize {
         lock(&self.entries).len()
+    }
+    /// Every entry, by display name.
+    pub(super) fn snapshot(&self) -> BTreeMap<String, u64> {
+        lock(&self.entries).clone()
     }
 }
 
@@ -131,6 +139,7 @@ impl FsCore {
                 (items, None)
             }
         };
+        let drive_count = items.len();
         let mut items = livp::expand(items, self.cfg.livp);
         if dir == ROOT_INO {
             // The transcodes tree takes its name: a drive item of that name is not shown.
@@ -141,6 +150,7 @@ impl FsCore {
         let display = names::display_names(&items);
         let listing = Listing {
             fresh_for,
+            drive_count,
             ..Listing::default()
         };
         let resumed = self.take_resumed(&folder.file_id);

@@ -29,16 +29,18 @@ mod livp;
 mod namespace;
 #[cfg(test)]
 mod reftest;
+mod remote;
 mod synthetic;
 mod transcoded;
 mod uploads;
 
 pub use control::PendingUpload;
+pub use remote::Applied;
 
 pub use listing::{Listing, OrderBy, OrderDirection};
 pub use livp::LivpMode;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

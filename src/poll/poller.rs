@@ -1,0 +1,230 @@
+//! The change poller of a mount: every `--poll-interval` it asks the `Detector` what changed on
+//! the drive, applies it through the fs core (`FsCore::apply_remote_*`), sends the kernel its
+//! invalidations and runs the `--on-change` hook. With the search feed, which cannot see trash
+//! and deletes, it also recounts folders in use (their listing is cached): a few per poll, in
+//! turn, one `search` call each, and lists afresh those whose count moved. `refresh` does the
+//! same on demand for named folders, polling on or off.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tracing::{debug, info, warn};
+
+use super::detect::{Detector, FeedKind};
+use super::kernel::Kernel;
+use crate::control::proto::PollStatus;
+use crate::drive::Drive;
+use crate::error::{Error, Result};
+use crate::fs::core::Applied;
+use crate::fs::FsCore;
+use crate::sync::{Level, Mutex};
+
+/// What the poller is told at mount.
+#[derive(Debug, Clone)]
+pub struct PollConfig {
+    /// Zero: no polling (`refresh` still works).
+    pub interval: Duration,
+    pub on_change: Option<String>,
+    pub mountpoint: PathBuf,
+}
+
+pub struct Poller {
+    core: Arc<FsCore>,
+    drive: Arc<dyn Drive>,
+    kernel: Kernel,
+    cfg: PollConfig,
+    detector: tokio::sync::Mutex<Option<Detector>>,
+    status: Mutex<PollStatus>,
+    /// Where the next round of folder recounts starts.
+    next_folder: AtomicUsize,
+}
+
+impl Poller {
+    /// The mount's poller; polling starts at once when the interval is not zero. Must run
+    /// inside the tokio runtime.
+    pub fn start(core: Arc<FsCore>, drive: Arc<dyn Drive>, cfg: PollConfig) -> Arc<Poller> {
+        let on = !cfg.interval.is_zero();
+        let status = PollStatus {
+            interval_secs: cfg.interval.as_secs_f64(),
+            feed: if on { "starting" } else { "off" }.into(),
+            ..PollStatus::default()
+        };
+        let poller = Arc::new(Poller {
+            core,
+            drive,
+            kernel: Kernel::default(),
+            cfg,
+            detector: tokio::sync::Mutex::new(None),
+            status: Mutex::new(Level::LEAF, "poll status", status),
+            next_folder: AtomicUsize::new(0),
+        });
+        if on {
+            tokio::spawn(poller.clone().run());
+        }
+        poller
+    }
+
+    /// Where kernel invalidations go, once the FUSE session exists.
+    pub fn kernel(&self) -> &Kernel {
+        &self.kernel
+    }
+
+    pub fn status(&self) -> PollStatus {
+        let mut s = self.status.lock().clone();
+        (s.polls, s.changes_applied, s.invalidations) = crate::metrics::poll_counts();
+        s
+    }
+
+    async fn run(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.cfg.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            // The first tick is at once: the detector starts with the mount.
+            tick.tick().await;
+            if let Err(e) = self.poll_once().await {
+                warn!("looking for changes on the drive failed: {e}");
+                self.status.lock().last_error = Some(e.to_string());
+            }
+        }
+    }
+
+    /// One poll (the first one only starts the detector).
+    async fn poll_once(&self) -> Result<()> {
+        let mut guard = self.detector.lock().await;
+        let Some(detector) = guard.as_mut() else {
+            let detector = Detector::start(self.drive.clone()).await?;
+            let feed = feed_name(detector.kind());
+            info!(feed, interval = ?self.cfg.interval, "looking for changes made on the drive elsewhere");
+            self.status.lock().feed = feed.into();
+            *guard = Some(detector);
+            return Ok(());
+        };
+        let found = detector.poll().await?;
+        let mut calls = found.calls;
+        let mut applied = self.core.apply_remote_items(&found.items).await;
+        applied.merge(self.core.apply_remote_removals(&found.gone).await);
+        if detector.kind() == FeedKind::Search || found.overflow {
+            calls += self
+                .revalidate(detector, found.overflow, &mut applied)
+                .await;
+        }
+        drop(guard);
+        let invalidations = self.publish(&applied).await;
+        crate::metrics::poll(applied.changes, invalidations);
+        let mut s = self.status.lock();
+        s.last_poll_unix = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs());
+        s.last_calls = calls;
+        s.last_found = (found.items.len() + found.gone.len()) as u64;
+        s.last_error = None;
+        Ok(())
+    }
+
+    /// Folders recounted per poll at most: about a quarter of the other-calls budget over an
+    /// interval, at least two.
+    fn recount_budget(&self) -> usize {
+        (self.cfg.interval.as_secs_f64() * 4.0).clamp(2.0, 100.0) as usize
+    }
+
+    /// Recounts folders in use, in turn (all of them after an overflow), and lists afresh those
+    /// whose count on the drive moved. Returns the calls made.
+    async fn revalidate(&self, detector: &Detector, all: bool, out: &mut Applied) -> u32 {
+        let folders = self.core.cached_folders();
+        if folders.is_empty() {
+            return 0;
+        }
+        let n = if all {
+            folders.len()
+        } else {
+            self.recount_budget().min(folders.len())
+        };
+        let start = self.next_folder.fetch_add(n, Ordering::Relaxed) % folders.len();
+        let mut calls = 0;
+        for (dir, id, listed) in folders.iter().cycle().skip(start).take(n) {
+            calls += 1;
+            match detector.folder_count(id).await {
+                Ok(count) if count == *listed as u64 => continue,
+                Ok(_) | Err(Error::NotSupported(_)) => {}
+                Err(e) => {
+                    debug!(dir, error = %e, "cannot recount a folder");
+                    continue;
+                }
+            }
+            match self.core.relist_folder(*dir).await {
+                Ok(applied) => out.merge(applied),
+                Err(e) => debug!(dir, error = %e, "cannot list a recounted folder"),
+            }
+        }
+        calls
+    }
+
+    /// Tells the kernel and the hook what `applied` changed; returns the invalidations sent.
+    async fn publish(&self, applied: &Applied) -> u64 {
+        for (ino, item) in &applied.kept_local {
+            warn!(
+                ino,
+                name = %item.name,
+                "changed on the drive while a local version waits for its upload; the local version is kept"
+            );
+        }
+        if applied.is_empty() {
+            return 0;
+        }
+        let sent = self.kernel.invalidate(applied).await;
+        let folders = self.core.paths_of(&applied.folders);
+        debug!(
+            changes = applied.changes,
+            invalidations = sent,
+            ?folders,
+            "applied changes made elsewhere"
+        );
+        if let (Some(cmd), false) = (&self.cfg.on_change, folders.is_empty()) {
+            super::hook::spawn(cmd, &self.cfg.mountpoint, folders);
+        }
+        sent
+    }
+
+    /// `alipanfs refresh`: lists the folders at `paths` (relative to the root) afresh now;
+    /// once this returns, the new state is visible. Returns the changes found.
+    pub async fn refresh(&self, paths: &[String]) -> std::result::Result<u64, String> {
+        let mut applied = Applied::default();
+        let whole = [String::new()];
+        let paths = if paths.is_empty() { &whole[..] } else { paths };
+        for path in paths {
+            let dir = self
+                .core
+                .folder_at(path)
+                .await
+                .map_err(|e| format!("{}: {e}", shown(path)))?;
+            let done = self
+                .core
+                .relist_folder(dir)
+                .await
+                .map_err(|e| format!("{}: {e}", shown(path)))?;
+            applied.merge(done);
+        }
+        let changes = applied.changes;
+        let sent = self.publish(&applied).await;
+        crate::metrics::remote_changes(changes, sent);
+        Ok(changes)
+    }
+}
+
+fn feed_name(kind: FeedKind) -> &'static str {
+    match kind {
+        FeedKind::Delta => "delta",
+        FeedKind::Search => "search+revalidation",
+    }
+}
+
+fn shown(path: &str) -> &str {
+    if path.is_empty() {
+        "the mount root"
+    } else {
+        path
+    }
+}

@@ -1,0 +1,344 @@
+//! Changes made on the drive by another device show in the mount by themselves (issue 20),
+//! through the kernel: `--poll-interval`, kernel invalidation, `alipanfs refresh` and
+//! `--on-change`. Mounts use a long `--attr-timeout` and `--dir-cache-ttl`, so nothing but the
+//! poller (and its invalidations) can make a change visible in time.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+/// Caches that would hide a change for far longer than any deadline here.
+const LONG_CACHES: [&str; 4] = ["--attr-timeout", "60", "--dir-cache-ttl", "600"];
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// `ls`, `stat` and `cat` of everything in `dir`: the kernel and the mount cache it all.
+fn use_folder(dir: &Path) {
+    for name in names(dir) {
+        let p = dir.join(&name);
+        let meta = std::fs::metadata(&p).expect("stat");
+        if meta.is_file() {
+            std::fs::read(&p).expect("read");
+        }
+    }
+}
+
+/// Polls `visible` until it holds; the time it took, or None after `limit`.
+fn time_until(limit: Duration, mut visible: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if visible() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+fn mount_polling(delta: bool, extra: &[&str]) -> Mount {
+    let (emulator, temp) = emulator_with(|c| c.delta_feed = delta);
+    let shared = emulator.seed_folder("root", "shared");
+    emulator.seed_folder("root", "other");
+    for i in 0..40 {
+        emulator.seed_file(
+            &shared,
+            &format!("f{i:02}.txt"),
+            format!("old {i}").as_bytes(),
+        );
+    }
+    let mut b = MountBuilder::new(emulator, temp).deadline(Duration::from_secs(400));
+    for a in LONG_CACHES.iter().chain(extra) {
+        b = b.arg(*a);
+    }
+    let m = b.mount();
+    m.wait_for("the poller to start", Duration::from_secs(20), || {
+        m.full_log()
+            .contains("looking for changes made on the drive")
+    });
+    m
+}
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Makes each of the seven kinds of change `rounds` times as another device, to folders that
+/// were listed, stat'ed and read before; checks each shows within its limit; prints the times.
+fn seven_kinds(delta: bool) {
+    let m = mount_polling(delta, &["--poll-interval", "2"]);
+    let (shared, other) = (m.path("shared"), m.path("other"));
+    let emu = &m.emulator;
+    let sid = m.remote("shared").unwrap().file_id;
+    let oid = m.remote("other").unwrap().file_id;
+    let fid = |name: &str| m.remote(&format!("shared/{name}")).unwrap().file_id;
+    let removal_limit = Duration::from_secs(if delta { 6 } else { 30 });
+    let quick = Duration::from_secs(6);
+    let mut times: Vec<(&str, Duration)> = Vec::new();
+    let mut failures = Vec::new();
+    for round in 0..3 {
+        use_folder(&shared);
+        use_folder(&other);
+        let f = |i: usize| format!("f{:02}.txt", round * 10 + i);
+        let mut check =
+            |kind: &'static str, limit: Duration, ok: &mut dyn FnMut() -> bool| match time_until(
+                limit, ok,
+            ) {
+                Some(t) => times.push((kind, t)),
+                None => failures.push(format!(
+                    "round {round}: {kind} not visible within {limit:?}"
+                )),
+            };
+        // A new file.
+        let new = format!("new{round}.txt");
+        emu.device(
+            "create",
+            json!({"parent_file_id": sid, "name": new, "content": "brand new"}),
+        )
+        .unwrap();
+        check("new file", quick, &mut || {
+            names(&shared).contains(&new)
+                && std::fs::read_to_string(shared.join(&new)).ok().as_deref() == Some("brand new")
+        });
+        // A new folder.
+        let dir = format!("dir{round}");
+        emu.device("mkdir", json!({"parent_file_id": sid, "name": dir}))
+            .unwrap();
+        check("new folder", quick, &mut || {
+            names(&shared).contains(&dir) && shared.join(&dir).is_dir()
+        });
+        // A new revision, same file_id.
+        let (rev, content) = (f(0), format!("revision {round}, longer than before"));
+        emu.device(
+            "overwrite",
+            json!({"file_id": fid(&rev), "content": content}),
+        )
+        .unwrap();
+        check("new revision", quick, &mut || {
+            std::fs::metadata(shared.join(&rev)).map(|m| m.len()).ok() == Some(content.len() as u64)
+                && std::fs::read_to_string(shared.join(&rev)).ok().as_deref()
+                    == Some(content.as_str())
+        });
+        // A rename.
+        let (from, to) = (f(1), format!("renamed{round}.txt"));
+        emu.device("rename", json!({"file_id": fid(&from), "name": to}))
+            .unwrap();
+        check("rename", quick, &mut || {
+            let n = names(&shared);
+            n.contains(&to) && !n.contains(&from) && std::fs::metadata(shared.join(&from)).is_err()
+        });
+        // A move to another listed folder.
+        let moved = f(2);
+        emu.device(
+            "move",
+            json!({"file_id": fid(&moved), "to_parent_file_id": oid}),
+        )
+        .unwrap();
+        check("move", quick, &mut || {
+            !names(&shared).contains(&moved)
+                && names(&other).contains(&moved)
+                && std::fs::read(other.join(&moved)).is_ok()
+        });
+        // Trash and permanent delete.
+        for (op, kind, i) in [("trash", "trash", 3), ("delete", "delete", 4)] {
+            let victim = f(i);
+            emu.device(op, json!({"file_id": fid(&victim)})).unwrap();
+            check(kind, removal_limit, &mut || {
+                !names(&shared).contains(&victim)
+                    && std::fs::metadata(shared.join(&victim)).is_err()
+            });
+        }
+    }
+    report(if delta { "delta feed" } else { "search feed" }, &mut times);
+    assert!(
+        failures.is_empty(),
+        "{failures:#?}\n--- log ---\n{}",
+        m.log()
+    );
+}
+
+fn report(feed: &str, times: &mut [(&str, Duration)]) {
+    let mut all: Vec<Duration> = times.iter().map(|(_, t)| *t).collect();
+    let worst = all.iter().max().copied().unwrap_or_default();
+    println!(
+        "{feed}: {} remote changes, change to visible: median {:?}, worst {:?}",
+        all.len(),
+        median(&mut all),
+        worst
+    );
+    for kind in [
+        "new file",
+        "new folder",
+        "new revision",
+        "rename",
+        "move",
+        "trash",
+        "delete",
+    ] {
+        let mut v: Vec<Duration> = times
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, t)| *t)
+            .collect();
+        if !v.is_empty() {
+            let worst = *v.iter().max().unwrap();
+            println!("  {kind:<12} median {:?} worst {worst:?}", median(&mut v));
+        }
+    }
+}
+
+#[test]
+fn each_kind_of_remote_change_shows_through_the_kernel_with_the_delta_feed() {
+    seven_kinds(true);
+}
+
+#[test]
+fn each_kind_of_remote_change_shows_through_the_kernel_with_search_only() {
+    seven_kinds(false);
+}
+
+#[test]
+fn refresh_shows_a_change_at_once_with_polling_off() {
+    let m = mount_polling_off();
+    let shared = m.path("shared");
+    use_folder(&shared);
+    let sid = m.remote("shared").unwrap().file_id;
+    m.emulator
+        .device(
+            "create",
+            json!({"parent_file_id": sid, "name": "late.txt", "content": "x"}),
+        )
+        .unwrap();
+    let victim = m.remote("shared/f00.txt").unwrap().file_id;
+    m.emulator
+        .device("trash", json!({"file_id": victim}))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !names(&shared).contains(&"late.txt".to_string()),
+        "visible before refresh: the caches are not long enough for this test"
+    );
+    let (status, out) = sh_status(&format!("{BIN} refresh {}", shared.display()));
+    assert!(status.success(), "refresh failed: {out}\n{}", m.log());
+    let n = names(&shared);
+    assert!(n.contains(&"late.txt".to_string()), "{n:?}");
+    assert!(!n.contains(&"f00.txt".to_string()), "{n:?}");
+    assert_eq!(
+        std::fs::read_to_string(shared.join("late.txt")).unwrap(),
+        "x"
+    );
+    // A path that is not there: exit 1 with one line.
+    let (status, out) = sh_status(&format!("{BIN} refresh {}/nowhere/deeper", m.dir.display()));
+    assert!(
+        !status.success(),
+        "refresh of a missing folder succeeded: {out}"
+    );
+    assert_eq!(out.trim().lines().count(), 1, "{out}");
+}
+
+fn mount_polling_off() -> Mount {
+    let (emulator, temp) = emulator_with(|_| {});
+    let shared = emulator.seed_folder("root", "shared");
+    for i in 0..5 {
+        emulator.seed_file(&shared, &format!("f{i:02}.txt"), b"old");
+    }
+    let mut b = MountBuilder::new(emulator, temp).deadline(Duration::from_secs(120));
+    for a in LONG_CACHES.iter().chain(&["--poll-interval", "0"]) {
+        b = b.arg(*a);
+    }
+    b.mount()
+}
+
+#[test]
+fn on_change_runs_once_per_poll_with_the_changed_folders() {
+    let temp = tempfile::tempdir().unwrap();
+    let out = temp.path().join("hook.log");
+    let cmd = format!(
+        "{{ echo \"run $ALIPANFS_MOUNTPOINT\"; cat; }} >> {}",
+        out.display()
+    );
+    let m = mount_polling(true, &["--poll-interval", "3", "--on-change", cmd.as_str()]);
+    let (shared, other) = (m.path("shared"), m.path("other"));
+    use_folder(&shared);
+    use_folder(&other);
+    let sid = m.remote("shared").unwrap().file_id;
+    let oid = m.remote("other").unwrap().file_id;
+    // Three changes in two folders, in one poll interval.
+    for (parent, name) in [(&sid, "a.txt"), (&sid, "b.txt"), (&oid, "c.txt")] {
+        m.emulator
+            .device(
+                "create",
+                json!({"parent_file_id": parent, "name": name, "content": "1"}),
+            )
+            .unwrap();
+    }
+    m.wait_for("the hook to run", Duration::from_secs(15), || {
+        std::fs::read_to_string(&out).is_ok_and(|t| t.contains("other") && t.contains("shared"))
+    });
+    // Let a few idle polls pass: they run nothing.
+    std::thread::sleep(Duration::from_secs(7));
+    let text = std::fs::read_to_string(&out).unwrap();
+    let runs: Vec<&str> = text.lines().filter(|l| l.starts_with("run ")).collect();
+    assert_eq!(runs, vec![format!("run {}", m.dir.display())], "{text}");
+    let mut folders: Vec<&str> = text.lines().filter(|l| !l.starts_with("run ")).collect();
+    folders.sort();
+    assert_eq!(folders, vec!["other", "shared"], "{text}");
+}
+
+#[test]
+fn an_idle_poll_on_a_ten_thousand_entry_tree_costs_at_most_three_calls() {
+    let (emulator, temp) = emulator_with(|_| {});
+    for d in 0..20 {
+        let folder = emulator.seed_folder("root", &format!("d{d:02}"));
+        for f in 0..499 {
+            emulator.seed_file(&folder, &format!("f{f:04}"), b"");
+        }
+    }
+    let mut b = MountBuilder::new(emulator, temp).deadline(Duration::from_secs(300));
+    for a in ["--poll-interval", "1", "--dir-cache-ttl", "600"] {
+        b = b.arg(a);
+    }
+    let m = b.mount();
+    m.wait_for("the poller to start", Duration::from_secs(20), || {
+        m.full_log()
+            .contains("looking for changes made on the drive")
+    });
+    // The root alone is listed.
+    assert_eq!(names(&m.dir).len(), 20);
+    std::thread::sleep(Duration::from_millis(1500));
+    let (polls0, before) = (polls(&m), m.calls());
+    std::thread::sleep(Duration::from_secs(10));
+    let (spent, polls1) = (m.calls().since(&before), polls(&m));
+    // Read right after each other: at most one poll apart.
+    let n = polls1 - polls0;
+    println!(
+        "{n} idle polls on 10,000 entries (root listed): {} calls ({:.2} per poll): {spent:?}",
+        spent.total(),
+        spent.total() as f64 / n as f64
+    );
+    assert!(n >= 8, "only {n} polls in 10 s");
+    assert!(spent.total() <= 3 * (n + 1), "{spent:?} for {n} polls");
+}
+
+/// Polls the mount has made (`alipanfs status --json`).
+fn polls(m: &Mount) -> u64 {
+    let text = sh(&format!("{BIN} status --json {}", m.dir.display()));
+    let v: serde_json::Value = serde_json::from_str(&text).expect("status JSON");
+    v["poll"]["polls"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no poll count in {text}"))
+}
