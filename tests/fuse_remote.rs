@@ -342,3 +342,77 @@ fn polls(m: &Mount) -> u64 {
         .as_u64()
         .unwrap_or_else(|| panic!("no poll count in {text}"))
 }
+
+#[test]
+fn a_file_changed_on_the_drive_while_its_local_version_waits_keeps_both_versions() {
+    use std::io::Write;
+    let m = mount_polling(true, &["--poll-interval", "2"]);
+    let shared = m.path("shared");
+    use_folder(&shared);
+    let fid = |name: &str| m.remote(&format!("shared/{name}")).unwrap().file_id;
+    // The drive's change is the later one: it keeps the name.
+    let mut early = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(shared.join("f00.txt"))
+        .unwrap();
+    early.write_all(b"local, earlier").unwrap();
+    early.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    m.emulator
+        .device(
+            "overwrite",
+            json!({"file_id": fid("f00.txt"), "content": "drive, later"}),
+        )
+        .unwrap();
+    // The local version is the later one: it keeps the name.
+    let mut late = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(shared.join("f01.txt"))
+        .unwrap();
+    m.emulator
+        .device(
+            "overwrite",
+            json!({"file_id": fid("f01.txt"), "content": "drive, earlier"}),
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    late.write_all(b"local, later").unwrap();
+    late.flush().unwrap();
+    let conflicts = |stem: &str| -> Vec<String> {
+        names(&shared)
+            .into_iter()
+            .filter(|n| n.starts_with(&format!("{stem} (conflict ")) && n.ends_with(").txt"))
+            .collect()
+    };
+    m.wait_for("both conflicts to show", Duration::from_secs(10), || {
+        conflicts("f00").len() == 1 && conflicts("f01").len() == 1
+    });
+    drop(early);
+    drop(late);
+    let (c0, c1) = (conflicts("f00").remove(0), conflicts("f01").remove(0));
+    let read = |n: &str| std::fs::read_to_string(shared.join(n)).unwrap();
+    assert_eq!(read("f00.txt"), "drive, later");
+    assert_eq!(read(&c0), "local, earlier");
+    assert_eq!(read("f01.txt"), "local, later");
+    assert_eq!(read(&c1), "drive, earlier");
+    let sha = |s: &str| Some(alipanfs::hashing::sha1_hex(s.as_bytes()).to_uppercase());
+    m.wait_for(
+        "both versions of both files on the drive",
+        Duration::from_secs(30),
+        || {
+            let t = m.drive_tree("shared");
+            t.get("f00.txt") == Some(&sha("drive, later"))
+                && t.get(&c0) == Some(&sha("local, earlier"))
+                && t.get("f01.txt") == Some(&sha("local, later"))
+                && t.get(&c1) == Some(&sha("drive, earlier"))
+        },
+    );
+    let log = m.full_log();
+    let warns: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("conflict"))
+        .collect();
+    assert_eq!(warns.len(), 2, "one WARN line each: {warns:#?}");
+}

@@ -111,7 +111,7 @@ impl Poller {
                 .await;
         }
         drop(guard);
-        let invalidations = self.publish(&applied).await;
+        let invalidations = self.publish(&mut applied).await;
         crate::metrics::poll(applied.changes, invalidations);
         let mut s = self.status.lock();
         s.last_poll_unix = SystemTime::now()
@@ -162,14 +162,12 @@ impl Poller {
         calls
     }
 
-    /// Tells the kernel and the hook what `applied` changed; returns the invalidations sent.
-    async fn publish(&self, applied: &Applied) -> u64 {
-        for (ino, item) in &applied.kept_local {
-            warn!(
-                ino,
-                name = %item.name,
-                "changed on the drive while a local version waits for its upload; the local version is kept"
-            );
+    /// Settles conflicts, then tells the kernel and the hook what `applied` changed; returns
+    /// the invalidations sent.
+    async fn publish(&self, applied: &mut Applied) -> u64 {
+        if !applied.kept_local.is_empty() {
+            let kept = std::mem::take(&mut applied.kept_local);
+            applied.merge(self.core.resolve_conflicts(&kept).await);
         }
         if applied.is_empty() {
             return 0;
@@ -208,7 +206,7 @@ impl Poller {
             applied.merge(done);
         }
         let changes = applied.changes;
-        let sent = self.publish(&applied).await;
+        let sent = self.publish(&mut applied).await;
         crate::metrics::remote_changes(changes, sent);
         Ok(changes)
     }

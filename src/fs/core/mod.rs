@@ -22,6 +22,7 @@
 //!
 //! The write layer's locks (200-299, see `write`) and meta's (300-399) come after these.
 
+mod conflict;
 mod control;
 mod handles;
 mod listing;

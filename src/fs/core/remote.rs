@@ -102,7 +102,7 @@ impl FsCore {
     }
 
     /// True when `node` has content written through the mount that the drive does not have.
-    fn has_pending_content(&self, node: &Node) -> bool {
+    pub(super) fn has_pending_content(&self, node: &Node) -> bool {
         node.local
             .as_ref()
             .is_some_and(|c| c.is_dirty() || !c.is_sealed() || self.uploads.is_pending(node.ino))
@@ -157,7 +157,7 @@ impl FsCore {
 
     /// Folders whose entries changed: those with a cached listing are listed afresh now (the
     /// first `MAX_RELISTS`; the rest when next used).
-    async fn relist_dirty(&self, dirty: BTreeSet<u64>, out: &mut Applied) {
+    pub(super) async fn relist_dirty(&self, dirty: BTreeSet<u64>, out: &mut Applied) {
         let mut relisted = 0;
         for dir in dirty {
             out.folders.insert(dir);
