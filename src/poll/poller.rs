@@ -83,9 +83,19 @@ impl Poller {
         loop {
             // The first tick is at once: the detector starts with the mount.
             tick.tick().await;
-            if let Err(e) = self.poll_once().await {
-                warn!("looking for changes on the drive failed: {e}");
-                self.status.lock().last_error = Some(e.to_string());
+            match self.poll_once().await {
+                Ok(()) => {}
+                Err(e @ Error::NotSupported(_)) => {
+                    warn!("this drive cannot be asked what changed ({e}): no polling; alipanfs refresh re-reads folders");
+                    let mut s = self.status.lock();
+                    s.feed = "unavailable".into();
+                    s.last_error = Some(e.to_string());
+                    return;
+                }
+                Err(e) => {
+                    warn!("looking for changes on the drive failed: {e}");
+                    self.status.lock().last_error = Some(e.to_string());
+                }
             }
         }
     }
