@@ -416,3 +416,78 @@ fn a_file_changed_on_the_drive_while_its_local_version_waits_keeps_both_versions
         .collect();
     assert_eq!(warns.len(), 2, "one WARN line each: {warns:#?}");
 }
+
+/// A kill -9 (changes the last poll did not see, and changes made while no mount ran) and a
+/// remount within `--dir-cache-ttl`: the mount shows the drive's state, not the listings the
+/// killed mount stored.
+fn remount_shows_the_drive(delta: bool) {
+    let m = mount_polling(delta, &["--poll-interval", "2"]);
+    let shared = m.path("shared");
+    use_folder(&shared);
+    let fid = |name: &str| m.remote(&format!("shared/{name}")).unwrap().file_id;
+    let sid = m.remote("shared").unwrap().file_id;
+    let emu = &m.emulator;
+    // Seen and applied before the kill.
+    emu.device(
+        "rename",
+        json!({"file_id": fid("f00.txt"), "name": "seen.txt"}),
+    )
+    .unwrap();
+    m.wait_for("the rename to show", Duration::from_secs(6), || {
+        names(&shared).contains(&"seen.txt".to_string())
+    });
+    use_folder(&shared);
+    // Made right before the kill, and while no mount runs.
+    emu.device(
+        "create",
+        json!({"parent_file_id": sid, "name": "late.txt", "content": "late"}),
+    )
+    .unwrap();
+    m.kill9();
+    emu.device(
+        "rename",
+        json!({"file_id": fid("f05.txt"), "name": "down.txt"}),
+    )
+    .unwrap();
+    emu.device(
+        "overwrite",
+        json!({"file_id": fid("f06.txt"), "content": "new while down"}),
+    )
+    .unwrap();
+    if delta {
+        emu.device("trash", json!({"file_id": fid("f07.txt")}))
+            .unwrap();
+    }
+    m.mount_again(&[]);
+    let n = names(&shared);
+    for want in ["seen.txt", "late.txt", "down.txt"] {
+        assert!(
+            n.contains(&want.to_string()),
+            "{want} missing: {n:?}\n{}",
+            m.log()
+        );
+    }
+    for gone in ["f00.txt", "f05.txt"] {
+        assert!(!n.contains(&gone.to_string()), "{gone} still shown: {n:?}");
+    }
+    if delta {
+        assert!(
+            !n.contains(&"f07.txt".to_string()),
+            "trashed f07.txt still shown: {n:?}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(shared.join("f06.txt")).unwrap(),
+        "new while down"
+    );
+}
+
+#[test]
+fn after_a_kill_and_a_remount_the_drive_state_shows_with_the_delta_feed() {
+    remount_shows_the_drive(true);
+}
+
+#[test]
+fn after_a_kill_and_a_remount_the_drive_state_shows_with_search_only() {
+    remount_shows_the_drive(false);
+}

@@ -381,7 +381,7 @@ fn run_mount(args: MountArgs, argv: Vec<std::ffi::OsString>) -> Result<()> {
     let meta = mount::open_meta(&s, &info);
     // Inside the runtime: the upload queue starts its tasks.
     let core = rt.block_on(async { mount::build_core(drive.clone(), &s, meta, cache) })?;
-    let poller = rt.block_on(async { mount::start_poller(&core, drive, &s, &mountpoint) });
+    let poller = rt.block_on(mount::start_poller(&core, drive, &s, &mountpoint));
     if let Err(e) = rt.block_on(mount::start_metrics(&s, client.clone(), &core)) {
         daemon::report_failure(&e);
         return Err(e);

@@ -256,13 +256,14 @@ pub fn build_core(
 }
 
 /// The poller of changes made on the drive elsewhere (polling only with `--poll-interval` not
-/// 0; `refresh` either way). Must run inside the tokio runtime.
-pub fn start_poller(
+/// 0; `refresh` either way); with polling, returns after the first poll (or a bound).
+pub async fn start_poller(
     core: &Arc<FsCore>,
     drive: Arc<dyn Drive>,
     s: &Settings,
     mountpoint: &Path,
 ) -> Arc<Poller> {
+    let position_file = core.config().meta.as_ref().map(|m| m.poll_position_file());
     Poller::start(
         core.clone(),
         drive,
@@ -270,8 +271,12 @@ pub fn start_poller(
             interval: s.poll_interval,
             on_change: s.on_change.clone(),
             mountpoint: mountpoint.to_path_buf(),
+            position_file,
+            // Listings stored before then have expired; a minute more for a slow last poll.
+            resume_within: s.dir_cache_ttl + s.poll_interval * 2 + Duration::from_secs(60),
         },
     )
+    .await
 }
 
 /// Start the Prometheus listener of `--metrics-listen` (nothing without it), on the runtime

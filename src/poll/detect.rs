@@ -47,6 +47,9 @@ pub struct Found {
     pub items: Vec<RemoteItem>,
     /// Ids the feed says were trashed or deleted.
     pub gone: Vec<String>,
+    /// The folders of those the feed still describes (a trashed item), so their stored listings
+    /// go even when the mount has not seen the item itself.
+    pub gone_from: Vec<String>,
     /// The feed cannot say everything that changed (a lost cursor, more changes than one poll
     /// reads): every folder in use must be revalidated.
     pub overflow: bool,
@@ -134,6 +137,21 @@ pub struct Detector {
     feed: Feed,
 }
 
+/// Where a detector is: saved by a mount after each poll, so the next mount of the drive goes
+/// on from there and learns what changed while none was running (or since a crash).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "feed", rename_all = "snake_case")]
+pub enum Position {
+    Delta {
+        cursor: String,
+    },
+    /// The newest change time seen, in milliseconds since the epoch.
+    Search {
+        at_ms: u64,
+        whole_seconds: bool,
+    },
+}
+
 impl Detector {
     /// Probes the delta feed (one call) and, without it, finds the newest change on the drive
     /// and what else changed in that second (two more calls), so the first poll reports only
@@ -164,6 +182,45 @@ impl Detector {
             }
         };
         Ok(Detector { drive, feed })
+    }
+
+    /// Goes on from where a previous mount's detector was, if the drive still offers that feed
+    /// (one probe call); else starts afresh (`start`). The first poll then reports what changed
+    /// since `pos` (an expired delta cursor reports an overflow).
+    pub async fn resume(drive: Arc<dyn Drive>, pos: Position) -> Result<Detector> {
+        let delta = match drive.last_cursor().await {
+            Ok(_) => true,
+            Err(e) if e.is_transient() => return Err(e),
+            Err(_) => false,
+        };
+        let feed = match pos {
+            Position::Delta { cursor } if delta => Feed::Delta { cursor },
+            Position::Search {
+                at_ms,
+                whole_seconds,
+            } if !delta => Feed::Search(Watermark {
+                at: Some(SystemTime::UNIX_EPOCH + Duration::from_millis(at_ms)),
+                seen: HashMap::new(),
+                whole_seconds,
+            }),
+            _ => return Detector::start(drive).await,
+        };
+        Ok(Detector { drive, feed })
+    }
+
+    /// Where this detector is now (None before a search feed has seen any change time).
+    pub fn position(&self) -> Option<Position> {
+        match &self.feed {
+            Feed::Delta { cursor } => Some(Position::Delta {
+                cursor: cursor.clone(),
+            }),
+            Feed::Search(mark) => mark.at.map(|at| Position::Search {
+                at_ms: at
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+                whole_seconds: mark.whole_seconds,
+            }),
+        }
     }
 
     pub fn kind(&self) -> FeedKind {
@@ -276,7 +333,10 @@ async fn poll_delta(drive: &dyn Drive, cursor: &mut String) -> Result<Found> {
         found.calls += 1;
         for d in page.items {
             match (d.op, d.item) {
-                (DeltaOp::Trash | DeltaOp::Delete, _) => found.gone.push(d.file_id),
+                (DeltaOp::Trash | DeltaOp::Delete, item) => {
+                    found.gone.push(d.file_id);
+                    found.gone_from.extend(item.map(|i| i.parent_file_id));
+                }
                 (_, Some(item)) => found.items.push(item),
                 (_, None) => refetch.push(d.file_id),
             }

@@ -28,6 +28,11 @@ pub struct PollConfig {
     pub interval: Duration,
     pub on_change: Option<String>,
     pub mountpoint: PathBuf,
+    /// Where the detector's position is kept across mounts (none: never kept).
+    pub position_file: Option<PathBuf>,
+    /// A saved position younger than this is gone on from; an older one is ignored (the
+    /// listings stored with it have expired).
+    pub resume_within: Duration,
 }
 
 pub struct Poller {
@@ -41,10 +46,15 @@ pub struct Poller {
     next_folder: AtomicUsize,
 }
 
+/// How long the start of a mount waits for the first poll (which catches up with what changed
+/// since the last mount); past it, the poll goes on in the background.
+const START_WAIT: Duration = Duration::from_secs(15);
+
 impl Poller {
-    /// The mount's poller; polling starts at once when the interval is not zero. Must run
-    /// inside the tokio runtime.
-    pub fn start(core: Arc<FsCore>, drive: Arc<dyn Drive>, cfg: PollConfig) -> Arc<Poller> {
+    /// The mount's poller. With polling on, the detector starts (or goes on from the last
+    /// mount's position, applying what changed since) before this returns, so the mount never
+    /// serves a stored listing older than the drive's state; then it polls every interval.
+    pub async fn start(core: Arc<FsCore>, drive: Arc<dyn Drive>, cfg: PollConfig) -> Arc<Poller> {
         let on = !cfg.interval.is_zero();
         let status = PollStatus {
             interval_secs: cfg.interval.as_secs_f64(),
@@ -61,7 +71,19 @@ impl Poller {
             next_folder: AtomicUsize::new(0),
         });
         if on {
-            tokio::spawn(poller.clone().run());
+            let first = tokio::time::timeout(START_WAIT, poller.poll_once()).await;
+            let go_on = match first {
+                Ok(result) => poller.carry_on(result),
+                Err(_) => {
+                    warn!(
+                        "looking for changes on the drive takes long; going on in the background"
+                    );
+                    true
+                }
+            };
+            if go_on {
+                tokio::spawn(poller.clone().run());
+            }
         }
         poller
     }
@@ -78,48 +100,88 @@ impl Poller {
     }
 
     async fn run(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(self.cfg.interval);
+        let start = tokio::time::Instant::now() + self.cfg.interval;
+        let mut tick = tokio::time::interval_at(start, self.cfg.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            // The first tick is at once: the detector starts with the mount.
             tick.tick().await;
-            match self.poll_once().await {
-                Ok(()) => {}
-                Err(e @ Error::NotSupported(_)) => {
-                    warn!("this drive cannot be asked what changed ({e}): no polling; alipanfs refresh re-reads folders");
-                    let mut s = self.status.lock();
-                    s.feed = "unavailable".into();
-                    s.last_error = Some(e.to_string());
-                    return;
-                }
-                Err(e) => {
-                    warn!("looking for changes on the drive failed: {e}");
-                    self.status.lock().last_error = Some(e.to_string());
-                }
+            let result = self.poll_once().await;
+            if !self.carry_on(result) {
+                return;
             }
         }
     }
 
-    /// One poll (the first one only starts the detector).
+    /// Notes a poll's failure; false when polling cannot work on this drive at all.
+    fn carry_on(&self, result: Result<()>) -> bool {
+        match result {
+            Ok(()) => true,
+            Err(e @ Error::NotSupported(_)) => {
+                warn!("this drive cannot be asked what changed ({e}): no polling; alipanfs refresh re-reads folders");
+                let mut s = self.status.lock();
+                s.feed = "unavailable".into();
+                s.last_error = Some(e.to_string());
+                false
+            }
+            Err(e) => {
+                warn!("looking for changes on the drive failed: {e}");
+                self.status.lock().last_error = Some(e.to_string());
+                true
+            }
+        }
+    }
+
+    /// Starts the detector: from the last mount's position if one is saved and young enough.
+    /// True when resumed (its first poll reports what changed since).
+    async fn start_detector(&self) -> Result<(Detector, bool)> {
+        let saved = self
+            .cfg
+            .position_file
+            .as_deref()
+            .and_then(|f| super::saved::load(f, self.cfg.resume_within));
+        let detector = match saved.clone() {
+            Some(pos) => Detector::resume(self.drive.clone(), pos).await?,
+            None => Detector::start(self.drive.clone()).await?,
+        };
+        let resumed = saved.is_some() && saved == detector.position();
+        let feed = feed_name(detector.kind());
+        info!(feed, interval = ?self.cfg.interval, resumed, "looking for changes made on the drive elsewhere");
+        self.status.lock().feed = feed.into();
+        Ok((detector, resumed))
+    }
+
+    /// One poll (the first one starts the detector, and polls only when it goes on from a
+    /// saved position).
     async fn poll_once(&self) -> Result<()> {
         let mut guard = self.detector.lock().await;
-        let Some(detector) = guard.as_mut() else {
-            let detector = Detector::start(self.drive.clone()).await?;
-            let feed = feed_name(detector.kind());
-            info!(feed, interval = ?self.cfg.interval, "looking for changes made on the drive elsewhere");
-            self.status.lock().feed = feed.into();
-            *guard = Some(detector);
-            return Ok(());
+        let detector = match guard.take() {
+            Some(detector) => guard.insert(detector),
+            None => {
+                let (detector, resumed) = self.start_detector().await?;
+                let detector = guard.insert(detector);
+                if !resumed {
+                    self.save_position(detector);
+                    return Ok(());
+                }
+                detector
+            }
         };
         let found = detector.poll().await?;
         let mut calls = found.calls;
         let mut applied = self.core.apply_remote_items(&found.items).await;
-        applied.merge(self.core.apply_remote_removals(&found.gone).await);
+        let gone = self
+            .core
+            .apply_remote_removals(&found.gone, &found.gone_from);
+        applied.merge(gone.await);
+        if found.overflow {
+            self.core.drop_all_stored_listings();
+        }
         if detector.kind() == FeedKind::Search || found.overflow {
             calls += self
                 .revalidate(detector, found.overflow, &mut applied)
                 .await;
         }
+        self.save_position(detector);
         drop(guard);
         let invalidations = self.publish(&mut applied).await;
         crate::metrics::poll(applied.changes, invalidations);
@@ -134,14 +196,20 @@ impl Poller {
         Ok(())
     }
 
+    fn save_position(&self, detector: &Detector) {
+        if let (Some(file), Some(pos)) = (&self.cfg.position_file, detector.position()) {
+            super::saved::save(file, &pos);
+        }
+    }
+
     /// Folders recounted per poll at most: about a quarter of the other-calls budget over an
     /// interval, at least two.
     fn recount_budget(&self) -> usize {
         (self.cfg.interval.as_secs_f64() * 4.0).clamp(2.0, 100.0) as usize
     }
 
-    /// Recounts folders in use, in turn (all of them after an overflow), and lists afresh those
-    /// whose count on the drive moved. Returns the calls made.
+    /// Recounts folders in use, in turn, and lists afresh those whose count on the drive moved
+    /// (after an overflow: lists all of them afresh). Returns the recount calls made.
     async fn revalidate(&self, detector: &Detector, all: bool, out: &mut Applied) -> u32 {
         let folders = self.core.cached_folders();
         if folders.is_empty() {
@@ -155,13 +223,16 @@ impl Poller {
         let start = self.next_folder.fetch_add(n, Ordering::Relaxed) % folders.len();
         let mut calls = 0;
         for (dir, id, listed) in folders.iter().cycle().skip(start).take(n) {
-            calls += 1;
-            match detector.folder_count(id).await {
-                Ok(count) if count == *listed as u64 => continue,
-                Ok(_) | Err(Error::NotSupported(_)) => {}
-                Err(e) => {
-                    debug!(dir, error = %e, "cannot recount a folder");
-                    continue;
+            // After an overflow every folder in use is read again, counted or not.
+            if !all {
+                calls += 1;
+                match detector.folder_count(id).await {
+                    Ok(count) if count == *listed as u64 => continue,
+                    Ok(_) | Err(Error::NotSupported(_)) => {}
+                    Err(e) => {
+                        debug!(dir, error = %e, "cannot recount a folder");
+                        continue;
+                    }
                 }
             }
             match self.core.relist_folder(*dir).await {

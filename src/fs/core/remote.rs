@@ -70,8 +70,12 @@ impl FsCore {
         out
     }
 
-    /// Items trashed or deleted on the drive (by file_id).
-    pub async fn apply_remote_removals(&self, ids: &[String]) -> Applied {
+    /// Items trashed or deleted on the drive (by file_id), from folders `from` (those the feed
+    /// named: their stored listings go even if the mount never saw the items).
+    pub async fn apply_remote_removals(&self, ids: &[String], from: &[String]) -> Applied {
+        for folder_id in from {
+            self.drop_stored_listing(folder_id);
+        }
         let mut out = Applied::default();
         let mut dirty = BTreeSet::new();
         for id in ids {
@@ -238,6 +242,13 @@ impl FsCore {
         self.relist(dir, &mut out).await?;
         out.changes = (out.entries.len() + out.inodes.len()) as u64;
         Ok(out)
+    }
+
+    /// Changes were missed (the feed overflowed): no stored listing can be trusted.
+    pub fn drop_all_stored_listings(&self) {
+        if let Some(meta) = &self.cfg.meta {
+            meta.drop_all_listings();
+        }
     }
 
     /// Folders whose listing is cached (in use lately) and come from the drive: inode, file_id
