@@ -504,3 +504,49 @@ fn after_a_kill_and_a_remount_the_drive_state_shows_with_the_delta_feed() {
 fn after_a_kill_and_a_remount_the_drive_state_shows_with_search_only() {
     remount_shows_the_drive(false);
 }
+
+/// A folder trashed elsewhere while a file in it (two levels down) is being written: the file
+/// lands in `lost+found` with its bytes, in the mount and on the drive.
+fn orphan_goes_to_lost_and_found(delta: bool) {
+    use std::io::Write;
+    let m = mount_polling(delta, &["--poll-interval", "2"]);
+    std::fs::create_dir_all(m.path("proj/deep")).unwrap();
+    use_folder(&m.dir);
+    let mut draft = std::fs::File::create(m.path("proj/deep/draft.txt")).unwrap();
+    draft.write_all(b"the only copy").unwrap();
+    draft.flush().unwrap();
+    let proj = m.remote("proj").unwrap().file_id;
+    m.emulator
+        .device("trash", json!({"file_id": proj}))
+        .unwrap();
+    let limit = Duration::from_secs(if delta { 6 } else { 30 });
+    m.wait_for("the draft in lost+found", limit, || {
+        m.path("lost+found/draft.txt").exists() && !m.path("proj").exists()
+    });
+    draft.write_all(b", and more").unwrap();
+    drop(draft);
+    assert_eq!(
+        std::fs::read_to_string(m.path("lost+found/draft.txt")).unwrap(),
+        "the only copy, and more"
+    );
+    let sha = alipanfs::hashing::sha1_hex(b"the only copy, and more").to_uppercase();
+    m.wait_for("the draft on the drive", Duration::from_secs(30), || {
+        m.drive_tree("lost+found").get("draft.txt") == Some(&Some(sha.clone()))
+    });
+    let log = m.full_log();
+    let warns = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("lost+found"))
+        .count();
+    assert_eq!(warns, 1, "one WARN line:\n{}", m.log());
+}
+
+#[test]
+fn a_file_waiting_in_a_folder_deleted_elsewhere_lands_in_lost_and_found_with_the_delta_feed() {
+    orphan_goes_to_lost_and_found(true);
+}
+
+#[test]
+fn a_file_waiting_in_a_folder_deleted_elsewhere_lands_in_lost_and_found_with_search_only() {
+    orphan_goes_to_lost_and_found(false);
+}

@@ -223,8 +223,9 @@ impl Poller {
         let start = self.next_folder.fetch_add(n, Ordering::Relaxed) % folders.len();
         let mut calls = 0;
         for (dir, id, listed) in folders.iter().cycle().skip(start).take(n) {
-            // After an overflow every folder in use is read again, counted or not.
-            if !all {
+            // After an overflow every folder in use is read again, and so is one the mount
+            // edited since its listing (its count cannot tell).
+            if let (false, Some(listed)) = (all, listed) {
                 calls += 1;
                 match detector.folder_count(id).await {
                     Ok(count) if count == *listed as u64 => continue,
@@ -243,12 +244,16 @@ impl Poller {
         calls
     }
 
-    /// Settles conflicts, then tells the kernel and the hook what `applied` changed; returns
-    /// the invalidations sent.
+    /// Settles conflicts and rescues files of folders deleted elsewhere, then tells the kernel
+    /// and the hook what `applied` changed; returns the invalidations sent.
     async fn publish(&self, applied: &mut Applied) -> u64 {
         if !applied.kept_local.is_empty() {
             let kept = std::mem::take(&mut applied.kept_local);
             applied.merge(self.core.resolve_conflicts(&kept).await);
+        }
+        if !applied.gone_dirs.is_empty() {
+            let gone = std::mem::take(&mut applied.gone_dirs);
+            applied.merge(self.core.rescue_orphans(&gone).await);
         }
         if applied.is_empty() {
             return 0;

@@ -67,7 +67,8 @@ impl FsCore {
             self.drive.rename(&item.file_id, &aside).await?;
             aside
         };
-        self.unbind_pending(&node, drive_later.then_some(aside.as_str()))?;
+        let to = drive_later.then_some((node.parent, aside.as_str()));
+        self.unbind_pending(&node, to)?;
         let (kept, moved) = if drive_later {
             ("the drive's version", "the local version")
         } else {
@@ -85,17 +86,22 @@ impl FsCore {
         Ok(Some(node.parent))
     }
 
-    /// The pending node stops standing for its drive item: it becomes a new local file (named
-    /// `rename_to`, if given), and its upload (or its journal entry, while still written)
-    /// replaces nothing.
-    fn unbind_pending(&self, node: &Node, rename_to: Option<&str>) -> Result<()> {
+    /// The pending node stops standing for its drive item: it becomes a new local file (in
+    /// folder `to.0` as `to.1`, if given), and its upload (or its journal entry, while still
+    /// written) replaces nothing.
+    pub(super) fn unbind_pending(&self, node: &Node, to: Option<(u64, &str)>) -> Result<()> {
         let ino = node.ino;
+        let to = match to {
+            Some((dir, name)) => Some((dir, self.folder(dir)?.file_id, name.to_string())),
+            None => None,
+        };
         let rejournal = {
             let _gate = lock(&self.upload_gate);
-            let name = rename_to.map(str::to_string);
+            let target = to.clone();
             let rejournal = self.uploads.retarget(ino, move |t| {
                 t.replaces = None;
-                if let Some(name) = name {
+                if let Some((_, folder_id, name)) = target {
+                    t.parent_file_id = folder_id;
                     t.name = name;
                 }
             });
@@ -104,9 +110,10 @@ impl FsCore {
             if let Some(n) = table.get_mut(ino) {
                 n.displaces = None;
                 n.identity = None;
-                if let Some(name) = rename_to {
-                    n.name = name.to_string();
-                    n.remote_name = name.to_string();
+                if let Some((dir, _, name)) = to {
+                    n.parent = dir;
+                    n.name = name.clone();
+                    n.remote_name = name;
                 }
             }
             rejournal

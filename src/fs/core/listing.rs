@@ -41,6 +41,9 @@ pub struct Listing {
     /// How many items the drive listed (before `.livp` halves, hidden names and local files):
     /// a folder whose count on the drive differs has changed (`FsCore::revalidate`).
     pub(super) drive_count: usize,
+    /// Edited in place by the mount since it was listed: `drive_count` no longer says what the
+    /// drive should hold.
+    edited: std::sync::atomic::AtomicBool,
 }
 
 /// The cache's expiry of a listing: `ttl` after its fetch.
@@ -79,6 +82,7 @@ impl Default for Listing {
             ),
             fresh_for: None,
             drive_count: 0,
+            edited: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -87,11 +91,22 @@ impl Listing {
     pub(super) fn get(&self, name: &str) -> Option<u64> {
         lock(&self.entries).get(name).copied()
     }
-    pub(super) fn insert(&self, name: &str, ino: u64) {
+    /// An entry as listed (while the listing is built).
+    pub(super) fn fill(&self, name: &str, ino: u64) {
         lock(&self.entries).insert(name.to_string(), ino);
+    }
+    /// An entry the mount adds in place.
+    pub(super) fn insert(&self, name: &str, ino: u64) {
+        self.fill(name, ino);
+        self.edited.store(true, Ordering::Relaxed);
     }
     pub(super) fn remove(&self, name: &str) {
         lock(&self.entries).remove(name);
+        self.edited.store(true, Ordering::Relaxed);
+    }
+    /// Whether the mount edited it since it was listed.
+    pub(super) fn is_edited(&self) -> bool {
+        self.edited.load(Ordering::Relaxed)
     }
     pub(super) fn inos(&self) -> Vec<u64> {
         lock(&self.entries).values().copied().collect()
@@ -174,13 +189,13 @@ impl FsCore {
                 continue;
             }
             let ino = table.upsert_remote(item, dir, &name);
-            listing.insert(&name, ino);
+            listing.fill(&name, ino);
             if let Some(url) = &item.download_url {
                 self.reader.offer_url(&item.file_id, url.clone());
             }
         }
         for (name, ino) in local {
-            listing.insert(&name, ino);
+            listing.fill(&name, ino);
         }
         debug!(dir, file_id = %folder.file_id, entries = listing.len(), "listed folder");
         Ok(Arc::new(listing))

@@ -28,6 +28,7 @@ mod handles;
 mod listing;
 mod livp;
 mod namespace;
+mod orphans;
 #[cfg(test)]
 mod reftest;
 mod remote;

@@ -29,6 +29,10 @@ pub struct Applied {
     /// Files with local content pending upload that the drive changed too: (inode, the
     /// drive's item). Not applied.
     pub kept_local: Vec<(u64, RemoteItem)>,
+    /// Folders that left their folder's listing: gone from the drive, or moved out of sight
+    /// (files waiting for their upload in a gone one are rescued, `rescue_orphans`): inode and
+    /// file_id.
+    pub gone_dirs: BTreeMap<u64, String>,
 }
 
 impl Applied {
@@ -42,6 +46,7 @@ impl Applied {
         self.inodes.extend(other.inodes);
         self.changes += other.changes;
         self.kept_local.extend(other.kept_local);
+        self.gone_dirs.extend(other.gone_dirs);
     }
 }
 
@@ -97,6 +102,7 @@ impl FsCore {
             if is_dir {
                 self.drop_stored_listing(id);
                 self.listings.invalidate(&ino).await;
+                out.gone_dirs.insert(ino, id.clone());
             }
             dirty.insert(parent);
             out.changes += 1;
@@ -127,11 +133,15 @@ impl FsCore {
                 return;
             }
             Some(node) => {
-                // Local content the drive has (an upload that landed): the drive's is newer.
-                table.set_local(node.ino, None);
-                let stay = parent == Some(node.parent) && node.remote_name == item.name;
-                let name = if stay { &node.name } else { &item.name };
-                table.upsert_remote(item, parent.unwrap_or(node.parent), name);
+                // A node changed after this state of the item (by the mount itself, while the
+                // poll was under way) keeps its state; the listings read below tell the truth.
+                if node.ctime <= item.updated_at {
+                    // Local content the drive has (an upload that landed): the drive's is newer.
+                    table.set_local(node.ino, None);
+                    let stay = parent == Some(node.parent) && node.remote_name == item.name;
+                    let name = if stay { &node.name } else { &item.name };
+                    table.upsert_remote(item, parent.unwrap_or(node.parent), name);
+                }
                 out.inodes.insert(node.ino);
                 if !node.is_detached() {
                     out.entries.insert((node.parent, node.name.clone()));
@@ -210,7 +220,7 @@ impl FsCore {
         if changed > 0 {
             out.folders.insert(dir);
         }
-        self.free_gone(dir, &before, &after);
+        self.free_gone(dir, &before, &after, &mut out.gone_dirs);
         Ok(())
     }
 
@@ -226,13 +236,24 @@ impl FsCore {
 
     /// Nodes folder `dir` listed before and no longer does: freed unless something holds them
     /// (or they moved to another folder meanwhile).
-    fn free_gone(&self, dir: u64, before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) {
+    /// Folders among them go to `gone_dirs`.
+    fn free_gone(
+        &self,
+        dir: u64,
+        before: &BTreeMap<String, u64>,
+        after: &BTreeMap<String, u64>,
+        gone_dirs: &mut BTreeMap<u64, String>,
+    ) {
         let kept: HashSet<u64> = after.values().copied().collect();
         let mut table = lock(&self.table);
         for ino in before.values().filter(|i| !kept.contains(i)) {
-            if table.get(*ino).is_some_and(|n| n.parent == dir) {
-                table.free_if_unreferenced(*ino);
+            let Some(n) = table.get(*ino).filter(|n| n.parent == dir) else {
+                continue;
+            };
+            if n.is_dir() {
+                gone_dirs.insert(*ino, n.file_id.clone());
             }
+            table.free_if_unreferenced(*ino);
         }
     }
 
@@ -252,15 +273,16 @@ impl FsCore {
     }
 
     /// Folders whose listing is cached (in use lately) and come from the drive: inode, file_id
-    /// and how many items the drive listed, by inode.
-    pub fn cached_folders(&self) -> Vec<(u64, String, usize)> {
-        let cached: Vec<(u64, usize)> = self
+    /// and how many items the drive listed (None: the mount edited the listing since, so the
+    /// count cannot tell), by inode.
+    pub fn cached_folders(&self) -> Vec<(u64, String, Option<usize>)> {
+        let cached: Vec<(u64, Option<usize>)> = self
             .listings
             .iter()
-            .map(|(dir, listing)| (*dir, listing.drive_count))
+            .map(|(dir, l)| (*dir, (!l.is_edited()).then_some(l.drive_count)))
             .collect();
         let table = lock(&self.table);
-        let mut out: Vec<(u64, String, usize)> = cached
+        let mut out: Vec<(u64, String, Option<usize>)> = cached
             .into_iter()
             .filter_map(|(dir, count)| {
                 let n = table.get(dir)?;
