@@ -7,6 +7,8 @@
 //! folder with writes not yet on the drive is not stored (`listing_ticket`), so after a remount
 //! the disk shows nothing older than what the mount itself did.
 
+use std::sync::atomic::AtomicUsize;
+
 use super::*;
 
 /// What readdir sorts a folder's entries by (ties: by name).
@@ -40,10 +42,11 @@ pub struct Listing {
     fresh_for: Option<Duration>,
     /// How many items the drive listed (before `.livp` halves, hidden names and local files):
     /// a folder whose count on the drive differs has changed (`FsCore::revalidate`).
-    pub(super) drive_count: usize,
-    /// Edited in place by the mount since it was listed: `drive_count` no longer says what the
-    /// drive should hold.
-    edited: std::sync::atomic::AtomicBool,
+    drive_count: AtomicUsize,
+    /// Edits the mount made in place, counted, and their count when the entries last were the
+    /// drive's answer: after an edit, `drive_count` no longer says what the drive should hold.
+    edits: AtomicU64,
+    clean_at: AtomicU64,
 }
 
 /// The cache's expiry of a listing: `ttl` after its fetch.
@@ -81,8 +84,9 @@ impl Default for Listing {
                 BTreeMap::new(),
             ),
             fresh_for: None,
-            drive_count: 0,
-            edited: std::sync::atomic::AtomicBool::new(false),
+            drive_count: AtomicUsize::new(0),
+            edits: AtomicU64::new(0),
+            clean_at: AtomicU64::new(0),
         }
     }
 }
@@ -98,15 +102,44 @@ impl Listing {
     /// An entry the mount adds in place.
     pub(super) fn insert(&self, name: &str, ino: u64) {
         self.fill(name, ino);
-        self.edited.store(true, Ordering::Relaxed);
+        self.edits.fetch_add(1, Ordering::SeqCst);
     }
     pub(super) fn remove(&self, name: &str) {
         lock(&self.entries).remove(name);
-        self.edited.store(true, Ordering::Relaxed);
+        self.edits.fetch_add(1, Ordering::SeqCst);
     }
-    /// Whether the mount edited it since it was listed.
-    pub(super) fn is_edited(&self) -> bool {
-        self.edited.load(Ordering::Relaxed)
+    pub(super) fn edits(&self) -> u64 {
+        self.edits.load(Ordering::SeqCst)
+    }
+    /// How many items the drive listed, unless the mount edited the entries since (then the
+    /// count cannot tell whether the drive changed).
+    pub(super) fn drive_count(&self) -> Option<usize> {
+        (self.edits() == self.clean_at.load(Ordering::SeqCst))
+            .then(|| self.drive_count.load(Ordering::SeqCst))
+    }
+    /// Brings in what the drive changed between `base` (the entries when a list call began,
+    /// after `edits_then` edits) and `fresh` (its answer), keeping the edits the mount made
+    /// meanwhile (whether the list call saw their drive side or not).
+    pub(super) fn merge(&self, base: &BTreeMap<String, u64>, fresh: &Listing, edits_then: u64) {
+        let fresh_entries = fresh.snapshot();
+        {
+            let mut entries = lock(&self.entries);
+            for (name, ino) in base {
+                if fresh_entries.get(name) != Some(ino) && entries.get(name) == Some(ino) {
+                    entries.remove(name);
+                }
+            }
+            for (name, ino) in &fresh_entries {
+                if base.get(name) != Some(ino) {
+                    entries.insert(name.clone(), *ino);
+                }
+            }
+        }
+        let count = fresh.drive_count.load(Ordering::SeqCst);
+        self.drive_count.store(count, Ordering::SeqCst);
+        if self.edits() == edits_then {
+            self.clean_at.store(edits_then, Ordering::SeqCst);
+        }
     }
     pub(super) fn inos(&self) -> Vec<u64> {
         lock(&self.entries).values().copied().collect()
@@ -165,7 +198,7 @@ impl FsCore {
         let display = names::display_names(&items);
         let listing = Listing {
             fresh_for,
-            drive_count,
+            drive_count: AtomicUsize::new(drive_count),
             ..Listing::default()
         };
         let resumed = self.take_resumed(&folder.file_id);
@@ -433,5 +466,46 @@ impl FsCore {
             drop(strong);
             tokio::time::sleep(SPACE_REFRESH).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listing(entries: &[(&str, u64)], count: usize) -> Listing {
+        let l = Listing {
+            drive_count: AtomicUsize::new(count),
+            ..Listing::default()
+        };
+        for (name, ino) in entries {
+            l.fill(name, *ino);
+        }
+        l
+    }
+
+    #[test]
+    fn a_merge_brings_the_drives_changes_and_keeps_the_mounts_edits_made_meanwhile() {
+        let cached = listing(&[("a", 2), ("b", 3), ("c", 4)], 3);
+        let base = cached.snapshot();
+        let edits = cached.edits();
+        // While the list call runs, the mount renames c to d and creates e.
+        cached.remove("c");
+        cached.insert("d", 4);
+        cached.insert("e", 5);
+        // The drive's answer: b renamed to b2, f new, and c not yet renamed.
+        let fresh = listing(&[("a", 2), ("b2", 3), ("c", 4), ("f", 6)], 4);
+        cached.merge(&base, &fresh, edits);
+        let want: BTreeMap<String, u64> = [("a", 2), ("b2", 3), ("d", 4), ("e", 5), ("f", 6)]
+            .into_iter()
+            .map(|(n, i)| (n.to_string(), i))
+            .collect();
+        assert_eq!(cached.snapshot(), want);
+        // Edited meanwhile: its count cannot tell until a merge with no edit under way.
+        assert_eq!(cached.drive_count(), None);
+        let (base, edits) = (cached.snapshot(), cached.edits());
+        cached.merge(&base, &listing(&[("a", 2)], 1), edits);
+        assert_eq!(cached.drive_count(), Some(1));
+        assert_eq!(cached.snapshot().len(), 1);
     }
 }

@@ -190,19 +190,30 @@ impl FsCore {
         }
     }
 
-    /// Lists folder `dir` afresh now (not from the stored listing), replacing its cached
-    /// listing; the names and nodes that differ go to `out`.
+    /// Lists folder `dir` afresh now (not from the stored listing) and brings the drive's
+    /// changes into its cached listing, keeping edits the mount makes meanwhile (an operation
+    /// under way keeps its hold on the same listing); the names and nodes that differ go to
+    /// `out`.
     pub(super) async fn relist(&self, dir: u64, out: &mut Applied) -> Result<()> {
         let folder = self.folder(dir)?;
         self.drop_stored_listing(&folder.file_id);
-        let before = match self.listings.get(&dir).await {
-            Some(listing) => listing.snapshot(),
-            None => BTreeMap::new(),
+        let cached = self.listings.get(&dir).await;
+        let (before, edits_then) = match &cached {
+            Some(listing) => (listing.snapshot(), listing.edits()),
+            None => (BTreeMap::new(), 0),
         };
         let shown_before = self.shown(before.values());
         let fresh = self.load_listing(dir).await?;
-        self.listings.insert(dir, fresh.clone()).await;
-        let after = fresh.snapshot();
+        let after = match cached {
+            Some(listing) => {
+                listing.merge(&before, &fresh, edits_then);
+                listing.snapshot()
+            }
+            None => {
+                self.listings.insert(dir, fresh.clone()).await;
+                fresh.snapshot()
+            }
+        };
         let shown_after = self.shown(after.values());
         let mut changed = 0;
         for (name, ino) in before.iter().chain(after.iter()) {
@@ -279,7 +290,7 @@ impl FsCore {
         let cached: Vec<(u64, Option<usize>)> = self
             .listings
             .iter()
-            .map(|(dir, l)| (*dir, (!l.is_edited()).then_some(l.drive_count)))
+            .map(|(dir, l)| (*dir, l.drive_count()))
             .collect();
         let table = lock(&self.table);
         let mut out: Vec<(u64, String, Option<usize>)> = cached
