@@ -344,6 +344,11 @@ fn an_idle_poll_on_a_ten_thousand_entry_tree_costs_at_most_three_calls() {
         spent.total() as f64 / n as f64
     );
     assert!(n >= 8, "only {n} polls in 10 s");
+    let text = sh(&format!("{BIN} status {}", m.dir.display()));
+    assert!(
+        text.contains("changes elsewhere: every 1s by search+revalidation; last poll"),
+        "{text}"
+    );
     assert!(spent.total() <= 3 * (n + 1), "{spent:?} for {n} polls");
 }
 

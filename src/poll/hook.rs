@@ -32,13 +32,18 @@ async fn run(cmd: &str, mountpoint: &Path, folders: &[String]) -> std::io::Resul
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn()?;
-    if let Some(mut stdin) = child.stdin.take() {
-        let mut text = folders.join("\n");
-        text.push('\n');
-        // A command that does not read its input is not an error.
-        let _ = stdin.write_all(text.as_bytes()).await;
-    }
-    let status = tokio::time::timeout(HOOK_TIMEOUT, child.wait())
+    let stdin = child.stdin.take();
+    let run = async {
+        if let Some(mut stdin) = stdin {
+            let mut text = folders.join("\n");
+            text.push('\n');
+            // A command that does not read its input is not an error.
+            let _ = stdin.write_all(text.as_bytes()).await;
+        }
+        child.wait().await
+    };
+    // On timeout the child is dropped, and so killed (`kill_on_drop`).
+    let status = tokio::time::timeout(HOOK_TIMEOUT, run)
         .await
         .map_err(|_| {
             std::io::Error::other(format!("still running after {HOOK_TIMEOUT:?}; killed"))
