@@ -555,3 +555,51 @@ fn a_file_waiting_in_a_folder_deleted_elsewhere_lands_in_lost_and_found_with_the
 fn a_file_waiting_in_a_folder_deleted_elsewhere_lands_in_lost_and_found_with_search_only() {
     orphan_goes_to_lost_and_found(false);
 }
+
+/// The local version is closed and queued, but its upload cannot land (the drive is full):
+/// the drive's later change keeps the name; the queued upload goes to the conflict name and
+/// lands there once it can.
+#[test]
+fn a_queued_upload_whose_file_changed_on_the_drive_lands_beside_it() {
+    let m = mount_polling(true, &["--poll-interval", "2"]);
+    let shared = m.path("shared");
+    use_folder(&shared);
+    let id = m.remote("shared/f09.txt").unwrap().file_id;
+    m.emulator.set_quota(1);
+    std::fs::write(shared.join("f09.txt"), b"queued local version").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    m.emulator
+        .device(
+            "overwrite",
+            json!({"file_id": id, "content": "drive version"}),
+        )
+        .unwrap();
+    let conflict = || -> Option<String> {
+        names(&shared)
+            .into_iter()
+            .find(|n| n.starts_with("f09 (conflict ") && n.ends_with(").txt"))
+    };
+    m.wait_for("the conflict copy", Duration::from_secs(10), || {
+        conflict().is_some()
+    });
+    let c = conflict().unwrap();
+    m.emulator.set_quota(u64::MAX / 2);
+    let sha = |s: &str| Some(alipanfs::hashing::sha1_hex(s.as_bytes()).to_uppercase());
+    m.wait_for(
+        "both versions on the drive",
+        Duration::from_secs(60),
+        || {
+            let t = m.drive_tree("shared");
+            t.get("f09.txt") == Some(&sha("drive version"))
+                && t.get(&c) == Some(&sha("queued local version"))
+        },
+    );
+    assert_eq!(
+        std::fs::read_to_string(shared.join("f09.txt")).unwrap(),
+        "drive version"
+    );
+    assert_eq!(
+        std::fs::read_to_string(shared.join(&c)).unwrap(),
+        "queued local version"
+    );
+}

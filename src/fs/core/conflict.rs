@@ -56,7 +56,9 @@ impl FsCore {
     ) -> Result<Option<u64>> {
         let node = self.node(ino)?;
         let new_content = node.identity.as_deref() != Some(&crate::cache::identity_of(item));
-        if node.file_id != item.file_id || !self.has_pending_content(&node) || !new_content {
+        // A copy opened for writing and not written is no version of its own.
+        let unsaved = self.holds_unsaved_version(&node);
+        if node.file_id != item.file_id || !unsaved || !new_content {
             return Ok(None);
         }
         let drive_later = item.updated_at >= node.mtime;

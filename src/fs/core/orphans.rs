@@ -49,7 +49,7 @@ impl FsCore {
             .into_iter()
             .filter_map(|ino| {
                 let node = table.get(ino)?;
-                if !self.has_pending_content(node) {
+                if !self.holds_unsaved_version(node) {
                     return None;
                 }
                 let mut at = node.parent;

@@ -111,11 +111,17 @@ impl FsCore {
         out
     }
 
-    /// True when `node` has content written through the mount that the drive does not have.
+    /// True when `node` has content open for writing, or written and waiting for its upload:
+    /// a change the drive reports must not replace it.
     pub(super) fn has_pending_content(&self, node: &Node) -> bool {
-        node.local
-            .as_ref()
-            .is_some_and(|c| c.is_dirty() || !c.is_sealed() || self.uploads.is_pending(node.ino))
+        node.local.as_ref().is_some_and(|c| !c.is_sealed()) || self.uploads.is_pending(node.ino)
+    }
+
+    /// True when `node` holds a version of its own that the drive does not have yet (written,
+    /// not only opened for writing).
+    pub(super) fn holds_unsaved_version(&self, node: &Node) -> bool {
+        let written = node.local.as_ref().is_some_and(|c| c.is_dirty());
+        written && self.has_pending_content(node)
     }
 
     /// One changed item: its node follows it, and the folders it left and joined are noted.
