@@ -247,14 +247,7 @@ impl Poller {
     /// Settles conflicts and rescues files of folders deleted elsewhere, then tells the kernel
     /// and the hook what `applied` changed; returns the invalidations sent.
     async fn publish(&self, applied: &mut Applied) -> u64 {
-        if !applied.kept_local.is_empty() {
-            let kept = std::mem::take(&mut applied.kept_local);
-            applied.merge(self.core.resolve_conflicts(&kept).await);
-        }
-        if !applied.gone_dirs.is_empty() {
-            let gone = std::mem::take(&mut applied.gone_dirs);
-            applied.merge(self.core.rescue_orphans(&gone).await);
-        }
+        self.core.settle_remote(applied).await;
         if applied.is_empty() {
             return 0;
         }

@@ -111,6 +111,20 @@ impl FsCore {
         out
     }
 
+    /// Settles what a batch of changes left (`Applied::kept_local`, `Applied::gone_dirs`):
+    /// conflicts with versions waiting for their upload (`conflict`), and files waiting in
+    /// folders deleted elsewhere (`orphans`).
+    pub async fn settle_remote(&self, applied: &mut Applied) {
+        if !applied.kept_local.is_empty() {
+            let kept = std::mem::take(&mut applied.kept_local);
+            applied.merge(self.resolve_conflicts(&kept).await);
+        }
+        if !applied.gone_dirs.is_empty() {
+            let gone = std::mem::take(&mut applied.gone_dirs);
+            applied.merge(self.rescue_orphans(&gone).await);
+        }
+    }
+
     /// True when `node` has content open for writing, or written and waiting for its upload:
     /// a change the drive reports must not replace it.
     pub(super) fn has_pending_content(&self, node: &Node) -> bool {
