@@ -382,6 +382,11 @@ impl MountOptions {
                     .into(),
             ));
         }
+        if !settings.poll_interval.is_zero() && settings.poll_interval < Duration::from_secs(1) {
+            return Err(Error::Config(
+                "--poll-interval must be 0 (off) or at least 1 second".into(),
+            ));
+        }
         if settings.memory_limit < 8 << 20 {
             return Err(Error::Config("--memory-limit must be at least 8M".into()));
         }

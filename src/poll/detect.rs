@@ -145,11 +145,24 @@ pub enum Position {
     Delta {
         cursor: String,
     },
-    /// The newest change time seen, in milliseconds since the epoch.
+    /// The newest change time seen, in milliseconds since the epoch, and the items seen at or
+    /// after where the next query starts (id, `updated_at` in ms), so a new mount does not take
+    /// them for news.
     Search {
         at_ms: u64,
         whole_seconds: bool,
+        #[serde(default)]
+        seen: Vec<(String, u64)>,
     },
+}
+
+fn to_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn from_ms(ms: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
 }
 
 impl Detector {
@@ -187,7 +200,8 @@ impl Detector {
     /// Goes on from where a previous mount's detector was, if the drive still offers that feed
     /// (one probe call); else starts afresh (`start`). The first poll then reports what changed
     /// since `pos` (an expired delta cursor reports an overflow).
-    pub async fn resume(drive: Arc<dyn Drive>, pos: Position) -> Result<Detector> {
+    /// True with it when it goes on from `pos`.
+    pub async fn resume(drive: Arc<dyn Drive>, pos: Position) -> Result<(Detector, bool)> {
         let delta = match drive.last_cursor().await {
             Ok(_) => true,
             Err(e) if e.is_transient() => return Err(e),
@@ -198,14 +212,15 @@ impl Detector {
             Position::Search {
                 at_ms,
                 whole_seconds,
+                seen,
             } if !delta => Feed::Search(Watermark {
-                at: Some(SystemTime::UNIX_EPOCH + Duration::from_millis(at_ms)),
-                seen: HashMap::new(),
+                at: Some(from_ms(at_ms)),
+                seen: seen.into_iter().map(|(id, t)| (id, from_ms(t))).collect(),
                 whole_seconds,
             }),
-            _ => return Detector::start(drive).await,
+            _ => return Ok((Detector::start(drive).await?, false)),
         };
-        Ok(Detector { drive, feed })
+        Ok((Detector { drive, feed }, true))
     }
 
     /// Where this detector is now (None before a search feed has seen any change time).
@@ -215,10 +230,13 @@ impl Detector {
                 cursor: cursor.clone(),
             }),
             Feed::Search(mark) => mark.at.map(|at| Position::Search {
-                at_ms: at
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64),
+                at_ms: to_ms(at),
                 whole_seconds: mark.whole_seconds,
+                seen: mark
+                    .seen
+                    .iter()
+                    .map(|(id, t)| (id.clone(), to_ms(*t)))
+                    .collect(),
             }),
         }
     }

@@ -139,11 +139,10 @@ impl Poller {
             .position_file
             .as_deref()
             .and_then(|f| super::saved::load(f, self.cfg.resume_within));
-        let detector = match saved.clone() {
+        let (detector, resumed) = match saved {
             Some(pos) => Detector::resume(self.drive.clone(), pos).await?,
-            None => Detector::start(self.drive.clone()).await?,
+            None => (Detector::start(self.drive.clone()).await?, false),
         };
-        let resumed = saved.is_some() && saved == detector.position();
         let feed = feed_name(detector.kind());
         info!(feed, interval = ?self.cfg.interval, resumed, "looking for changes made on the drive elsewhere");
         self.status.lock().feed = feed.into();

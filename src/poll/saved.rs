@@ -64,6 +64,7 @@ mod tests {
         let pos = Position::Search {
             at_ms: 1_714_557_600_500,
             whole_seconds: false,
+            seen: vec![("65a1f0c2".into(), 1_714_557_600_500)],
         };
         assert_eq!(load(&path, Duration::from_secs(60)), None);
         save(&path, &pos);

@@ -15,6 +15,10 @@ use super::*;
 /// dropped from the cache and listed when next used.
 const MAX_RELISTS: usize = 32;
 
+/// A listing the mount edited in place is listed again by the revalidation (its count cannot
+/// tell) only up to this many entries.
+const MAX_EDITED_RELIST: usize = 1000;
+
 /// What applying a batch of remote changes did.
 #[derive(Debug, Default)]
 pub struct Applied {
@@ -305,12 +309,16 @@ impl FsCore {
 
     /// Folders whose listing is cached (in use lately) and come from the drive: inode, file_id
     /// and how many items the drive listed (None: the mount edited the listing since, so the
-    /// count cannot tell), by inode.
+    /// count cannot tell), by inode. An edited listing of more than `MAX_EDITED_RELIST`
+    /// entries is left out: listing it again at every poll while the mount writes into it
+    /// would cost too much (it is listed again at its TTL).
     pub fn cached_folders(&self) -> Vec<(u64, String, Option<usize>)> {
         let cached: Vec<(u64, Option<usize>)> = self
             .listings
             .iter()
-            .map(|(dir, l)| (*dir, l.drive_count()))
+            .map(|(dir, l)| (*dir, l.drive_count(), l.len()))
+            .filter(|(_, count, len)| count.is_some() || *len <= MAX_EDITED_RELIST)
+            .map(|(dir, count, _)| (dir, count))
             .collect();
         let table = lock(&self.table);
         let mut out: Vec<(u64, String, Option<usize>)> = cached
