@@ -454,7 +454,19 @@ fn remount_shows_the_drive(delta: bool) {
     m.wait_for("the rename to show", Duration::from_secs(6), || {
         names(&shared).contains(&"seen.txt".to_string())
     });
+    // A folder no other change touches, holding a file trashed while no mount runs.
+    let other = m.path("other");
+    let oid = m.remote("other").unwrap().file_id;
+    emu.device(
+        "create",
+        json!({"parent_file_id": oid, "name": "o.txt", "content": "o"}),
+    )
+    .unwrap();
+    m.wait_for("o.txt to show", Duration::from_secs(6), || {
+        names(&other).contains(&"o.txt".to_string())
+    });
     use_folder(&shared);
+    use_folder(&other);
     // Made right before the kill, and while no mount runs.
     emu.device(
         "create",
@@ -472,10 +484,10 @@ fn remount_shows_the_drive(delta: bool) {
         json!({"file_id": fid("f06.txt"), "content": "new while down"}),
     )
     .unwrap();
-    if delta {
-        emu.device("trash", json!({"file_id": fid("f07.txt")}))
-            .unwrap();
-    }
+    emu.device("trash", json!({"file_id": fid("f07.txt")}))
+        .unwrap();
+    let o = m.remote("other/o.txt").unwrap().file_id;
+    emu.device("trash", json!({"file_id": o})).unwrap();
     m.mount_again(&[]);
     let n = names(&shared);
     for want in ["seen.txt", "late.txt", "down.txt"] {
@@ -488,11 +500,17 @@ fn remount_shows_the_drive(delta: bool) {
     for gone in ["f00.txt", "f05.txt"] {
         assert!(!n.contains(&gone.to_string()), "{gone} still shown: {n:?}");
     }
+    assert!(
+        !n.contains(&"f07.txt".to_string()),
+        "trashed f07.txt still shown: {n:?}"
+    );
     if delta {
-        assert!(
-            !n.contains(&"f07.txt".to_string()),
-            "trashed f07.txt still shown: {n:?}"
-        );
+        assert_eq!(names(&other), Vec::<String>::new());
+    } else {
+        // Search sees no trash: the folder, listed from the store, is recounted by a poll.
+        m.wait_for("the trash made while down", Duration::from_secs(10), || {
+            names(&other).is_empty()
+        });
     }
     assert_eq!(
         std::fs::read_to_string(shared.join("f06.txt")).unwrap(),
