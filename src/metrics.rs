@@ -35,6 +35,9 @@ struct Process {
     cache_hits: Counter,
     cache_misses: Counter,
     passthrough_opens: Counter,
+    polls: Counter,
+    remote_changes: Counter,
+    invalidations: Counter,
 }
 
 static PROCESS: LazyLock<Process> = LazyLock::new(Process::default);
@@ -81,6 +84,28 @@ pub fn cache_blocks_missed(start: u64, len: u64) {
 /// An open answered with kernel passthrough on a cache file.
 pub fn passthrough_open() {
     PROCESS.passthrough_opens.inc();
+}
+
+/// One look for changes made on the drive elsewhere, with the changes it applied and the
+/// kernel invalidations it sent.
+pub fn poll(changes: u64, invalidations: u64) {
+    PROCESS.polls.inc();
+    remote_changes(changes, invalidations);
+}
+
+/// Changes made elsewhere applied outside a poll (`alipanfs refresh`).
+pub fn remote_changes(changes: u64, invalidations: u64) {
+    PROCESS.remote_changes.inc_by(changes);
+    PROCESS.invalidations.inc_by(invalidations);
+}
+
+/// (polls, remote changes applied, kernel invalidations sent) since the process started.
+pub fn poll_counts() -> (u64, u64, u64) {
+    (
+        PROCESS.polls.get(),
+        PROCESS.remote_changes.get(),
+        PROCESS.invalidations.get(),
+    )
 }
 
 /// (block hits, block misses, passthrough opens) since the process started.
@@ -199,6 +224,21 @@ fn registry(client: Arc<Client>, uploads: Arc<UploadQueue>) -> Registry {
         "passthrough_opens",
         "Opens answered with kernel passthrough on a fully cached file (reads bypass the daemon).",
         p.passthrough_opens.clone(),
+    );
+    r.register(
+        "polls",
+        "Looks for changes made on the drive elsewhere (--poll-interval).",
+        p.polls.clone(),
+    );
+    r.register(
+        "remote_changes_applied",
+        "Changes made on the drive elsewhere applied to the mount (by polls and refresh).",
+        p.remote_changes.clone(),
+    );
+    r.register(
+        "kernel_invalidations",
+        "Kernel cache invalidations sent for changes made elsewhere.",
+        p.invalidations.clone(),
     );
     r.register_collector(Box::new(Live { client, uploads }));
     r

@@ -18,7 +18,7 @@ fn start_login(args: &[String]) -> (Child, mpsc::Receiver<String>) {
     let mut child = Command::new(BIN)
         .arg("login")
         .args(args)
-        .arg("--poll-interval")
+        .arg("--qr-poll-interval")
         .arg("0.2")
         .env_remove("ALIPANFS_CONFIG")
         .env("XDG_CONFIG_HOME", "/nonexistent")

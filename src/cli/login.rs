@@ -32,7 +32,7 @@ pub struct LoginArgs {
     pub timeout: f64,
     /// Seconds between two looks at the code's status.
     #[arg(long, value_name = "SECONDS", default_value_t = 1.0, hide = true)]
-    pub poll_interval: f64,
+    pub qr_poll_interval: f64,
     #[command(flatten)]
     pub options: MountOptions,
 }
@@ -67,7 +67,7 @@ async fn login(args: LoginArgs) -> Result<()> {
     let settings = super::settings(args.options, &[], args.config)?;
     let deadline = Duration::try_from_secs_f64(args.timeout)
         .map_err(|_| Error::Config("--timeout must be a number of seconds ≥ 0".into()))?;
-    let poll = Duration::try_from_secs_f64(args.poll_interval)
+    let poll = Duration::try_from_secs_f64(args.qr_poll_interval)
         .unwrap_or(Duration::from_secs(1))
         .max(Duration::from_millis(100));
     let flow = flow(&settings);

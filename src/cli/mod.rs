@@ -45,6 +45,9 @@ pub enum Command {
     Status(StatusArgs),
     /// Wait until files closed before the call are on the drive and verified.
     Sync(SyncArgs),
+    /// Re-read folders from the drive now (changes made elsewhere show at once); exit 0 once
+    /// they are visible.
+    Refresh(RefreshArgs),
     /// Change a running mount's settings: bwlimit-download=RATE, bwlimit-upload=RATE (10M =
     /// 10 MiB/s, 0 = off), log-level=LEVEL.
     Set(SetArgs),
@@ -105,6 +108,13 @@ pub struct SyncArgs {
     /// Give up after this many seconds, naming what is still uploading (exit 1).
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<f64>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RefreshArgs {
+    /// Folders inside a mount (a file: its folder) [default: the root of the mount of the
+    /// current directory].
+    pub paths: Vec<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -228,6 +238,7 @@ pub fn main() -> i32 {
         }
         Command::Sync(a) => return crate::control::client::sync(&a.paths, a.timeout),
         Command::Set(a) => return crate::control::client::set(&a.mountpoint, &a.settings),
+        Command::Refresh(a) => return crate::control::client::refresh(&a.paths),
         Command::Login(a) => return login::main(a),
         _ => {}
     }
@@ -274,7 +285,11 @@ fn settings(cli: MountOptions, o: &[String], config: Option<PathBuf>) -> Result<
 fn run(cli: Cli, argv: Vec<std::ffi::OsString>) -> Result<()> {
     match cli.command {
         Command::Mount(args) => run_mount(args, argv),
-        Command::Status(_) | Command::Sync(_) | Command::Set(_) | Command::Login(_) => Ok(()), // handled in `main`
+        Command::Status(_)
+        | Command::Sync(_)
+        | Command::Refresh(_)
+        | Command::Set(_)
+        | Command::Login(_) => Ok(()), // handled in `main`
         Command::Emulator(args) => run_emulator(args),
         Command::About(args) => run_about(args),
         Command::Token(TokenCommand::Set { token_file }) => {
@@ -365,7 +380,7 @@ fn run_mount(args: MountArgs, argv: Vec<std::ffi::OsString>) -> Result<()> {
     let cache = mount::open_data_cache(&s, &namespace);
     let meta = mount::open_meta(&s, &info);
     // Inside the runtime: the upload queue starts its tasks.
-    let core = rt.block_on(async { mount::build_core(drive, &s, meta, cache) })?;
+    let core = rt.block_on(async { mount::build_core(drive.clone(), &s, meta, cache) })?;
     // The drive's free space is known before the first write, so a write past the quota gets
     // ENOSPC at once (it was accepted, then retried for ever, when it came before this call).
     let space =
@@ -379,6 +394,7 @@ fn run_mount(args: MountArgs, argv: Vec<std::ffi::OsString>) -> Result<()> {
             "the drive's free space did not come within 10 s; writes are checked against it once known"
         ),
     }
+    let poller = rt.block_on(mount::start_poller(&core, drive, &s, &mountpoint));
     if let Err(e) = rt.block_on(mount::start_metrics(&s, client.clone(), &core)) {
         daemon::report_failure(&e);
         return Err(e);
@@ -387,13 +403,13 @@ fn run_mount(args: MountArgs, argv: Vec<std::ffi::OsString>) -> Result<()> {
     // once the mount has ended and its uploads drained.
     let _control = rt
         .block_on(async {
-            crate::control::server::start(core.clone(), client.clone(), &mountpoint)
+            crate::control::server::start(core.clone(), client.clone(), poller.clone(), &mountpoint)
         })
         .inspect_err(|e| {
             tracing::warn!("no control socket (status and sync will not see this mount): {e}")
         })
         .ok();
-    let result = mount::serve(&rt, core, &mountpoint, &s, || {
+    let result = mount::serve(&rt, core, &mountpoint, &s, &poller, || {
         notify::ready();
         daemon::report_ready();
     });

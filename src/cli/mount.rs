@@ -19,6 +19,7 @@ use crate::fs::fuse::FuseAdapter;
 use crate::fs::{FsConfig, FsCore};
 use crate::meta::MetaStore;
 use crate::platform::{self, is_mounted};
+use crate::poll::{PollConfig, Poller};
 use crate::read::{ReadConfig, Reader};
 use crate::write::{Staging, UploadConfig, UploadQueue};
 
@@ -254,6 +255,30 @@ pub fn build_core(
     Ok(FsCore::new(drive, cfg, reader, staging, uploads))
 }
 
+/// The poller of changes made on the drive elsewhere (polling only with `--poll-interval` not
+/// 0; `refresh` either way); with polling, returns after the first poll (or a bound).
+pub async fn start_poller(
+    core: &Arc<FsCore>,
+    drive: Arc<dyn Drive>,
+    s: &Settings,
+    mountpoint: &Path,
+) -> Arc<Poller> {
+    let position_file = core.config().meta.as_ref().map(|m| m.poll_position_file());
+    Poller::start(
+        core.clone(),
+        drive,
+        PollConfig {
+            interval: s.poll_interval,
+            on_change: s.on_change.clone(),
+            mountpoint: mountpoint.to_path_buf(),
+            position_file,
+            // Listings stored before then have expired; a minute more for a slow last poll.
+            resume_within: s.dir_cache_ttl + s.poll_interval * 2 + Duration::from_secs(60),
+        },
+    )
+    .await
+}
+
 /// Start the Prometheus listener of `--metrics-listen` (nothing without it), on the runtime
 /// this is called on. An address that cannot be bound fails the mount with one line naming it.
 pub async fn start_metrics(
@@ -301,6 +326,7 @@ pub fn serve(
     core: Arc<FsCore>,
     mountpoint: &Path,
     s: &Settings,
+    poller: &Poller,
     ready: impl FnOnce(),
 ) -> Result<()> {
     let passthrough = core.data_cache().is_some() && crate::fs::passthrough::allowed(s.passthrough);
@@ -317,6 +343,7 @@ pub fn serve(
             mountpoint.display()
         ))
     })?;
+    poller.kernel().set(session.notifier());
     let background = session
         .spawn()
         .map_err(|e| Error::Config(format!("cannot start the FUSE session: {e}")))?;

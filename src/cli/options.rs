@@ -210,6 +210,15 @@ mount_options! {
     #[arg(long, value_parser = crate::api::bwlimit::parse_rate, value_name = "RATE")]
     #[serde(deserialize_with = "values::de_size")]
     bwlimit_upload: u64;
+    /// Seconds between looks for changes made on the drive elsewhere (the phone app, the web,
+    /// another computer), which then show in the mount by themselves; 0 = off [default: 60].
+    #[arg(long, value_name = "SECONDS")]
+    poll_interval: f64;
+    /// Command run (`sh -c`) once after a poll or `alipanfs refresh` finds changes, with the
+    /// changed folders' paths (relative to the mount root) one per line on stdin and
+    /// ALIPANFS_MOUNTPOINT set; its failures are logged [default: none].
+    #[arg(long, value_name = "CMD")]
+    on_change: String;
 }
 
 /// The settings after defaults, as the mount uses them.
@@ -262,6 +271,10 @@ pub struct Settings {
     /// Bytes per second, 0 = no limit.
     pub bwlimit_download: u64,
     pub bwlimit_upload: u64,
+    /// How often the drive is asked for changes made elsewhere; zero: never (only `refresh`).
+    pub poll_interval: Duration,
+    /// `--on-change`: run with `sh -c` after changes are found.
+    pub on_change: Option<String>,
 }
 
 impl MountOptions {
@@ -360,11 +373,18 @@ impl MountOptions {
             metrics_listen: nonblank(self.metrics_listen).map(|a| a.trim().to_string()),
             bwlimit_download: self.bwlimit_download.unwrap_or(0),
             bwlimit_upload: self.bwlimit_upload.unwrap_or(0),
+            poll_interval: secs(self.poll_interval, 60.0, "poll-interval")?,
+            on_change: nonblank(self.on_change),
         };
         if settings.drive == DriveChoice::All && settings.root_folder_id != crate::drive::ROOT_ID {
             return Err(Error::Config(
                 "--root-folder-id cannot be used with --drive all (the root shows the drives)"
                     .into(),
+            ));
+        }
+        if !settings.poll_interval.is_zero() && settings.poll_interval < Duration::from_secs(1) {
+            return Err(Error::Config(
+                "--poll-interval must be 0 (off) or at least 1 second".into(),
             ));
         }
         if settings.memory_limit < 8 << 20 {

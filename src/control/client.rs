@@ -217,6 +217,35 @@ pub fn cache_line(c: &crate::cache::CacheStatus) -> String {
     )
 }
 
+/// One line on the change poller: feed, last poll, totals.
+pub fn poll_line(p: &super::proto::PollStatus) -> String {
+    if p.feed == "off" {
+        return "changes elsewhere: polling off (alipanfs refresh re-reads folders)".into();
+    }
+    let last = match p.last_poll_unix {
+        Some(t) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(t, |d| d.as_secs());
+            format!(
+                "{} ago, {} calls, {} found",
+                age(now.saturating_sub(t)),
+                p.last_calls,
+                p.last_found
+            )
+        }
+        None => "none yet".into(),
+    };
+    let error = p
+        .last_error
+        .as_deref()
+        .map_or(String::new(), |e| format!("; last error: {e}"));
+    format!(
+        "changes elsewhere: every {}s by {}; last poll {}; {} polls, {} changes applied, {} invalidations{}",
+        p.interval_secs, p.feed, last, p.polls, p.changes_applied, p.invalidations, error
+    )
+}
+
 /// The human view of one mount.
 pub fn table(s: &Status) -> String {
     let mut o = String::new();
@@ -267,6 +296,9 @@ pub fn table(s: &Status) -> String {
     match &s.cache {
         Some(c) => o += &(cache_line(c) + "\n"),
         None => o += "cache: off\n",
+    }
+    if let Some(p) = &s.poll {
+        o += &(poll_line(p) + "\n");
     }
     if !s.downloads.is_empty() {
         o += &format!("{:<40} {:>9} {:>9}\n", "READING", "SIZE", "RECEIVED");
@@ -392,4 +424,44 @@ fn sync_all(paths: &[PathBuf], timeout: Option<f64>) -> Result<i32> {
         }
     }
     Ok(code)
+}
+
+/// `alipanfs refresh [PATH...]`: each mount re-reads the folders named (none: the whole mount
+/// of the current directory, i.e. its root) and answers once the new state is visible. Exit 0,
+/// or 1 with one line naming what failed.
+pub fn refresh(paths: &[PathBuf]) -> i32 {
+    match refresh_all(paths) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("alipanfs: {e}");
+            1
+        }
+    }
+}
+
+fn refresh_all(paths: &[PathBuf]) -> Result<()> {
+    let whole = paths.is_empty();
+    let cwd = [PathBuf::from(".")];
+    let paths = if whole { &cwd[..] } else { paths };
+    let mut by_mount: Vec<(IndexEntry, Vec<String>)> = Vec::new();
+    for p in paths {
+        let (m, rel) = find(p)?;
+        let rel = if whole { String::new() } else { rel };
+        match by_mount
+            .iter_mut()
+            .find(|(k, _)| k.mountpoint == m.mountpoint)
+        {
+            Some((_, v)) => v.push(rel),
+            None => by_mount.push((m, vec![rel])),
+        }
+    }
+    for (m, rels) in by_mount {
+        let req = Request::Refresh { paths: rels };
+        ask(&m, &req, |r| match r {
+            Response::Refreshed { .. } => Ok(Some(())),
+            _ => Ok(None),
+        })
+        .map_err(|e| format!("{}: {e}", m.mountpoint.display()))?;
+    }
+    Ok(())
 }

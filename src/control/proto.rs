@@ -20,6 +20,11 @@ pub enum Request {
         key: String,
         value: String,
     },
+    /// Re-read the folders at `paths` (relative to the mount root, "" for the root) from the
+    /// drive now (`alipanfs refresh`).
+    Refresh {
+        paths: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -37,6 +42,10 @@ pub enum Response {
     },
     Error {
         message: String,
+    },
+    /// A `Refresh` done: the new state is visible. `changes`: how many entries differed.
+    Refreshed {
+        changes: u64,
     },
 }
 
@@ -66,6 +75,31 @@ pub struct Status {
     /// The daemon's log level (or filter) in force.
     #[serde(default)]
     pub log_level: String,
+    /// Changes made elsewhere: the poller's state.
+    #[serde(default)]
+    pub poll: Option<PollStatus>,
+}
+
+/// The change poller's state (`alipanfs status`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PollStatus {
+    /// Seconds between polls; 0: polling is off.
+    pub interval_secs: f64,
+    /// How changes are found: `delta` (the drive's change feed), `search+revalidation`
+    /// (searches by change time, and folders in use recounted for removals), `starting` or `off`.
+    pub feed: String,
+    /// When the last poll ended (seconds since the epoch).
+    pub last_poll_unix: Option<u64>,
+    /// API calls the last poll made (listing changed folders afresh not included).
+    pub last_calls: u32,
+    /// Changes the last poll found on the drive.
+    pub last_found: u64,
+    /// Polls, changes applied and kernel invalidations sent since the mount started.
+    pub polls: u64,
+    pub changes_applied: u64,
+    pub invalidations: u64,
+    /// Why the last poll failed, if it did.
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

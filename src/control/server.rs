@@ -15,6 +15,7 @@ use super::paths::{self, IndexEntry};
 use super::proto::{Download, Endpoint, FileError, Request, Response, Status, SyncResult, Upload};
 use crate::api::Client;
 use crate::fs::FsCore;
+use crate::poll::Poller;
 use crate::write::{JobProgress, Outcome};
 
 /// A request line longer than this is refused (no request needs more).
@@ -27,6 +28,7 @@ const RELEASE_GRACE: Duration = Duration::from_secs(2);
 struct Shared {
     core: Arc<FsCore>,
     client: Arc<Client>,
+    poller: Arc<Poller>,
     mountpoint: PathBuf,
 }
 
@@ -50,6 +52,7 @@ impl Drop for ControlSocket {
 pub fn start(
     core: Arc<FsCore>,
     client: Arc<Client>,
+    poller: Arc<Poller>,
     mountpoint: &Path,
 ) -> std::io::Result<ControlSocket> {
     let dir = paths::runtime_dir();
@@ -78,6 +81,7 @@ pub fn start(
     let shared = Arc::new(Shared {
         core,
         client,
+        poller,
         mountpoint: mountpoint.to_path_buf(),
     });
     let task = tokio::spawn(async move {
@@ -167,6 +171,13 @@ async fn serve(shared: Arc<Shared>, mut stream: UnixStream) {
             Ok((key, value)) => {
                 info!("set {key}={value} (by alipanfs set)");
                 Response::Set { key, value }
+            }
+            Err(message) => error(message),
+        },
+        Ok(Request::Refresh { paths }) => match shared.poller.refresh(&paths).await {
+            Ok(changes) => {
+                info!(changes, ?paths, "refreshed (by alipanfs refresh)");
+                Response::Refreshed { changes }
             }
             Err(message) => error(message),
         },
@@ -290,6 +301,7 @@ fn status(shared: &Shared) -> Status {
         bwlimit_download: bw.download.rate(),
         bwlimit_upload: bw.upload.rate(),
         log_level: crate::control::loglevel::current(),
+        poll: Some(shared.poller.status()),
     }
 }
 

@@ -250,6 +250,25 @@ impl Listings {
     }
 }
 
+impl Listings {
+    /// Every stored listing goes (what changed on the drive is not known): the files, and any
+    /// answer under way is not stored either.
+    pub(super) fn drop_all(&self) {
+        let mut d = lock(&self.drops);
+        d.clock += 1;
+        d.last_drop.clear();
+        d.forgotten_before = d.clock;
+        let files = std::fs::read_dir(&self.dir).into_iter().flatten().flatten();
+        let mut dropped = 0;
+        for f in files.filter(|f| f.path().extension().is_some_and(|x| x == "json")) {
+            if std::fs::remove_file(f.path()).is_ok() {
+                dropped += 1;
+            }
+        }
+        debug!(dropped, "all stored listings dropped");
+    }
+}
+
 /// Listing files in `dir` (for `about`).
 pub(super) fn count(dir: &Path) -> usize {
     std::fs::read_dir(dir)
@@ -330,6 +349,23 @@ mod tests {
         l.drop_folder("elsewhere");
         l.save(ticket, "root", &[item("a", "x")]);
         assert!(l.load("root", Duration::from_secs(60)).is_some());
+    }
+
+    #[test]
+    fn dropping_all_removes_every_listing_and_what_is_under_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = open(dir.path());
+        l.save(l.ticket(), "a", &[item("1", "x")]);
+        l.save(l.ticket(), "b", &[item("2", "y")]);
+        let under_way = l.ticket();
+        l.drop_all();
+        assert!(l.load("a", Duration::from_secs(60)).is_none());
+        assert!(l.load("b", Duration::from_secs(60)).is_none());
+        assert_eq!(count(dir.path()), 0);
+        l.save(under_way, "a", &[item("1", "x")]);
+        assert!(l.load("a", Duration::from_secs(60)).is_none());
+        l.save(l.ticket(), "a", &[item("1", "x")]);
+        assert!(l.load("a", Duration::from_secs(60)).is_some());
     }
 
     #[test]

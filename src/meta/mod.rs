@@ -133,6 +133,16 @@ impl MetaStore {
         self.listings.drop_folder(folder_id)
     }
 
+    /// Every stored listing goes (changes made elsewhere are not all known). Blocking.
+    pub fn drop_all_listings(&self) {
+        self.listings.drop_all()
+    }
+
+    /// Where the change poller keeps its position across mounts.
+    pub fn poll_position_file(&self) -> PathBuf {
+        self.dir().join("poll.json")
+    }
+
     // ----- download URLs -----------------------------------------------------------------------
 
     /// The URLs still valid beyond the renewal margin at open, to seed the URL cache. Once.

@@ -47,6 +47,9 @@ pub struct Found {
     pub items: Vec<RemoteItem>,
     /// Ids the feed says were trashed or deleted.
     pub gone: Vec<String>,
+    /// The folders of those the feed still describes (a trashed item), so their stored listings
+    /// go even when the mount has not seen the item itself.
+    pub gone_from: Vec<String>,
     /// The feed cannot say everything that changed (a lost cursor, more changes than one poll
     /// reads): every folder in use must be revalidated.
     pub overflow: bool,
@@ -134,6 +137,34 @@ pub struct Detector {
     feed: Feed,
 }
 
+/// Where a detector is: saved by a mount after each poll, so the next mount of the drive goes
+/// on from there and learns what changed while none was running (or since a crash).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "feed", rename_all = "snake_case")]
+pub enum Position {
+    Delta {
+        cursor: String,
+    },
+    /// The newest change time seen, in milliseconds since the epoch, and the items seen at or
+    /// after where the next query starts (id, `updated_at` in ms), so a new mount does not take
+    /// them for news.
+    Search {
+        at_ms: u64,
+        whole_seconds: bool,
+        #[serde(default)]
+        seen: Vec<(String, u64)>,
+    },
+}
+
+fn to_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn from_ms(ms: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
+}
+
 impl Detector {
     /// Probes the delta feed (one call) and, without it, finds the newest change on the drive
     /// and what else changed in that second (two more calls), so the first poll reports only
@@ -164,6 +195,50 @@ impl Detector {
             }
         };
         Ok(Detector { drive, feed })
+    }
+
+    /// Goes on from where a previous mount's detector was, if the drive still offers that feed
+    /// (one probe call); else starts afresh (`start`). The first poll then reports what changed
+    /// since `pos` (an expired delta cursor reports an overflow).
+    /// True with it when it goes on from `pos`.
+    pub async fn resume(drive: Arc<dyn Drive>, pos: Position) -> Result<(Detector, bool)> {
+        let delta = match drive.last_cursor().await {
+            Ok(_) => true,
+            Err(e) if e.is_transient() => return Err(e),
+            Err(_) => false,
+        };
+        let feed = match pos {
+            Position::Delta { cursor } if delta => Feed::Delta { cursor },
+            Position::Search {
+                at_ms,
+                whole_seconds,
+                seen,
+            } if !delta => Feed::Search(Watermark {
+                at: Some(from_ms(at_ms)),
+                seen: seen.into_iter().map(|(id, t)| (id, from_ms(t))).collect(),
+                whole_seconds,
+            }),
+            _ => return Ok((Detector::start(drive).await?, false)),
+        };
+        Ok((Detector { drive, feed }, true))
+    }
+
+    /// Where this detector is now (None before a search feed has seen any change time).
+    pub fn position(&self) -> Option<Position> {
+        match &self.feed {
+            Feed::Delta { cursor } => Some(Position::Delta {
+                cursor: cursor.clone(),
+            }),
+            Feed::Search(mark) => mark.at.map(|at| Position::Search {
+                at_ms: to_ms(at),
+                whole_seconds: mark.whole_seconds,
+                seen: mark
+                    .seen
+                    .iter()
+                    .map(|(id, t)| (id.clone(), to_ms(*t)))
+                    .collect(),
+            }),
+        }
     }
 
     pub fn kind(&self) -> FeedKind {
@@ -276,7 +351,10 @@ async fn poll_delta(drive: &dyn Drive, cursor: &mut String) -> Result<Found> {
         found.calls += 1;
         for d in page.items {
             match (d.op, d.item) {
-                (DeltaOp::Trash | DeltaOp::Delete, _) => found.gone.push(d.file_id),
+                (DeltaOp::Trash | DeltaOp::Delete, item) => {
+                    found.gone.push(d.file_id);
+                    found.gone_from.extend(item.map(|i| i.parent_file_id));
+                }
                 (_, Some(item)) => found.items.push(item),
                 (_, None) => refetch.push(d.file_id),
             }

@@ -203,6 +203,8 @@ fn sample(long: &str) -> &'static str {
         "metrics-listen" => "\"127.0.0.1:9464\"",
         "bwlimit-download" => "\"20M\"",
         "bwlimit-upload" => "\"512K\"",
+        "poll-interval" => "30",
+        "on-change" => "\"/usr/local/bin/tell-jellyfin\"",
         other => panic!("add a sample value for the new option --{other}"),
     }
 }
@@ -421,4 +423,23 @@ fn drive_names_rename_the_drive_folders_and_refuse_bad_ones() {
         assert!(names(&["--drive-names", bad]).is_err(), "{bad}");
     }
     assert!(names(&["--drive", "all", "--root-folder-id", "abc"]).is_err());
+}
+
+#[test]
+fn poll_interval_is_off_or_at_least_a_second() {
+    let with = |s: f64| {
+        MountOptions {
+            poll_interval: Some(s),
+            ..MountOptions::default()
+        }
+        .resolve()
+    };
+    assert_eq!(
+        MountOptions::default().resolve().unwrap().poll_interval,
+        Duration::from_secs(60)
+    );
+    assert!(with(0.0).unwrap().poll_interval.is_zero());
+    assert_eq!(with(2.0).unwrap().poll_interval, Duration::from_secs(2));
+    let err = with(0.5).unwrap_err().to_string();
+    assert!(err.contains("--poll-interval"), "{err}");
 }

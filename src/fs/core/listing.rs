@@ -7,6 +7,8 @@
 //! folder with writes not yet on the drive is not stored (`listing_ticket`), so after a remount
 //! the disk shows nothing older than what the mount itself did.
 
+use std::sync::atomic::AtomicUsize;
+
 use super::*;
 
 /// What readdir sorts a folder's entries by (ties: by name).
@@ -38,6 +40,13 @@ pub struct Listing {
     entries: crate::sync::Mutex<BTreeMap<String, u64>>,
     /// How long it stays fresh if less than the TTL (read from the disk, fetched a while ago).
     fresh_for: Option<Duration>,
+    /// How many items the drive listed (before `.livp` halves, hidden names and local files):
+    /// a folder whose count on the drive differs has changed (`FsCore::revalidate`).
+    drive_count: AtomicUsize,
+    /// Edits the mount made in place, counted, and their count when the entries last were the
+    /// drive's answer: after an edit, `drive_count` no longer says what the drive should hold.
+    edits: AtomicU64,
+    clean_at: AtomicU64,
 }
 
 /// The cache's expiry of a listing: `ttl` after its fetch.
@@ -75,6 +84,9 @@ impl Default for Listing {
                 BTreeMap::new(),
             ),
             fresh_for: None,
+            drive_count: AtomicUsize::new(0),
+            edits: AtomicU64::new(0),
+            clean_at: AtomicU64::new(0),
         }
     }
 }
@@ -83,17 +95,61 @@ impl Listing {
     pub(super) fn get(&self, name: &str) -> Option<u64> {
         lock(&self.entries).get(name).copied()
     }
-    pub(super) fn insert(&self, name: &str, ino: u64) {
+    /// An entry as listed (while the listing is built).
+    pub(super) fn fill(&self, name: &str, ino: u64) {
         lock(&self.entries).insert(name.to_string(), ino);
+    }
+    /// An entry the mount adds in place.
+    pub(super) fn insert(&self, name: &str, ino: u64) {
+        self.fill(name, ino);
+        self.edits.fetch_add(1, Ordering::SeqCst);
     }
     pub(super) fn remove(&self, name: &str) {
         lock(&self.entries).remove(name);
+        self.edits.fetch_add(1, Ordering::SeqCst);
+    }
+    pub(super) fn edits(&self) -> u64 {
+        self.edits.load(Ordering::SeqCst)
+    }
+    /// How many items the drive listed, unless the mount edited the entries since (then the
+    /// count cannot tell whether the drive changed).
+    pub(super) fn drive_count(&self) -> Option<usize> {
+        (self.edits() == self.clean_at.load(Ordering::SeqCst))
+            .then(|| self.drive_count.load(Ordering::SeqCst))
+    }
+    /// Brings in what the drive changed between `base` (the entries when a list call began,
+    /// after `edits_then` edits) and `fresh` (its answer), keeping the edits the mount made
+    /// meanwhile (whether the list call saw their drive side or not).
+    pub(super) fn merge(&self, base: &BTreeMap<String, u64>, fresh: &Listing, edits_then: u64) {
+        let fresh_entries = fresh.snapshot();
+        {
+            let mut entries = lock(&self.entries);
+            for (name, ino) in base {
+                if fresh_entries.get(name) != Some(ino) && entries.get(name) == Some(ino) {
+                    entries.remove(name);
+                }
+            }
+            for (name, ino) in &fresh_entries {
+                if base.get(name) != Some(ino) {
+                    entries.insert(name.clone(), *ino);
+                }
+            }
+        }
+        let count = fresh.drive_count.load(Ordering::SeqCst);
+        self.drive_count.store(count, Ordering::SeqCst);
+        if self.edits() == edits_then {
+            self.clean_at.store(edits_then, Ordering::SeqCst);
+        }
     }
     pub(super) fn inos(&self) -> Vec<u64> {
         lock(&self.entries).values().copied().collect()
     }
     pub(super) fn len(&self) -> usize {
         lock(&self.entries).len()
+    }
+    /// Every entry, by display name.
+    pub(super) fn snapshot(&self) -> BTreeMap<String, u64> {
+        lock(&self.entries).clone()
     }
 }
 
@@ -120,7 +176,7 @@ impl FsCore {
         loop {
             tries += 1;
             let seq = lock(&self.table).change_seq();
-            let (items, fresh_for) = self.fetch_items(dir, &folder.file_id).await?;
+            let (items, fresh_for, drive_count) = self.fetch_items(dir, &folder.file_id).await?;
             let resumed = self.take_resumed(&folder.file_id);
             let mut table = lock(&self.table);
             for (r, file) in resumed {
@@ -133,10 +189,11 @@ impl FsCore {
             };
             let listing = Listing {
                 fresh_for,
+                drive_count: AtomicUsize::new(drive_count),
                 ..Listing::default()
             };
             for (name, ino, item) in merge::merge_listing(&mut table, dir, items, &since) {
-                listing.insert(&name, ino);
+                listing.fill(&name, ino);
                 if let Some(item) = item {
                     if let Some(url) = item.download_url {
                         self.reader.offer_url(&item.file_id, url);
@@ -149,12 +206,13 @@ impl FsCore {
     }
 
     /// Folder `dir`'s items, from the metadata store while fresh there (with how long they stay
-    /// so), else from the drive (stored when allowed); livp expanded, hidden names left out.
+    /// so), else from the drive (stored when allowed); livp expanded, hidden names left out;
+    /// with how many items the drive listed.
     async fn fetch_items(
         &self,
         dir: u64,
         folder_id: &str,
-    ) -> Result<(Vec<RemoteItem>, Option<Duration>)> {
+    ) -> Result<(Vec<RemoteItem>, Option<Duration>, usize)> {
         let (items, fresh_for) = match self.stored_listing(folder_id).await {
             Some((items, fresh_for)) => {
                 debug!(dir, file_id = %folder_id, ?fresh_for, "listing from the metadata store");
@@ -172,6 +230,7 @@ impl FsCore {
                 (items, None)
             }
         };
+        let drive_count = items.len();
         let mut items = livp::expand(items, self.cfg.livp);
         if dir == ROOT_INO {
             // The transcodes tree takes its name: a drive item of that name is not shown.
@@ -179,7 +238,7 @@ impl FsCore {
                 items.retain(|i| i.name != hidden);
             }
         }
-        Ok((items, fresh_for))
+        Ok((items, fresh_for, drive_count))
     }
 
     /// The stored listing of a folder, if still fresh (and how long it stays so).
@@ -414,5 +473,46 @@ impl FsCore {
             drop(strong);
             tokio::time::sleep(SPACE_REFRESH).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listing(entries: &[(&str, u64)], count: usize) -> Listing {
+        let l = Listing {
+            drive_count: AtomicUsize::new(count),
+            ..Listing::default()
+        };
+        for (name, ino) in entries {
+            l.fill(name, *ino);
+        }
+        l
+    }
+
+    #[test]
+    fn a_merge_brings_the_drives_changes_and_keeps_the_mounts_edits_made_meanwhile() {
+        let cached = listing(&[("a", 2), ("b", 3), ("c", 4)], 3);
+        let base = cached.snapshot();
+        let edits = cached.edits();
+        // While the list call runs, the mount renames c to d and creates e.
+        cached.remove("c");
+        cached.insert("d", 4);
+        cached.insert("e", 5);
+        // The drive's answer: b renamed to b2, f new, and c not yet renamed.
+        let fresh = listing(&[("a", 2), ("b2", 3), ("c", 4), ("f", 6)], 4);
+        cached.merge(&base, &fresh, edits);
+        let want: BTreeMap<String, u64> = [("a", 2), ("b2", 3), ("d", 4), ("e", 5), ("f", 6)]
+            .into_iter()
+            .map(|(n, i)| (n.to_string(), i))
+            .collect();
+        assert_eq!(cached.snapshot(), want);
+        // Edited meanwhile: its count cannot tell until a merge with no edit under way.
+        assert_eq!(cached.drive_count(), None);
+        let (base, edits) = (cached.snapshot(), cached.edits());
+        cached.merge(&base, &listing(&[("a", 2)], 1), edits);
+        assert_eq!(cached.drive_count(), Some(1));
+        assert_eq!(cached.snapshot().len(), 1);
     }
 }

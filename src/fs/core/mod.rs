@@ -22,24 +22,28 @@
 //!
 //! The write layer's locks (200-299, see `write`) and meta's (300-399) come after these.
 
+mod conflict;
 mod control;
 mod handles;
 mod listing;
 mod livp;
 mod merge;
 mod namespace;
+mod orphans;
 #[cfg(test)]
 mod reftest;
+mod remote;
 mod synthetic;
 mod transcoded;
 mod uploads;
 
 pub use control::PendingUpload;
+pub use remote::Applied;
 
 pub use listing::{Listing, OrderBy, OrderDirection};
 pub use livp::LivpMode;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -136,7 +136,7 @@ impl FsCore {
         let mut table = lock(&self.table);
         for (item, name) in entries {
             let ino = table.upsert_remote(&item, dir.ino, &name);
-            listing.insert(&name, ino);
+            listing.fill(&name, ino);
         }
         debug!(dir = dir.ino, key = %dir.file_id, entries = listing.len(), "listed synthetic folder");
         Ok(Arc::new(listing))

@@ -18,6 +18,10 @@
 //! An operation that hit an injected drive fault may fail with EIO; it must then leave the
 //! namespace unchanged (except rename, whose replaced target may already be gone).
 //!
+//! Another device changes the drive now and then (`Op::Device`: a new file, a new revision, a
+//! rename, a trash), interleaved with everything else; the mount applies each change as its
+//! poller would, and the model applies it too.
+//!
 //! Run: `cargo test --release --lib reftest` (32 cases, about 10 s); longer by hand with
 //! `ALIPANFS_REFTEST_CASES=1000`. Shrunk failures are saved in `proptest-regressions/`.
 
@@ -36,6 +40,8 @@ use crate::fs::inode::ROOT_INO;
 use crate::read::{ReadConfig, Reader};
 use crate::write::testdrive::MockDrive;
 use crate::write::{Staging, UploadConfig, UploadQueue};
+
+mod device;
 
 const DIRS: [&str; 3] = ["", "x", "y"];
 const NAMES: [&str; 4] = ["f", "g", "x", "y"];
@@ -85,6 +91,9 @@ enum Op {
     /// The next `n` calls of `FAULT_OPS[op]` fail with a network error.
     Fault(usize, u32),
     Crash,
+    /// Another device changes the drive, and the mount applies it as its poller would: see
+    /// `device`.
+    Device(device::Change),
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
@@ -114,6 +123,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
             Op::Fault(FAULT_OPS.iter().position(|x| *x == name).unwrap(), n)
         }),
         1 => Just(Op::Crash),
+        4 => device::strategy().prop_map(Op::Device),
     ]
 }
 
@@ -365,6 +375,10 @@ impl World {
 
     /// Run one op against both; panics (via prop_assert in the caller) on a mismatch.
     fn step(&mut self, op: &Op) -> Result<(), String> {
+        if let Op::Device(change) = op {
+            self.device(change);
+            return Ok(());
+        }
         let before = self.injected();
         let got = self.run_sut(op);
         let faulted = self.injected() > before;
@@ -522,6 +536,7 @@ impl World {
                 self.crash();
                 Ok(vec![])
             }
+            Op::Device(_) => Ok(vec![]),
         }
     }
 
@@ -768,7 +783,12 @@ impl World {
                 want.sort();
                 Ok(Expect::Bytes(want.join(" ").into_bytes()))
             }
-            Op::Drain | Op::Wait(_) | Op::Latency(_) | Op::Fault(..) | Op::Crash => nothing,
+            Op::Drain
+            | Op::Wait(_)
+            | Op::Latency(_)
+            | Op::Fault(..)
+            | Op::Crash
+            | Op::Device(_) => nothing,
         }
     }
 
