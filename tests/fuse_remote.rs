@@ -621,3 +621,72 @@ fn a_queued_upload_whose_file_changed_on_the_drive_lands_beside_it() {
         "queued local version"
     );
 }
+
+/// A file open for writing (not truncated, not written yet) when another device changes it:
+/// what is written afterwards was based on the old content, so it goes beside the drive's
+/// change as a conflict copy instead of replacing it.
+#[test]
+fn a_file_changed_on_the_drive_while_open_and_written_after_keeps_both_versions() {
+    use std::io::{Seek, Write};
+    let m = mount_polling(true, &["--poll-interval", "2"]);
+    let shared = m.path("shared");
+    use_folder(&shared);
+    let file_id = m.remote("shared/f02.txt").unwrap().file_id;
+    let mut open = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(shared.join("f02.txt"))
+        .unwrap();
+    let polls_before = polls(&m);
+    m.emulator
+        .device(
+            "overwrite",
+            json!({"file_id": file_id, "content": "drive, while open"}),
+        )
+        .unwrap();
+    m.wait_for(
+        "two polls after the change",
+        Duration::from_secs(20),
+        || polls(&m) >= polls_before + 2,
+    );
+    open.rewind().unwrap();
+    open.write_all(b"written after").unwrap();
+    drop(open);
+    let conflict = || {
+        names(&shared)
+            .into_iter()
+            .find(|n| n.starts_with("f02 (conflict ") && n.ends_with(").txt"))
+    };
+    m.wait_for("the conflict copy", Duration::from_secs(10), || {
+        conflict().is_some()
+    });
+    let aside = conflict().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(shared.join(&aside)).unwrap(),
+        "written after"
+    );
+    let sha = |s: &str| Some(alipanfs::hashing::sha1_hex(s.as_bytes()).to_uppercase());
+    m.wait_for(
+        "both versions on the drive",
+        Duration::from_secs(30),
+        || {
+            let t = m.drive_tree("shared");
+            t.get("f02.txt") == Some(&sha("drive, while open"))
+                && t.get(&aside) == Some(&sha("written after"))
+        },
+    );
+    m.wait_for(
+        "the drive's version under the name",
+        Duration::from_secs(10),
+        || std::fs::read_to_string(shared.join("f02.txt")).is_ok_and(|t| t == "drive, while open"),
+    );
+    let warned = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("WARN") && l.contains("conflict"))
+            .count()
+    };
+    m.wait_for("the WARN line in the log", Duration::from_secs(10), || {
+        warned(&m.full_log()) > 0
+    });
+    assert_eq!(warned(&m.full_log()), 1, "one WARN line");
+}

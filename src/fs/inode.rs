@@ -297,7 +297,7 @@ impl InodeTable {
                 self.by_file_id.remove(&node.file_id);
                 node.file_id = new_file_id.to_string();
                 self.by_file_id.insert(new_file_id.to_string(), ino);
-                self.recent.mark(ino);
+                self.recent.mark_bound(ino);
             }
         }
     }
@@ -310,7 +310,7 @@ impl InodeTable {
                 self.with_local.remove(&ino);
             }
             node.local = local;
-            self.recent.mark(ino);
+            self.recent.mark_bound(ino);
         }
     }
 

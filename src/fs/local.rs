@@ -42,6 +42,9 @@ pub struct LocalContent {
     unflushed: AtomicBool,
     /// Uploading while written (a file written from empty); told of every change.
     stream: Option<Arc<WriteStream>>,
+    /// The drive's copy changed after this one was taken from it (another device wrote the
+    /// file while it was open here): written, it is a conflict, not a newer version.
+    stale_base: AtomicBool,
 }
 
 impl LocalContent {
@@ -55,6 +58,7 @@ impl LocalContent {
             dirty: AtomicBool::new(false),
             unflushed: AtomicBool::new(false),
             stream: None,
+            stale_base: AtomicBool::new(false),
         }
     }
 
@@ -177,6 +181,15 @@ impl LocalContent {
     /// The last writer has left (or it was sealed): no writer can join.
     pub fn is_closed(&self) -> bool {
         self.writers.load(Ordering::SeqCst) & CLOSED != 0
+    }
+
+    /// The drive's copy changed after this content was taken from it.
+    pub fn mark_stale_base(&self) {
+        self.stale_base.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_stale_base(&self) -> bool {
+        self.stale_base.load(Ordering::SeqCst)
     }
 
     pub fn version(&self) -> u64 {

@@ -19,8 +19,11 @@ const KEEP: usize = 16_384;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Change {
-    /// The node's name, folder, file_id or local content changed.
+    /// The node's name or folder changed (renamed, moved, created, unlinked).
     Node(u64),
+    /// The node's file_id or local content changed (an upload landed, local content came
+    /// or went): its place is the drive's to say if the answer names its file_id.
+    Bound(u64),
     /// A drive item was deleted through the mount.
     Removed(String),
 }
@@ -28,8 +31,11 @@ enum Change {
 /// What changed after a listing's call began.
 #[derive(Debug, Default)]
 pub struct Since {
-    /// Nodes whose place or identity the table knows better than the listing.
+    /// Nodes whose place the table knows better than the listing.
     pub nodes: HashSet<u64>,
+    /// Nodes bound to another file_id or local content meanwhile: placed by the table only
+    /// if the answer does not name their file_id (it was taken before they landed).
+    pub bound: HashSet<u64>,
     /// Drive items deleted through the mount (a listing may still show them).
     pub removed: HashSet<String>,
 }
@@ -50,6 +56,10 @@ impl RecentChanges {
 
     pub fn mark(&mut self, ino: u64) {
         self.push(Change::Node(ino));
+    }
+
+    pub fn mark_bound(&mut self, ino: u64) {
+        self.push(Change::Bound(ino));
     }
 
     pub fn mark_removed(&mut self, file_id: &str) {
@@ -76,6 +86,9 @@ impl RecentChanges {
             match change {
                 Change::Node(ino) => {
                     since.nodes.insert(*ino);
+                }
+                Change::Bound(ino) => {
+                    since.bound.insert(*ino);
                 }
                 Change::Removed(id) => {
                     since.removed.insert(id.clone());

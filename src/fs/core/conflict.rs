@@ -58,6 +58,14 @@ impl FsCore {
         let new_content = node.identity.as_deref() != Some(&crate::cache::identity_of(item));
         // A copy opened for writing and not written is no version of its own.
         let unsaved = self.holds_unsaved_version(&node);
+        if node.file_id == item.file_id && new_content && !unsaved {
+            // Open for writing, not written yet: what is written next is based on the old
+            // content, so it will be kept beside the drive's change (`set_aside_stale`).
+            if let Some(open) = node.local.as_ref().filter(|c| !c.is_sealed()) {
+                open.mark_stale_base();
+                debug!(ino, name = %node.name, "changed on the drive while open for writing here");
+            }
+        }
         if node.file_id != item.file_id || !unsaved || !new_content {
             return Ok(None);
         }
@@ -86,6 +94,31 @@ impl FsCore {
         out.inodes.insert(ino);
         out.changes += 1;
         Ok(Some(node.parent))
+    }
+
+    /// A version written on a copy the drive changed meanwhile (the file was open for writing
+    /// here when another device changed it): the drive's change keeps the name, and this
+    /// version goes beside it as a conflict copy, with one WARN line. Nothing is replaced.
+    pub(super) fn set_aside_stale(&self, ino: u64) -> Result<()> {
+        let node = self.node(ino)?;
+        if node.is_detached() || node.is_local_only() {
+            return Ok(());
+        }
+        let aside = conflict_name(&node.name, SystemTime::now());
+        self.unbind_pending(&node, Some((node.parent, &aside)))?;
+        warn!(
+            "conflict: {} changed on the drive while it was open for writing here; the drive's version keeps the name, the version written here is kept as {aside:?}",
+            node.name
+        );
+        if let Some(folder) = lock(&self.table).get(node.parent) {
+            self.drop_stored_listing(&folder.file_id);
+        }
+        // The folder is listed afresh at its next use: the drive's copy under the name, this
+        // node under the conflict name.
+        let listings = self.listings.clone();
+        self.runtime
+            .spawn(async move { listings.invalidate(&node.parent).await });
+        Ok(())
     }
 
     /// The pending node stops standing for its drive item: it becomes a new local file (in

@@ -207,6 +207,9 @@ impl FsCore {
             return Ok(());
         }
         if content.is_dirty() {
+            if content.is_stale_base() {
+                self.set_aside_stale(ino)?;
+            }
             return self.submit_upload(ino, content);
         }
         // Opened for writing, never written: a copy of the drive's content that carries no

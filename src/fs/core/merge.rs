@@ -8,7 +8,7 @@
 //! such a node is hidden behind it (the copy an upload is retiring, or the upload finishing).
 //! So a listing can never make a file vanish, come back, revert a rename or show a twin.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use super::*;
 use crate::fs::recent::Since;
@@ -22,44 +22,60 @@ pub(super) fn merge_listing(
     items: Vec<RemoteItem>,
     since: &Since,
 ) -> Vec<(String, u64, Option<RemoteItem>)> {
+    let answered: HashSet<&str> = items.iter().map(|i| i.file_id.as_str()).collect();
+    // Placed by the table: moved or renamed here meanwhile, holding local content, or bound
+    // to a file_id the answer does not name (a first upload that landed after the call).
     let placed: BTreeSet<u64> = since
         .nodes
         .iter()
         .copied()
         .chain(table.local_children(dir))
+        .chain(since.bound.iter().copied().filter(|&ino| {
+            table
+                .get(ino)
+                .is_some_and(|n| !answered.contains(n.file_id.as_str()))
+        }))
         .filter(|&ino| ino != dir && table.get(ino).is_some_and(|n| n.parent == dir))
         .collect();
     // Plain names the placed nodes hold (a node shown as a disambiguated twin holds none).
-    let held: HashSet<String> = placed
+    let held: HashMap<String, u64> = placed
         .iter()
         .filter_map(|&ino| table.get(ino))
         .filter(|n| n.name == n.remote_name)
-        .map(|n| n.remote_name.clone())
+        .map(|n| (n.remote_name.clone(), n.ino))
         .collect();
     let kept: Vec<RemoteItem> = items
         .into_iter()
         .filter(|item| {
-            let known_better = table
-                .ino_of(&item.file_id)
-                .is_some_and(|ino| since.nodes.contains(&ino) || placed.contains(&ino));
-            !known_better && !since.removed.contains(&item.file_id) && !held.contains(&item.name)
+            let node = table.ino_of(&item.file_id);
+            let moved_here = node.is_some_and(|ino| since.nodes.contains(&ino));
+            // Another item under a name a placed node holds: the copy its upload retires, or
+            // the upload finishing.
+            let hidden = held
+                .get(&item.name)
+                .is_some_and(|holder| node != Some(*holder));
+            !moved_here && !hidden && !since.removed.contains(&item.file_id)
         })
         .collect();
     let taken: HashSet<String> = placed
         .iter()
-        .filter_map(|&ino| table.get(ino).map(|n| n.name.clone()))
+        .filter_map(|&ino| table.get(ino))
+        .filter(|n| !kept.iter().any(|i| i.file_id == n.file_id))
+        .map(|n| n.name.clone())
         .collect();
     let display = names::display_names(&kept);
     let mut entries = Vec::with_capacity(kept.len() + placed.len());
+    let mut listed = HashSet::new();
     for (item, mut name) in kept.into_iter().zip(display) {
         if taken.contains(&name) {
             name = names::disambiguated(&item.name, &item.file_id);
         }
         let ino = table.upsert_remote(&item, dir, &name);
+        listed.insert(ino);
         entries.push((name, ino, Some(item)));
     }
-    for ino in placed {
-        if let Some(n) = table.get(ino) {
+    for ino in placed.into_iter().filter(|ino| !listed.contains(ino)) {
+        if let Some(n) = table.get(ino).filter(|n| n.parent == dir) {
             entries.push((n.name.clone(), ino, None));
         }
     }
@@ -147,6 +163,26 @@ mod tests {
         let since = t.changed_since(seq).unwrap();
         let got = merge_listing(&mut t, dir, vec![item("other", "o")], &since);
         assert!(names(&got).contains(&("new".to_string(), f)));
+    }
+
+    #[test]
+    fn a_landed_file_renamed_by_another_device_shows_under_the_drives_name() {
+        let mut t = table();
+        let staged = tempfile::NamedTempFile::new().unwrap();
+        let content = Arc::new(LocalContent::new(
+            staged.path().to_path_buf(),
+            staged.reopen().unwrap(),
+        ));
+        let f = t.insert_local_file(ROOT_INO, "f", content, UNIX_EPOCH);
+        let seq = t.change_seq();
+        // Its upload's event is applied while the answer (which already has the rename made
+        // elsewhere) is on the wire.
+        t.rekey(f, "landed");
+        t.set_local(f, None);
+        let since = t.changed_since(seq).unwrap();
+        let got = merge_listing(&mut t, ROOT_INO, vec![item("landed", "y")], &since);
+        assert_eq!(names(&got), [("y".to_string(), f)]);
+        assert_eq!(t.get(f).unwrap().name, "y");
     }
 
     #[test]

@@ -178,6 +178,8 @@ pub struct FsCore {
     /// Uploads resumed at start-up whose folder has not been listed yet: each becomes a pending
     /// file in the mount (under the inode number it was queued with) when it is.
     resumed: Mutex<Vec<Resumed>>,
+    /// For work a FUSE thread hands off (it runs outside the runtime).
+    runtime: tokio::runtime::Handle,
 }
 
 /// An upload a previous run left, queued under `ino` at start-up.
@@ -250,6 +252,7 @@ impl FsCore {
             upload_gate: Mutex::new(Level::FS_GATE, "upload gate", ()),
             free_bytes: AtomicU64::new(u64::MAX),
             resumed: Mutex::new(Level::FS_MISC, "resumed uploads", Vec::new()),
+            runtime: tokio::runtime::Handle::current(),
         });
         tokio::spawn(Self::watch_space(Arc::downgrade(&core)));
         core.resume_journaled_uploads();
