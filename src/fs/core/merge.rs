@@ -57,10 +57,13 @@ pub(super) fn merge_listing(
             !moved_here && !hidden && !since.removed.contains(&item.file_id)
         })
         .collect();
+    // Names placed nodes take that no kept item gives them (a set: under the table lock, a
+    // folder of thousands of pending files must not cost placed x kept comparisons).
+    let kept_ids: HashSet<&str> = kept.iter().map(|i| i.file_id.as_str()).collect();
     let taken: HashSet<String> = placed
         .iter()
         .filter_map(|&ino| table.get(ino))
-        .filter(|n| !kept.iter().any(|i| i.file_id == n.file_id))
+        .filter(|n| !kept_ids.contains(n.file_id.as_str()))
         .map(|n| n.name.clone())
         .collect();
     let display = names::display_names(&kept);
