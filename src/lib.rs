@@ -26,6 +26,7 @@ pub mod sync;
 pub mod timefmt;
 pub mod transcode;
 pub mod units;
+pub mod webdav;
 pub mod write;
 
 pub use error::{Error, Result};

@@ -21,6 +21,7 @@
 //!
 //! | band | layer | what it guards |
 //! |---|---|---|
+//! | 0-99 | front ends | WebDAV's dead properties (taken alone, never across a core call) |
 //! | 100-199 | `fs` | inode table, handles, per-name gates, synthetic trees |
 //! | 200-299 | `write` | per-file upload state, the queue's jobs, journal, streams, progress |
 //! | 300-399 | `meta` | stored listings and download URLs |
@@ -49,6 +50,8 @@ impl Level {
     /// the queue read the entry's target (inode table, job slots) under it. Only writers of that
     /// same entry take it.
     pub const JOURNAL_ENTRY: Level = Level(100);
+    /// WebDAV's dead properties (`webdav::props`): taken alone, released before any core call.
+    pub const WEBDAV_PROPS: Level = Level(10);
     // fs (100-199)
     pub const FS_GATE: Level = Level(110);
     pub const FS_INODES: Level = Level(120);

@@ -6,6 +6,7 @@ pub mod login;
 pub mod mount;
 pub mod notify;
 pub mod options;
+pub mod serve;
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -51,6 +52,9 @@ pub enum Command {
     /// Change a running mount's settings: bwlimit-download=RATE, bwlimit-upload=RATE (10M =
     /// 10 MiB/s, 0 = off), log-level=LEVEL.
     Set(SetArgs),
+    /// Serve the drive to other devices without a mount: `serve webdav --addr HOST:PORT`.
+    #[command(subcommand)]
+    Serve(ServeCommand),
     /// Sign in by scanning a QR code with the Aliyundrive app; stores the refresh token.
     Login(login::LoginArgs),
     /// Serve an emulator of the Open API on 127.0.0.1 (for tests, benchmarks and the demo).
@@ -87,6 +91,13 @@ pub struct MountArgs {
     pub demo: bool,
     #[command(flatten)]
     pub options: MountOptions,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServeCommand {
+    /// Serve the drive over WebDAV (foreground; SIGTERM lets uploads finish, as an unmount
+    /// does). Takes every option of `mount`.
+    Webdav(serve::ServeWebdavArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -290,6 +301,7 @@ fn run(cli: Cli, argv: Vec<std::ffi::OsString>) -> Result<()> {
         | Command::Refresh(_)
         | Command::Set(_)
         | Command::Login(_) => Ok(()), // handled in `main`
+        Command::Serve(ServeCommand::Webdav(args)) => serve::run_webdav(args),
         Command::Emulator(args) => run_emulator(args),
         Command::About(args) => run_about(args),
         Command::Token(TokenCommand::Set { token_file }) => {
@@ -357,43 +369,11 @@ fn run_mount(args: MountArgs, argv: Vec<std::ffi::OsString>) -> Result<()> {
     } else {
         None
     };
-    let client = match rt.block_on(mount::connect(&s)) {
-        Ok(c) => c,
-        Err(e) => {
-            daemon::report_failure(&e);
-            return Err(e);
-        }
-    };
-    let opened = rt.block_on(async {
-        let (drive, info) = mount::open_drive(&client, &s).await?;
-        mount::check_root_folder(drive.as_ref(), &s.root_folder_id).await?;
-        Ok((drive, info))
-    });
-    let (drive, info) = match opened {
-        Ok(opened) => opened,
-        Err(e) => {
-            daemon::report_failure(&e);
-            return Err(e);
-        }
-    };
-    let namespace = crate::cache::namespace(&info.user_id, &info.drive_id);
-    let cache = mount::open_data_cache(&s, &namespace);
-    let meta = mount::open_meta(&s, &info);
-    // Inside the runtime: the upload queue starts its tasks.
-    let core = rt.block_on(async { mount::build_core(drive.clone(), &s, meta, cache) })?;
-    // The drive's free space is known before the first write, so a write past the quota gets
-    // ENOSPC at once (it was accepted, then retried for ever, when it came before this call).
-    let space =
-        rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), core.statfs()).await });
-    match space {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => tracing::warn!(
-            "could not read the drive's free space; writes are checked against it once known: {e}"
-        ),
-        Err(_) => tracing::warn!(
-            "the drive's free space did not come within 10 s; writes are checked against it once known"
-        ),
-    }
+    let serve::Opened {
+        client,
+        drive,
+        core,
+    } = serve::open_core(&rt, &s)?;
     let poller = rt.block_on(mount::start_poller(&core, drive, &s, &mountpoint));
     if let Err(e) = rt.block_on(mount::start_metrics(&s, client.clone(), &core)) {
         daemon::report_failure(&e);
@@ -409,7 +389,19 @@ fn run_mount(args: MountArgs, argv: Vec<std::ffi::OsString>) -> Result<()> {
             tracing::warn!("no control socket (status and sync will not see this mount): {e}")
         })
         .ok();
-    let result = mount::serve(&rt, core, &mountpoint, &s, &poller, || {
+    // `--webdav-listen`: the same core served to other devices.
+    let webdav = if s.webdav.listen.is_empty() {
+        None
+    } else {
+        match rt.block_on(crate::webdav::start(core.clone(), &s.webdav)) {
+            Ok(server) => Some(server),
+            Err(e) => {
+                daemon::report_failure(&e);
+                return Err(e);
+            }
+        }
+    };
+    let result = mount::serve(&rt, core, &mountpoint, &s, &poller, webdav.as_ref(), || {
         notify::ready();
         daemon::report_ready();
     });

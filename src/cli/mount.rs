@@ -327,6 +327,7 @@ pub fn serve(
     mountpoint: &Path,
     s: &Settings,
     poller: &Poller,
+    webdav: Option<&crate::webdav::Server>,
     ready: impl FnOnce(),
 ) -> Result<()> {
     let passthrough = core.data_cache().is_some() && crate::fs::passthrough::allowed(s.passthrough);
@@ -371,6 +372,10 @@ pub fn serve(
         }
     });
     notify::stopping();
+    // No new WebDAV requests: what they would write could not be drained below.
+    if let Some(server) = webdav {
+        server.stop();
+    }
     // Unmount first: the kernel then hands over what is still queued (the RELEASE of a file
     // closed just before the signal), so its upload is queued before we drain the queue.
     if !external_unmount {

@@ -219,6 +219,23 @@ mount_options! {
     /// ALIPANFS_MOUNTPOINT set; its failures are logged [default: none].
     #[arg(long, value_name = "CMD")]
     on_change: String;
+    /// Also serve the drive over WebDAV at HOST:PORT (e.g. 127.0.0.1:8080; port 0: any free
+    /// port, logged), from this mount's cache, rate budget and upload queue; an address other
+    /// than loopback needs --webdav-user [default: off].
+    #[arg(long, value_name = "HOST:PORT")]
+    webdav_listen: String;
+    /// The user WebDAV clients sign in as (HTTP Basic), with --webdav-password-file [default: none].
+    #[arg(long, value_name = "NAME")]
+    webdav_user: String;
+    /// File holding the WebDAV password on its first line, readable by its owner only (chmod 600).
+    #[arg(long, value_name = "FILE")]
+    webdav_password_file: PathBuf;
+    /// PEM certificate (chain) to serve WebDAV over HTTPS, with --webdav-tls-key [default: plain HTTP].
+    #[arg(long, value_name = "FILE")]
+    webdav_tls_cert: PathBuf;
+    /// PEM private key of --webdav-tls-cert.
+    #[arg(long, value_name = "FILE")]
+    webdav_tls_key: PathBuf;
 }
 
 /// The settings after defaults, as the mount uses them.
@@ -275,6 +292,8 @@ pub struct Settings {
     pub poll_interval: Duration,
     /// `--on-change`: run with `sh -c` after changes are found.
     pub on_change: Option<String>,
+    /// `--webdav-*`: the WebDAV server's address (None: no server), credentials and TLS.
+    pub webdav: crate::webdav::WebdavConfig,
 }
 
 impl MountOptions {
@@ -375,6 +394,16 @@ impl MountOptions {
             bwlimit_upload: self.bwlimit_upload.unwrap_or(0),
             poll_interval: secs(self.poll_interval, 60.0, "poll-interval")?,
             on_change: nonblank(self.on_change),
+            webdav: crate::webdav::WebdavConfig {
+                listen: nonblank(self.webdav_listen)
+                    .map(|a| a.trim().to_string())
+                    .unwrap_or_default(),
+                user: nonblank(self.webdav_user),
+                password_file: self.webdav_password_file,
+                tls_cert: self.webdav_tls_cert,
+                tls_key: self.webdav_tls_key,
+                read_only: self.read_only.unwrap_or(false),
+            },
         };
         if settings.drive == DriveChoice::All && settings.root_folder_id != crate::drive::ROOT_ID {
             return Err(Error::Config(

@@ -205,6 +205,11 @@ fn sample(long: &str) -> &'static str {
         "bwlimit-upload" => "\"512K\"",
         "poll-interval" => "30",
         "on-change" => "\"/usr/local/bin/tell-jellyfin\"",
+        "webdav-listen" => "\"127.0.0.1:8080\"",
+        "webdav-user" => "\"alice\"",
+        "webdav-password-file" => "\"/etc/alipanfs/webdav-password\"",
+        "webdav-tls-cert" => "\"/etc/alipanfs/cert.pem\"",
+        "webdav-tls-key" => "\"/etc/alipanfs/key.pem\"",
         other => panic!("add a sample value for the new option --{other}"),
     }
 }

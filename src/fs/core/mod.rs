@@ -30,6 +30,7 @@ mod livp;
 mod merge;
 mod namespace;
 mod orphans;
+mod paths;
 #[cfg(test)]
 mod reftest;
 mod remote;
