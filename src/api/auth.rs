@@ -384,7 +384,7 @@ impl Auth {
                 if resp
                     .access_token
                     .as_deref()
-                    .map_or(true, |t| t.trim().is_empty())
+                    .is_none_or(|t| t.trim().is_empty())
                 {
                     let err = parse_error_body(&bytes);
                     if !err.code.is_empty() || !err.message.is_empty() {

@@ -675,7 +675,7 @@ impl Drive for Client {
             if let Ok(item) = self.get(file_id).await {
                 let wanted = new_name.map(str::to_string);
                 if item.parent_file_id == to_parent_file_id
-                    && wanted.map_or(true, |n| n == item.name)
+                    && wanted.is_none_or(|n| n == item.name)
                 {
                     result.exist = false;
                 }

@@ -173,7 +173,7 @@ impl QrLogin {
             .call("access_token", self.http.post(&url).json(&body))
             .await?;
         let t: TokenResp = decode("access_token", &bytes)?;
-        let blank = |s: &Option<String>| s.as_deref().map_or(true, |s| s.trim().is_empty());
+        let blank = |s: &Option<String>| s.as_deref().is_none_or(|s| s.trim().is_empty());
         if blank(&t.refresh_token) || blank(&t.access_token) {
             return Err(Error::BadResponse(
                 "the sign-in service gave no refresh token".into(),

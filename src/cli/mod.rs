@@ -11,6 +11,7 @@ pub mod serve;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -393,7 +394,14 @@ fn run_mount(args: MountArgs, argv: Vec<std::ffi::OsString>) -> Result<()> {
     let webdav = if s.webdav.listen.is_empty() {
         None
     } else {
-        match rt.block_on(crate::webdav::start(core.clone(), &s.webdav)) {
+        let poller = poller.clone();
+        let kernel: crate::webdav::KernelHook = Arc::new(move |applied| {
+            let poller = poller.clone();
+            Box::pin(async move {
+                poller.kernel().invalidate(&applied).await;
+            })
+        });
+        match rt.block_on(crate::webdav::start(core.clone(), &s.webdav, Some(kernel))) {
             Ok(server) => Some(server),
             Err(e) => {
                 daemon::report_failure(&e);

@@ -107,7 +107,7 @@ pub fn run_webdav(args: ServeWebdavArgs) -> Result<()> {
     let result = rt.block_on(async {
         let _poller = mount::start_poller(&core, drive, &s, Path::new("")).await;
         mount::start_metrics(&s, client.clone(), &core).await?;
-        let server = crate::webdav::start(core.clone(), &s.webdav).await?;
+        let server = crate::webdav::start(core.clone(), &s.webdav, None).await?;
         println!("serving WebDAV at {}", server.url());
         notify::ready();
         let signal = notify::termination().await;

@@ -7,6 +7,9 @@ use super::limits::Fault;
 use super::mapped;
 use super::state::Shared;
 use super::util::{self, hmac_sha1, parse_query};
+
+/// The call-count key of downloads refused for exceeding the per-user connection cap.
+pub const DENIED_CONCURRENCY: &str = "data/get denied: ExceedMaxConcurrency";
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, Response};
 use bytes::Bytes;
@@ -271,6 +274,11 @@ pub async fn get(
         let guard = StreamGuard(sh.clone());
         if cap > 0 && prev >= cap {
             drop(guard);
+            // Counted apart, so a test can tell a client kept within the cap.
+            *sh.lock()
+                .calls
+                .entry(DENIED_CONCURRENCY.to_string())
+                .or_insert(0) += 1;
             return oss_error(
                 403,
                 "RequestDeniedByCallback",

@@ -13,6 +13,7 @@ mod admin;
 mod auth;
 mod changes;
 mod data;
+pub use data::DENIED_CONCURRENCY;
 mod demo;
 mod device;
 mod errors;

@@ -380,7 +380,7 @@ pub fn search(sh: &Shared, st: &State, v: &Value) -> ApiResult {
         .nodes
         .values()
         .filter(|n| n.drive_id == drive_id && !n.pending && n.file_id != "root")
-        .filter(|n| query.as_ref().map_or(true, |q| matches(q, n)))
+        .filter(|n| query.as_ref().is_none_or(|q| matches(q, n)))
         .filter(|n| !st.in_bin(&n.file_id))
         .collect();
     found.sort_by(|a, b| {

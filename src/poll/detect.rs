@@ -82,7 +82,7 @@ impl Watermark {
     fn note(&mut self, item: &RemoteItem) -> bool {
         let news = self.seen.get(&item.file_id) != Some(&item.updated_at);
         self.seen.insert(item.file_id.clone(), item.updated_at);
-        if self.at.map_or(true, |at| at < item.updated_at) {
+        if self.at.is_none_or(|at| at < item.updated_at) {
             self.at = Some(item.updated_at);
         }
         news

@@ -129,9 +129,15 @@ mod tests {
     #[test]
     fn only_the_right_user_and_password_pass() {
         let c = Credentials::new("alice", "s3cret: with colon");
-        assert_eq!(c.check(Some(&basic("alice:s3cret: with colon"))), Verdict::Allowed);
+        assert_eq!(
+            c.check(Some(&basic("alice:s3cret: with colon"))),
+            Verdict::Allowed
+        );
         assert_eq!(c.check(Some(&basic("alice:s3cret"))), Verdict::Wrong);
-        assert_eq!(c.check(Some(&basic("bob:s3cret: with colon"))), Verdict::Wrong);
+        assert_eq!(
+            c.check(Some(&basic("bob:s3cret: with colon"))),
+            Verdict::Wrong
+        );
         assert_eq!(c.check(Some(b"Basic !!!")), Verdict::Wrong);
         assert_eq!(c.check(Some(b"Bearer abc")), Verdict::Missing);
         assert_eq!(c.check(None), Verdict::Missing);

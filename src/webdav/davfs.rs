@@ -21,6 +21,7 @@ use tracing::{debug, warn};
 
 use crate::drive::ItemKind;
 use crate::error::Error;
+use crate::fs::core::Applied;
 use crate::fs::{Attr, FsCore};
 
 use super::props::DeadProps;
@@ -30,14 +31,39 @@ use super::props::DeadProps;
 pub struct CoreFs {
     core: Arc<FsCore>,
     props: Arc<DeadProps>,
+    kernel: Option<KernelHook>,
 }
 
+/// Tells a mount's kernel that names and nodes changed (`mount --webdav-listen`), so the
+/// mount shows a change made over WebDAV at once, not after its attribute timeout.
+pub type KernelHook = Arc<
+    dyn Fn(Applied) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+        + Send
+        + Sync,
+>;
+
 impl CoreFs {
-    pub fn new(core: Arc<FsCore>) -> CoreFs {
+    pub fn new(core: Arc<FsCore>, kernel: Option<KernelHook>) -> CoreFs {
         CoreFs {
             core,
             props: Arc::new(DeadProps::default()),
+            kernel,
         }
+    }
+
+    /// After a change: the kernel forgets what it cached of these names and nodes (and of
+    /// the folders holding the names) before the client hears back.
+    async fn changed(&self, names: &[(u64, &str)], nodes: &[u64]) {
+        let Some(kernel) = &self.kernel else {
+            return;
+        };
+        let mut applied = Applied::default();
+        for (dir, name) in names {
+            applied.entries.insert((*dir, name.to_string()));
+            applied.folders.insert(*dir);
+        }
+        applied.inodes.extend(nodes.iter().copied());
+        kernel(applied).await;
     }
 }
 
@@ -48,8 +74,14 @@ pub(super) fn dav_error(e: Error) -> FsError {
         libc::EEXIST => FsError::Exists,
         libc::ENOSPC | libc::EDQUOT => FsError::InsufficientStorage,
         libc::ENAMETOOLONG => FsError::PathTooLong,
-        libc::EROFS | libc::EACCES | libc::EPERM | libc::EINVAL | libc::ENOTDIR
-        | libc::EISDIR | libc::ENOTEMPTY | libc::ENOTSUP => FsError::Forbidden,
+        libc::EROFS
+        | libc::EACCES
+        | libc::EPERM
+        | libc::EINVAL
+        | libc::ENOTDIR
+        | libc::EISDIR
+        | libc::ENOTEMPTY
+        | libc::ENOTSUP => FsError::Forbidden,
         libc::EXDEV => FsError::IsRemote,
         _ => {
             warn!("WebDAV request failed: {e}");
@@ -89,11 +121,15 @@ impl CoreFs {
     async fn parent_and_name<'p>(&self, path: &'p DavPath) -> FsResult<(u64, &'p str)> {
         let mut names = components(path)?;
         let name = names.pop().ok_or(FsError::Forbidden)?;
-        let parent = self.core.resolve(&names).await.map_err(|e| match e.errno() {
-            // RFC 4918: a PUT or MKCOL whose parent is missing answers 409.
-            libc::ENOENT | libc::ENOTDIR => FsError::Forbidden,
-            _ => dav_error(e),
-        })?;
+        let parent = self
+            .core
+            .resolve(&names)
+            .await
+            .map_err(|e| match e.errno() {
+                // RFC 4918: a PUT or MKCOL whose parent is missing answers 409.
+                libc::ENOENT | libc::ENOTDIR => FsError::Forbidden,
+                _ => dav_error(e),
+            })?;
         if parent.kind != ItemKind::Folder {
             return Err(FsError::Forbidden);
         }
@@ -179,7 +215,11 @@ fn temporary_name(name: &str) -> String {
 }
 
 impl DavFileSystem for CoreFs {
-    fn open<'a>(&'a self, path: &'a DavPath, options: OpenOptions) -> FsFuture<'a, Box<dyn DavFile>> {
+    fn open<'a>(
+        &'a self,
+        path: &'a DavPath,
+        options: OpenOptions,
+    ) -> FsFuture<'a, Box<dyn DavFile>> {
         self.open_file(path, options).boxed()
     }
 
@@ -220,6 +260,7 @@ impl DavFileSystem for CoreFs {
                 .await
                 .map_err(dav_error)?;
             self.props.remove(&prop_key(path));
+            self.changed(&[(parent, name)], &[]).await;
             Ok(())
         }
         .boxed()
@@ -230,6 +271,7 @@ impl DavFileSystem for CoreFs {
             let (parent, name) = self.parent_and_name(path).await?;
             self.core.rmdir(parent, name).await.map_err(dav_error)?;
             self.props.remove(&prop_key(path));
+            self.changed(&[(parent, name)], &[]).await;
             Ok(())
         }
         .boxed()
@@ -240,6 +282,7 @@ impl DavFileSystem for CoreFs {
             let (parent, name) = self.parent_and_name(path).await?;
             self.core.unlink(parent, name).await.map_err(dav_error)?;
             self.props.remove(&prop_key(path));
+            self.changed(&[(parent, name)], &[]).await;
             Ok(())
         }
         .boxed()
@@ -254,6 +297,8 @@ impl DavFileSystem for CoreFs {
                 .await
                 .map_err(dav_error)?;
             self.props.rename(&prop_key(from), &prop_key(to));
+            self.changed(&[(from_parent, from_name), (to_parent, to_name)], &[])
+                .await;
             Ok(())
         }
         .boxed()
@@ -268,6 +313,7 @@ impl DavFileSystem for CoreFs {
                 .await
                 .map_err(dav_error)?;
             self.props.copy(&prop_key(from), &prop_key(to));
+            self.changed(&[(to_parent, to_name)], &[]).await;
             Ok(())
         }
         .boxed()
@@ -280,6 +326,7 @@ impl DavFileSystem for CoreFs {
                 .setattr(attr.ino, None, Some(tm), None, None, None)
                 .await
                 .map_err(dav_error)?;
+            self.changed(&[], &[attr.ino]).await;
             Ok(())
         }
         .boxed()
@@ -426,7 +473,11 @@ struct Replacement {
 
 impl fmt::Debug for CoreFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CoreFile(ino {}, fh {:?}, pos {})", self.ino, self.fh, self.pos)
+        write!(
+            f,
+            "CoreFile(ino {}, fh {:?}, pos {})",
+            self.ino, self.fh, self.pos
+        )
     }
 }
 
@@ -512,11 +563,14 @@ impl DavFile for CoreFile {
                 return Ok(());
             };
             let core = self.core.clone();
-            let closed = tokio::task::spawn_blocking(move || core.flush(fh).and_then(|()| core.release(fh)))
-                .await
-                .map_err(|_| FsError::GeneralFailure)?
-                .map_err(dav_error);
+            let closed =
+                tokio::task::spawn_blocking(move || core.flush(fh).and_then(|()| core.release(fh)))
+                    .await
+                    .map_err(|_| FsError::GeneralFailure)?
+                    .map_err(dav_error);
             let Some(put) = self.replaces.take() else {
+                // Written in place (an append or a ranged PUT).
+                self.fs.changed(&[], &[self.ino]).await;
                 return closed;
             };
             let renamed = match closed {
@@ -528,7 +582,14 @@ impl DavFile for CoreFile {
                 Err(e) => Err(e),
             };
             match renamed {
-                Ok(()) => Ok(()),
+                Ok(()) => {
+                    let names = [
+                        (put.parent, put.name.as_str()),
+                        (put.parent, put.temporary.as_str()),
+                    ];
+                    self.fs.changed(&names, &[]).await;
+                    Ok(())
+                }
                 Err(e) => {
                     let _ = self.core.unlink(put.parent, &put.temporary).await;
                     Err(e)

@@ -32,6 +32,7 @@ use crate::error::{Error, Result};
 use crate::fs::FsCore;
 
 pub use auth::{Credentials, Verdict};
+pub use davfs::KernelHook;
 
 /// What `--webdav-*` (or `serve webdav`'s options) ask for.
 #[derive(Debug, Clone, Default)]
@@ -69,7 +70,11 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 const READ_CHUNK: usize = 1 << 20;
 
 /// Check the configuration, bind, and serve `core` in the background.
-pub async fn start(core: Arc<FsCore>, cfg: &WebdavConfig) -> Result<Server> {
+pub async fn start(
+    core: Arc<FsCore>,
+    cfg: &WebdavConfig,
+    kernel: Option<KernelHook>,
+) -> Result<Server> {
     let credentials = match (&cfg.user, &cfg.password_file) {
         (Some(user), Some(file)) => Some(Arc::new(Credentials::load(user, file)?)),
         (None, None) => None,
@@ -112,12 +117,12 @@ pub async fn start(core: Arc<FsCore>, cfg: &WebdavConfig) -> Result<Server> {
             ))
         }
     };
-    let listener = TcpListener::bind(addr).await.map_err(|e| {
-        Error::Config(format!("cannot serve WebDAV on {}: {e}", cfg.listen))
-    })?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::Config(format!("cannot serve WebDAV on {}: {e}", cfg.listen)))?;
     let addr = listener.local_addr()?;
     let dav = DavHandler::builder()
-        .filesystem(Box::new(davfs::CoreFs::new(core)))
+        .filesystem(Box::new(davfs::CoreFs::new(core, kernel)))
         .locksystem(MemLs::new())
         .read_buf_size(READ_CHUNK)
         .autoindex(true)
@@ -203,10 +208,7 @@ struct Front {
 
 /// Methods that change the drive (or its locks and properties).
 fn is_change(method: &Method) -> bool {
-    !matches!(
-        method.as_str(),
-        "GET" | "HEAD" | "OPTIONS" | "PROPFIND"
-    )
+    !matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS" | "PROPFIND")
 }
 
 fn plain(status: StatusCode, text: &str) -> Response<Body> {
@@ -242,14 +244,19 @@ impl Front {
                     let mut res = plain(StatusCode::UNAUTHORIZED, "credentials required");
                     res.headers_mut().insert(
                         http::header::WWW_AUTHENTICATE,
-                        http::HeaderValue::from_static("Basic realm=\"alipanfs\", charset=\"UTF-8\""),
+                        http::HeaderValue::from_static(
+                            "Basic realm=\"alipanfs\", charset=\"UTF-8\"",
+                        ),
                     );
                     return res;
                 }
             }
         }
         if self.read_only && is_change(req.method()) {
-            return plain(StatusCode::FORBIDDEN, "this server is read-only (--read-only)");
+            return plain(
+                StatusCode::FORBIDDEN,
+                "this server is read-only (--read-only)",
+            );
         }
         let infinite = req.method().as_str() == "PROPFIND"
             && req

@@ -17,7 +17,11 @@ pub struct DeadProps {
 }
 
 fn key(prop: &DavProp) -> String {
-    format!("{}\u{0}{}", prop.namespace.as_deref().unwrap_or(""), prop.name)
+    format!(
+        "{}\u{0}{}",
+        prop.namespace.as_deref().unwrap_or(""),
+        prop.name
+    )
 }
 
 /// Whether `path` is `dir` or inside it.
@@ -28,7 +32,11 @@ fn within(path: &str, dir: &str) -> bool {
 impl Default for DeadProps {
     fn default() -> Self {
         DeadProps {
-            by_path: Mutex::new(Level::WEBDAV_PROPS, "webdav dead properties", HashMap::new()),
+            by_path: Mutex::new(
+                Level::WEBDAV_PROPS,
+                "webdav dead properties",
+                HashMap::new(),
+            ),
         }
     }
 }
@@ -118,8 +126,15 @@ mod tests {
         assert!(props.patch("/ab", &[(true, prop("r", "3"))]));
         props.rename("/a", "/b");
         assert!(props.list("/a/f").is_empty());
-        assert_eq!(props.get("/b/f", &prop("p", "")).unwrap().xml, prop("p", "1").xml);
-        assert_eq!(props.list("/ab").len(), 1, "a sibling with a common prefix stays");
+        assert_eq!(
+            props.get("/b/f", &prop("p", "")).unwrap().xml,
+            prop("p", "1").xml
+        );
+        assert_eq!(
+            props.list("/ab").len(),
+            1,
+            "a sibling with a common prefix stays"
+        );
         props.copy("/b/g", "/c");
         assert_eq!(props.list("/c").len(), 1);
         props.remove("/b");

@@ -433,7 +433,7 @@ impl UploadQueue {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if !self.lock().get(&key).is_some_and(|s| s.running.is_some()) {
+            if self.lock().get(&key).is_none_or(|s| s.running.is_none()) {
                 return;
             }
             notified.await;

@@ -151,7 +151,7 @@ impl UrlSource for SyntheticUrls {
                     cache.retain(|_, (_, renew_at)| Instant::now() < *renew_at);
                     cache.get(&id).and_then(|(urls, _)| pick(urls))
                 };
-                if let Some(u) = kept.filter(|u| stale.map_or(true, |s| s.url != u.url)) {
+                if let Some(u) = kept.filter(|u| stale.is_none_or(|s| s.url != u.url)) {
                     return Ok(u);
                 }
                 let urls = self.drive.stream_urls(&id).await?;

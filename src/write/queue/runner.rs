@@ -265,10 +265,9 @@ impl UploadQueue {
                 stream: None,
                 ..running
             });
-        } else if !slot
+        } else if slot
             .waiting
-            .as_ref()
-            .is_some_and(|w| w.staged == job.staged)
+            .as_ref().is_none_or(|w| w.staged != job.staged)
         {
             job.progress.end(Outcome::Superseded);
             drop(slots);
