@@ -512,7 +512,12 @@ fn the_systemd_units_pass_systemd_analyze_verify() {
         .replace("/usr/local/bin/alipanfs", BIN);
     let service = temp.path().join("alipanfs@test.service");
     std::fs::write(&service, unit).unwrap();
-    let mut files = vec![service];
+    let webdav = std::fs::read_to_string(contrib.join("alipanfs-webdav@.service"))
+        .unwrap()
+        .replace("/usr/local/bin/alipanfs", BIN);
+    let webdav_service = temp.path().join("alipanfs-webdav@test.service");
+    std::fs::write(&webdav_service, webdav).unwrap();
+    let mut files = vec![service, webdav_service];
     for name in ["mnt-alipan.mount", "mnt-alipan.automount"] {
         std::fs::copy(contrib.join(name), temp.path().join(name)).unwrap();
         files.push(temp.path().join(name));
@@ -528,7 +533,9 @@ fn the_systemd_units_pass_systemd_analyze_verify() {
     assert!(out.status.success(), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        !stderr.contains("alipanfs@test.service") && !stderr.contains("mnt-alipan"),
+        !stderr.contains("alipanfs@test.service")
+            && !stderr.contains("alipanfs-webdav@test.service")
+            && !stderr.contains("mnt-alipan"),
         "systemd-analyze complains: {stderr}"
     );
 }

@@ -16,5 +16,6 @@ gzip -9n "$out/alipanfs.1"
 "$bin" completions fish > "$out/alipanfs.fish"
 # The package installs the binary in /usr/bin, not /usr/local/bin as the manual install does.
 sed 's#/usr/local/bin/alipanfs#/usr/bin/alipanfs#g' contrib/alipanfs@.service > "$out/alipanfs@.service"
+sed 's#/usr/local/bin/alipanfs#/usr/bin/alipanfs#g' contrib/alipanfs-webdav@.service > "$out/alipanfs-webdav@.service"
 sed 's#/usr/local/bin/alipanfs#/usr/bin/alipanfs#g' contrib/mnt-alipan.mount > "$out/mnt-alipan.mount"
 cargo deb --no-build --strip "$@"

@@ -10,10 +10,11 @@ fail() { echo "check-installed: $*" >&2; exit 1; }
   || fail "/sbin/mount.fuse.alipanfs does not lead to /usr/bin/alipanfs"
 for f in /usr/share/man/man1/alipanfs.1.gz /usr/share/bash-completion/completions/alipanfs \
   /usr/share/zsh/vendor-completions/_alipanfs /usr/share/fish/vendor_completions.d/alipanfs.fish \
-  /usr/share/doc/alipanfs/config.example.toml /lib/systemd/system/alipanfs@.service; do
+  /usr/share/doc/alipanfs/config.example.toml /lib/systemd/system/alipanfs@.service \
+  /lib/systemd/system/alipanfs-webdav@.service; do
   [ -s "$f" ] || fail "$f missing"
 done
-systemd-analyze verify /lib/systemd/system/alipanfs@.service
+systemd-analyze verify /lib/systemd/system/alipanfs@.service /lib/systemd/system/alipanfs-webdav@.service
 
 work=$(mktemp -d)
 emu_pid=
