@@ -6,7 +6,8 @@
 //! `write` (rows 5 and 7), `cache` (rows 8-10: the data cache and passthrough), `scan` (row 11,
 //! a library scan before and after a remount), `first` (rows 12-13: a first read with the
 //! cache on against `--cache-size 0`, `ls -l` of 20,000 entries against a local folder; see
-//! `mount_rows/first.rs`) and row numbers, e.g. `ALIPANFS_BENCH_ONLY=read`
+//! `mount_rows/first.rs`), `webdav` (rows 14-15: the WebDAV server against the drive URL and the
+//! FUSE mount, and eight parallel clients; `mount_rows/webdav.rs`) and row numbers, e.g. `ALIPANFS_BENCH_ONLY=read`
 //! or `=1,2`. Rows 1-4
 //! share one mount, so a read row alone still runs on a fresh, cold mount. Row 1 includes 1b
 //! (CPU per GiB) and 1c (the FUSE floor: a do-nothing file system in this process read the same
@@ -26,6 +27,8 @@ use std::time::{Duration, Instant};
 
 #[path = "mount_rows/first.rs"]
 mod first;
+#[path = "mount_rows/webdav.rs"]
+mod webdav;
 
 use alipanfs::api::{Client, ClientConfig};
 use alipanfs::drive::{CheckNameMode, Drive, NewFile, UploadHashes};
@@ -196,6 +199,9 @@ fn run() -> BoxResult<()> {
     }
     if only.any_of("first", &[12, 13]) {
         first::first_rows(&emu, temp.path(), &mut report)?;
+    }
+    if only.any_of("webdav", &[14, 15]) {
+        webdav::webdav_rows(&rt, &client, &emu, &seeded.big, temp.path(), &mut report)?;
     }
 
     report.note(

@@ -674,8 +674,7 @@ impl Drive for Client {
             // item itself): then it did move.
             if let Ok(item) = self.get(file_id).await {
                 let wanted = new_name.map(str::to_string);
-                if item.parent_file_id == to_parent_file_id
-                    && wanted.is_none_or(|n| n == item.name)
+                if item.parent_file_id == to_parent_file_id && wanted.is_none_or(|n| n == item.name)
                 {
                     result.exist = false;
                 }

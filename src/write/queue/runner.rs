@@ -265,10 +265,7 @@ impl UploadQueue {
                 stream: None,
                 ..running
             });
-        } else if slot
-            .waiting
-            .as_ref().is_none_or(|w| w.staged != job.staged)
-        {
+        } else if slot.waiting.as_ref().is_none_or(|w| w.staged != job.staged) {
             job.progress.end(Outcome::Superseded);
             drop(slots);
             remove_staged(&job.staged);
