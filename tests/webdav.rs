@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,44 +30,7 @@ struct DavServer {
 fn try_serve(seed: impl FnOnce(&Emulator), args: &[&str]) -> Result<DavServer, String> {
     let (emulator, temp) = emulator_with(|_| {});
     seed(&emulator);
-    let log = temp.path().join("serve.log");
-    let out = temp.path().join("serve.out");
-    let mut child = Command::new(BIN)
-        .args(["--log-level", "alipanfs=debug,info", "serve", "webdav"])
-        .args(emulator.mount_args())
-        .arg("--token-file")
-        .arg(temp.path().join("token.json"))
-        .arg("--cache-dir")
-        .arg(temp.path().join("cache"))
-        .args(args)
-        .env("ALIPANFS_REFRESH_TOKEN", emulator.refresh_token())
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .map_err(|e| format!("cannot start {BIN}: {e}"))?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let url = loop {
-        let printed = std::fs::read_to_string(&out).unwrap_or_default();
-        if let Some(url) = printed
-            .lines()
-            .find_map(|l| l.strip_prefix("serving WebDAV at "))
-        {
-            break url.trim_end_matches('/').to_string();
-        }
-        if let Ok(Some(_)) = child.try_wait() {
-            return Err(std::fs::read_to_string(&log).unwrap_or_default());
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            return Err(format!(
-                "no WebDAV server within 30 s\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (child, url) = spawn_server(&emulator, temp.path(), args)?;
     let child = Arc::new(Mutex::new(Some(child)));
     let done = Arc::new(AtomicBool::new(false));
     {
@@ -86,6 +49,7 @@ fn try_serve(seed: impl FnOnce(&Emulator), args: &[&str]) -> Result<DavServer, S
             }
         });
     }
+    let log = temp.path().join("serve.log");
     Ok(DavServer {
         emulator,
         url,
@@ -96,11 +60,93 @@ fn try_serve(seed: impl FnOnce(&Emulator), args: &[&str]) -> Result<DavServer, S
     })
 }
 
+/// Run `serve webdav` with the token store and cache folder under `dir` (the same ones each
+/// time: a restart); returns the process and the URL it printed.
+fn spawn_server(emulator: &Emulator, dir: &Path, args: &[&str]) -> Result<(Child, String), String> {
+    let log = dir.join("serve.log");
+    let out = dir.join("serve.out");
+    let mut child = Command::new(BIN)
+        .args(["--log-level", "alipanfs=debug,info", "serve", "webdav"])
+        .args(emulator.mount_args())
+        .arg("--token-file")
+        .arg(dir.join("token.json"))
+        .arg("--cache-dir")
+        .arg(dir.join("cache"))
+        .args(args)
+        .env("ALIPANFS_REFRESH_TOKEN", emulator.refresh_token())
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .unwrap(),
+        )
+        .spawn()
+        .map_err(|e| format!("cannot start {BIN}: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let printed = std::fs::read_to_string(&out).unwrap_or_default();
+        if let Some(url) = printed
+            .lines()
+            .find_map(|l| l.strip_prefix("serving WebDAV at "))
+        {
+            return Ok((child, url.trim_end_matches('/').to_string()));
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            return Err(std::fs::read_to_string(&log).unwrap_or_default());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err(format!(
+                "no WebDAV server within 30 s\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn serve(seed: impl FnOnce(&Emulator), args: &[&str]) -> DavServer {
     try_serve(seed, args).unwrap_or_else(|log| panic!("serve webdav failed:\n{log}"))
 }
 
 impl DavServer {
+    /// SIGKILL (no drain), then start again on the same token store and cache folder.
+    fn kill9_and_restart(&mut self, args: &[&str]) {
+        if let Some(mut c) = self.child.lock().unwrap().take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let (child, url) = spawn_server(&self.emulator, self.temp.path(), args)
+            .unwrap_or_else(|log| panic!("restart failed:\n{log}"));
+        *self.child.lock().unwrap() = Some(child);
+        self.url = url;
+    }
+
+    /// SIGTERM and wait (bounded) for the process to exit; its exit status.
+    fn terminate(&self) -> Option<std::process::ExitStatus> {
+        let mut guard = self.child.lock().unwrap();
+        let c = guard.as_mut()?;
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                break Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                break c.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        };
+        *guard = None;
+        status
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -638,4 +684,59 @@ fn a_mount_and_its_webdav_server_share_one_core() {
     assert_eq!(tree, expect);
     let copies = m.emulator.call_count("openFile/copy");
     assert_eq!(copies, 1, "COPY used the drive's copy");
+}
+
+#[test]
+fn a_put_answered_reaches_the_drive_after_sigterm_and_after_sigkill() {
+    let mut server = serve(
+        |e| {
+            // Part uploads at 2 MiB/s: a PUT's upload is still running when the server is
+            // stopped.
+            e.set_faults(common::Faults {
+                upload_bandwidth: Some(2 << 20),
+                ..Default::default()
+            });
+        },
+        &["--addr", "127.0.0.1:0", "--upload-while-writing", "off"],
+    );
+    let dir = server.temp.path().to_path_buf();
+    let (a, b) = (content(21, 6 << 20), content(22, 6 << 20));
+    std::fs::write(dir.join("a.bin"), &a).unwrap();
+    std::fs::write(dir.join("b.bin"), &b).unwrap();
+
+    // SIGKILL right after the PUT was answered: the restarted server uploads it.
+    let (status, _) = curl(&format!(
+        "-T '{}' '{}/a.bin'",
+        dir.join("a.bin").display(),
+        server.url
+    ));
+    assert_eq!(status, 201);
+    assert!(
+        server.drive_tree("").get("a.bin").is_none(),
+        "uploaded before the kill: the test proves nothing"
+    );
+    server.kill9_and_restart(&["--addr", "127.0.0.1:0", "--upload-while-writing", "off"]);
+    wait_until(
+        "a.bin on the drive after SIGKILL and restart",
+        Duration::from_secs(60),
+        || server.log(),
+        || server.drive_tree("").get("a.bin") == Some(&Some(sha1_hex(&a))),
+    );
+
+    // SIGTERM right after the PUT was answered: the server exits only once it is uploaded.
+    let (status, _) = curl(&format!(
+        "-T '{}' '{}/b.bin'",
+        dir.join("b.bin").display(),
+        server.url
+    ));
+    assert_eq!(status, 201);
+    let exit = server.terminate().expect("it exits");
+    assert!(
+        exit.success(),
+        "serve webdav exited with {exit}\n{}",
+        server.log()
+    );
+    let tree = server.drive_tree("");
+    assert_eq!(tree.get("b.bin"), Some(&Some(sha1_hex(&b))), "{tree:?}");
+    assert_eq!(tree.len(), 2, "{tree:?}");
 }
