@@ -605,29 +605,7 @@ fn a_mount_and_its_webdav_server_share_one_core() {
         .arg("--webdav-listen")
         .arg("127.0.0.1:0")
         .mount();
-    let mut url = String::new();
-    m.wait_for(
-        "the WebDAV server's address in the log",
-        Duration::from_secs(10),
-        || {
-            let log = m.full_log();
-            match log
-                .lines()
-                .find_map(|l| l.split("serving WebDAV url=").nth(1))
-            {
-                Some(rest) => {
-                    url = rest
-                        .split_whitespace()
-                        .next()
-                        .unwrap()
-                        .trim_end_matches('/')
-                        .to_string();
-                    true
-                }
-                None => false,
-            }
-        },
-    );
+    let url = webdav_url(&m, 1);
     // Through the mount, then WebDAV at once (before the upload lands).
     std::fs::write(m.path("written-here.txt"), b"written through the mount").unwrap();
     let (status, body) = curl(&format!("'{url}/written-here.txt'"));
@@ -739,4 +717,137 @@ fn a_put_answered_reaches_the_drive_after_sigterm_and_after_sigkill() {
     let tree = server.drive_tree("");
     assert_eq!(tree.get("b.bin"), Some(&Some(sha1_hex(&b))), "{tree:?}");
     assert_eq!(tree.len(), 2, "{tree:?}");
+}
+
+/// The WebDAV server and the mount act on the same names at once (writes, renames, deletes on
+/// both sides); afterwards the mount, a WebDAV listing and the drive agree, name for name and
+/// byte for byte, with no duplicate and no temporary name left, also after a remount.
+#[test]
+fn webdav_and_the_mount_changing_the_same_names_at_once_end_in_one_tree() {
+    let (emulator, temp) = emulator_with(|_| {});
+    emulator.seed_folder("root", "shared");
+    let mut m = MountBuilder::new(emulator, temp)
+        .arg("--webdav-listen")
+        .arg("127.0.0.1:0")
+        .mount();
+    let url = webdav_url(&m, 1);
+    let ops: u64 = std::env::var("ALIPANFS_STRESS_OPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(120);
+    let shared = m.path("shared");
+    let bodies = m.dir.parent().unwrap().join("bodies");
+    std::fs::create_dir_all(&bodies).unwrap();
+    std::thread::scope(|scope| {
+        for worker in 0..4u64 {
+            let (url, shared, bodies) = (url.clone(), shared.clone(), bodies.clone());
+            scope.spawn(move || {
+                let mut x = worker * 7919 + 1;
+                let mut next = |n: u64| {
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    (x >> 33) % n
+                };
+                for op in 0..ops {
+                    let (a, b) = (format!("n{}", next(6)), format!("n{}", next(6)));
+                    let body = content(worker * 100_000 + op, next(200_000) as usize);
+                    // Even workers go through WebDAV, odd ones through the mount.
+                    let over_dav = worker % 2 == 0;
+                    match (next(4), over_dav) {
+                        (0 | 1, true) => {
+                            let f = bodies.join(format!("w{worker}"));
+                            std::fs::write(&f, &body).unwrap();
+                            curl(&format!("-T '{}' '{url}/shared/{a}'", f.display()));
+                        }
+                        (0 | 1, false) => {
+                            let _ = std::fs::write(shared.join(&a), &body);
+                        }
+                        (2, true) => {
+                            curl(&format!(
+                                "-X MOVE -H 'Destination: {url}/shared/{b}' '{url}/shared/{a}'"
+                            ));
+                        }
+                        (2, false) => {
+                            let _ = std::fs::rename(shared.join(&a), shared.join(&b));
+                        }
+                        (_, true) => {
+                            curl(&format!("-X DELETE '{url}/shared/{a}'"));
+                        }
+                        (_, false) => {
+                            let _ = std::fs::remove_file(shared.join(&a));
+                        }
+                    }
+                }
+            });
+        }
+    });
+    m.sync_all(Duration::from_secs(120));
+    let check = |m: &common::Mount, url: &str, when: &str| {
+        let mounted = local_tree(&m.path("shared"));
+        let (_, listing) = curl(&format!("-X PROPFIND -H 'Depth: 1' '{}/shared/'", url));
+        let listing = String::from_utf8_lossy(&listing).to_string();
+        let drive = drive_tree(&m.emulator, "shared");
+        if mounted != drive {
+            let kept = std::env::temp_dir().join("alipanfs-webdav-stress.log");
+            let _ = std::fs::write(&kept, m.full_log());
+            eprintln!("the daemon's whole log: {}", kept.display());
+        }
+        assert_eq!(
+            mounted,
+            drive,
+            "{when}: the mount and the drive differ\n{}",
+            m.log()
+        );
+        for name in mounted.keys() {
+            assert!(
+                listing.contains(&format!("/shared/{name}<")),
+                "{when}: WebDAV does not list {name}: {listing}"
+            );
+        }
+        assert!(
+            !listing.contains("davput"),
+            "{when}: a temporary name is listed: {listing}"
+        );
+        let dups = common::drive_duplicates(&m.emulator);
+        assert!(dups.is_empty(), "{when}: duplicates on the drive: {dups:?}");
+    };
+    check(&m, &url, "after the run");
+    eprintln!(
+        "{} names left after {} ops",
+        drive_tree(&m.emulator, "shared").len(),
+        ops * 4
+    );
+    m.remount_with_new_cache(&[]);
+    let url = webdav_url(&m, 2);
+    check(&m, &url, "after a remount");
+}
+
+/// The URL of the `nth` WebDAV server a mount's log announces (a remount appends to the log).
+fn webdav_url(m: &common::Mount, nth: usize) -> String {
+    let mut url = String::new();
+    m.wait_for(
+        "the WebDAV address in the log",
+        Duration::from_secs(10),
+        || {
+            let log = m.full_log();
+            let urls: Vec<&str> = log
+                .lines()
+                .filter_map(|l| l.split("serving WebDAV url=").nth(1))
+                .collect();
+            match urls.get(nth - 1) {
+                Some(rest) => {
+                    url = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap()
+                        .trim_end_matches('/')
+                        .to_string();
+                    true
+                }
+                None => false,
+            }
+        },
+    );
+    url
 }

@@ -366,6 +366,7 @@ impl FsCore {
     /// Create and open a new file.
     pub async fn create(&self, parent: u64, name: &str, mode: u32) -> Result<(Attr, u64)> {
         self.writable()?;
+        let _folder = self.lock_folders(parent, parent).await;
         self.refuse_synthetic_at(parent, name)?;
         names::validate(name)?;
         let listing = self.listing(parent).await?;

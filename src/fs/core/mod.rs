@@ -170,6 +170,12 @@ pub struct FsCore {
     /// Serialises the preparation of one inode's local content (download for read-modify-write,
     /// copies), per inode.
     prepare_locks: KeyedLocks,
+    /// Namespace changes (create, mkdir, unlink, rmdir, rename, copy) in one folder run one
+    /// at a time, per folder inode. Through FUSE the kernel's lock on the folder already orders
+    /// them; a front end without a kernel (WebDAV) and the mount reach the core concurrently,
+    /// and the steps of one change (detach, remove on the drive, forget the name) must not
+    /// interleave with another change of the same names.
+    namespace_locks: KeyedLocks,
     /// Makes "queue an upload under the node's current name" and "rename the node and its
     /// queued upload" atomic with respect to each other (release and rename run concurrently).
     upload_gate: Mutex<()>,
@@ -250,6 +256,7 @@ impl FsCore {
                 .time_to_live(Duration::from_secs(10))
                 .build(),
             prepare_locks: KeyedLocks::default(),
+            namespace_locks: KeyedLocks::default(),
             upload_gate: Mutex::new(Level::FS_GATE, "upload gate", ()),
             free_bytes: AtomicU64::new(u64::MAX),
             resumed: Mutex::new(Level::FS_MISC, "resumed uploads", Vec::new()),
@@ -376,6 +383,26 @@ impl FsCore {
             return Err(Error::NotADirectory(node.name));
         }
         Ok(node)
+    }
+
+    /// Hold the namespace locks of folders `a` and `b` (one when they are the same), taken in
+    /// inode order so two renames between the same folders never wait for each other.
+    pub(super) async fn lock_folders(
+        &self,
+        a: u64,
+        b: u64,
+    ) -> (
+        crate::fs::keyed::KeyGuard<'_>,
+        Option<crate::fs::keyed::KeyGuard<'_>>,
+    ) {
+        let (low, high) = (a.min(b), a.max(b));
+        let first = self.namespace_locks.lock(low).await;
+        let second = if high != low {
+            Some(self.namespace_locks.lock(high).await)
+        } else {
+            None
+        };
+        (first, second)
     }
 
     pub(super) fn writable(&self) -> Result<()> {

@@ -28,6 +28,7 @@ impl FsCore {
 
     pub async fn mkdir(&self, parent: u64, name: &str, mode: u32) -> Result<Attr> {
         self.writable()?;
+        let _folder = self.lock_folders(parent, parent).await;
         self.refuse_synthetic_at(parent, name)?;
         names::validate(name)?;
         let folder = self.folder(parent)?;
@@ -92,6 +93,7 @@ impl FsCore {
 
     pub async fn unlink(&self, parent: u64, name: &str) -> Result<()> {
         self.writable()?;
+        let _folder = self.lock_folders(parent, parent).await;
         self.refuse_synthetic_at(parent, name)?;
         let node = self.child(parent, name).await?;
         self.refuse_synthetic(&node)?;
@@ -182,6 +184,7 @@ impl FsCore {
     }
 
     pub async fn rmdir(&self, parent: u64, name: &str) -> Result<()> {
+        let _folder = self.lock_folders(parent, parent).await;
         self.writable()?;
         self.refuse_synthetic_at(parent, name)?;
         let node = self.child(parent, name).await?;
@@ -230,6 +233,7 @@ impl FsCore {
         new_name: &str,
         no_replace: bool,
     ) -> Result<()> {
+        let _folders = self.lock_folders(parent, new_parent).await;
         let result = self
             .rename_steps(parent, name, new_parent, new_name, no_replace)
             .await;

@@ -79,6 +79,10 @@ impl FsCore {
         if source.local.is_some() || source.is_local_only() {
             return self.copy_through_here(&source, new_parent, name).await;
         }
+        let _folder = self.lock_folders(new_parent, new_parent).await;
+        if listing.get(name).is_some() {
+            return Err(Error::AlreadyExists(name.to_string()));
+        }
         // `auto_rename`: the copy never clashes (a same-folder copy needs it), and takes its
         // name in a second call when that differs.
         let copied = self
