@@ -6,7 +6,7 @@
 //! `write` (rows 5 and 7), `cache` (rows 8-10: the data cache and passthrough), `scan` (row 11,
 //! a library scan before and after a remount), `first` (rows 12-13: a first read with the
 //! cache on against `--cache-size 0`, `ls -l` of 20,000 entries against a local folder; see
-//! `mount_rows/first.rs`), `webdav` (rows 14-15: the WebDAV server against the drive URL and the
+//! `mount_rows/first.rs`), `webdav` (rows 17-18: the WebDAV server against the drive URL and the
 //! FUSE mount, and eight parallel clients; `mount_rows/webdav.rs`) and row numbers, e.g. `ALIPANFS_BENCH_ONLY=read`
 //! or `=1,2`. Rows 1-4
 //! share one mount, so a read row alone still runs on a fresh, cold mount. Row 1 includes 1b
@@ -200,7 +200,7 @@ fn run() -> BoxResult<()> {
     if only.any_of("first", &[12, 13]) {
         first::first_rows(&emu, temp.path(), &mut report)?;
     }
-    if only.any_of("webdav", &[14, 15]) {
+    if only.any_of("webdav", &[17, 18]) {
         webdav::webdav_rows(&rt, &client, &emu, &seeded.big, temp.path(), &mut report)?;
     }
 

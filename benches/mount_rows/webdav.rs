@@ -1,10 +1,10 @@
-//! Rows 14-15 (group `webdav`, issue 22): the drive served over WebDAV by a mount's
+//! Rows 17-18 (group `webdav`, issue 22): the drive served over WebDAV by a mount's
 //! `--webdav-listen`, against curl of the drive's own download URL and the FUSE mount itself,
 //! in one run.
 //!
-//! 14: a 1 GiB file downloaded over WebDAV (curl), from the drive URL directly (curl), and
+//! 17: a 1 GiB file downloaded over WebDAV (curl), from the drive URL directly (curl), and
 //! read through the FUSE mount, alternated for `DAV_ROUNDS` rounds, compared by medians.
-//! 15: eight clients GET eight 128 MiB files over WebDAV at once: their total throughput, the
+//! 18: eight clients GET eight 128 MiB files over WebDAV at once: their total throughput, the
 //! most downloads the emulator saw at one moment (the account's cap is 3) and the downloads it
 //! refused for the cap.
 
@@ -46,7 +46,7 @@ pub(super) fn webdav_rows(
     let dav = format!("http://{listen}");
 
     eprintln!(
-        "row 14: 1 GiB over WebDAV, from the drive URL, and through FUSE, {DAV_ROUNDS} rounds"
+        "row 17: 1 GiB over WebDAV, from the drive URL, and through FUSE, {DAV_ROUNDS} rounds"
     );
     let (mut over_dav, mut over_url, mut over_fuse) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..DAV_ROUNDS {
@@ -73,21 +73,21 @@ pub(super) fn webdav_rows(
     let (dav_m, url_m, fuse_m) = (median(&over_dav), median(&over_url), median(&over_fuse));
     report.row(
         &format!(
-            "14. GET 1 GiB over WebDAV vs curl of the drive URL, median of {DAV_ROUNDS} (MiB/s)"
+            "17. GET 1 GiB over WebDAV vs curl of the drive URL, median of {DAV_ROUNDS} (MiB/s)"
         ),
         format!("{dav_m:.0}"),
         format!("{url_m:.0} (curl, drive URL)"),
         format!("{:.2}x", dav_m / url_m.max(1e-9)),
     );
     report.row(
-        "14b. the same GET over WebDAV vs read through the FUSE mount (MiB/s)",
+        "17b. the same GET over WebDAV vs read through the FUSE mount (MiB/s)",
         format!("{dav_m:.0}"),
         format!("{fuse_m:.0} (FUSE, same mount)"),
         format!("{:.2}x", dav_m / fuse_m.max(1e-9)),
     );
 
     eprintln!(
-        "row 15: {PARALLEL} parallel WebDAV GETs of {} MiB, twice",
+        "row 18: {PARALLEL} parallel WebDAV GETs of {} MiB, twice",
         PARALLEL_SIZE / MIB
     );
     let total = PARALLEL_SIZE * PARALLEL as u64;
@@ -104,7 +104,7 @@ pub(super) fn webdav_rows(
     let peak = first_peak.max(second_peak);
     report.row(
         &format!(
-            "15. {PARALLEL} parallel WebDAV GETs of {} MiB: total MiB/s, URLs known (first time, 8 getDownloadUrl at 1/s)",
+            "18. {PARALLEL} parallel WebDAV GETs of {} MiB: total MiB/s, URLs known (first time, 8 getDownloadUrl at 1/s)",
             PARALLEL_SIZE / MIB
         ),
         format!("{:.0} ({:.0})", mib_per_s(total, second), mib_per_s(total, first)),
@@ -112,7 +112,7 @@ pub(super) fn webdav_rows(
         verdict(peak <= 3, &format!("{denied} refused for the cap")),
     );
     report.note(format!(
-        "row 15 API calls, first round: {calls_first}; second: {}",
+        "row 18 API calls, first round: {calls_first}; second: {}",
         counts(emu)
     ));
     mount.stop();
