@@ -606,6 +606,11 @@ fn a_mount_and_its_webdav_server_share_one_core() {
         .arg("127.0.0.1:0")
         .mount();
     let url = webdav_url(&m, 1);
+    let status = sh(&format!("{BIN} status '{}'", m.dir.display()));
+    assert!(
+        status.contains(&format!("webdav: serving {url}/")),
+        "{status}"
+    );
     // Through the mount, then WebDAV at once (before the upload lands).
     std::fs::write(m.path("written-here.txt"), b"written through the mount").unwrap();
     let (status, body) = curl(&format!("'{url}/written-here.txt'"));

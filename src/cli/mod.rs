@@ -380,16 +380,6 @@ fn run_mount(args: MountArgs, argv: Vec<std::ffi::OsString>) -> Result<()> {
         daemon::report_failure(&e);
         return Err(e);
     }
-    // `status` and `sync` talk to this; the mount works without it. Dropped (socket removed)
-    // once the mount has ended and its uploads drained.
-    let _control = rt
-        .block_on(async {
-            crate::control::server::start(core.clone(), client.clone(), poller.clone(), &mountpoint)
-        })
-        .inspect_err(|e| {
-            tracing::warn!("no control socket (status and sync will not see this mount): {e}")
-        })
-        .ok();
     // `--webdav-listen`: the same core served to other devices.
     let webdav = if s.webdav.listen.is_empty() {
         None
@@ -409,6 +399,22 @@ fn run_mount(args: MountArgs, argv: Vec<std::ffi::OsString>) -> Result<()> {
             }
         }
     };
+    // `status` and `sync` talk to this; the mount works without it. Dropped (socket removed)
+    // once the mount has ended and its uploads drained.
+    let _control = rt
+        .block_on(async {
+            crate::control::server::start(
+                core.clone(),
+                client.clone(),
+                poller.clone(),
+                &mountpoint,
+                webdav.as_ref().map(|w| w.url()),
+            )
+        })
+        .inspect_err(|e| {
+            tracing::warn!("no control socket (status and sync will not see this mount): {e}")
+        })
+        .ok();
     let result = mount::serve(&rt, core, &mountpoint, &s, &poller, webdav.as_ref(), || {
         notify::ready();
         daemon::report_ready();

@@ -300,6 +300,9 @@ pub fn table(s: &Status) -> String {
     if let Some(p) = &s.poll {
         o += &(poll_line(p) + "\n");
     }
+    if let Some(url) = &s.webdav {
+        o += &format!("webdav: serving {url}\n");
+    }
     if !s.downloads.is_empty() {
         o += &format!("{:<40} {:>9} {:>9}\n", "READING", "SIZE", "RECEIVED");
         for d in &s.downloads {

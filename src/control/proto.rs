@@ -78,6 +78,9 @@ pub struct Status {
     /// Changes made elsewhere: the poller's state.
     #[serde(default)]
     pub poll: Option<PollStatus>,
+    /// The URL of the mount's WebDAV server (`--webdav-listen`), if it runs one.
+    #[serde(default)]
+    pub webdav: Option<String>,
 }
 
 /// The change poller's state (`alipanfs status`).

@@ -30,6 +30,7 @@ struct Shared {
     client: Arc<Client>,
     poller: Arc<Poller>,
     mountpoint: PathBuf,
+    webdav: Option<String>,
 }
 
 /// The listening socket; dropping it stops serving and removes the socket and its index file.
@@ -54,6 +55,7 @@ pub fn start(
     client: Arc<Client>,
     poller: Arc<Poller>,
     mountpoint: &Path,
+    webdav: Option<String>,
 ) -> std::io::Result<ControlSocket> {
     let dir = paths::runtime_dir();
     if !dir.exists() {
@@ -83,6 +85,7 @@ pub fn start(
         client,
         poller,
         mountpoint: mountpoint.to_path_buf(),
+        webdav,
     });
     let task = tokio::spawn(async move {
         loop {
@@ -302,6 +305,7 @@ fn status(shared: &Shared) -> Status {
         bwlimit_upload: bw.upload.rate(),
         log_level: crate::control::loglevel::current(),
         poll: Some(shared.poller.status()),
+        webdav: shared.webdav.clone(),
     }
 }
 
