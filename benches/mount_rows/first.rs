@@ -13,7 +13,7 @@
 use super::*;
 
 const FIRST_SIZE: u64 = 512 * MIB;
-const FIRST_ROUNDS: usize = 2;
+const FIRST_ROUNDS: usize = 3;
 const BIG_FOLDER: usize = 20_000;
 
 pub(super) fn first_rows(emu: &Emulator, dir: &Path, report: &mut Report) -> BoxResult<()> {
