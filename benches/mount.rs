@@ -6,8 +6,11 @@
 //! `write` (rows 5 and 7), `cache` (rows 8-10: the data cache and passthrough), `scan` (row 11,
 //! a library scan before and after a remount), `first` (rows 12-13: a first read with the
 //! cache on against `--cache-size 0`, `ls -l` of 20,000 entries against a local folder; see
-//! `mount_rows/first.rs`), `webdav` (rows 17-18: the WebDAV server against the drive URL and the
-//! FUSE mount, and eight parallel clients; `mount_rows/webdav.rs`) and row numbers, e.g. `ALIPANFS_BENCH_ONLY=read`
+//! `mount_rows/first.rs`), `seed`, `rewatch` and `slowdisk` (rows 14-16: seeded uploads beside
+//! a cached file, a transcoded video watched twice, a first read with the cache dir's disk
+//! throttled below the link; see `mount_rows/fill.rs`), `webdav` (rows 17-18: the WebDAV server
+//! against the drive URL and the FUSE mount, and eight parallel clients; `mount_rows/webdav.rs`)
+//! and row numbers, e.g. `ALIPANFS_BENCH_ONLY=read`
 //! or `=1,2`. Rows 1-4
 //! share one mount, so a read row alone still runs on a fresh, cold mount. Row 1 includes 1b
 //! (CPU per GiB) and 1c (the FUSE floor: a do-nothing file system in this process read the same
@@ -25,6 +28,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "mount_rows/fill.rs"]
+mod fill;
 #[path = "mount_rows/first.rs"]
 mod first;
 #[path = "mount_rows/webdav.rs"]
@@ -200,6 +205,9 @@ fn run() -> BoxResult<()> {
     if only.any_of("first", &[12, 13]) {
         first::first_rows(&emu, temp.path(), &mut report)?;
     }
+    if only.runs("seed", 14) || only.runs("rewatch", 15) || only.runs("slowdisk", 16) {
+        fill::fill_rows(&emu, temp.path(), &only, &mut report)?;
+    }
     if only.any_of("webdav", &[17, 18]) {
         webdav::webdav_rows(&rt, &client, &emu, &seeded.big, temp.path(), &mut report)?;
     }
@@ -313,26 +321,7 @@ fn fuse_floor_row(
     report: &mut Report,
 ) -> BoxResult<()> {
     eprintln!("row 1c: FUSE alone, 1 GiB answered from memory");
-    let mnt = dir.join("floor");
-    std::fs::create_dir_all(&mnt)?;
-    let mut config = fuser::Config::default();
-    config.mount_options = vec![
-        fuser::MountOption::FSName("floor".into()),
-        fuser::MountOption::RO,
-    ];
-    config.n_threads = Some(4);
-    config.clone_fd = true;
-    let session = fuser::Session::new(floor::Floor::new(GIB), &mnt, &config)?.spawn()?;
-    let result = (|| {
-        let before = cpu_seconds(libc::RUSAGE_SELF);
-        let took = timed(|| read_all(&mnt.join(floor::NAME), GIB))?;
-        Ok::<_, Box<dyn std::error::Error>>((
-            mib_per_s(GIB, took),
-            cpu_seconds(libc::RUSAGE_SELF) - before,
-        ))
-    })();
-    session.umount_and_join()?;
-    let (speed, cpu) = result?;
+    let (speed, cpu) = floor_read(dir)?;
     report.row(
         "1c. FUSE alone: 1 GiB answered from memory (MiB/s)",
         format!("{speed:.0}"),
@@ -352,6 +341,31 @@ fn fuse_floor_row(
         cores * 1024.0 / least.max(1e-9) / curl_median.max(1e-9),
     ));
     Ok(())
+}
+
+/// The FUSE floor's read of 1 GiB: MiB/s, and the CPU seconds this process spent on it (the
+/// floor's file system and the reader).
+fn floor_read(dir: &Path) -> BoxResult<(f64, f64)> {
+    let mnt = dir.join("floor");
+    std::fs::create_dir_all(&mnt)?;
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        fuser::MountOption::FSName("floor".into()),
+        fuser::MountOption::RO,
+    ];
+    config.n_threads = Some(4);
+    config.clone_fd = true;
+    let session = fuser::Session::new(floor::Floor::new(GIB), &mnt, &config)?.spawn()?;
+    let result = (|| {
+        let before = cpu_seconds(libc::RUSAGE_SELF);
+        let took = timed(|| read_all(&mnt.join(floor::NAME), GIB))?;
+        Ok::<_, Box<dyn std::error::Error>>((
+            mib_per_s(GIB, took),
+            cpu_seconds(libc::RUSAGE_SELF) - before,
+        ))
+    })();
+    session.umount_and_join()?;
+    result
 }
 
 /// The FUSE floor's file system: one read-only file of `size` bytes, answered from one 64 MiB

@@ -35,6 +35,7 @@ struct Process {
     cache_hits: Counter,
     cache_misses: Counter,
     passthrough_opens: Counter,
+    cache_skipped_bytes: Counter,
     polls: Counter,
     remote_changes: Counter,
     invalidations: Counter,
@@ -79,6 +80,12 @@ pub fn cache_blocks_missed(start: u64, len: u64) {
             .cache_misses
             .inc_by((start + len).div_ceil(b) - start / b);
     }
+}
+
+/// Bytes fetched from the drive that the data cache did not keep because its writer was
+/// behind (a read never waits for the cache's disk; a later read fills those blocks).
+pub fn cache_skipped_bytes(n: u64) {
+    PROCESS.cache_skipped_bytes.inc_by(n);
 }
 
 /// An open answered with kernel passthrough on a cache file.
@@ -219,6 +226,11 @@ fn registry(client: Arc<Client>, uploads: Arc<UploadQueue>) -> Registry {
         "cache_misses",
         "1 MiB blocks reads fetched from the drive (not in the data cache, or it is off).",
         p.cache_misses.clone(),
+    );
+    r.register(
+        "cache_skipped_bytes",
+        "Bytes read from the drive that the data cache did not keep because its writer was behind (reads never wait for the cache's disk; a later read fills them).",
+        p.cache_skipped_bytes.clone(),
     );
     r.register(
         "passthrough_opens",

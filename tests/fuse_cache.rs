@@ -470,7 +470,22 @@ fn a_second_pass_fills_what_the_first_skipped() {
             "pass {passes}: {hits} block hits with {cached} blocks cached before it"
         );
     }
-    eprintln!("blocks cached after each pass: {after:?}");
+    // What the passes did not cache is counted, the same in status and in the metrics.
+    let skipped = status(&m)["cache"]["skipped_bytes"].as_u64().unwrap();
+    assert_eq!(
+        skipped as f64,
+        metric(&m, "alipanfs_cache_skipped_bytes", "")
+    );
+    eprintln!("blocks cached after each pass: {after:?}; skipped {skipped} bytes");
+    if skipped > 0 {
+        let text = Command::new(BIN)
+            .args(["status", m.dir.to_str().unwrap()])
+            .env("XDG_RUNTIME_DIR", runtime_dir())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&text.stdout);
+        assert!(text.contains("; skipped "), "{text}");
+    }
     assert!(passes >= 1);
     let before = m.calls();
     assert_eq!(sha1_of(&m.path("two.bin")), sha);

@@ -86,3 +86,65 @@ fn a_warm_ls_l_of_a_big_folder_costs_no_lookup_per_entry() {
         "{cold} LOOKUPs for a cold ls -l of {ENTRIES} entries"
     );
 }
+
+/// Entries and attributes from a fresh listing are kept by the kernel as long as the listing:
+/// `stat` of every entry after a warm `ls -l` costs no LOOKUP nor GETATTR once the attribute
+/// timeout (1 s) has passed; a change made elsewhere (no poller here) shows when the listing
+/// expires, not later.
+#[test]
+fn entries_from_a_fresh_listing_are_kept_as_long_as_the_listing() {
+    const FILES: usize = 300;
+    const TTL: u64 = 5;
+    let ttl = TTL.to_string();
+    let m = mount_with(
+        |_| {},
+        |e| {
+            let folder = e.seed_folder("root", "kept");
+            for i in 0..FILES {
+                e.seed_file(&folder, &format!("k{i:03}.txt"), b"old");
+            }
+        },
+        &[
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--dir-cache-ttl",
+            &ttl,
+            "--poll-interval",
+            "0",
+        ],
+    );
+    let dir = m.path("kept");
+    let listed_at = std::time::Instant::now();
+    assert_eq!(ls_l(&dir).len(), FILES);
+    std::thread::sleep(Duration::from_millis(1500));
+    let asked = |m: &Mount| ops(m, "lookup") + ops(m, "getattr");
+    let before = asked(&m);
+    let sizes = sh(&format!("stat -c %s {}/*", dir.display()));
+    assert_eq!(sizes.lines().filter(|l| *l == "3").count(), FILES);
+    let stats = asked(&m) - before;
+    eprintln!("LOOKUPs + GETATTRs for {FILES} stats 1.5 s after ls -l: {stats}");
+    assert!(
+        stats <= 5.0,
+        "{stats} LOOKUPs/GETATTRs: the kernel dropped entries from a fresh listing"
+    );
+    // Changed elsewhere: shown once the listing expires (within a second of it).
+    let id = m.remote("kept/k007.txt").unwrap().file_id;
+    m.emulator
+        .device(
+            "overwrite",
+            serde_json::json!({"file_id": id, "content": "new and longer"}),
+        )
+        .unwrap();
+    let size = || sh(&format!("stat -c %s {}/k007.txt", dir.display()));
+    m.wait_for(
+        "the change shown after the listing expired",
+        Duration::from_secs(TTL + 10),
+        || size().trim() == "14",
+    );
+    let shown = listed_at.elapsed();
+    eprintln!("change shown {shown:?} after the listing (TTL {TTL} s)");
+    assert!(
+        shown <= Duration::from_secs(TTL + 4),
+        "shown {shown:?} after the listing, TTL {TTL} s"
+    );
+}

@@ -126,6 +126,7 @@ impl CachedFile {
         });
         if !self.reserve(len, budget.is_some() && permit.is_none()) {
             self.inner.skipped.fetch_add(len, Ordering::Relaxed);
+            crate::metrics::cache_skipped_bytes(len);
             debug!(file_id = %self.header.file_id, offset, "cache writer busy: not caching these bytes");
             return;
         }

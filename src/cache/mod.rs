@@ -366,6 +366,7 @@ impl DataCache {
             hit_blocks: hits,
             miss_blocks: misses,
             passthrough_opens: pt,
+            skipped_bytes: self.skipped_bytes(),
         }
     }
 

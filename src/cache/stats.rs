@@ -14,6 +14,11 @@ pub struct CacheStatus {
     pub hit_blocks: u64,
     pub miss_blocks: u64,
     pub passthrough_opens: u64,
+    /// Bytes read from the drive and not cached because the cache writer was behind (or the
+    /// memory budget full) since the mount started: the price of never slowing a read. A
+    /// later read fills those blocks. Figures from before this field read as 0.
+    #[serde(default)]
+    pub skipped_bytes: u64,
 }
 
 impl CacheStatus {

@@ -535,6 +535,7 @@ fn run_about(args: AboutArgs) -> Result<()> {
             hit_blocks: saved.hit_blocks,
             miss_blocks: saved.miss_blocks,
             passthrough_opens: saved.passthrough_opens,
+            skipped_bytes: 0,
         });
         println!("{}", line.replacen("cache: ", "cache:       ", 1));
         println!("passthrough: {:?}", s.passthrough);

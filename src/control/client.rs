@@ -204,7 +204,7 @@ pub fn cache_line(c: &crate::cache::CacheStatus) -> String {
         .hit_ratio()
         .map_or("-".to_string(), |r| format!("{:.1}%", r * 100.0));
     format!(
-        "cache: {} used of {} in {} ({} files{}); hit ratio {} ({} of {} blocks); passthrough opens {}",
+        "cache: {} used of {} in {} ({} files{}); hit ratio {} ({} of {} blocks); passthrough opens {}{}",
         size(c.used),
         size(c.limit),
         c.dir,
@@ -213,7 +213,12 @@ pub fn cache_line(c: &crate::cache::CacheStatus) -> String {
         ratio,
         c.hit_blocks,
         c.hit_blocks + c.miss_blocks,
-        c.passthrough_opens
+        c.passthrough_opens,
+        if c.skipped_bytes > 0 {
+            format!("; skipped {} (writer behind, filled by later reads)", size(c.skipped_bytes))
+        } else {
+            String::new()
+        }
     )
 }
 

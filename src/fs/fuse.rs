@@ -85,6 +85,16 @@ fn time_of(t: TimeOrNow) -> SystemTime {
     }
 }
 
+/// The timeout of an entry or attributes: `--attr-timeout`, or the rest of the listing's
+/// freshness when they come from a fresh listing (`FsCore::fresh_for`), whichever is longer.
+/// `--attr-timeout 0` keeps its meaning: the kernel caches nothing.
+fn timeout(ttl: Duration, fresh: Option<Duration>) -> Duration {
+    match fresh {
+        Some(f) if !ttl.is_zero() => f.max(ttl),
+        _ => ttl,
+    }
+}
+
 /// Read-only handles bypass the kernel page cache (direct I/O) when the kernel lets direct-I/O
 /// files be mmapped (FUSE_DIRECT_IO_ALLOW_MMAP, Linux 6.6+): the read path keeps its own
 /// read-ahead, and filling page-cache pages was the costliest copy of a sequential read (the
@@ -155,8 +165,13 @@ impl Filesystem for FuseAdapter {
             req,
             parent.0,
             reply,
-            async move { core.lookup(parent.0, &name).await },
-            move |reply, attr| reply.entry(&ttl, &file_attr(&attr), Generation(0)),
+            async move {
+                let attr = core.lookup(parent.0, &name).await?;
+                Ok((attr, core.fresh_for(attr.ino).await))
+            },
+            move |reply, (attr, fresh)| {
+                reply.entry(&timeout(ttl, fresh), &file_attr(&attr), Generation(0))
+            },
         );
     }
 
@@ -173,8 +188,11 @@ impl Filesystem for FuseAdapter {
             req,
             ino.0,
             reply,
-            async move { core.getattr(ino.0).await },
-            move |reply, attr| reply.attr(&ttl, &file_attr(&attr)),
+            async move {
+                let attr = core.getattr(ino.0).await?;
+                Ok((attr, core.fresh_for(ino.0).await))
+            },
+            move |reply, (attr, fresh)| reply.attr(&timeout(ttl, fresh), &file_attr(&attr)),
         );
     }
 

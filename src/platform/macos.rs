@@ -41,6 +41,11 @@ pub fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
 /// No sync_file_range on macOS: the periodic sync writes the range back.
 pub fn start_writeback(_file: &File, _offset: u64, _len: u64) {}
 
+/// No O_DIRECT here: cache blocks are written through the page cache.
+pub fn open_direct(_file: &File) -> io::Result<File> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
 /// Abstract sockets are Linux-only; systemd does not run here.
 pub fn send_abstract(_socket: &UnixDatagram, _name: &[u8], _state: &str) -> io::Result<usize> {
     Err(io::Error::other("abstract sockets are Linux-only"))

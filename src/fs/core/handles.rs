@@ -184,7 +184,7 @@ impl FsCore {
             return Ok(());
         };
         match handle {
-            Handle::Dir(_) => {}
+            Handle::Dir(..) => {}
             Handle::Remote { ino, .. } | Handle::Memory { ino, .. } => self.track_open(ino, -1),
             Handle::Local {
                 ino,

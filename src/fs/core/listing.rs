@@ -47,6 +47,8 @@ pub struct Listing {
     /// drive's answer: after an edit, `drive_count` no longer says what the drive should hold.
     edits: AtomicU64,
     clean_at: AtomicU64,
+    /// When it stops being fresh (what the kernel may keep of its entries, `fresh`).
+    pub(super) deadline: super::fresh::Deadline,
 }
 
 /// The cache's expiry of a listing: `ttl` after its fetch.
@@ -59,9 +61,11 @@ impl moka::Expiry<u64, Arc<Listing>> for Freshness {
         &self,
         _dir: &u64,
         listing: &Arc<Listing>,
-        _at: std::time::Instant,
+        at: std::time::Instant,
     ) -> Option<Duration> {
-        Some(listing.fresh_for.unwrap_or(self.ttl).min(self.ttl))
+        let fresh = listing.fresh_for.unwrap_or(self.ttl).min(self.ttl);
+        listing.deadline.set(at + fresh);
+        Some(fresh)
     }
 
     fn expire_after_update(
@@ -87,6 +91,7 @@ impl Default for Listing {
             drive_count: AtomicUsize::new(0),
             edits: AtomicU64::new(0),
             clean_at: AtomicU64::new(0),
+            deadline: Default::default(),
         }
     }
 }
@@ -398,32 +403,38 @@ impl FsCore {
                 kind: ItemKind::Folder,
             },
         );
-        Ok(self.add_handle(Handle::Dir(Arc::new(entries))))
+        Ok(self.add_handle(Handle::Dir(Arc::new(entries), listing)))
     }
 
     /// Entries of an open folder from `offset` on (each with the offset of the one after it, so
     /// an entry skipped because it vanished meanwhile never shifts the offsets of the rest), with their attributes when `plus` (readdirplus
     /// counts as a lookup of each entry but `.` and `..`).
     pub fn readdir(&self, fh: u64, offset: u64, plus: bool) -> Result<Vec<DirSlot>> {
-        let entries = match lock(&self.handles).get(&fh) {
-            Some(Handle::Dir(entries)) => entries.clone(),
+        let (entries, listing) = match lock(&self.handles).get(&fh) {
+            Some(Handle::Dir(entries, listing)) => (entries.clone(), listing.clone()),
             _ => return Err(Error::NotADirectory(format!("handle {fh}"))),
         };
+        let left = listing.deadline.left();
+        let dir = entries.first().map_or(0, |e| e.ino);
         let mut out = Vec::new();
         for (index, entry) in entries.iter().enumerate().skip(offset as usize) {
-            let attr = if plus && entry.name != "." && entry.name != ".." {
-                let mut table = lock(&self.table);
-                match table.get_mut(entry.ino) {
-                    Some(node) => Some(self.attr_of(node)),
+            let (attr, fresh_for) = if plus && entry.name != "." && entry.name != ".." {
+                let table = lock(&self.table);
+                match table.get(entry.ino) {
+                    Some(node) => (
+                        Some(self.attr_of(node)),
+                        left.filter(|_| self.listed_as_on_drive(node, dir, &entry.name)),
+                    ),
                     None => continue,
                 }
             } else {
-                None
+                (None, None)
             };
             out.push(DirSlot {
                 next_offset: index as u64 + 1,
                 entry: entry.clone(),
                 attr,
+                fresh_for,
             });
         }
         Ok(out)

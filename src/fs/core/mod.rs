@@ -24,6 +24,7 @@
 
 mod conflict;
 mod control;
+mod fresh;
 mod handles;
 mod listing;
 mod livp;
@@ -123,6 +124,9 @@ pub struct DirSlot {
     pub next_offset: u64,
     pub entry: DirEntry,
     pub attr: Option<Attr>,
+    /// How long the kernel may keep this entry and its attributes (the rest of the listing's
+    /// freshness, see `fresh`); None: the adapter's own timeout.
+    pub fresh_for: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -133,7 +137,8 @@ pub struct DirEntry {
 }
 
 enum Handle {
-    Dir(Arc<Vec<DirEntry>>),
+    /// The entries at opendir, and the listing they came from.
+    Dir(Arc<Vec<DirEntry>>, Arc<Listing>),
     Remote {
         ino: u64,
         reader: Arc<ReadHandle>,
@@ -222,6 +227,8 @@ impl FsCore {
             .eviction_listener(move |_dir, listing: Arc<Listing>, cause| {
                 // A listing that is replaced by a fresh one keeps its children; an expired or
                 // evicted one frees those the kernel does not hold.
+                // The kernel keeps its entries no longer (`fresh`).
+                listing.deadline.clear();
                 if cause != moka::notification::RemovalCause::Replaced {
                     let mut table = lock(&evict_table);
                     for ino in listing.inos() {

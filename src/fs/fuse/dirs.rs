@@ -44,6 +44,7 @@ impl FuseAdapter {
                     next_offset,
                     entry,
                     attr,
+                    fresh_for,
                 } in &entries
                 {
                     let attr = match attr {
@@ -57,7 +58,7 @@ impl FuseAdapter {
                         INodeNo(entry.ino),
                         *next_offset,
                         &entry.name,
-                        &self.ttl,
+                        &super::timeout(self.ttl, *fresh_for),
                         &file_attr(&attr),
                         Generation(0),
                     ) {
