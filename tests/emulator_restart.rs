@@ -55,22 +55,6 @@ fn lazy_unmount(dir: &Path) {
         .status();
 }
 
-/// Polls `cond` every 50 ms until it holds; panics with `what` and `log` after `timeout`.
-fn wait_for(
-    what: &str,
-    timeout: Duration,
-    log: impl Fn() -> String,
-    mut cond: impl FnMut() -> bool,
-) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        if Instant::now() > deadline {
-            panic!("timed out waiting for {what}\n{}", log());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 impl Harness {
     fn new() -> Harness {
         // A free port, reused by the restarted emulator.
@@ -219,7 +203,7 @@ impl Harness {
             .expect("alipanfs mount starts");
         self.procs.lock().unwrap().daemon = Some(child);
         // A FUSE test that cannot mount fails; it never skips.
-        wait_for(
+        common::wait_until(
             "the mount",
             Duration::from_secs(30),
             || self.log(),
@@ -355,7 +339,7 @@ fn a_mount_rides_out_an_emulator_killed_mid_upload() {
         std::fs::write(h.mnt().join(rel), data).unwrap();
         want.insert(format!("/{rel}"), sha1_hex(data));
     }
-    wait_for(
+    common::wait_until(
         "the small files on the drive",
         Duration::from_secs(60),
         || h.log(),
@@ -370,7 +354,7 @@ fn a_mount_rides_out_an_emulator_killed_mid_upload() {
     // close() may wait for the upload: write on a thread, the watchdog bounds it.
     let path = h.mnt().join("big.bin");
     let writer = std::thread::spawn(move || std::fs::write(path, &big));
-    wait_for(
+    common::wait_until(
         "a part upload of big.bin",
         Duration::from_secs(60),
         || h.log(),
@@ -390,7 +374,7 @@ fn a_mount_rides_out_an_emulator_killed_mid_upload() {
     );
     // Stay down until the mount has retried the part against the dead port at least once (its
     // first failure is the broken transfer itself), so the test covers a real outage.
-    wait_for(
+    common::wait_until(
         "the mount to retry into the outage",
         Duration::from_secs(30),
         || h.log(),
@@ -407,7 +391,7 @@ fn a_mount_rides_out_an_emulator_killed_mid_upload() {
     assert_eq!(store["refresh_token"], current.as_str());
     assert_ne!(current, token);
     let restarted = killed.elapsed();
-    wait_for(
+    common::wait_until(
         "every file with its SHA-1 on the restarted drive",
         Duration::from_secs(120),
         || format!("{:?}\n{}", h.remote_files(), h.log()),

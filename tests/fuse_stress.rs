@@ -47,6 +47,18 @@ fn stress_mount(secs: u64) -> Mount {
         .mount()
 }
 
+/// A mount whose API calls are not rate-limited (neither by the emulator nor by the client):
+/// for tests of thousands of uploads that measure hand-offs and memory, not the rate budget
+/// (at the published 15 calls/s, 20,000 uploads take most of an hour).
+fn unthrottled_mount(secs: u64) -> Mount {
+    let (emulator, temp) = emulator_with(|c| c.rate_other_per_sec = 0.0);
+    MountBuilder::new(emulator, temp)
+        .deadline(Duration::from_secs(secs))
+        .arg("--api-rate")
+        .arg("0")
+        .mount()
+}
+
 fn is_enoent(e: &std::io::Error) -> bool {
     e.kind() == ErrorKind::NotFound
 }
@@ -440,13 +452,13 @@ fn write_small_files(
 }
 
 #[test]
-#[ignore = "slow: 3,000 uploads at the API's published 15 calls/s take about 10 minutes; run with --ignored"]
+#[ignore = "known failure (issue 19): 1 of 375 files landed in a burst of 3,000 was not bound to its drive file, so its move uploaded it again; run with --ignored"]
 fn three_thousand_files_closed_in_a_burst_all_land_and_stay_bound_to_their_drive_files() {
-    let m = stress_mount(900);
+    let m = unthrottled_mount(900);
     let t = Instant::now();
     let written = write_small_files(&m.dir, "burst", 8, 3000, 6);
     eprintln!("3,000 files closed in {:?}", t.elapsed());
-    m.sync_all(SYNC_WAIT);
+    m.sync_all(Duration::from_secs(600));
     eprintln!("... and on the drive after {:?}", t.elapsed());
     let mut checks = Checks::default();
     let drive: BTreeMap<_, _> = m
@@ -548,9 +560,9 @@ fn listing_thirty_new_folders_while_a_2_gib_file_closes_takes_under_half_a_secon
 }
 
 #[test]
-#[ignore = "slow: over 5 minutes for 20,000 files on a loaded 2-core box; run with --ignored"]
+#[ignore = "known failure (issue 19): 10,000 closed files waiting for upload hold a descriptor each, and uploads fail with EMFILE at a 20,000 limit; run with --ignored"]
 fn the_daemon_rss_after_the_second_ten_thousand_files_stays_within_20_mib_of_the_first() {
-    let m = stress_mount(1800);
+    let m = unthrottled_mount(1800);
     let t = Instant::now();
     let first = write_small_files(&m.dir, "h1", 8, 10_000, 20);
     m.sync_all(SYNC_WAIT);

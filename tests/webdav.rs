@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{emulator_with, local_tree, sh, sh_status, Emulator, MountBuilder, BIN};
+use common::{emulator_with, local_tree, sh, sh_status, wait_until, Emulator, MountBuilder, BIN};
 
 /// `alipanfs serve webdav` over an emulator, killed at drop (or by the watchdog at its deadline).
 struct DavServer {
@@ -190,24 +190,6 @@ fn drive_tree(emulator: &Emulator, prefix: &str) -> BTreeMap<String, Option<Stri
             Some((rel, if e.is_dir { None } else { e.sha1.clone() }))
         })
         .collect()
-}
-
-fn wait_until(
-    what: &str,
-    timeout: Duration,
-    log: impl Fn() -> String,
-    mut cond: impl FnMut() -> bool,
-) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        if Instant::now() > deadline {
-            panic!(
-                "timed out waiting for {what}\n--- server log ---\n{}",
-                log()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// `curl` with `args`: (HTTP status, body).

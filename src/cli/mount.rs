@@ -245,7 +245,8 @@ pub fn build_core(
         dir_cache_ttl: s.dir_cache_ttl,
         delete_permanently: s.delete_permanently,
         strict_permissions: s.strict_permissions,
-        max_cached_dirs: 10_000,
+        // Listings of up to half a million entries in all stay cached (50 times a 10,000-file folder).
+        max_cached_entries: 500_000,
         order_by: s.order_by,
         order_direction: s.order_direction,
         meta,

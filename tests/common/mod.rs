@@ -553,3 +553,20 @@ pub fn drive_duplicates(emulator: &Emulator) -> Vec<(String, String, usize)> {
         .map(|((_, name), (parent, n))| (parent, name, n))
         .collect()
 }
+
+/// Polls `cond` every 50 ms until it holds; panics with `what` and `log()` (a daemon's or a
+/// server's log) after `timeout`.
+pub fn wait_until(
+    what: &str,
+    timeout: Duration,
+    log: impl Fn() -> String,
+    mut cond: impl FnMut() -> bool,
+) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        if Instant::now() > deadline {
+            panic!("timed out waiting for {what}\n--- log ---\n{}", log());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -118,6 +118,14 @@ impl Listing {
     }
     /// How many items the drive listed, unless the mount edited the entries since (then the
     /// count cannot tell whether the drive changed).
+    /// Its weight in the listing cache: the items the drive listed, plus one (read without a
+    /// lock: moka calls this while inserting).
+    pub(super) fn weight(&self) -> u32 {
+        u32::try_from(self.drive_count.load(Ordering::Relaxed))
+            .unwrap_or(u32::MAX)
+            .saturating_add(1)
+    }
+
     pub(super) fn drive_count(&self) -> Option<usize> {
         (self.edits() == self.clean_at.load(Ordering::SeqCst))
             .then(|| self.drive_count.load(Ordering::SeqCst))

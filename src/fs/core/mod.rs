@@ -88,8 +88,10 @@ pub struct FsConfig {
     pub delete_permanently: bool,
     /// chmod/chown to other values than shown are refused (ENOTSUP) instead of kept.
     pub strict_permissions: bool,
-    /// At most this many folder listings are cached.
-    pub max_cached_dirs: u64,
+    /// Cached folder listings hold at most about this many entries in all (each listing weighs
+    /// the items the drive listed, plus one), so memory follows entries, not folders: ten
+    /// folders of 100,000 files weigh as much as a million folders of one.
+    pub max_cached_entries: u64,
     /// The order of readdir's entries (after `.` and `..`).
     pub order_by: OrderBy,
     pub order_direction: OrderDirection,
@@ -220,7 +222,8 @@ impl FsCore {
         ));
         let evict_table = table.clone();
         let listings = Cache::builder()
-            .max_capacity(cfg.max_cached_dirs)
+            .max_capacity(cfg.max_cached_entries)
+            .weigher(|_dir, listing: &Arc<Listing>| listing.weight())
             .expire_after(listing::Freshness {
                 ttl: cfg.dir_cache_ttl,
             })

@@ -267,7 +267,7 @@ impl World {
                 dir_cache_ttl: Duration::from_secs(3600),
                 delete_permanently: false,
                 strict_permissions: false,
-                max_cached_dirs: 1000,
+                max_cached_entries: 100_000,
                 order_by: Default::default(),
                 order_direction: Default::default(),
                 meta,
