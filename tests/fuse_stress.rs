@@ -40,9 +40,14 @@ impl Rng {
 }
 
 /// A mount of a fresh emulator with a deadline of `secs` seconds.
+/// A mount with the default options, plus those in `ALIPANFS_STRESS_ARGS` (split at spaces;
+/// e.g. `--poll-interval 1 --dir-cache-ttl 2` to make a race with the poller likelier).
 fn stress_mount(secs: u64) -> Mount {
     let (emulator, temp) = emulator_with(|_| {});
-    MountBuilder::new(emulator, temp)
+    let extra = std::env::var("ALIPANFS_STRESS_ARGS").unwrap_or_default();
+    extra
+        .split_whitespace()
+        .fold(MountBuilder::new(emulator, temp), |b, a| b.arg(a))
         .deadline(Duration::from_secs(secs))
         .mount()
 }
@@ -398,7 +403,17 @@ fn namespace_churn_from_four_threads_leaves_one_item_per_name_and_the_same_tree_
         )
     });
     eprintln!("tree: {} entries", before.len());
+    keep_log_if_failed(&m, &checks, "churn");
     checks.finish();
+}
+
+/// A failed stress run keeps the daemon's whole log (the temporary folder goes with the mount).
+fn keep_log_if_failed(m: &Mount, checks: &Checks, what: &str) {
+    if checks.failed() {
+        let kept = std::env::temp_dir().join(format!("alipanfs-{what}-{}.log", std::process::id()));
+        let _ = std::fs::write(&kept, m.full_log());
+        eprintln!("daemon log kept at {}", kept.display());
+    }
 }
 
 fn tree_diff(a: &BTreeMap<String, Option<String>>, b: &BTreeMap<String, Option<String>>) -> String {
@@ -451,8 +466,9 @@ fn write_small_files(
     all
 }
 
+/// Once seemed to show a file not bound to its drive file: the one extra create call was the
+/// test's own mkdir of `moved`, counted after the baseline.
 #[test]
-#[ignore = "known failure (issue 19): 1 of 375 files landed in a burst of 3,000 was not bound to its drive file, so its move uploaded it again; run with --ignored"]
 fn three_thousand_files_closed_in_a_burst_all_land_and_stay_bound_to_their_drive_files() {
     let m = unthrottled_mount(900);
     let t = Instant::now();
@@ -478,8 +494,9 @@ fn three_thousand_files_closed_in_a_burst_all_land_and_stay_bound_to_their_drive
     });
     // Each node must point at its drive file: a move of every file in d0 is a move on the
     // drive of the same file_id, with no upload.
-    let puts = m.emulator.call_count("data/put") + m.emulator.call_count("openFile/create");
+    // The folder first: its own openFile/create is not a file's upload.
     std::fs::create_dir(m.path("moved")).unwrap();
+    let puts = m.emulator.call_count("data/put") + m.emulator.call_count("openFile/create");
     let mut ids = BTreeMap::new();
     for rel in written.keys().filter(|k| k.starts_with("burst/d0/")) {
         let id = m.remote(rel).map(|e| e.file_id);
@@ -498,6 +515,7 @@ fn three_thousand_files_closed_in_a_burst_all_land_and_stay_bound_to_their_drive
     checks.check(puts_after == puts, || {
         format!("moves uploaded again: {puts} -> {puts_after} create/put calls")
     });
+    keep_log_if_failed(&m, &checks, "burst");
     checks.finish();
 }
 
@@ -560,7 +578,7 @@ fn listing_thirty_new_folders_while_a_2_gib_file_closes_takes_under_half_a_secon
 }
 
 #[test]
-#[ignore = "known failure (issue 19): 10,000 closed files waiting for upload hold a descriptor each, and uploads fail with EMFILE at a 20,000 limit; run with --ignored"]
+#[ignore = "known failure (issue 19): each closed file waiting for its upload holds its staged file open, so 10,000 waiting files beside 10,000 more exceed this machine's hard limit of 20,000 open files (EMFILE); run with --ignored"]
 fn the_daemon_rss_after_the_second_ten_thousand_files_stays_within_20_mib_of_the_first() {
     let m = unthrottled_mount(1800);
     let t = Instant::now();

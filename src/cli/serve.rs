@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::api::Client;
 use crate::cli::options::{MountOptions, Settings};
@@ -25,6 +25,13 @@ pub struct Opened {
 /// (so a write past the quota gets ENOSPC at once, not an upload retried for ever). Failures
 /// are reported to a waiting parent (daemon mode) before they are returned.
 pub fn open_core(rt: &tokio::runtime::Runtime, s: &Settings) -> Result<Opened> {
+    match crate::platform::raise_fd_limit() {
+        Ok(n) if n < 4096 => warn!(
+            "at most {n} files can be open (the hard limit, ulimit -Hn): files waiting for their upload hold one each, so a copy of more files than that fails with 'Too many open files' until uploads catch up; raise it (LimitNOFILE= in the unit)"
+        ),
+        Ok(n) => debug!("open files limit: {n}"),
+        Err(e) => warn!("could not raise the open files limit: {e}"),
+    }
     let opened = rt.block_on(async {
         let client = mount::connect(s).await?;
         let (drive, info) = mount::open_drive(&client, s).await?;

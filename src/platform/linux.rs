@@ -12,6 +12,9 @@ use super::{run, RenameFlags};
 /// Kernel passthrough (Linux 6.9+) exists on this OS.
 pub const PASSTHROUGH: bool = true;
 
+/// The hard limit of open files is used as it is (`crate::platform::raise_fd_limit`).
+pub const FD_LIMIT_CAP: Option<u64> = None;
+
 /// The flags of a FUSE rename request (renameat2's).
 pub fn rename_flags(bits: u32) -> RenameFlags {
     RenameFlags {

@@ -13,6 +13,10 @@ use super::{run, RenameFlags};
 /// macOS has no kernel passthrough for FUSE.
 pub const PASSTHROUGH: bool = false;
 
+/// OPEN_MAX: macOS refuses a soft limit of open files above it even when the hard one is
+/// unlimited (`crate::platform::raise_fd_limit`).
+pub const FD_LIMIT_CAP: Option<u64> = Some(10_240);
+
 /// The flags of a FUSE rename request: macFUSE passes renamex_np's.
 pub fn rename_flags(bits: u32) -> RenameFlags {
     RenameFlags {

@@ -10,6 +10,7 @@
 //! | sd_notify abstract socket | `@name` | none (only path sockets) |
 //! | is it mounted | `/proc/self/mountinfo` | device differs from the parent's |
 //! | FUSE request threads | 4, each on a cloned `/dev/fuse` fd | 1 |
+//! | soft limit of open files raised to | the hard limit | the hard limit, at most OPEN_MAX (10,240) |
 //! | unmount | umount2 as root (MNT_DETACH lazily), else `fusermount3 -u` (`-z`) | `umount` (`-f`) |
 //!
 //! Only the Linux side is built and tested here; the macOS side is written against the `libc`
@@ -37,4 +38,50 @@ pub struct RenameFlags {
 /// Runs an unmount command; whether it succeeded.
 fn run(cmd: &mut std::process::Command) -> bool {
     cmd.status().is_ok_and(|s| s.success())
+}
+
+/// Raises the soft limit of open files to the hard one (on macOS at most `FD_LIMIT_CAP`, the
+/// kernel's per-process maximum), as Go programs such as rclone do at start: every file written
+/// and waiting for its upload holds its staged file open, and a soft limit of 1,024 (the usual
+/// default) would fail a copy of a few thousand files with EMFILE. Returns the limit now in
+/// force, or the error of the call that failed.
+pub fn raise_fd_limit() -> std::io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let want = FD_LIMIT_CAP.map_or(lim.rlim_max, |cap| lim.rlim_max.min(cap));
+    if lim.rlim_cur >= want {
+        return Ok(lim.rlim_cur);
+    }
+    let raised = libc::rlimit {
+        rlim_cur: want,
+        rlim_max: lim.rlim_max,
+    };
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(want)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_soft_limit_of_open_files_is_raised_to_the_hard_one() {
+        let now = super::raise_fd_limit().unwrap();
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        assert_eq!(lim.rlim_cur, now);
+        assert_eq!(
+            now,
+            super::FD_LIMIT_CAP.map_or(lim.rlim_max, |cap| lim.rlim_max.min(cap))
+        );
+    }
 }

@@ -483,6 +483,10 @@ impl Checks {
         ok
     }
 
+    pub fn failed(&self) -> bool {
+        !self.0.is_empty()
+    }
+
     pub fn finish(self) {
         if !self.0.is_empty() {
             panic!(

@@ -7,6 +7,7 @@
 //! folder with writes not yet on the drive is not stored (`listing_ticket`), so after a remount
 //! the disk shows nothing older than what the mount itself did.
 
+use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
 
 use super::*;
@@ -34,10 +35,43 @@ pub enum OrderDirection {
     Desc,
 }
 
-/// A folder's children by display name. Edited in place by changes made through the mount.
+/// A folder's children by display name, with each child's name by inode (to find the entry of
+/// a node that moved without knowing its old name).
+#[derive(Debug, Default)]
+struct Entries {
+    by_name: BTreeMap<String, u64>,
+    name_of: HashMap<u64, String>,
+}
+
+impl Entries {
+    fn insert(&mut self, name: &str, ino: u64) {
+        if let Some(prev) = self.by_name.insert(name.to_string(), ino) {
+            if prev != ino && self.name_of.get(&prev).is_some_and(|n| n == name) {
+                self.name_of.remove(&prev);
+            }
+        }
+        self.name_of.insert(ino, name.to_string());
+    }
+
+    fn remove(&mut self, name: &str) {
+        if let Some(ino) = self.by_name.remove(name) {
+            if self.name_of.get(&ino).is_some_and(|n| n == name) {
+                self.name_of.remove(&ino);
+            }
+        }
+    }
+}
+
+/// A folder's children by display name. Edited in place by changes made through the mount, and
+/// caught up with the inode table at each use (`FsCore::catch_up`): an operation may edit a
+/// listing the cache has replaced meanwhile (it expired, or a poll listed the folder afresh),
+/// and that edit must not be lost.
 #[derive(Debug)]
 pub struct Listing {
-    entries: crate::sync::Mutex<BTreeMap<String, u64>>,
+    entries: crate::sync::Mutex<Entries>,
+    /// The table's change number this listing reflects (`InodeTable::change_seq`): the changes
+    /// made after it are applied at its next use.
+    seen: AtomicU64,
     /// How long it stays fresh if less than the TTL (read from the disk, fetched a while ago).
     fresh_for: Option<Duration>,
     /// How many items the drive listed (before `.livp` halves, hidden names and local files):
@@ -85,8 +119,9 @@ impl Default for Listing {
             entries: crate::sync::Mutex::new(
                 crate::sync::Level::FS_LISTING,
                 "listing entries",
-                BTreeMap::new(),
+                Entries::default(),
             ),
+            seen: AtomicU64::new(0),
             fresh_for: None,
             drive_count: AtomicUsize::new(0),
             edits: AtomicU64::new(0),
@@ -97,12 +132,20 @@ impl Default for Listing {
 }
 
 impl Listing {
+    /// An empty listing that reflects the table up to change number `seen` (a folder just
+    /// made, or one only this mount knows).
+    pub(super) fn empty_at(seen: u64) -> Self {
+        let listing = Listing::default();
+        listing.seen.store(seen, Ordering::SeqCst);
+        listing
+    }
+
     pub(super) fn get(&self, name: &str) -> Option<u64> {
-        lock(&self.entries).get(name).copied()
+        lock(&self.entries).by_name.get(name).copied()
     }
     /// An entry as listed (while the listing is built).
     pub(super) fn fill(&self, name: &str, ino: u64) {
-        lock(&self.entries).insert(name.to_string(), ino);
+        lock(&self.entries).insert(name, ino);
     }
     /// An entry the mount adds in place.
     pub(super) fn insert(&self, name: &str, ino: u64) {
@@ -138,16 +181,20 @@ impl Listing {
         {
             let mut entries = lock(&self.entries);
             for (name, ino) in base {
-                if fresh_entries.get(name) != Some(ino) && entries.get(name) == Some(ino) {
+                if fresh_entries.get(name) != Some(ino) && entries.by_name.get(name) == Some(ino) {
                     entries.remove(name);
                 }
             }
             for (name, ino) in &fresh_entries {
                 if base.get(name) != Some(ino) {
-                    entries.insert(name.clone(), *ino);
+                    entries.insert(name, *ino);
                 }
             }
         }
+        // Each reflects the table up to its own number: the merge, up to the older one (catching
+        // up again with a change already applied changes nothing).
+        self.seen
+            .fetch_min(fresh.seen.load(Ordering::SeqCst), Ordering::SeqCst);
         let count = fresh.drive_count.load(Ordering::SeqCst);
         self.drive_count.store(count, Ordering::SeqCst);
         if self.edits() == edits_then {
@@ -155,30 +202,90 @@ impl Listing {
         }
     }
     pub(super) fn inos(&self) -> Vec<u64> {
-        lock(&self.entries).values().copied().collect()
+        lock(&self.entries).by_name.values().copied().collect()
     }
     pub(super) fn len(&self) -> usize {
-        lock(&self.entries).len()
+        lock(&self.entries).by_name.len()
     }
     /// Every entry, by display name.
     pub(super) fn snapshot(&self) -> BTreeMap<String, u64> {
-        lock(&self.entries).clone()
+        lock(&self.entries).by_name.clone()
+    }
+
+    /// Applies the changes made through the mount after this listing's number: each node that
+    /// changed takes the place the table gives it (in folder `dir` under its name, or out of
+    /// it). The table is the truth for such nodes, as in a merge (`merge::merge_listing`); an
+    /// operation's own edit of the listing then finds the entry already right. False when the
+    /// table no longer keeps those changes (the caller lists the folder again).
+    fn catch_up(&self, dir: u64, table: &InodeTable) -> bool {
+        let now = table.change_seq();
+        let seen = self.seen.load(Ordering::SeqCst);
+        if now <= seen {
+            return true;
+        }
+        let Some(since) = table.changed_since(seen) else {
+            return false;
+        };
+        let mut entries = lock(&self.entries);
+        for &ino in since.nodes.iter().chain(since.bound.iter()) {
+            if ino == dir {
+                continue;
+            }
+            let place = table
+                .get(ino)
+                .filter(|n| n.parent == dir)
+                .map(|n| n.name.clone());
+            let shown = entries
+                .name_of
+                .get(&ino)
+                .filter(|name| entries.by_name.get(*name) == Some(&ino))
+                .cloned();
+            if place == shown {
+                continue;
+            }
+            if let Some(old) = shown {
+                entries.remove(&old);
+            }
+            if let Some(name) = place {
+                entries.insert(&name, ino);
+            }
+            // An edit like the operation's own: the drive's count no longer tells.
+            self.edits.fetch_add(1, Ordering::SeqCst);
+        }
+        self.seen.fetch_max(now, Ordering::SeqCst);
+        true
     }
 }
 
 impl FsCore {
     /// The cached listing of a folder, listing it (single-flight) when absent or expired.
     pub(super) async fn listing(&self, dir: u64) -> Result<Arc<Listing>> {
-        self.listings
-            .try_get_with(dir, self.load_listing(dir))
-            .await
-            .map_err(Error::unshare)
+        loop {
+            let listing = self
+                .listings
+                .try_get_with(dir, self.load_listing(dir))
+                .await
+                .map_err(Error::unshare)?;
+            if listing.catch_up(dir, &lock(&self.table)) {
+                return Ok(listing);
+            }
+            // Older than the changes the table keeps (very rare): listed again.
+            if self
+                .listings
+                .get(&dir)
+                .await
+                .is_some_and(|cached| Arc::ptr_eq(&cached, &listing))
+            {
+                self.listings.invalidate(&dir).await;
+            }
+        }
     }
 
     pub(super) async fn load_listing(&self, dir: u64) -> Result<Arc<Listing>> {
         let folder = self.folder(dir)?;
         if folder.is_local_only() {
-            return Ok(Arc::new(Listing::default()));
+            let seen = lock(&self.table).change_seq();
+            return Ok(Arc::new(Listing::empty_at(seen)));
         }
         if synthetic::is_synthetic(&folder) {
             return self.load_synthetic_listing(&folder).await;
@@ -205,6 +312,7 @@ impl FsCore {
                 drive_count: AtomicUsize::new(drive_count),
                 ..Listing::default()
             };
+            listing.seen.store(table.change_seq(), Ordering::SeqCst);
             for (name, ino, item) in merge::merge_listing(&mut table, dir, items, &since) {
                 listing.fill(&name, ino);
                 if let Some(item) = item {
@@ -369,6 +477,7 @@ impl FsCore {
         let mut entries: Vec<DirEntry> = listing
             .entries
             .lock()
+            .by_name
             .iter()
             .filter_map(|(name, &child)| {
                 table.get(child).map(|n| DirEntry {
@@ -533,5 +642,80 @@ mod tests {
         cached.merge(&base, &listing(&[("a", 2)], 1), edits);
         assert_eq!(cached.drive_count(), Some(1));
         assert_eq!(cached.snapshot().len(), 1);
+    }
+
+    fn remote(id: &str, name: &str) -> RemoteItem {
+        RemoteItem {
+            file_id: id.into(),
+            parent_file_id: "root".into(),
+            name: name.into(),
+            kind: ItemKind::File,
+            size: 1,
+            content_hash: None,
+            created_at: SystemTime::UNIX_EPOCH,
+            updated_at: SystemTime::UNIX_EPOCH,
+            local_modified_at: None,
+            download_url: None,
+            streams: Vec::new(),
+        }
+    }
+
+    /// An operation that edited a listing the cache had replaced meanwhile: the listing now
+    /// cached still shows what the table says of every node changed after it was built.
+    #[test]
+    fn a_listing_catches_up_with_the_changes_made_after_it_was_built() {
+        let mut t = InodeTable::new("root", SystemTime::UNIX_EPOCH);
+        let a = t.upsert_remote(&remote("fa", "a"), ROOT_INO, "a");
+        let b = t.upsert_remote(&remote("fb", "b"), ROOT_INO, "b");
+        let c = t.upsert_remote(&remote("fc", "c"), ROOT_INO, "c");
+        let other = t.upsert_remote(&remote("fo", "o"), 99, "o");
+        let cached = Listing::empty_at(t.change_seq());
+        for (name, ino) in [("a", a), ("b", b), ("c", c)] {
+            cached.fill(name, ino);
+        }
+        // Made through the mount, edits sent to another (replaced) listing object: a renamed
+        // to a2, b moved away, c unlinked and freed, a new local file, and a node of another
+        // folder renamed.
+        let n = t.get_mut(a).unwrap();
+        n.name = "a2".into();
+        t.mark_changed(a);
+        t.get_mut(b).unwrap().parent = 99;
+        t.mark_changed(b);
+        t.mark_changed(c);
+        t.remove(c);
+        let staged = tempfile::NamedTempFile::new().unwrap();
+        let content = Arc::new(LocalContent::new(
+            staged.path().to_path_buf(),
+            staged.reopen().unwrap(),
+        ));
+        let d = t.insert_local_file(ROOT_INO, "d", content, SystemTime::UNIX_EPOCH);
+        t.mark_changed(other);
+        assert!(cached.catch_up(ROOT_INO, &t));
+        let want: BTreeMap<String, u64> = [("a2", a), ("d", d)]
+            .into_iter()
+            .map(|(n, i)| (n.to_string(), i))
+            .collect();
+        assert_eq!(cached.snapshot(), want);
+        assert_eq!(
+            cached.drive_count(),
+            None,
+            "caught-up changes count as edits"
+        );
+        // The operation's own edit, arriving late, changes nothing.
+        cached.insert("d", d);
+        assert_eq!(cached.snapshot(), want);
+        // Nothing new: nothing to do.
+        assert!(cached.catch_up(ROOT_INO, &t));
+        assert_eq!(cached.snapshot(), want);
+    }
+
+    #[test]
+    fn a_listing_older_than_the_changes_kept_is_listed_again() {
+        let mut t = InodeTable::new("root", SystemTime::UNIX_EPOCH);
+        let cached = Listing::empty_at(t.change_seq());
+        for i in 0..20_000 {
+            t.mark_changed(1000 + i);
+        }
+        assert!(!cached.catch_up(ROOT_INO, &t));
     }
 }

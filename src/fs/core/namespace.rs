@@ -57,20 +57,20 @@ impl FsCore {
             download_url: None,
             streams: Vec::new(),
         };
-        let node = {
+        let (node, seen) = {
             let mut table = lock(&self.table);
             let ino = table.upsert_remote(&item, parent, name);
             table.mark_changed(ino);
             let node = table.get_mut(ino).expect("just inserted");
             node.lookups += 1;
             node.perms = self.perms_for_new(ItemKind::Folder, mode);
-            node.clone()
+            (node.clone(), table.change_seq())
         };
         listing.insert(name, node.ino);
         self.touch_dir(parent);
         // The new folder is empty: cache that instead of listing it.
         self.listings
-            .insert(node.ino, Arc::new(Listing::default()))
+            .insert(node.ino, Arc::new(Listing::empty_at(seen)))
             .await;
         Ok(self.attr_of(&node))
     }

@@ -132,8 +132,8 @@ impl FsCore {
             }
             _ => return Err(Error::NotADirectory(dir.name.clone())),
         }
-        let listing = Listing::default();
         let mut table = lock(&self.table);
+        let listing = Listing::empty_at(table.change_seq());
         for (item, name) in entries {
             let ino = table.upsert_remote(&item, dir.ino, &name);
             listing.fill(&name, ino);

@@ -31,6 +31,13 @@ impl FsCore {
                         let mut table = lock(&core.table);
                         let old_id = table.get(event.key).map(|n| n.file_id.clone());
                         table.rekey(event.key, &item.file_id);
+                        // The node stands for this drive item now, even if a newer version
+                        // waits: its content identity goes with its file_id, or the poller
+                        // would take this very upload, seen in the feed, for a change made
+                        // elsewhere, and set the waiting version aside as a conflict.
+                        if let Some(n) = table.get_mut(event.key) {
+                            n.identity = Some(crate::cache::identity_of(&item));
+                        }
                         let current = table
                             .get(event.key)
                             .and_then(|n| n.local.clone())
@@ -41,7 +48,6 @@ impl FsCore {
                                 n.size = item.size;
                                 n.mtime = item.mtime();
                                 n.ctime = item.updated_at;
-                                n.identity = Some(crate::cache::identity_of(&item));
                             }
                         }
                         (old_id, current)
