@@ -72,15 +72,16 @@ impl CachedFile {
     }
 
     fn read_block(&self, b: u64, start: u64, end: u64) -> Option<Bytes> {
-        let (data, state, gen) = {
+        let (state, gen) = {
             let mut st = self.inner.lock();
             let st = &mut *st;
             let e = st.files.get_mut(&self.key).filter(|e| !e.doomed)?;
             let s = e.blocks.get_mut(&b)?;
             s.tick = st.lru.touch(Some(s.tick), (self.key.clone(), b));
             s.used_s = self.inner.now_s();
-            (e.data.clone()?, *s, e.gen)
+            (*s, e.gen)
         };
+        let data = self.inner.data_fd(&self.key)?;
         let bstart = b * BLOCK;
         let (lo, hi) = (start.max(bstart), end.min(bstart + state.rec.len as u64));
         let bytes = if state.verified {

@@ -1,7 +1,6 @@
 //! Loading a namespace at mount: every index read back into memory, what is broken or orphaned
 //! removed, two versions of one file resolved to the newer.
 
-use std::collections::HashMap;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
@@ -12,9 +11,9 @@ use tracing::warn;
 use super::store::{self, block_cost, Index, FILE_COST};
 use super::{BlockState, Entry, State};
 
-/// Reads every index of the namespace into `state`; removes what is broken or orphaned.
-pub(super) fn load(dir: &Path, state: &mut State) -> io::Result<HashMap<Arc<str>, Index>> {
-    let mut indexes = HashMap::new();
+/// Reads every index of the namespace into `state`; removes what is broken or orphaned. No
+/// file stays open: the writer and readers open them when needed.
+pub(super) fn load(dir: &Path, state: &mut State) -> io::Result<()> {
     let mut found: Vec<(SystemTime, Arc<str>, store::Loaded)> = Vec::new();
     for entry in std::fs::read_dir(dir)?.filter_map(|e| e.ok()) {
         let path = entry.path();
@@ -50,23 +49,19 @@ pub(super) fn load(dir: &Path, state: &mut State) -> io::Result<HashMap<Arc<str>
     found.sort_by_key(|f| f.0);
     for (_, key, loaded) in found {
         let store::Loaded {
-            index: mut idx,
             header,
             blocks,
             records,
+            ..
         } = loaded;
-        let data = match store::open_data(&store::data_path(dir, &key), header.size) {
-            Ok(f) => f,
-            Err(e) => {
-                warn!(key = %key, "cannot open a cached data file: {e}");
-                continue;
-            }
-        };
+        // Opened once to check it exists and has the drive file's length, then closed.
+        if let Err(e) = store::open_data(&store::data_path(dir, &key), header.size) {
+            warn!(key = %key, "cannot open a cached data file: {e}");
+            continue;
+        }
         if records > blocks.len() as u64 + 64 {
             // Mostly removals: rewrite it short.
-            if let Ok(c) = Index::compact(&store::idx_path(dir, &key), &header, &blocks) {
-                idx = c;
-            }
+            let _ = Index::compact(&store::idx_path(dir, &key), &header, &blocks);
         }
         if let Some(older) = state.current.insert(header.file_id.clone(), key.clone()) {
             // Two versions of one file on disk: the newer wins.
@@ -77,7 +72,6 @@ pub(super) fn load(dir: &Path, state: &mut State) -> io::Result<HashMap<Arc<str>
                 }
                 state.lru.credit(FILE_COST);
                 e.data = None;
-                indexes.remove(&older);
                 remove_pair(dir, &older);
             }
         }
@@ -97,11 +91,10 @@ pub(super) fn load(dir: &Path, state: &mut State) -> io::Result<HashMap<Arc<str>
                 },
             );
         }
-        e.data = Some(Arc::new(data));
-        state.files.insert(key.clone(), e);
-        indexes.insert(key, idx);
+        e.on_disk = true;
+        state.files.insert(key, e);
     }
-    Ok(indexes)
+    Ok(())
 }
 
 pub(super) fn remove_pair(dir: &Path, key: &str) {

@@ -40,7 +40,7 @@ mod stats;
 pub mod store;
 mod writer;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
 use std::io;
 use std::ops::Range;
@@ -113,7 +113,11 @@ struct BlockState {
 struct Entry {
     header: Header,
     blocks: BTreeMap<u64, BlockState>,
-    /// Open for reading and writing while the pair exists on disk.
+    /// Its pair of files (data and index) exists on disk.
+    on_disk: bool,
+    /// The data file, open for reading and writing: held for at most `MAX_OPEN_DATA` files at
+    /// once (`Inner::data_fd` opens it again when needed), so a cache of a hundred thousand
+    /// small files does not hold a hundred thousand descriptors.
     data: Option<Arc<File>>,
     pins: u32,
     /// A newer identity of the file was seen: dropped once unpinned.
@@ -127,6 +131,7 @@ impl Entry {
         Entry {
             header,
             blocks: BTreeMap::new(),
+            on_disk: false,
             data: None,
             pins: 0,
             doomed: false,
@@ -135,7 +140,7 @@ impl Entry {
     }
 
     fn complete(&self) -> bool {
-        self.data.is_some()
+        self.on_disk
             && self.header.size > 0
             && self.blocks.len() as u64 == blocks_of(self.header.size)
     }
@@ -147,16 +152,34 @@ struct State {
     /// The current identity's key of each file_id.
     current: HashMap<String, Arc<str>>,
     lru: Lru,
+    /// Keys whose data file was opened, oldest first (at most `MAX_OPEN_DATA`).
+    open: VecDeque<Arc<str>>,
 }
 
+/// Data files held open at once; the others are opened again when read or written.
+const MAX_OPEN_DATA: usize = 128;
+
 impl State {
+    /// `key`'s data file was just opened: the oldest beyond `MAX_OPEN_DATA` are closed (a
+    /// reader that holds one keeps it until its read ends).
+    fn hold_open(&mut self, key: Arc<str>) {
+        self.open.push_back(key);
+        while self.open.len() > MAX_OPEN_DATA {
+            if let Some(old) = self.open.pop_front() {
+                if let Some(e) = self.files.get_mut(&old) {
+                    e.data = None;
+                }
+            }
+        }
+    }
+
     /// Forgets the entry of `key` if it holds nothing (no file, no block, no pin), so entries
     /// do not grow with every file ever opened.
     fn prune(&mut self, key: &Arc<str>) {
         let empty = self
             .files
             .get(key)
-            .is_some_and(|e| e.data.is_none() && e.blocks.is_empty() && e.pins == 0);
+            .is_some_and(|e| !e.on_disk && e.blocks.is_empty() && e.pins == 0);
         if !empty {
             return;
         }
@@ -222,6 +245,34 @@ impl Inner {
     fn now_s(&self) -> u32 {
         (self.epoch.elapsed().as_secs() + 1).min(u32::MAX as u64) as u32
     }
+
+    /// The open data file of `key` while its pair is on disk, opened again (outside the state
+    /// lock) if it was closed to stay within `MAX_OPEN_DATA`.
+    fn data_fd(&self, key: &Arc<str>) -> Option<Arc<File>> {
+        {
+            let st = self.lock();
+            let e = st.files.get(key).filter(|e| e.on_disk)?;
+            if let Some(data) = &e.data {
+                return Some(data.clone());
+            }
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(store::data_path(&self.dir, key))
+            .ok()?;
+        let mut st = self.lock();
+        let st = &mut *st;
+        // Removed while it was opened: that file is gone (or another pair took its name).
+        let e = st.files.get_mut(key).filter(|e| e.on_disk)?;
+        if let Some(data) = &e.data {
+            return Some(data.clone());
+        }
+        let data = Arc::new(file);
+        e.data = Some(data.clone());
+        st.hold_open(key.clone());
+        Some(data)
+    }
 }
 
 /// The data cache of one mount (one drive).
@@ -252,7 +303,7 @@ impl DataCache {
             lru: Lru::new(limit),
             ..State::default()
         };
-        let indexes = load::load(&dir, &mut state)?;
+        load::load(&dir, &mut state)?;
         info!(
             dir = %dir.display(),
             limit,
@@ -271,7 +322,7 @@ impl DataCache {
             epoch: Instant::now(),
             _lock: lock,
         });
-        let handle = writer::Writer::start(inner.clone(), indexes, rx)?;
+        let handle = writer::Writer::start(inner.clone(), rx)?;
         Ok(Some(Arc::new(DataCache {
             inner,
             writer: Some(handle),
@@ -361,7 +412,7 @@ impl DataCache {
             dir: self.inner.dir.display().to_string(),
             limit: st.lru.limit(),
             used: st.lru.used(),
-            files: st.files.values().filter(|e| e.data.is_some()).count() as u64,
+            files: st.files.values().filter(|e| e.on_disk).count() as u64,
             blocks: st.files.values().map(|e| e.blocks.len() as u64).sum(),
             hit_blocks: hits,
             miss_blocks: misses,

@@ -126,6 +126,13 @@ impl Index {
         })
     }
 
+    /// An existing index, opened again for appending (after `load` cut any torn tail).
+    pub fn open(path: &Path) -> io::Result<Index> {
+        let file = OpenOptions::new().write(true).open(path)?;
+        let len = file.metadata()?.len();
+        Ok(Index { file, len })
+    }
+
     /// Parses an index: its header and the blocks it records as present. The file is cut back
     /// to its last whole record, so later appends follow valid ones. `None` if the header is
     /// unreadable (the pair is then discarded).

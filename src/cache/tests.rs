@@ -321,3 +321,42 @@ fn seeding_skips_big_files_and_never_evicts_recent_blocks() {
     assert_eq!(read.cached_blocks(), 12);
     assert!(cache.status().used <= cache.status().limit);
 }
+
+/// Descriptors this process holds on files under `dir`.
+fn fds_under(dir: &Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.starts_with(dir))
+        .count()
+}
+
+/// A cache of many small files holds a bounded number of descriptors, while filling and after
+/// a reopen, and every file still reads back byte-exact (its files opened again on demand).
+#[test]
+fn many_cached_files_hold_a_bounded_number_of_descriptors() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = 400u64;
+    let size = BLOCK / 2;
+    {
+        let cache = open(dir.path(), 2 * files * BLOCK);
+        for i in 0..files {
+            let f = cache.file(&format!("f{i}"), &format!("sha1:{i:040X}"), size);
+            f.store(0, Bytes::from(pattern(i, 0, size as usize)));
+            cache.flush();
+            assert_eq!(f.cached_blocks(), 1, "f{i} cached");
+        }
+        let held = fds_under(dir.path());
+        assert!(
+            held <= MAX_OPEN_DATA + 64 + 4,
+            "{held} descriptors for {files} cached files"
+        );
+    }
+    let cache = open(dir.path(), 2 * files * BLOCK);
+    assert!(fds_under(dir.path()) <= 4, "a reopen opens no cached file");
+    for i in (0..files).rev() {
+        let f = cache.file(&format!("f{i}"), &format!("sha1:{i:040X}"), size);
+        assert_eq!(read_all(&f).unwrap(), pattern(i, 0, size as usize), "f{i}");
+    }
+    assert!(fds_under(dir.path()) <= MAX_OPEN_DATA + 64 + 4);
+}

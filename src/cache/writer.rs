@@ -67,9 +67,58 @@ struct Written {
     rec: BlockRec,
 }
 
+/// Index files open for appending: at most `MAX_OPEN_INDEXES`, the oldest closed first and
+/// opened again when next written (a descriptor per cached file would not scale).
+struct Indexes {
+    open: HashMap<Arc<str>, Index>,
+    order: VecDeque<Arc<str>>,
+}
+
+const MAX_OPEN_INDEXES: usize = 64;
+
+impl Indexes {
+    fn new() -> Indexes {
+        Indexes {
+            open: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    fn insert(&mut self, key: Arc<str>, idx: Index) {
+        if self.open.insert(key.clone(), idx).is_none() {
+            self.order.push_back(key);
+        }
+        while self.open.len() > MAX_OPEN_INDEXES {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.open.remove(&old);
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// The index of `key` (in `dir`), opened again if it was closed.
+    fn get(&mut self, dir: &std::path::Path, key: &Arc<str>) -> io::Result<&mut Index> {
+        if !self.open.contains_key(key) {
+            let idx = Index::open(&store::idx_path(dir, key))?;
+            self.insert(key.clone(), idx);
+        }
+        self.open
+            .get_mut(key)
+            .ok_or_else(|| io::Error::other("index closed at once"))
+    }
+
+    fn remove(&mut self, key: &Arc<str>) {
+        if self.open.remove(key).is_some() {
+            self.order.retain(|k| k != key);
+        }
+    }
+}
+
 pub(super) struct Writer {
     inner: Arc<Inner>,
-    indexes: HashMap<Arc<str>, Index>,
+    indexes: Indexes,
     saved: SavedStats,
     last_counts: (u64, u64, u64),
     last_saved: Instant,
@@ -110,16 +159,15 @@ impl Direct {
 }
 
 impl Writer {
-    /// Starts the writer thread of `inner`, whose on-disk indexes are `indexes`.
+    /// Starts the writer thread of `inner`.
     pub(super) fn start(
         inner: Arc<Inner>,
-        indexes: HashMap<Arc<str>, Index>,
         rx: mpsc::Receiver<Job>,
     ) -> io::Result<std::thread::JoinHandle<()>> {
         let mut writer = Writer {
             saved: SavedStats::load(&inner.dir),
             inner,
-            indexes,
+            indexes: Indexes::new(),
             last_counts: crate::metrics::cache_counts(),
             last_saved: Instant::now(),
             unsynced: Vec::new(),
@@ -273,7 +321,7 @@ impl Writer {
             if self.unsynced.iter().any(|w| w.key == *key && w.block == b) {
                 return true;
             }
-            e.data.is_none()
+            !e.on_disk
         };
         let cost = block_cost(bytes.len() as u64) + if need_file { FILE_COST } else { 0 };
         if !self.make_room(cost, seeding) {
@@ -336,13 +384,9 @@ impl Writer {
         if create {
             return self.create_pair(key, header);
         }
-        let data = self
-            .inner
-            .lock()
-            .files
-            .get(key)
-            .and_then(|e| e.data.clone());
-        data.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "cache file removed"))
+        self.inner
+            .data_fd(key)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "cache file removed"))
     }
 
     fn create_pair(&mut self, key: &Arc<str>, header: &Header) -> io::Result<Arc<File>> {
@@ -360,10 +404,13 @@ impl Writer {
             .entry(header.file_id.to_string())
             .or_insert_with(|| key.clone());
         if *current == *key {
-            st.files
+            let e = st
+                .files
                 .entry(key.clone())
-                .or_insert_with(|| Entry::new(header.clone()))
-                .data = Some(data.clone());
+                .or_insert_with(|| Entry::new(header.clone()));
+            e.on_disk = true;
+            e.data = Some(data.clone());
+            st.hold_open(key.clone());
         }
         Ok(data)
     }
@@ -381,20 +428,20 @@ impl Writer {
             by_key.entry(w.key).or_default().push((w.block, w.rec));
         }
         for (key, blocks) in by_key {
-            let data = self
-                .inner
-                .lock()
-                .files
-                .get(&key)
-                .and_then(|e| e.data.clone());
+            let data = self.inner.data_fd(&key);
             let recorded = match data.map(|d| d.sync_data()) {
-                Some(Ok(())) => match self.indexes.get_mut(&key).map(|idx| idx.add(&blocks)) {
-                    Some(Ok(())) => true,
-                    Some(Err(e)) => {
+                Some(Ok(())) => match self
+                    .indexes
+                    .get(&self.inner.dir, &key)
+                    .and_then(|idx| idx.add(&blocks))
+                {
+                    Ok(()) => true,
+                    // Its pair was removed meanwhile.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+                    Err(e) => {
                         self.io_failed("cannot record cached blocks", &e);
                         false
                     }
-                    None => false,
                 },
                 Some(Err(e)) => {
                     self.io_failed("cannot sync a cache file", &e);
@@ -482,7 +529,7 @@ impl Writer {
             by_key.entry(k).or_default().push(b);
         }
         for (key, blocks) in by_key {
-            let (data, emptied) = {
+            let emptied = {
                 let mut st = self.inner.lock();
                 let st = &mut *st;
                 let Some(e) = st.files.get_mut(&key) else {
@@ -495,12 +542,16 @@ impl Writer {
                     }
                 }
                 let emptied = e.blocks.is_empty() && e.pins == 0;
-                let data = if emptied {
-                    e.data.take()
-                } else {
-                    e.data.clone()
-                };
-                (data, emptied)
+                if emptied {
+                    e.on_disk = false;
+                    e.data = None;
+                }
+                emptied
+            };
+            let data = if emptied {
+                None
+            } else {
+                self.inner.data_fd(&key)
             };
             let size = self
                 .inner
@@ -517,10 +568,11 @@ impl Writer {
                 st.prune(&key);
                 continue;
             }
+            let dir = self.inner.dir.clone();
             let recorded = self
                 .indexes
-                .get_mut(&key)
-                .is_some_and(|idx| idx.remove(&blocks).is_ok());
+                .get(&dir, &key)
+                .is_ok_and(|idx| idx.remove(&blocks).is_ok());
             if let (true, Some(d)) = (recorded, data) {
                 for b in &blocks {
                     if let Err(e) = store::punch_hole(&d, b * BLOCK, BLOCK) {
@@ -549,11 +601,11 @@ impl Writer {
                 st.lru.forget(s.tick);
                 cost += block_cost(s.rec.len as u64);
             }
-            if e.data.is_some() {
+            if e.on_disk {
                 cost += FILE_COST;
             }
             st.lru.credit(cost);
-            e.data.is_some()
+            e.on_disk
         };
         self.indexes.remove(key);
         if removed {

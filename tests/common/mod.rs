@@ -540,6 +540,14 @@ impl Mount {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .expect("VmRSS in /proc/PID/status")
     }
+
+    /// How many files the daemon has open.
+    pub fn open_fds(&self) -> usize {
+        let pid = self.pid().expect("daemon runs");
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
 }
 
 /// Drive folders holding two live items with one name: `(parent path, name, count)`.

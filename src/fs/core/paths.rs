@@ -72,14 +72,12 @@ impl FsCore {
         }
         self.refuse_synthetic(&source)?;
         let folder = self.folder(new_parent)?;
-        let listing = self.listing(new_parent).await?;
-        if listing.get(name).is_some() {
-            return Err(Error::AlreadyExists(name.to_string()));
-        }
         if source.local.is_some() || source.is_local_only() {
+            // `create` refuses a name that is taken.
             return self.copy_through_here(&source, new_parent, name).await;
         }
         let _folder = self.lock_folders(new_parent, new_parent).await;
+        let listing = self.listing(new_parent).await?;
         if listing.get(name).is_some() {
             return Err(Error::AlreadyExists(name.to_string()));
         }
