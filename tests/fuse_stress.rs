@@ -600,7 +600,7 @@ fn listing_thirty_new_folders_while_a_2_gib_file_closes_takes_under_half_a_secon
 }
 
 #[test]
-#[ignore = "known failure (issue 19): each closed file waiting for its upload holds its staged file open, so 10,000 waiting files beside 10,000 more exceed this machine's hard limit of 20,000 open files (EMFILE); run with --ignored"]
+#[ignore = "known failure (issue 19): the daemon's RSS grows by 20 to 57 MiB per 10,000 files synced over five rounds (2 to 6 KiB a file; the cause is not found yet), not within 20 MiB; run with --ignored"]
 fn the_daemon_rss_after_the_second_ten_thousand_files_stays_within_20_mib_of_the_first() {
     let m = unthrottled_mount(1800);
     let t = Instant::now();
@@ -620,6 +620,20 @@ fn the_daemon_rss_after_the_second_ten_thousand_files_stays_within_20_mib_of_the
         t.elapsed(),
         m.open_fds()
     );
+    // More rounds on request (`ALIPANFS_RSS_ROUNDS`, printed only): does it level off?
+    let rounds: usize = std::env::var("ALIPANFS_RSS_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    for round in 3..=rounds {
+        write_small_files(&m.dir, &format!("h{round}"), 8, 10_000, 20);
+        m.sync_all(SYNC_WAIT);
+        eprintln!(
+            "round {round}: VmRSS {} KiB, {} open files",
+            m.rss_kib(),
+            m.open_fds()
+        );
+    }
     let drive = m.drive_tree("/");
     let landed = first
         .iter()
