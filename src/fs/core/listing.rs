@@ -217,7 +217,7 @@ impl Listing {
     /// it). The table is the truth for such nodes, as in a merge (`merge::merge_listing`); an
     /// operation's own edit of the listing then finds the entry already right. False when the
     /// table no longer keeps those changes (the caller lists the folder again).
-    fn catch_up(&self, dir: u64, table: &InodeTable) -> bool {
+    pub(super) fn catch_up(&self, dir: u64, table: &InodeTable) -> bool {
         let now = table.change_seq();
         let seen = self.seen.load(Ordering::SeqCst);
         if now <= seen {

@@ -221,7 +221,16 @@ impl FsCore {
     pub(super) async fn relist(&self, dir: u64, out: &mut Applied) -> Result<()> {
         let folder = self.folder(dir)?;
         self.drop_stored_listing(&folder.file_id);
-        let cached = self.listings.get(&dir).await;
+        let mut cached = self.listings.get(&dir).await;
+        // Up to date with the mount's own changes first: the merge below then brings only the
+        // drive's, and the listing's change number moves past the mount's (a later catch-up
+        // must not put back, from the table, a folder the drive just reported gone).
+        if let Some(listing) = &cached {
+            if !listing.catch_up(dir, &lock(&self.table)) {
+                self.listings.invalidate(&dir).await;
+                cached = None;
+            }
+        }
         let (before, edits_then) = match &cached {
             Some(listing) => (listing.snapshot(), listing.edits()),
             None => (BTreeMap::new(), 0),
