@@ -644,21 +644,7 @@ mod tests {
         assert_eq!(cached.snapshot().len(), 1);
     }
 
-    fn remote(id: &str, name: &str) -> RemoteItem {
-        RemoteItem {
-            file_id: id.into(),
-            parent_file_id: "root".into(),
-            name: name.into(),
-            kind: ItemKind::File,
-            size: 1,
-            content_hash: None,
-            created_at: SystemTime::UNIX_EPOCH,
-            updated_at: SystemTime::UNIX_EPOCH,
-            local_modified_at: None,
-            download_url: None,
-            streams: Vec::new(),
-        }
-    }
+    use super::merge::tests::item as remote;
 
     /// An operation that edited a listing the cache had replaced meanwhile: the listing now
     /// cached still shows what the table says of every node changed after it was built.

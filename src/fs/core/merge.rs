@@ -86,11 +86,12 @@ pub(super) fn merge_listing(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::time::UNIX_EPOCH;
 
-    fn item(id: &str, name: &str) -> RemoteItem {
+    /// A one-byte file of the root folder (also used by `listing`'s tests).
+    pub(in crate::fs::core) fn item(id: &str, name: &str) -> RemoteItem {
         RemoteItem {
             file_id: id.into(),
             parent_file_id: "root".into(),
