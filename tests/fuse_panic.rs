@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::{ErrorKind, Write};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use alipanfs::hashing::sha1_hex;
 use common::*;
@@ -31,7 +31,21 @@ fn a_panicking_operation_answers_eio_and_the_mount_serves_the_next_ones() {
     );
     let mut checks = Checks::default();
     let pid = m.pid().expect("daemon pid");
-    let threads_before = fuse_threads(pid);
+    // fuser starts its request threads one after another once mounted: count them when the
+    // number has held for half a second (CI once counted 1 of the 5 here).
+    let mut threads_before = fuse_threads(pid);
+    let settle = Instant::now();
+    let mut same_since = Instant::now();
+    while settle.elapsed() < Duration::from_secs(10)
+        && same_since.elapsed() < Duration::from_millis(500)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = fuse_threads(pid);
+        if now != threads_before {
+            threads_before = now;
+            same_since = Instant::now();
+        }
+    }
     assert!(threads_before > 0, "no fuser-* thread in the daemon");
 
     // lookup (async path): the first fails with EIO, the next works.
