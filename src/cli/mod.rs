@@ -27,12 +27,13 @@ use options::{MountOptions, Settings};
     about = "Mount an Aliyundrive (alipan) drive as a local directory"
 )]
 pub struct Cli {
-    /// Log level (error, warn, info, debug, trace) or a tracing filter; RUST_LOG overrides it.
+    /// Log level (error, warn, info, debug, trace, off) or TARGET=LEVEL directives separated by commas (warn,alipanfs::write=debug); RUST_LOG overrides it.
     #[arg(
         long,
         global = true,
         default_value = "info",
-        env = "ALIPANFS_LOG_LEVEL"
+        env = "ALIPANFS_LOG_LEVEL",
+        value_parser = |s: &str| crate::logging::parse_filter(s).map(|_| s.to_string())
     )]
     pub log_level: String,
     #[command(subcommand)]
