@@ -46,7 +46,7 @@ use std::io;
 use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -67,6 +67,11 @@ const MAX_PENDING: u64 = 32 << 20;
 /// must not flush the read cache.
 const SEED_FRACTION: u64 = 4;
 /// Seeding never evicts a block read (or written) this recently.
+/// Seeding tasks queued at once; past this an upload is not seeded (best effort, as for reads:
+/// a later read fills it). Each holds its staged file open and its content in the fs until
+/// its turn: a burst of 10,000 small files closed at once held 3,000 descriptors.
+const MAX_QUEUED_SEEDS: usize = 64;
+
 const SEED_SPARES: Duration = Duration::from_secs(300);
 
 /// The content identity of a drive item: its SHA-1, or its size and last change where the
@@ -218,6 +223,8 @@ struct Inner {
     dir: PathBuf,
     state: Mutex<State>,
     pending: AtomicU64,
+    /// Seeding tasks queued for the writer (at most `MAX_QUEUED_SEEDS`).
+    seeds_queued: AtomicUsize,
     /// Bytes handed to `store` and not cached (writer behind, or no memory budget).
     skipped: AtomicU64,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
@@ -316,6 +323,7 @@ impl DataCache {
             dir,
             state: Mutex::new(Level::CACHE_INDEX, "cache.state", state),
             pending: AtomicU64::new(0),
+            seeds_queued: AtomicUsize::new(0),
             skipped: AtomicU64::new(0),
             jobs: Mutex::new(Level::CACHE_WRITER, "cache.jobs", Some(tx)),
             budget: OnceLock::new(),
@@ -385,6 +393,12 @@ impl DataCache {
                 file_id,
                 size, limit, "not seeding the data cache: file too big for it"
             );
+            let _ = done.send(());
+            return rx;
+        }
+        if self.inner.seeds_queued.fetch_add(1, Ordering::AcqRel) >= MAX_QUEUED_SEEDS {
+            self.inner.seeds_queued.fetch_sub(1, Ordering::AcqRel);
+            debug!(file_id, "not seeding the data cache: the writer is behind");
             let _ = done.send(());
             return rx;
         }

@@ -267,8 +267,14 @@ impl Writer {
             }
             return;
         }
-        self.record();
+        // Recorded (synced) once the seeds queued run out, or at the periodic sync: a sync per
+        // seeded file made a burst of small uploads queue behind the disk. Done before that is
+        // safe: the drive has the file, and a read meanwhile fetches what is not recorded yet.
         if let Some(t) = self.seeds.pop_front() {
+            if self.seeds.is_empty() {
+                self.record();
+            }
+            self.inner.seeds_queued.fetch_sub(1, Ordering::AcqRel);
             let _ = t.done.send(());
         }
     }

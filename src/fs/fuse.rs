@@ -31,6 +31,7 @@ use crate::metrics;
 mod answer;
 mod attr;
 mod dirs;
+mod forgets;
 
 use answer::{done, guarded, op_span};
 use attr::{file_attr, file_type, BLOCK_SIZE};
@@ -47,6 +48,7 @@ pub struct FuseAdapter {
     /// confirmed by the init negotiation).
     passthrough: bool,
     backings: Arc<std::sync::Mutex<Backings>>,
+    forgets: Arc<forgets::Forgets>,
 }
 
 impl FuseAdapter {
@@ -66,6 +68,7 @@ impl FuseAdapter {
             direct_io_reads: false,
             passthrough,
             backings: Arc::default(),
+            forgets: Arc::default(),
         }
     }
 }
@@ -176,9 +179,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        let core = self.core.clone();
-        self.rt
-            .spawn(async move { core.forget(ino.0, nlookup).await });
+        self.forgets.push(&self.core, &self.rt, ino.0, nlookup);
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {

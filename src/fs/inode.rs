@@ -94,7 +94,9 @@ impl Node {
 
 #[derive(Debug, Default)]
 pub struct InodeTable {
-    nodes: HashMap<u64, Node>,
+    /// Boxed: a node is about 260 bytes, and a map of inline nodes doubles all of them at
+    /// each growth (15 MB at 30,000 nodes, half of it slack).
+    nodes: HashMap<u64, Box<Node>>,
     by_file_id: HashMap<String, u64>,
     /// Nodes with local content, so re-listing a folder can keep showing not-yet-uploaded files.
     with_local: HashSet<u64>,
@@ -128,16 +130,16 @@ impl InodeTable {
             identity: None,
         };
         table.by_file_id.insert(root.file_id.clone(), ROOT_INO);
-        table.nodes.insert(ROOT_INO, root);
+        table.nodes.insert(ROOT_INO, Box::new(root));
         table
     }
 
     pub fn get(&self, ino: u64) -> Option<&Node> {
-        self.nodes.get(&ino)
+        self.nodes.get(&ino).map(|n| &**n)
     }
 
     pub fn get_mut(&mut self, ino: u64) -> Option<&mut Node> {
-        self.nodes.get_mut(&ino)
+        self.nodes.get_mut(&ino).map(|n| &mut **n)
     }
 
     pub fn ino_of(&self, file_id: &str) -> Option<u64> {
@@ -234,7 +236,7 @@ impl InodeTable {
             identity: (!item.is_dir()).then(|| crate::cache::identity_of(item)),
         };
         self.by_file_id.insert(node.file_id.clone(), ino);
-        self.nodes.insert(ino, node);
+        self.nodes.insert(ino, Box::new(node));
         ino
     }
 
@@ -285,7 +287,7 @@ impl InodeTable {
         };
         self.by_file_id.insert(node.file_id.clone(), ino);
         self.with_local.insert(ino);
-        self.nodes.insert(ino, node);
+        self.nodes.insert(ino, Box::new(node));
         self.recent.mark(ino);
         ino
     }
@@ -333,7 +335,8 @@ impl InodeTable {
             self.by_file_id.remove(&node.file_id);
         }
         self.with_local.remove(&ino);
-        Some(node)
+        self.shrink_after_forgets();
+        Some(*node)
     }
 
     /// The kernel forgot `n` lookups. Returns true when the node may be freed if no listing names it.
@@ -349,11 +352,21 @@ impl InodeTable {
 
     /// Free a node if nothing refers to it any more (the caller knows no cached listing names it).
     pub fn free_if_unreferenced(&mut self, ino: u64) -> bool {
-        if self.nodes.get(&ino).is_some_and(Node::is_unreferenced) {
+        if self.get(ino).is_some_and(Node::is_unreferenced) {
             self.remove(ino);
             return true;
         }
         false
+    }
+
+    /// Maps keep their capacity when entries go: after the kernel forgets a burst of inodes
+    /// (its dentry cache dropped under memory pressure), give back what is mostly empty.
+    fn shrink_after_forgets(&mut self) {
+        const MIN_CAPACITY: usize = 4096;
+        if self.nodes.capacity() > MIN_CAPACITY && self.nodes.len() < self.nodes.capacity() / 4 {
+            self.nodes.shrink_to(self.nodes.len() * 2);
+            self.by_file_id.shrink_to(self.by_file_id.len() * 2);
+        }
     }
 
     fn allocate(&mut self) -> u64 {

@@ -140,6 +140,18 @@ fn umount2(mountpoint: &Path, flags: libc::c_int) -> bool {
     unsafe { libc::umount2(path.as_ptr(), flags) == 0 }
 }
 
+/// Hands the allocator's free pages back to the kernel. glibc returns only the top of its
+/// heap by itself; after a burst (10,000 files closed at once, each an upload task) the freed
+/// memory in the middle stays in the process's RSS, and the next burst's survivors scatter
+/// over it. `malloc_trim(0)` releases every whole free page. A no-op with other C libraries.
+pub fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim takes the allocator's own locks; it frees no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,7 @@
 //! | is it mounted | `/proc/self/mountinfo` | device differs from the parent's |
 //! | FUSE request threads | 4, each on a cloned `/dev/fuse` fd | 1 |
 //! | soft limit of open files raised to | the hard limit | the hard limit, at most OPEN_MAX (10,240) |
+//! | free heap pages back to the kernel | `malloc_trim(0)` (glibc) | none (the allocator does it) |
 //! | unmount | umount2 as root (MNT_DETACH lazily), else `fusermount3 -u` (`-z`) | `umount` (`-f`) |
 //!
 //! Only the Linux side is built and tested here; the macOS side is written against the `libc`

@@ -31,7 +31,7 @@ use std::sync::{Arc, Weak};
 use crate::sync::{Level, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
 use crate::api::retry::jitter;

@@ -5,55 +5,83 @@ use super::*;
 
 impl UploadQueue {
     /// The key's task: run waiting jobs until none is left, then retire the slot.
+    ///
+    /// The task queues for an upload slot before it takes its job (which stays `waiting`
+    /// meanwhile, so a newer version still replaces it), and only then allocates the upload's
+    /// own state, several KiB: a burst of 10,000 closed files costs 10,000 small waiting tasks,
+    /// not 10,000 large ones.
     pub(super) async fn run_key(self: Arc<Self>, key: u64) {
         loop {
-            let next = {
-                let mut slots = self.lock();
-                let Some(slot) = slots.get_mut(&key) else {
-                    return;
-                };
-                let young = slot
-                    .waiting
-                    .as_ref()
-                    .map(|j| SETTLE.saturating_sub(j.queued_at.elapsed()))
-                    .filter(|wait| !wait.is_zero());
-                match (young, slot.waiting.take()) {
-                    (Some(wait), Some(job)) => {
-                        slot.waiting = Some(job);
-                        Err(Some(wait))
-                    }
-                    (_, Some(job)) => {
-                        slot.running = Some(job.clone());
-                        slot.abort = Arc::new(Notify::new());
-                        Ok(job)
-                    }
-                    (_, None) => {
-                        slots.remove(&key);
-                        Err(None)
-                    }
-                }
-            };
-            let job = match next {
-                Ok(job) => job,
-                Err(Some(wait)) => {
+            match self.next_job(key, false) {
+                Next::Settling(wait) => {
                     tokio::time::sleep(wait).await;
                     continue;
                 }
-                Err(None) => {
-                    self.changed.notify_waiters();
-                    return;
-                }
+                Next::Gone => return self.retired(),
+                Next::Ready(_) => {}
+            }
+            let Ok(permit) = self.permits.acquire().await else {
+                return;
             };
-            self.run_job(key, job).await;
+            let job = match self.next_job(key, true) {
+                Next::Ready(Some(job)) => job,
+                Next::Ready(None) => continue,
+                Next::Settling(wait) => {
+                    // A newer version arrived while this one queued for the slot.
+                    drop(permit);
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                Next::Gone => return self.retired(),
+            };
+            Box::pin(self.run_job(key, job, permit)).await;
             self.changed.notify_waiters();
         }
     }
 
+    /// What `key`'s task does next; with `take`, a settled job moves from waiting to running.
+    /// With none waiting, the slot is retired.
+    fn next_job(&self, key: u64, take: bool) -> Next {
+        let mut slots = self.lock();
+        let Some(slot) = slots.get_mut(&key) else {
+            return Next::Gone;
+        };
+        let Some(job) = slot.waiting.as_ref() else {
+            slots.remove(&key);
+            return Next::Gone;
+        };
+        let young = SETTLE.saturating_sub(job.queued_at.elapsed());
+        if !young.is_zero() {
+            return Next::Settling(young);
+        }
+        if !take {
+            return Next::Ready(None);
+        }
+        let job = slot.waiting.take();
+        slot.running = job.clone();
+        slot.abort = Arc::new(Notify::new());
+        Next::Ready(job)
+    }
+
+    /// The key's task ends: waiters see it, and when no upload is left the memory the burst
+    /// used goes back to the system.
+    fn retired(&self) {
+        self.changed.notify_waiters();
+        let mut slots = self.lock();
+        if slots.is_empty() {
+            // A burst's slots (a few hundred bytes each) leave their table's capacity behind.
+            slots.shrink_to(64);
+            drop(slots);
+            release_memory_after_burst();
+        }
+    }
+
     /// Upload one job until it lands, a newer job supersedes it, or a delete cancels it.
-    async fn run_job(&self, key: u64, job: Job) {
+    async fn run_job(&self, key: u64, job: Job, permit: SemaphorePermit<'_>) {
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 0u32;
         let mut stream = job.stream.clone();
+        let mut permit = Some(permit);
         loop {
             attempt += 1;
             let Some(abort) = self.lock().get(&key).map(|s| s.abort.clone()) else {
@@ -61,7 +89,7 @@ impl UploadQueue {
             };
             job.progress.begin_attempt();
             let first = stream.take();
-            let upload = self.attempt(key, &job, attempt, first.as_deref());
+            let upload = self.attempt(key, &job, attempt, first.as_deref(), permit.take());
             let result = tokio::select! {
                 result = progress::scope(job.progress.clone(), upload) => result,
                 () = abort.notified() => return self.stopped(key, &job, first.as_deref()).await,
@@ -90,8 +118,13 @@ impl UploadQueue {
         job: &Job,
         attempt: u32,
         first: Option<&WriteStream>,
+        permit: Option<SemaphorePermit<'_>>,
     ) -> Option<crate::error::Result<(RemoteItem, UploadTarget)>> {
-        let _permit = self.permits.acquire().await;
+        // The first attempt runs on the slot its task queued for; a retry queues again.
+        let _permit = match permit {
+            Some(permit) => Ok(permit),
+            None => self.permits.acquire().await,
+        };
         // A newer version may have arrived while we queued for a slot: skip straight to it.
         if self.is_superseded(key) {
             return None;
@@ -456,4 +489,58 @@ enum Finish {
     Retarget,
     /// The file was deleted meanwhile: remove the upload.
     Cancelled,
+}
+
+/// What a key's task does next (`UploadQueue::next_job`).
+enum Next {
+    /// The waiting job is younger than `SETTLE`: wait this long.
+    Settling(Duration),
+    /// A job is ready (taken, when asked to).
+    Ready(Option<Job>),
+    /// No job is left; the slot is retired.
+    Gone,
+}
+
+/// At most one `malloc_trim` every this often: a queue that drains after every small file
+/// would otherwise trim at each.
+const TRIM_EVERY: Duration = Duration::from_secs(10);
+
+/// Gives the free heap back to the system (`platform::release_free_memory`) on a blocking
+/// thread, at most once per `TRIM_EVERY`: asked sooner, it trims when that time is up (the
+/// last drain of a burst must not be the one skipped).
+fn release_memory_after_burst() {
+    struct Trims {
+        last: Option<std::time::Instant>,
+        scheduled: bool,
+    }
+    static TRIMS: crate::sync::Mutex<Trims> = crate::sync::Mutex::new(
+        crate::sync::Level::LEAF,
+        "queue.trim",
+        Trims {
+            last: None,
+            scheduled: false,
+        },
+    );
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let wait = {
+        let mut trims = TRIMS.lock();
+        if trims.scheduled {
+            return;
+        }
+        trims.scheduled = true;
+        trims
+            .last
+            .map_or(Duration::ZERO, |t| TRIM_EVERY.saturating_sub(t.elapsed()))
+    };
+    rt.spawn(async move {
+        tokio::time::sleep(wait).await;
+        {
+            let mut trims = TRIMS.lock();
+            trims.scheduled = false;
+            trims.last = Some(std::time::Instant::now());
+        }
+        let _ = tokio::task::spawn_blocking(crate::platform::release_free_memory).await;
+    });
 }
