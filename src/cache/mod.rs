@@ -33,6 +33,7 @@
 //! Locks (`crate::sync`): `state` (`Level::CACHE_INDEX`), the job sender `jobs`
 //! (`Level::CACHE_WRITER`, taken inside `state`). No disk I/O under either.
 
+mod blocks;
 mod file;
 mod load;
 pub mod lru;
@@ -40,7 +41,7 @@ mod stats;
 pub mod store;
 mod writer;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io;
 use std::ops::Range;
@@ -117,7 +118,7 @@ struct BlockState {
 
 struct Entry {
     header: Header,
-    blocks: BTreeMap<u64, BlockState>,
+    blocks: blocks::BlockMap<BlockState>,
     /// Its pair of files (data and index) exists on disk.
     on_disk: bool,
     /// The data file, open for reading and writing: held for at most `MAX_OPEN_DATA` files at
@@ -135,7 +136,7 @@ impl Entry {
     fn new(header: Header) -> Entry {
         Entry {
             header,
-            blocks: BTreeMap::new(),
+            blocks: blocks::BlockMap::new(),
             on_disk: false,
             data: None,
             pins: 0,
@@ -378,30 +379,29 @@ impl DataCache {
     /// Seeds the cache with a file's whole content from `file` (a file written through the
     /// mount, once the drive has it). Only a file up to a quarter of the cache's limit is
     /// seeded, a block at a time when no read's bytes wait for the writer, and never by
-    /// evicting blocks used in the last `SEED_SPARES`. Resolves when done (or skipped).
+    /// evicting blocks used in the last `SEED_SPARES`. Returns None when the file is not
+    /// seeded (too big, or the writer is behind), else what resolves once it is done.
     pub fn seed(
         &self,
         file_id: &str,
         identity: &str,
         size: u64,
         file: File,
-    ) -> tokio::sync::oneshot::Receiver<()> {
-        let (done, rx) = tokio::sync::oneshot::channel();
+    ) -> Option<tokio::sync::oneshot::Receiver<()>> {
         let limit = self.inner.lock().lru.limit();
         if size == 0 || size > limit / SEED_FRACTION {
             debug!(
                 file_id,
                 size, limit, "not seeding the data cache: file too big for it"
             );
-            let _ = done.send(());
-            return rx;
+            return None;
         }
         if self.inner.seeds_queued.fetch_add(1, Ordering::AcqRel) >= MAX_QUEUED_SEEDS {
             self.inner.seeds_queued.fetch_sub(1, Ordering::AcqRel);
             debug!(file_id, "not seeding the data cache: the writer is behind");
-            let _ = done.send(());
-            return rx;
+            return None;
         }
+        let (done, rx) = tokio::sync::oneshot::channel();
         let f = self.file(file_id, identity, size);
         self.inner.send(Job::Seed(writer::SeedTask::new(
             f.key.clone(),
@@ -409,7 +409,7 @@ impl DataCache {
             file,
             done,
         )));
-        rx
+        Some(rx)
     }
 
     /// Waits until every job sent so far is done (tests, benchmarks).

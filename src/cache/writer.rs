@@ -127,6 +127,8 @@ pub(super) struct Writer {
     unsynced_bytes: u64,
     oldest_unsynced: Option<Instant>,
     seeds: VecDeque<SeedTask>,
+    /// Seeds copied whole, told done at the next `record`.
+    seeded: Vec<tokio::sync::oneshot::Sender<()>>,
     /// A full disk is told once, not once per block.
     told_disk_full: bool,
     /// Direct writes of whole blocks; None once the file system refused them.
@@ -174,6 +176,7 @@ impl Writer {
             unsynced_bytes: 0,
             oldest_unsynced: None,
             seeds: VecDeque::new(),
+            seeded: Vec::new(),
             told_disk_full: false,
             direct: Some(Direct::new()),
         };
@@ -267,15 +270,15 @@ impl Writer {
             }
             return;
         }
-        // Recorded (synced) once the seeds queued run out, or at the periodic sync: a sync per
-        // seeded file made a burst of small uploads queue behind the disk. Done before that is
-        // safe: the drive has the file, and a read meanwhile fetches what is not recorded yet.
+        // Recorded (synced) once the seeds queued run out, or at the periodic sync, and told
+        // done then (`record`): a sync per seeded file made a burst of small uploads queue
+        // behind the disk.
         if let Some(t) = self.seeds.pop_front() {
+            self.inner.seeds_queued.fetch_sub(1, Ordering::AcqRel);
+            self.seeded.push(t.done);
             if self.seeds.is_empty() {
                 self.record();
             }
-            self.inner.seeds_queued.fetch_sub(1, Ordering::AcqRel);
-            let _ = t.done.send(());
         }
     }
 
@@ -422,7 +425,16 @@ impl Writer {
     }
 
     /// Syncs the data of the blocks written, then records them: only then are they served.
+    /// Records the blocks written since the last call (`record_blocks`), then tells the seeds
+    /// finished meanwhile that they are done: their files' blocks are in the cache now.
     fn record(&mut self) {
+        self.record_blocks();
+        for done in self.seeded.drain(..) {
+            let _ = done.send(());
+        }
+    }
+
+    fn record_blocks(&mut self) {
         let written = std::mem::take(&mut self.unsynced);
         self.unsynced_bytes = 0;
         self.oldest_unsynced = None;

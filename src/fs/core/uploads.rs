@@ -54,14 +54,14 @@ impl FsCore {
                     };
                     // After the rekey: a reader of `uploaded_file_id` finds the id on the node.
                     core.uploads.applied(event.key, &item.file_id);
-                    if let Some(content) = landed_current {
-                        tokio::spawn(core.clone().seed_cache(event.key, item.clone(), content));
-                    }
                     if let Some(old) = old_id {
                         core.reader.forget_file(&old);
                     }
-                    if let Some(url) = &item.download_url {
-                        core.reader.offer_url(&item.file_id, url.clone());
+                    match landed_current {
+                        Some(content) => {
+                            tokio::spawn(core.clone().seed_cache(event.key, item.clone(), content));
+                        }
+                        None => core.offer_url_of(&item),
                     }
                     core.space.invalidate(&()).await;
                     debug!(ino = event.key, file_id = %item.file_id, "upload landed");
@@ -85,14 +85,25 @@ impl FsCore {
         item: RemoteItem,
         content: Arc<LocalContent>,
     ) {
-        if let Some(cache) = self.reader.cache() {
-            match content.file().try_clone() {
-                Ok(file) => {
-                    let identity = crate::cache::identity_of(&item);
-                    let _ = cache.seed(&item.file_id, &identity, item.size, file).await;
-                }
-                Err(e) => debug!(ino, "cannot seed the data cache: {e}"),
+        let seeding = match (self.reader.cache(), content.file().try_clone()) {
+            (Some(cache), Ok(file)) => {
+                let identity = crate::cache::identity_of(&item);
+                cache.seed(&item.file_id, &identity, item.size, file)
             }
+            (Some(_), Err(e)) => {
+                debug!(ino, "cannot seed the data cache: {e}");
+                None
+            }
+            (None, _) => None,
+        };
+        match seeding {
+            Some(done) => {
+                let _ = done.await;
+            }
+            // Read back from the drive, then: its URL saves a getDownloadUrl (about one a
+            // second allowed). A seeded file is read from the cache; its URL would sit unused
+            // (about 370 bytes a file in the URL cache).
+            None => self.offer_url_of(&item),
         }
         let mut table = lock(&self.table);
         let unchanged = table
@@ -106,6 +117,13 @@ impl FsCore {
 }
 
 impl FsCore {
+    /// Offers the download URL the upload's answer carried, if any, to the URL cache.
+    fn offer_url_of(&self, item: &RemoteItem) {
+        if let Some(url) = &item.download_url {
+            self.reader.offer_url(&item.file_id, url.clone());
+        }
+    }
+
     /// The uploads resumed at start-up into folder `folder_id` that wait to be shown, taken off
     /// that list, with their staged files opened (before the table is locked: disk I/O).
     pub(super) fn take_resumed(&self, folder_id: &str) -> Vec<(Resumed, std::fs::File)> {
