@@ -64,12 +64,16 @@ fn shows(node: &Node, item: &RemoteItem, parent: Option<u64>) -> bool {
                 && node.identity.as_deref() == Some(crate::cache::identity_of(item).as_str())))
 }
 
+/// The longest a batch of remote changes waits for landed uploads to be applied.
+const LANDINGS_WAIT: Duration = Duration::from_secs(2);
+
 /// A node's attributes that a new revision changes.
 type Shown = (u64, SystemTime, Option<String>);
 
 impl FsCore {
     /// Items created, changed, renamed or moved on the drive, as the drive has them now.
     pub async fn apply_remote_items(&self, items: &[RemoteItem]) -> Applied {
+        self.landings_applied().await;
         let mut out = Applied::default();
         let mut dirty = BTreeSet::new();
         for item in items {
@@ -82,6 +86,7 @@ impl FsCore {
     /// Items trashed or deleted on the drive (by file_id), from folders `from` (those the feed
     /// named: their stored listings go even if the mount never saw the items).
     pub async fn apply_remote_removals(&self, ids: &[String], from: &[String]) -> Applied {
+        self.landings_applied().await;
         for folder_id in from {
             self.drop_stored_listing(folder_id);
         }
@@ -113,6 +118,17 @@ impl FsCore {
         }
         self.relist_dirty(dirty, &mut out).await;
         out
+    }
+
+    /// Waits (at most `LANDINGS_WAIT`) until every upload that landed has been applied to its
+    /// node: a change the drive reports about a file just uploaded must find the node under
+    /// its new file_id. Before, a trash made elsewhere right after a landing found no node,
+    /// and the file stayed in the mount (found by the reference-model test).
+    async fn landings_applied(&self) {
+        let deadline = tokio::time::Instant::now() + LANDINGS_WAIT;
+        while self.uploads.unapplied() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Settles what a batch of changes left (`Applied::kept_local`, `Applied::gone_dirs`):
