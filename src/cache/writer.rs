@@ -13,7 +13,7 @@
 //! without O_DIRECT) is written buffered, with writeback started at once, and so are the rest.
 //! The periodic `fdatasync` covers both kinds: a block is recorded only after it.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::io;
 use std::sync::atomic::Ordering;
@@ -27,6 +27,14 @@ use super::stats::SavedStats;
 use super::store::{self, block_cost, block_len, blocks_of, BlockRec, Header, Index, FILE_COST};
 use super::{BlockState, Entry, Inner, Job, BLOCK, SEED_SPARES};
 
+mod direct;
+mod indexes;
+mod seed;
+
+use direct::Direct;
+use indexes::Indexes;
+pub(super) use seed::SeedTask;
+
 /// Written blocks are synced and recorded at least this often...
 pub(super) const SYNC_EVERY: Duration = Duration::from_secs(1);
 /// ...or once this many bytes wait for their sync.
@@ -34,86 +42,11 @@ pub(super) const SYNC_BYTES: u64 = 64 << 20;
 /// How often the writer saves the hit counters for `alipanfs about`.
 const STATS_EVERY: Duration = Duration::from_secs(5);
 
-/// An upload's content being copied into the cache, block by block.
-pub(super) struct SeedTask {
-    key: Arc<str>,
-    header: Header,
-    file: File,
-    next: u64,
-    done: tokio::sync::oneshot::Sender<()>,
-}
-
-impl SeedTask {
-    pub(super) fn new(
-        key: Arc<str>,
-        header: Header,
-        file: File,
-        done: tokio::sync::oneshot::Sender<()>,
-    ) -> SeedTask {
-        SeedTask {
-            key,
-            header,
-            file,
-            next: 0,
-            done,
-        }
-    }
-}
-
 /// A block written, recorded once its data file is synced.
 struct Written {
     key: Arc<str>,
     block: u64,
     rec: BlockRec,
-}
-
-/// Index files open for appending: at most `MAX_OPEN_INDEXES`, the oldest closed first and
-/// opened again when next written (a descriptor per cached file would not scale).
-struct Indexes {
-    open: HashMap<Arc<str>, Index>,
-    order: VecDeque<Arc<str>>,
-}
-
-const MAX_OPEN_INDEXES: usize = 64;
-
-impl Indexes {
-    fn new() -> Indexes {
-        Indexes {
-            open: HashMap::new(),
-            order: VecDeque::new(),
-        }
-    }
-
-    fn insert(&mut self, key: Arc<str>, idx: Index) {
-        if self.open.insert(key.clone(), idx).is_none() {
-            self.order.push_back(key);
-        }
-        while self.open.len() > MAX_OPEN_INDEXES {
-            match self.order.pop_front() {
-                Some(old) => {
-                    self.open.remove(&old);
-                }
-                None => break,
-            }
-        }
-    }
-
-    /// The index of `key` (in `dir`), opened again if it was closed.
-    fn get(&mut self, dir: &std::path::Path, key: &Arc<str>) -> io::Result<&mut Index> {
-        if !self.open.contains_key(key) {
-            let idx = Index::open(&store::idx_path(dir, key))?;
-            self.insert(key.clone(), idx);
-        }
-        self.open
-            .get_mut(key)
-            .ok_or_else(|| io::Error::other("index closed at once"))
-    }
-
-    fn remove(&mut self, key: &Arc<str>) {
-        if self.open.remove(key).is_some() {
-            self.order.retain(|k| k != key);
-        }
-    }
 }
 
 pub(super) struct Writer {
@@ -133,31 +66,6 @@ pub(super) struct Writer {
     told_disk_full: bool,
     /// Direct writes of whole blocks; None once the file system refused them.
     direct: Option<Direct>,
-}
-
-/// A block-sized buffer aligned for O_DIRECT.
-struct Direct {
-    storage: Vec<u8>,
-    lead: usize,
-}
-
-/// O_DIRECT wants buffers and offsets aligned to the logical block size; a page covers it.
-const DIRECT_ALIGN: usize = 4096;
-
-impl Direct {
-    fn new() -> Direct {
-        let storage = vec![0u8; BLOCK as usize + DIRECT_ALIGN];
-        let lead = storage.as_ptr().align_offset(DIRECT_ALIGN);
-        Direct { storage, lead }
-    }
-
-    /// Writes `bytes` (one whole block) at `offset` of `file` around the page cache.
-    fn write(&mut self, file: &File, offset: u64, bytes: &[u8]) -> io::Result<()> {
-        use std::os::unix::fs::FileExt;
-        let buf = &mut self.storage[self.lead..self.lead + bytes.len()];
-        buf.copy_from_slice(bytes);
-        crate::platform::open_direct(file)?.write_all_at(buf, offset)
-    }
 }
 
 impl Writer {
