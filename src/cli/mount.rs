@@ -401,6 +401,13 @@ pub fn serve(
             "uploads still pending at unmount; their staged files are kept and the next mount resumes them"
         );
     }
+    if let Some(meta) = &core.config().meta {
+        if !meta.flush(META_FLUSH_WAIT) {
+            warn!(
+                "listings still being stored at unmount; the next mount lists those folders again"
+            );
+        }
+    }
     if background.guard.is_finished() {
         if let Err(e) = background.join() {
             debug!(error = %e, "FUSE session ended with an error");
@@ -411,6 +418,9 @@ pub fn serve(
     }
     Ok(())
 }
+
+/// How long the listings queued for the metadata store may take to be written at unmount.
+const META_FLUSH_WAIT: Duration = Duration::from_secs(5);
 
 /// How long the FUSE session may take to finish its queued requests after the unmount.
 const SESSION_END_WAIT: Duration = Duration::from_secs(10);

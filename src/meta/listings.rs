@@ -280,11 +280,11 @@ pub(super) fn count(dir: &Path) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::time::UNIX_EPOCH;
 
-    fn item(id: &str, name: &str) -> RemoteItem {
+    pub(in crate::meta) fn item(id: &str, name: &str) -> RemoteItem {
         RemoteItem {
             file_id: id.into(),
             parent_file_id: "root".into(),

@@ -5,7 +5,8 @@
 //! - `dirs/<folder>.json`: one folder's listing as the drive gave it, with the wall-clock time
 //!   it was fetched. Served without a list call while younger than `--dir-cache-ttl`, across
 //!   remounts (`listings`). Keyed by the folder's file_id, so the mount's root folder id only
-//!   decides where the walk starts.
+//!   decides where the walk starts. Written by one thread from a bounded queue (`saver`), so an
+//!   `ls` never waits for the store's fsyncs; the queue is flushed at unmount.
 //! - `urls.log`: the download URLs asked with getDownloadUrl, one line each, loaded at start
 //!   while still valid beyond the renewal margin (`urls`).
 //!
@@ -25,6 +26,7 @@
 //! a mount.
 
 mod listings;
+mod saver;
 mod urls;
 
 use std::path::{Path, PathBuf};
@@ -40,7 +42,8 @@ use crate::drive::{DownloadUrl, RemoteItem};
 /// The on-disk metadata of one drive (see the module doc).
 pub struct MetaStore {
     dir: PathBuf,
-    listings: listings::Listings,
+    listings: Arc<listings::Listings>,
+    saver: saver::Saver,
     urls: urls::UrlLog,
 }
 
@@ -77,8 +80,13 @@ impl MetaStore {
             warn!(dir = %dir.display(), error = %e, "no metadata store: listings and download URLs will not outlive this mount");
             return None;
         }
+        let listings = Arc::new(listings::Listings::open(
+            dir.join(listings::DIRS),
+            dir_cache_ttl,
+        ));
         Some(Arc::new(MetaStore {
-            listings: listings::Listings::open(dir.join(listings::DIRS), dir_cache_ttl),
+            saver: saver::Saver::start(listings.clone()),
+            listings,
             urls: urls::UrlLog::open(dir.join(urls::FILE), url_margin),
             dir,
         }))
@@ -122,10 +130,16 @@ impl MetaStore {
         self.listings.ticket()
     }
 
-    /// Store a folder's listing as fetched (unless the folder was dropped since `ticket`).
-    /// Blocking (writes and fsyncs a file).
-    pub fn save_listing(&self, ticket: Ticket, folder_id: &str, items: &[RemoteItem]) {
-        self.listings.save(ticket, folder_id, items)
+    /// Store a folder's listing as fetched (unless the folder was dropped since `ticket`), on
+    /// the store's own thread: never waits (see `saver`).
+    pub fn save_listing(&self, ticket: Ticket, folder_id: &str, items: Vec<RemoteItem>) {
+        self.saver.save(ticket, folder_id, items)
+    }
+
+    /// Waits (at most `timeout`) until the listings queued so far are stored (at unmount).
+    /// True if they are.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        self.saver.flush(timeout)
     }
 
     /// The mount changed the folder (or is about to, by an upload): its stored listing goes.

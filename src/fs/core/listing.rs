@@ -342,11 +342,9 @@ impl FsCore {
             None => {
                 let ticket = self.listing_ticket(dir, folder_id);
                 let items = self.drive.list_folder(folder_id).await?;
-                if let (Some(ticket), Some(meta)) = (ticket, self.cfg.meta.clone()) {
-                    let (id, items) = (folder_id.to_string(), items.clone());
-                    let _ =
-                        tokio::task::spawn_blocking(move || meta.save_listing(ticket, &id, &items))
-                            .await;
+                if let (Some(ticket), Some(meta)) = (ticket, &self.cfg.meta) {
+                    // Queued: the `ls` does not wait for the store's fsyncs.
+                    meta.save_listing(ticket, folder_id, items.clone());
                 }
                 (items, None)
             }
