@@ -43,19 +43,20 @@ impl World {
         let (d, n) = match change {
             Change::Write(d, n, _) | Change::Rename(d, n, _) | Change::Trash(d, n) => (*d, *n),
         };
-        let path = join(DIRS[d], NAMES[n]);
-        if self.model.parent_ok(DIRS[d]).is_err() || self.held(&path) {
+        let path = join(self.ns.dirs[d], self.ns.names[n]);
+        if self.model.parent_ok(self.ns.dirs[d]).is_err() || self.held(&path) {
             return;
         }
         let core = self.core();
-        if self.block_on(async { core.uploads().drain(DRAIN).await }) != 0 {
+        let wait = self.device_drain;
+        if self.block_on(async { core.uploads().drain(wait).await }) != 0 {
             return;
         }
-        let Some(folder) = self.drive_folder(DIRS[d]) else {
+        let Some(folder) = self.drive_folder(self.ns.dirs[d]) else {
             return;
         };
         let existing = self.model.entries.get(&path).copied();
-        let found = match (existing, self.drive_item(&folder, NAMES[n])) {
+        let found = match (existing, self.drive_item(&folder, self.ns.names[n])) {
             (None, AtPath::Nothing) => None,
             (Some(_), AtPath::One(item)) => Some(*item),
             // The drive does not hold what the model says: the final check will tell.
@@ -67,7 +68,7 @@ impl World {
                 self.device_overwrite(item, ino, data)
             }
             (Change::Rename(_, _, to), Some(Entry::File(_)), Some(item)) => {
-                self.device_rename(&folder, item, &path, DIRS[d], NAMES[*to])
+                self.device_rename(&folder, item, &path, self.ns.dirs[d], self.ns.names[*to])
             }
             (Change::Trash(..), Some(_), Some(item)) => self.device_trash(item, &path),
             _ => {}
