@@ -16,6 +16,7 @@ pub mod fault;
 pub mod fs;
 pub mod hashing;
 pub mod logging;
+pub mod memory;
 pub mod meta;
 pub mod metrics;
 pub mod platform;

@@ -316,6 +316,15 @@ impl InodeTable {
         }
     }
 
+    /// Node `ino`'s local content is exactly its drive item's now (its upload landed and no
+    /// newer version waits): it no longer makes the node a file the drive does not list yet
+    /// (listings, orphans, status), and stays on the node for reads until the data cache holds
+    /// it. A re-listing that no longer names the item (trashed elsewhere meanwhile) then drops
+    /// it, as any drive file.
+    pub fn mark_landed(&mut self, ino: u64) {
+        self.with_local.remove(&ino);
+    }
+
     /// Nodes under `parent` that have local content (shown even if the drive does not list them yet).
     pub fn local_children(&self, parent: u64) -> Vec<u64> {
         self.with_local

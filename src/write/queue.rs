@@ -132,6 +132,8 @@ pub struct UploadQueue {
     /// Written under the slots lock as the running job clears, so a caller that finds no job
     /// for a key finds its result here or already on its node.
     completed: Mutex<HashMap<u64, String>>,
+    /// Notified when `completed` empties (for `all_applied`).
+    applied_all: Notify,
     streams: Arc<Streams>,
     runtime: tokio::runtime::Handle,
     /// Folders of replayed jobs as listed before this run uploaded into them (see
@@ -161,6 +163,7 @@ impl UploadQueue {
                 ReplacedIds::default(),
             ),
             completed: Mutex::new(Level::WRITE_COMPLETED, "completed uploads", HashMap::new()),
+            applied_all: Notify::new(),
             streams,
             runtime: tokio::runtime::Handle::current(),
             replay_folders: Default::default(),
@@ -325,12 +328,31 @@ impl UploadQueue {
         let mut completed = self.completed.lock();
         if completed.get(&key).is_some_and(|id| id == file_id) {
             completed.remove(&key);
+            if completed.is_empty() {
+                self.applied_all.notify_waiters();
+            }
         }
     }
 
     /// Landings not yet applied by the fs (bounded by the events in flight).
     pub fn unapplied(&self) -> usize {
         self.completed.lock().len()
+    }
+
+    /// Waits (at most `timeout`) until the fs has applied every landing so far. True if so.
+    pub async fn all_applied(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let notified = self.applied_all.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.unapplied() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.unapplied() == 0;
+            }
+        }
     }
 
     /// Jobs not yet uploaded (running or waiting).

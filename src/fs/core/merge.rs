@@ -169,6 +169,32 @@ pub(super) mod tests {
         assert!(names(&got).contains(&("new".to_string(), f)));
     }
 
+    /// Found by the reference-model test (under CPU load, 1 case in 3): a file trashed
+    /// elsewhere right after its upload landed, before the data cache took its staged bytes,
+    /// stayed in the mount: its local content (kept for reads) still placed it as a file the
+    /// drive does not list yet.
+    #[test]
+    fn a_landed_file_the_drive_no_longer_lists_goes_though_it_keeps_its_bytes_for_reads() {
+        let mut t = table();
+        let staged = tempfile::NamedTempFile::new().unwrap();
+        let content = Arc::new(LocalContent::new(
+            staged.path().to_path_buf(),
+            staged.reopen().unwrap(),
+        ));
+        let f = t.insert_local_file(ROOT_INO, "x", content, UNIX_EPOCH);
+        t.rekey(f, "landed");
+        t.mark_landed(f);
+        let seq = t.change_seq();
+        let since = t.changed_since(seq).unwrap();
+        let got = merge_listing(&mut t, ROOT_INO, vec![item("other", "o")], &since);
+        assert_eq!(names(&got), [("o".to_string(), t.ino_of("other").unwrap())]);
+        assert!(t.get(f).unwrap().local.is_some(), "kept for reads");
+        // Content still waiting for its upload keeps the node listed.
+        t.set_local(f, t.get(f).unwrap().local.clone());
+        let got = merge_listing(&mut t, ROOT_INO, vec![item("other", "o")], &since);
+        assert!(names(&got).contains(&("x".to_string(), f)));
+    }
+
     #[test]
     fn a_landed_file_renamed_by_another_device_shows_under_the_drives_name() {
         let mut t = table();

@@ -42,12 +42,17 @@ impl FsCore {
                             .get(event.key)
                             .and_then(|n| n.local.clone())
                             .filter(|c| c.path == event.staged);
-                        if current.is_some() {
+                        if let Some(content) = &current {
                             // The staged bytes are now exactly the drive item's.
                             if let Some(n) = table.get_mut(event.key) {
                                 n.size = item.size;
                                 n.mtime = item.mtime();
                                 n.ctime = item.updated_at;
+                            }
+                            // Sealed content never changes (a new writer copies it), so it
+                            // stays the drive item's; unless the same staged file waits again.
+                            if content.is_sealed() && !core.uploads.is_pending(event.key) {
+                                table.mark_landed(event.key);
                             }
                         }
                         (old_id, current)

@@ -60,8 +60,11 @@ impl Forgets {
                 let mut q = self.queue.lock();
                 if q.pending.is_empty() {
                     q.draining = false;
-                    // A burst's queue goes back to the allocator.
+                    // A burst's queue goes back to the allocator, and its free pages to
+                    // the kernel.
                     q.pending = Vec::new();
+                    drop(q);
+                    crate::memory::release_after_burst();
                     return;
                 }
                 std::mem::take(&mut q.pending)

@@ -72,7 +72,7 @@ impl UploadQueue {
             // A burst's slots (a few hundred bytes each) leave their table's capacity behind.
             slots.shrink_to(64);
             drop(slots);
-            release_memory_after_burst();
+            crate::memory::release_after_burst();
         }
     }
 
@@ -499,48 +499,4 @@ enum Next {
     Ready(Option<Job>),
     /// No job is left; the slot is retired.
     Gone,
-}
-
-/// At most one `malloc_trim` every this often: a queue that drains after every small file
-/// would otherwise trim at each.
-const TRIM_EVERY: Duration = Duration::from_secs(10);
-
-/// Gives the free heap back to the system (`platform::release_free_memory`) on a blocking
-/// thread, at most once per `TRIM_EVERY`: asked sooner, it trims when that time is up (the
-/// last drain of a burst must not be the one skipped).
-fn release_memory_after_burst() {
-    struct Trims {
-        last: Option<std::time::Instant>,
-        scheduled: bool,
-    }
-    static TRIMS: crate::sync::Mutex<Trims> = crate::sync::Mutex::new(
-        crate::sync::Level::LEAF,
-        "queue.trim",
-        Trims {
-            last: None,
-            scheduled: false,
-        },
-    );
-    let Ok(rt) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    let wait = {
-        let mut trims = TRIMS.lock();
-        if trims.scheduled {
-            return;
-        }
-        trims.scheduled = true;
-        trims
-            .last
-            .map_or(Duration::ZERO, |t| TRIM_EVERY.saturating_sub(t.elapsed()))
-    };
-    rt.spawn(async move {
-        tokio::time::sleep(wait).await;
-        {
-            let mut trims = TRIMS.lock();
-            trims.scheduled = false;
-            trims.last = Some(std::time::Instant::now());
-        }
-        let _ = tokio::task::spawn_blocking(crate::platform::release_free_memory).await;
-    });
 }
