@@ -1,4 +1,10 @@
 //! `Client`: the Open API behind the `Drive` trait.
+//!
+//! The file-tree endpoints are in `files`, the upload session endpoints in `upload`; the
+//! `Drive` impl here delegates to them.
+
+mod files;
+mod upload;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,19 +25,15 @@ use super::limiter::Class;
 use super::received::Received;
 use super::token::TokenStatus;
 use super::wire::{
-    CreateResp, DownloadUrlResp, DriveInfoResp, ListResp, OpResp, PartsResp, SpaceInfoResp,
-    SubtitleTask, TaskResp, UploadedPartsResp, VideoResp, VideoTask, WireFile,
+    DownloadUrlResp, DriveInfoResp, SpaceInfoResp, SubtitleTask, TaskResp, VideoResp, VideoTask,
 };
 use crate::drive::{
-    CheckNameMode, CreatedFolder, DeltaPage, DownloadUrl, Drive, DriveChoice, DriveInfo, ItemKind,
-    NewFile, OpResult, PartUrl, RemoteItem, SearchPage, SearchQuery, SpaceInfo, TaskState,
-    UploadHashes, UploadSession, UploadedPart, VideoPlayInfo, ROOT_ID,
+    CheckNameMode, CreatedFolder, DeltaPage, DownloadUrl, Drive, DriveChoice, DriveInfo, NewFile,
+    OpResult, PartUrl, RemoteItem, SearchPage, SearchQuery, SpaceInfo, TaskState, UploadSession,
+    UploadedPart, VideoPlayInfo,
 };
 use crate::error::{Error, Result};
-use crate::hashing;
 
-/// Page size of `list` (the documented maximum).
-const LIST_LIMIT: u32 = 100;
 /// Download URL lifetime assumed when neither `x-oss-expires` nor `expiration` says.
 const FALLBACK_URL_TTL: Duration = Duration::from_secs(900);
 /// Guard against a server that never ends paging.
@@ -247,34 +249,6 @@ impl Client {
         })?;
         Ok(signed_url(url, r.expiration.as_deref()))
     }
-
-    fn parts_from(list: Option<Vec<super::wire::WirePart>>) -> Result<Vec<PartUrl>> {
-        list.unwrap_or_default()
-            .into_iter()
-            .map(|p| p.into_part_url())
-            .collect()
-    }
-
-    /// Trash/delete: "already gone" is success (reference 4.5).
-    async fn remove(&self, endpoint: &'static str, file_id: &str) -> Result<OpResult> {
-        let r: Result<OpResp> = self
-            .call_drive(
-                endpoint,
-                Class::Other,
-                Replay::Always,
-                json!({ "file_id": file_id }),
-            )
-            .await;
-        match r {
-            Ok(r) => Ok(r.into_result(file_id)),
-            Err(Error::NotFound(_)) | Err(Error::InRecycleBin(_)) => Ok(OpResult {
-                file_id: file_id.to_string(),
-                exist: false,
-                async_task_id: None,
-            }),
-            Err(e) => Err(e),
-        }
-    }
 }
 
 /// A signed URL and when it stops working: its `x-oss-expires`, else the answer's
@@ -284,47 +258,6 @@ fn signed_url(url: String, expiration: Option<&str>) -> DownloadUrl {
         .or_else(|| expiration.and_then(crate::timefmt::parse))
         .unwrap_or_else(|| SystemTime::now() + FALLBACK_URL_TTL);
     DownloadUrl { url, expires_at }
-}
-
-/// The create-file body for one access token (proof_code depends on it).
-fn create_file_body(drive_id: &str, req: &NewFile, token: &str) -> Result<serde_json::Value> {
-    let parts: Vec<_> = (1..=req.part_count.max(1))
-        .map(|n| json!({ "part_number": n }))
-        .collect();
-    let mut body = json!({
-        "drive_id": drive_id,
-        "parent_file_id": req.parent_file_id,
-        "name": req.name,
-        "type": "file",
-        "check_name_mode": req.check_name_mode.as_str(),
-        "part_info_list": parts,
-    });
-    if let Some(size) = req.size {
-        body["size"] = json!(size);
-    }
-    if let Some(t) = req.local_modified_at {
-        body["local_modified_at"] = json!(crate::timefmt::format(t));
-    }
-    match &req.hashes {
-        UploadHashes::None => {}
-        UploadHashes::PreHash(h) => body["pre_hash"] = json!(h),
-        UploadHashes::Full {
-            content_hash,
-            local_file,
-        } => {
-            // 8 bytes at most: a blocking read is cheaper than a thread hop.
-            let size = req
-                .size
-                .ok_or_else(|| Error::Config("a rapid-upload create needs the file size".into()))?;
-            let mut f = std::fs::File::open(local_file)?;
-            let proof = hashing::proof_code_of_file(token, &mut f, size)?;
-            body["content_hash"] = json!(content_hash);
-            body["content_hash_name"] = json!("sha1");
-            body["proof_code"] = json!(proof);
-            body["proof_version"] = json!("v1");
-        }
-    }
-    Ok(body)
 }
 
 #[async_trait]
@@ -373,100 +306,15 @@ impl Drive for Client {
     }
 
     async fn list_folder(&self, parent_file_id: &str) -> Result<Vec<RemoteItem>> {
-        let drive_id = self.drive().await?;
-        let mut items = Vec::new();
-        let mut marker = String::new();
-        for _ in 0..MAX_PAGES {
-            let body = json!({
-                "drive_id": drive_id,
-                "parent_file_id": parent_file_id,
-                "limit": LIST_LIMIT,
-                "marker": marker,
-                "order_by": "name",
-                "order_direction": "ASC",
-            });
-            let page: ListResp = self
-                .api
-                .call("openFile/list", Class::List, Replay::Always, |_| {
-                    Ok(body.clone())
-                })
-                .await?;
-            for f in page.items.unwrap_or_default() {
-                // Trashed items do not belong in a listing, whatever the server says.
-                if f.trashed {
-                    continue;
-                }
-                let mut item = f.into_item()?;
-                if item.parent_file_id.is_empty() {
-                    item.parent_file_id = parent_file_id.to_string();
-                }
-                items.push(item);
-            }
-            match page.next_marker.filter(|m| !m.is_empty()) {
-                None => return Ok(items),
-                Some(next) if next == marker => {
-                    return Err(Error::BadResponse(format!(
-                        "openFile/list repeated its marker for folder {parent_file_id}"
-                    )))
-                }
-                Some(next) => marker = next,
-            }
-        }
-        Err(Error::BadResponse(format!(
-            "openFile/list did not end for folder {parent_file_id}"
-        )))
+        self.folder_items(parent_file_id).await
     }
 
     async fn get(&self, file_id: &str) -> Result<RemoteItem> {
-        let f: WireFile = self
-            .call_drive(
-                "openFile/get",
-                Class::Other,
-                Replay::Always,
-                json!({ "file_id": file_id }),
-            )
-            .await?;
-        if f.trashed {
-            return Err(Error::InRecycleBin(file_id.to_string()));
-        }
-        f.into_item()
+        self.get_item(file_id).await
     }
 
     async fn get_by_path(&self, path: &str) -> Result<RemoteItem> {
-        let trimmed = path.trim_end_matches('/');
-        if trimmed.is_empty() {
-            // Every client synthesises the root; its answer to "/" is not known (reference 3.4).
-            return Ok(RemoteItem {
-                file_id: ROOT_ID.to_string(),
-                parent_file_id: String::new(),
-                name: String::new(),
-                kind: ItemKind::Folder,
-                size: 0,
-                content_hash: None,
-                created_at: std::time::UNIX_EPOCH,
-                updated_at: std::time::UNIX_EPOCH,
-                local_modified_at: None,
-                download_url: None,
-                streams: Vec::new(),
-            });
-        }
-        let abs = if trimmed.starts_with('/') {
-            trimmed.to_string()
-        } else {
-            format!("/{trimmed}")
-        };
-        let f: WireFile = self
-            .call_drive(
-                "openFile/get_by_path",
-                Class::Other,
-                Replay::Always,
-                json!({ "file_path": abs }),
-            )
-            .await?;
-        if f.trashed {
-            return Err(Error::NotFound(path.to_string()));
-        }
-        f.into_item()
+        self.item_by_path(path).await
     }
 
     async fn download_url(&self, file_id: &str) -> Result<DownloadUrl> {
@@ -498,56 +346,11 @@ impl Drive for Client {
         name: &str,
         mode: CheckNameMode,
     ) -> Result<CreatedFolder> {
-        // Replaying a folder create is harmless under refuse (exist:true, same id); under
-        // ignore/auto_rename it could make a twin, so only replay what surely did not land.
-        let replay = match mode {
-            CheckNameMode::Refuse => Replay::Always,
-            _ => Replay::UnsentOnly,
-        };
-        let r: CreateResp = self
-            .call_drive(
-                "openFile/create",
-                Class::Other,
-                replay,
-                json!({
-                    "parent_file_id": parent_file_id,
-                    "name": name,
-                    "type": "folder",
-                    "check_name_mode": mode.as_str(),
-                }),
-            )
-            .await?;
-        Ok(CreatedFolder {
-            file_id: r.file_id()?,
-            name: r.file_name.clone().unwrap_or_else(|| name.to_string()),
-            exist: r.exist,
-        })
+        self.make_folder(parent_file_id, name, mode).await
     }
 
     async fn create_file(&self, req: &NewFile) -> Result<UploadSession> {
-        let drive_id = self.drive().await?;
-        // Not idempotent: a replay after a lost answer could create a second session or file.
-        let r: CreateResp = self
-            .api
-            .call(
-                "openFile/create",
-                Class::Other,
-                Replay::UnsentOnly,
-                |token| create_file_body(&drive_id, req, token),
-            )
-            .await?;
-        Ok(UploadSession {
-            file_id: r.file_id()?,
-            file_name: r.file_name.clone().unwrap_or_else(|| req.name.clone()),
-            upload_id: r.upload_id(),
-            rapid_upload: r.rapid_upload,
-            exist: r.exist,
-            parts: if r.exist || r.rapid_upload {
-                Vec::new()
-            } else {
-                Self::parts_from(r.part_info_list)?
-            },
-        })
+        self.create_upload(req).await
     }
 
     async fn upload_urls(
@@ -556,99 +359,24 @@ impl Drive for Client {
         upload_id: &str,
         part_numbers: &[u32],
     ) -> Result<Vec<PartUrl>> {
-        let list: Vec<_> = part_numbers
-            .iter()
-            .map(|n| json!({ "part_number": n }))
-            .collect();
-        let r: PartsResp = self
-            .call_drive(
-                "openFile/getUploadUrl",
-                Class::Other,
-                Replay::Always,
-                json!({ "file_id": file_id, "upload_id": upload_id, "part_info_list": list }),
-            )
-            .await?;
-        Self::parts_from(r.part_info_list)
+        self.part_upload_urls(file_id, upload_id, part_numbers)
+            .await
     }
 
     async fn upload_part(&self, part: &PartUrl, body: Bytes) -> Result<Option<String>> {
-        match &self.cfg.upload_origin {
-            Some(origin) => {
-                let internal = PartUrl {
-                    upload_url: data::with_origin(&part.upload_url, origin),
-                    ..part.clone()
-                };
-                data::upload_part(&self.api.http, &internal, body, &self.bandwidth).await
-            }
-            None => data::upload_part(&self.api.http, part, body, &self.bandwidth).await,
-        }
+        self.put_part(part, body).await
     }
 
     async fn uploaded_parts(&self, file_id: &str, upload_id: &str) -> Result<Vec<UploadedPart>> {
-        let mut parts = Vec::new();
-        let mut marker = String::new();
-        for _ in 0..MAX_PAGES {
-            let r: UploadedPartsResp = self
-                .call_drive(
-                    "openFile/listUploadedParts",
-                    Class::Other,
-                    Replay::Always,
-                    json!({
-                        "file_id": file_id,
-                        "upload_id": upload_id,
-                        "part_number_marker": marker,
-                    }),
-                )
-                .await?;
-            for p in r.uploaded_parts.unwrap_or_default() {
-                parts.push(p.into_uploaded()?);
-            }
-            match r
-                .next_part_number_marker
-                .filter(|m| !m.is_empty() && m != "0")
-            {
-                None => return Ok(parts),
-                Some(next) if next == marker => {
-                    return Err(Error::BadResponse(
-                        "listUploadedParts repeated its marker".into(),
-                    ))
-                }
-                Some(next) => marker = next,
-            }
-        }
-        Err(Error::BadResponse("listUploadedParts did not end".into()))
+        self.list_uploaded_parts(file_id, upload_id).await
     }
 
     async fn complete_upload(&self, file_id: &str, upload_id: &str) -> Result<RemoteItem> {
-        let f: WireFile = self
-            .call_drive(
-                "openFile/complete",
-                Class::Other,
-                Replay::Always,
-                json!({ "file_id": file_id, "upload_id": upload_id }),
-            )
-            .await?;
-        f.into_item()
+        self.complete_session(file_id, upload_id).await
     }
 
     async fn rename(&self, file_id: &str, new_name: &str) -> Result<RemoteItem> {
-        let r: Result<WireFile> = self
-            .call_drive(
-                "openFile/update",
-                Class::Other,
-                Replay::Always,
-                json!({ "file_id": file_id, "name": new_name, "check_name_mode": "refuse" }),
-            )
-            .await;
-        match r {
-            Ok(f) => f.into_item(),
-            // A replay of a rename that landed clashes with the item itself.
-            Err(Error::AlreadyExists(msg)) => match self.get(file_id).await {
-                Ok(item) if item.name == new_name => Ok(item),
-                _ => Err(Error::AlreadyExists(msg)),
-            },
-            Err(e) => Err(e),
-        }
+        self.rename_item(file_id, new_name).await
     }
 
     async fn move_item(
@@ -657,30 +385,7 @@ impl Drive for Client {
         to_parent_file_id: &str,
         new_name: Option<&str>,
     ) -> Result<OpResult> {
-        let mut body = json!({
-            "file_id": file_id,
-            "to_parent_file_id": to_parent_file_id,
-            "check_name_mode": "refuse",
-        });
-        if let Some(n) = new_name {
-            body["new_name"] = json!(n);
-        }
-        let r: OpResp = self
-            .call_drive("openFile/move", Class::Other, Replay::Always, body)
-            .await?;
-        let mut result = r.into_result(file_id);
-        if result.exist {
-            // `exist` may also be a replayed move that already landed (the clash is with the
-            // item itself): then it did move.
-            if let Ok(item) = self.get(file_id).await {
-                let wanted = new_name.map(str::to_string);
-                if item.parent_file_id == to_parent_file_id && wanted.is_none_or(|n| n == item.name)
-                {
-                    result.exist = false;
-                }
-            }
-        }
-        Ok(result)
+        self.move_to(file_id, to_parent_file_id, new_name).await
     }
 
     async fn copy_item(
@@ -689,20 +394,7 @@ impl Drive for Client {
         to_parent_file_id: &str,
         auto_rename: bool,
     ) -> Result<OpResult> {
-        // A replayed copy could make two copies: replay only what surely did not land.
-        let r: OpResp = self
-            .call_drive(
-                "openFile/copy",
-                Class::Other,
-                Replay::UnsentOnly,
-                json!({
-                    "file_id": file_id,
-                    "to_parent_file_id": to_parent_file_id,
-                    "auto_rename": auto_rename,
-                }),
-            )
-            .await?;
-        Ok(r.into_result(file_id))
+        self.copy_to(file_id, to_parent_file_id, auto_rename).await
     }
 
     async fn trash(&self, file_id: &str) -> Result<OpResult> {
@@ -797,49 +489,5 @@ impl Drive for Client {
             .into_iter()
             .map(|(name, url)| (name, signed_url(url, expiration.as_deref())))
             .collect())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Write;
-
-    #[test]
-    fn create_body_carries_proof_for_the_given_token() {
-        let mut f = tempfile::NamedTempFile::new().unwrap();
-        f.write_all(b"Hello World!").unwrap();
-        let req = NewFile {
-            parent_file_id: "root".into(),
-            name: "h.txt".into(),
-            size: Some(12),
-            check_name_mode: CheckNameMode::Refuse,
-            part_count: 2,
-            local_modified_at: Some(
-                std::time::UNIX_EPOCH + Duration::from_millis(1_687_946_420_022),
-            ),
-            hashes: UploadHashes::Full {
-                content_hash: "2EF7BDE608CE5404E97D5F042F95F89F1C232871".into(),
-                local_file: f.path().to_path_buf(),
-            },
-        };
-        let b = create_file_body("d1", &req, "example-access-token").unwrap();
-        assert_eq!(b["proof_code"], "bG8gV29ybGQ=");
-        assert_eq!(b["proof_version"], "v1");
-        assert_eq!(b["check_name_mode"], "refuse");
-        assert_eq!(b["part_info_list"].as_array().unwrap().len(), 2);
-        assert_eq!(b["local_modified_at"], "2023-06-28T10:00:20.022Z");
-        let b2 = create_file_body("d1", &req, "another.access.token").unwrap();
-        assert_ne!(b2["proof_code"], b["proof_code"]);
-
-        let pre = NewFile {
-            hashes: UploadHashes::PreHash("ABC".into()),
-            part_count: 0,
-            ..req
-        };
-        let b = create_file_body("d1", &pre, "t").unwrap();
-        assert_eq!(b["pre_hash"], "ABC");
-        assert!(b.get("proof_code").is_none());
-        assert_eq!(b["part_info_list"].as_array().unwrap().len(), 1);
     }
 }

@@ -14,7 +14,8 @@
 //! - `login`   — the QR sign-in flows of `alipanfs login`;
 //! - `received` — bytes received per file, for `status`;
 //! - `bwlimit` — the download and upload bandwidth limits, and the bytes-on-the-wire counter;
-//! - `client`  — `Client`, tying it together and implementing `Drive`.
+//! - `client`  — `Client`, tying it together and implementing `Drive` (its file-tree and upload
+//!   endpoints in `client/files` and `client/upload`).
 
 mod auth;
 mod bufpool;
