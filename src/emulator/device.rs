@@ -19,7 +19,7 @@ fn content_of(v: &Value) -> Vec<u8> {
         Some(c) => c.as_bytes().to_vec(),
         None => {
             let size = int(v, "size").unwrap_or(0).max(0) as usize;
-            super::state::pattern_bytes(int(v, "seed").unwrap_or(0) as u64, 0, size)
+            super::seed::pattern_bytes(int(v, "seed").unwrap_or(0) as u64, 0, size)
         }
     }
 }

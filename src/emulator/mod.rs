@@ -25,9 +25,11 @@ mod mapped;
 mod persist;
 mod qr;
 mod search;
+mod seed;
 mod server;
 mod state;
 mod transcode;
+mod tree;
 mod upload;
 mod util;
 
@@ -38,8 +40,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use state::{pattern_bytes, TreeEntry};
+pub use seed::pattern_bytes;
 pub use transcode::{generate_ladder, SeedSubtitle, SeedTranscode, DEFAULT_TRANSCODE_TIME};
+pub use tree::TreeEntry;
 
 /// How long unfinished uploads live: the PDS CreateFile page the reference cites (section 5.10)
 /// says 10 days; the Open API's own value is unconfirmed.
