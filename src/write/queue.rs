@@ -17,7 +17,8 @@
 //!   The channels are unbounded: an event is never dropped (a lagging fs would otherwise leave a
 //!   node on its placeholder id); the fs consumes them at once, so they hold only a burst.
 //! - `completed` (key → its last landed file_id) holds only landings the fs has not applied yet:
-//!   the fs calls `applied` once its node follows the event, which removes the entry.
+//!   the fs calls `applied` once its node follows the event, which removes the entry; remote
+//!   changes wait on `all_applied` (see `handoff`).
 //! - `replaces` ids are kept current: a job still waiting when an earlier one completes, and any
 //!   later job naming a copy this queue already replaced, are redirected to the newest copy. The
 //!   one case left to the fs: a never-uploaded file (`replaces: None`) submitted again after its
@@ -43,6 +44,7 @@ use crate::write::staging::{remove_staged, write_sidecar, write_sidecar_of, Clos
 use crate::write::stream::{StreamTarget, Streams, WriteStream};
 use crate::write::upload::{adopt_landed, upload_file, UploadConfig, UploadTarget};
 
+mod handoff;
 mod runner;
 
 /// Uploads running at once (each is sequential inside; two keep one slow file from blocking all).
@@ -308,53 +310,6 @@ impl UploadQueue {
         superseded
     }
 
-    /// Every upload outcome from now on, in order per key; nothing is ever dropped.
-    pub fn subscribe(&self) -> mpsc::UnboundedReceiver<UploadEvent> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.events.lock().push(tx);
-        rx
-    }
-
-    /// Send `event` to every subscriber still listening.
-    fn send(&self, event: UploadEvent) {
-        self.events
-            .lock()
-            .retain(|tx| tx.send(event.clone()).is_ok());
-    }
-
-    /// The fs has pointed `key`'s node at `file_id`: the queue need not remember that landing
-    /// (a newer landing stays until its own event is applied).
-    pub fn applied(&self, key: u64, file_id: &str) {
-        let mut completed = self.completed.lock();
-        if completed.get(&key).is_some_and(|id| id == file_id) {
-            completed.remove(&key);
-            if completed.is_empty() {
-                self.applied_all.notify_waiters();
-            }
-        }
-    }
-
-    /// Landings not yet applied by the fs (bounded by the events in flight).
-    pub fn unapplied(&self) -> usize {
-        self.completed.lock().len()
-    }
-
-    /// Waits (at most `timeout`) until the fs has applied every landing so far. True if so.
-    pub async fn all_applied(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let notified = self.applied_all.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.unapplied() == 0 {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return self.unapplied() == 0;
-            }
-        }
-    }
-
     /// Jobs not yet uploaded (running or waiting).
     pub fn pending(&self) -> usize {
         self.lock()
@@ -543,11 +498,6 @@ impl UploadQueue {
         if let Err(e) = write_sidecar_of(staged, Closed::Keep, || self.job_target(staged)) {
             tracing::warn!(path = %staged.display(), "could not update upload journal: {e}");
         }
-    }
-
-    /// The file_id of the last completed upload for `key`, if any.
-    pub fn uploaded_file_id(&self, key: u64) -> Option<String> {
-        self.completed.lock().get(&key).cloned()
     }
 }
 
