@@ -306,13 +306,18 @@ impl InodeTable {
 
     pub fn set_local(&mut self, ino: u64, local: Option<Arc<LocalContent>>) {
         if let Some(node) = self.nodes.get_mut(&ino) {
-            if local.is_some() {
-                self.with_local.insert(ino);
+            let placed_before = if local.is_some() {
+                !self.with_local.insert(ino)
             } else {
-                self.with_local.remove(&ino);
-            }
+                self.with_local.remove(&ino)
+            };
             node.local = local;
-            self.recent.mark_bound(ino);
+            // A listing under way must not drop a node its local content no longer places;
+            // a landed node's content placed it no more (`mark_landed`), so letting go of it
+            // changes nothing a listing could miss.
+            if placed_before || node.local.is_some() {
+                self.recent.mark_bound(ino);
+            }
         }
     }
 
@@ -322,7 +327,9 @@ impl InodeTable {
     /// it. A re-listing that no longer names the item (trashed elsewhere meanwhile) then drops
     /// it, as any drive file.
     pub fn mark_landed(&mut self, ino: u64) {
-        self.with_local.remove(&ino);
+        if self.with_local.remove(&ino) {
+            self.recent.mark_bound(ino);
+        }
     }
 
     /// Nodes under `parent` that have local content (shown even if the drive does not list them yet).
