@@ -1183,3 +1183,18 @@ fn a_crash_may_bring_back_what_an_unclosed_file_replaced() {
     ];
     run(&ops).unwrap();
 }
+
+/// Found by the multi-threaded mode (another actor's fault hit this call): a move with a new
+/// name whose check of the name (`get`) failed reported EIO with the move done on the drive.
+#[test]
+fn a_move_whose_name_check_fails_still_completes() {
+    let get = FAULT_OPS.iter().position(|x| *x == "get").unwrap();
+    let ops = [
+        Op::Mkdir(0, 2),
+        Op::Mkdir(1, 0),
+        Op::Fault(get, 1),
+        Op::Rename(1, 0, 0, 3),
+        Op::List(0),
+    ];
+    run(&ops).unwrap();
+}
