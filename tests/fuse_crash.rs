@@ -203,9 +203,13 @@ fn kill_9_during_the_multipart_upload_of_a_300_mib_file_then_it_resumes_after_a_
     let after = m.calls().since(&before);
     eprintln!("FIGURES after the remount until it landed: {after}");
     // The session opened before the kill is continued: the parts the drive holds (all but at
-    // most the one in flight at the kill) are not sent again.
+    // most the one in flight at the kill) are not sent again. The server may still count the
+    // part in flight at the kill as under way (it has not yet seen that client go) and refuse
+    // its first re-send as not sequential: the uploader resyncs and sends it again, so one
+    // refused PUT is allowed. A restart would send all 19.
+    let refused = u64::from(m.full_log().contains("why=\"PartNotSequential\""));
     assert!(
-        after.get("data/put") <= 19 - (puts_at_kill - 1),
+        after.get("data/put") <= 19 - (puts_at_kill - 1) + refused,
         "{} PUTs after the remount, {puts_at_kill} before the kill: the upload restarted\n{}",
         after.get("data/put"),
         m.log()
