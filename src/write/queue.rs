@@ -357,18 +357,11 @@ impl UploadQueue {
     /// Wait until every job is uploaded or `timeout` passes; returns how many are still pending
     /// (their staged files and journal entries stay for a later replay).
     pub async fn drain(&self, timeout: Duration) -> usize {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let notified = self.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let n = self.pending();
-            if n == 0 {
-                return 0;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return self.pending();
-            }
+        let deadline = Some(Instant::now() + timeout);
+        if wait_until(&self.changed, deadline, || self.pending() == 0).await {
+            0
+        } else {
+            self.pending()
         }
     }
 
@@ -406,15 +399,8 @@ impl UploadQueue {
     /// once (an upload whose completion raced the cancel is removed from the drive before this
     /// returns), so nothing of a deleted file lands on the drive afterwards.
     pub async fn settle(&self, key: u64) {
-        loop {
-            let notified = self.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.lock().get(&key).is_none_or(|s| s.running.is_none()) {
-                return;
-            }
-            notified.await;
-        }
+        let stopped = || self.lock().get(&key).is_none_or(|s| s.running.is_none());
+        wait_until(&self.changed, None, stopped).await;
     }
 
     /// Rewrite the journal entry of queued version `staged` from its job's target, if it says
@@ -551,6 +537,27 @@ impl ReplacedIds {
             }
         }
         id
+    }
+}
+
+/// Waits until `done` holds, checking again each time `notify` fires, until `deadline` (None:
+/// no limit). Whether it holds. The waiter registers before each check, so no wake-up is lost.
+async fn wait_until(notify: &Notify, deadline: Option<Instant>, done: impl Fn() -> bool) -> bool {
+    loop {
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if done() {
+            return true;
+        }
+        match deadline {
+            Some(deadline) => {
+                if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                    return done();
+                }
+            }
+            None => notified.await,
+        }
     }
 }
 

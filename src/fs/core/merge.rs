@@ -184,11 +184,7 @@ pub(super) mod tests {
     fn a_landed_file_the_drive_no_longer_lists_goes_though_it_keeps_its_bytes_for_reads() {
         let mut t = table();
         let staged = tempfile::NamedTempFile::new().unwrap();
-        let content = Arc::new(LocalContent::new(
-            staged.path().to_path_buf(),
-            staged.reopen().unwrap(),
-        ));
-        let f = t.insert_local_file(ROOT_INO, "x", content, UNIX_EPOCH);
+        let f = t.insert_local_file(ROOT_INO, "x", t_content(&staged), UNIX_EPOCH);
         t.rekey(f, "landed");
         t.mark_landed(f);
         let seq = t.change_seq();

@@ -40,18 +40,8 @@ impl UploadQueue {
 
     /// Waits (at most `timeout`) until the fs has applied every landing so far. True if so.
     pub async fn all_applied(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let notified = self.applied_all.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.unapplied() == 0 {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return self.unapplied() == 0;
-            }
-        }
+        let deadline = Some(Instant::now() + timeout);
+        wait_until(&self.applied_all, deadline, || self.unapplied() == 0).await
     }
 
     /// The file_id of the last completed upload for `key`, if any.

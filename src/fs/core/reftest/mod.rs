@@ -422,13 +422,7 @@ impl World {
         // A file a lost one had replaced by a rename may be back (see `Model::displacing`),
         // with one of the contents it could have had on the drive, or gone.
         for (path, contents) in may_return {
-            let (dir, name) = path.rsplit_once('/').unwrap_or(("", path.as_str()));
-            let d = self.ns.dirs.iter().position(|x| *x == dir);
-            let n = self.ns.names.iter().position(|x| *x == name);
-            let got = match (d, n) {
-                (Some(d), Some(n)) => self.run_sut(&Op::Read(d, n)).ok(),
-                _ => None,
-            };
+            let got = self.read_path(&path);
             if let Some(data) = got.filter(|g| contents.contains(g)) {
                 let m = &mut self.model;
                 m.next += 1;
@@ -458,13 +452,7 @@ impl World {
             })
             .collect();
         for (path, ino) in ambiguous {
-            let (dir, name) = path.rsplit_once('/').unwrap_or(("", path.as_str()));
-            let d = self.ns.dirs.iter().position(|x| *x == dir);
-            let n = self.ns.names.iter().position(|x| *x == name);
-            let got = match (d, n) {
-                (Some(d), Some(n)) => self.run_sut(&Op::Read(d, n)).ok(),
-                _ => None,
-            };
+            let got = self.read_path(&path);
             let f = self.model.files.get_mut(&ino).unwrap();
             let alt = f.alt.take().unwrap();
             if got.as_ref() == Some(&alt) {
@@ -472,6 +460,14 @@ impl World {
                 f.durable = Some(f.data.clone());
             }
         }
+    }
+
+    /// The content the fs shows at a model path (None: absent or unreadable).
+    fn read_path(&mut self, path: &str) -> Option<Vec<u8>> {
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+        let d = self.ns.dirs.iter().position(|x| *x == dir)?;
+        let n = self.ns.names.iter().position(|x| *x == name)?;
+        self.run_sut(&Op::Read(d, n)).ok()
     }
 
     /// Run one op against both; panics (via prop_assert in the caller) on a mismatch.
